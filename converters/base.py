@@ -1,0 +1,125 @@
+"""The contract between the service and every conversion engine.
+
+A converter is a plain object: it says which formats it reads and writes, which options
+each pair takes (as a small JSON-schema-like description), and converts files on disk.
+It never imports the web, database or Redis layers; the service runs it inside
+`converters.sandbox`, a child process with resource limits, and hears of its progress
+through `Task.progress`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+Progress = Callable[[float], None]
+"""Called with a fraction from 0 to 1 as the work advances; cheap to call often."""
+
+OptionType = Literal["integer", "number", "string", "boolean", "array"]
+
+
+class ConversionError(Exception):
+    """The input cannot be converted as asked. `message` is shown to the user as is."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class RequestError(ValueError):
+    """The request itself is wrong (unknown pair, bad option): refused before any job exists."""
+
+    def __init__(self, message: str, hint: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One converter option, described the way `formats` publishes it."""
+
+    type: OptionType
+    description: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[Any, ...] | None = None
+    items: OptionType | None = None  # element type of an "array" option
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.default is not None:
+            out["default"] = self.default
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.enum is not None:
+            out["enum"] = list(self.enum)
+        if self.items is not None:
+            out["items"] = {"type": self.items}
+        return out
+
+
+@dataclasses.dataclass
+class Task:
+    """What a converter is handed: inputs already inside its private working directory."""
+
+    inputs: list[Path]
+    input_format: str
+    output_format: str
+    options: dict[str, Any]  # validated, with defaults filled in
+    workdir: Path
+    progress: Progress = lambda fraction: None
+
+
+@dataclasses.dataclass
+class Result:
+    """One output file. Several outputs travel as one zip, `items` naming its members."""
+
+    path: Path
+    items: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits for the child process that runs one conversion."""
+
+    memory_bytes: int = 2 * 1024**3
+    cpu_seconds: int = 300
+    wall_seconds: int = 600
+    output_bytes: int = 4 * 1024**3
+
+
+class Converter(abc.ABC):
+    """One engine for one filetype. Subclasses are registered in `converters.registry`."""
+
+    filetype: ClassVar[str]
+    engine: ClassVar[str]
+    multi_input: ClassVar[bool] = False  # accepts several inputs (images -> one pdf, ...)
+    limits: ClassVar[Limits] = Limits()
+
+    def unavailable(self) -> str | None:
+        """Why this engine cannot run on this machine, or None when it can."""
+        return None
+
+    @abc.abstractmethod
+    def pairs(self) -> Mapping[str, frozenset[str]]:
+        """Input format -> output formats it can become (lower-case extensions)."""
+
+    def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
+        """The options this pair accepts."""
+        return {}
+
+    def check(self, task: Task) -> None:  # noqa: B027 - optional hook
+        """Refuse hostile or mismatched input before decoding it (raise ConversionError)."""
+
+    @abc.abstractmethod
+    def convert(self, task: Task) -> Result:
+        """Write the output inside task.workdir and return it; raise ConversionError."""
