@@ -1,0 +1,33 @@
+"""saq worker wiring: the queue's function calls the processing service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from saq import Worker
+
+from app.runtime import Runtime
+from app.services import processing
+
+
+async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
+    rt: Runtime = ctx["runtime"]
+    saq_job = ctx["job"]
+    job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    return job.status.value
+
+
+def build_worker(rt: Runtime) -> Worker:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = rt
+
+    q = rt.settings.queue
+    return Worker(
+        rt.queue,
+        functions=[convert],
+        concurrency=q.concurrency,
+        startup=startup,
+        timers={"sweep": q.sweep_interval},
+        shutdown_grace_period_s=10,
+    )
