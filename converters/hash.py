@@ -20,8 +20,7 @@ CHUNK = 1024 * 1024
 
 # The registry matches exact input formats, so "any file" is spelled out: every format the
 # other converters read, plus common ones nobody converts but people still checksum.
-INPUT_FORMATS: frozenset[str] = frozenset(
-    """
+_ANY_FORMAT = """
     bin dat raw img iso dmg exe msi dll so deb rpm apk jar class wasm
     txt md rst csv tsv json jsonl ndjson yaml toml xml html xhtml css js ts py sql log ini srt
     vtt ass sub tex rtf ics vcf svg
@@ -33,8 +32,8 @@ INPUT_FORMATS: frozenset[str] = frozenset(
     mp4 m4v mov mkv webm avi wmv flv mpg mpeg ts mts m2ts 3gp ogv vob asf f4v
     zip tar gz tgz bz2 tbz2 xz txz zst 7z rar cab lz lzma arj cpio
     ttf otf woff woff2 eot
-    """.split()
-)
+"""
+INPUT_FORMATS: frozenset[str] = frozenset(_ANY_FORMAT.split())
 
 
 class HashConverter(Converter):

@@ -32,9 +32,7 @@ from converters.registry import normalize_format, registry
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal[
-    "converter", "memory", "cpu", "timeout", "crash", "output_size", "internal"
-]
+ErrorKind = Literal["converter", "memory", "cpu", "timeout", "crash", "output_size", "internal"]
 
 PROGRESS_INTERVAL = 0.1  # seconds between forwarded progress updates (at most ~10/s)
 STDERR_TAIL = 8192  # bytes of the child's stdout/stderr kept for the logs

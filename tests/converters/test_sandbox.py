@@ -275,9 +275,7 @@ async def test_no_network(probe_registry: None, tmp_path: Path) -> None:
     assert outcome.startswith("blocked"), outcome
 
 
-async def test_input_names_are_kept_and_deduplicated(
-    probe_registry: None, tmp_path: Path
-) -> None:
+async def test_input_names_are_kept_and_deduplicated(probe_registry: None, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second, dash = tmp_path / "a" / "x.bin", tmp_path / "b" / "x.bin", tmp_path / "-o.bin"
