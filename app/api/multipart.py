@@ -37,6 +37,13 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 @contextlib.asynccontextmanager
 async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
     """Yield the form; files nobody claimed by the end are deleted."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        posted = await request.post()  # bounded by client_max_size; no files in this encoding
+        form = Form()
+        for name, value in posted.items():
+            form.fields.setdefault(name, []).append(str(value))
+        yield form
+        return
     if not request.content_type.startswith("multipart/"):
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
