@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from app.api.graphql.formats.queries import FormatQueries
@@ -10,6 +13,7 @@ from app.api.graphql.jobs.mutations import JobMutations
 from app.api.graphql.jobs.queries import JobQueries
 from app.api.graphql.jobs.subscriptions import JobSubscriptions
 from app.api.graphql.keys.queries import KeyQueries
+from app.errors import ConvertdError
 
 
 @strawberry.type
@@ -27,7 +31,15 @@ class Subscription(JobSubscriptions):
     pass
 
 
-schema = strawberry.Schema(
+class ConvertdSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # a refused request is the caller's business, not an error in our logs
+        ours = [e for e in errors if isinstance(e.original_error, ConvertdError)
+                and e.original_error.status < 500]
+        super().process_errors([e for e in errors if e not in ours], execution_context)
+
+
+schema = ConvertdSchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
