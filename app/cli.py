@@ -188,3 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if asyncio.iscoroutine(result):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(result)
+
+
+if __name__ == "__main__":
+    main()

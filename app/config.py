@@ -40,6 +40,7 @@ class QueueSettings:
     retry_backoff: bool = False
     sweep_interval: int = 5  # seconds between sweeps for jobs of dead workers
     concurrency: int = 2  # conversions at once per worker process
+    name: str = "convertd"  # the saq queue; API and workers of one deployment share it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Settings:
                 retry_backoff=_bool("JOB_RETRY_BACKOFF", False),
                 sweep_interval=_int("SWEEP_INTERVAL", 5),
                 concurrency=_int("WORKER_CONCURRENCY", 2),
+                name=_env("QUEUE", "convertd") or "convertd",
             ),
         )
 

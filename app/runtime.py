@@ -13,8 +13,6 @@ from app.config import Settings
 from app.events import EventHub
 from app.storage import Storage
 
-QUEUE_NAME = "convertd"
-
 
 @dataclasses.dataclass
 class Runtime:
@@ -30,7 +28,7 @@ class Runtime:
         assert settings.database_url and settings.redis_url
         pool = await db.create_pool(settings.database_url)
         redis = aioredis.from_url(settings.redis_url)
-        queue = Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+        queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
         hub = None

@@ -23,7 +23,7 @@ def build_worker(rt: Runtime) -> Worker:
         ctx["runtime"] = rt
 
     q = rt.settings.queue
-    return Worker(
+    worker = Worker(
         rt.queue,
         functions=[convert],
         concurrency=q.concurrency,
@@ -31,3 +31,5 @@ def build_worker(rt: Runtime) -> Worker:
         timers={"sweep": q.sweep_interval},
         shutdown_grace_period_s=10,
     )
+    worker.SIGNALS = []  # the process owns SIGINT/SIGTERM: it stops the API and servers too
+    return worker

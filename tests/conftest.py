@@ -133,7 +133,11 @@ class GraphQL:
         self.http, self.url = http, f"{base_url}/graphql"
 
     async def __call__(
-        self, document: str, variables: dict[str, Any] | None = None, *, key: str | None = None,
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         all_headers = {**({"X-API-Key": key} if key else {}), **(headers or {})}
@@ -143,8 +147,13 @@ class GraphQL:
             return await resp.json()
 
     async def multipart(
-        self, document: str, variables: dict[str, Any], files: dict[str, tuple[str, bytes]],
-        *, key: str | None = None, headers: dict[str, str] | None = None,
+        self,
+        document: str,
+        variables: dict[str, Any],
+        files: dict[str, tuple[str, bytes]],
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """GraphQL multipart request spec: files maps "variables.path" -> (name, bytes)."""
         form = aiohttp.FormData()

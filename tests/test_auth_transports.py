@@ -75,6 +75,9 @@ async def test_tenant_isolation_on_every_transport(
     form.add_field("file", b"alice only", filename="a.txt")
     async with http.post(f"{base_url}/v1/upload", data=form, headers={"X-API-Key": alice.key}) as r:
         file_path = (await r.json())["files"][0]["file_path"]
-    body = await gql(operation("Convert"), {"input": {
-        "filePath": file_path, "filetype": "hash", "outputFormat": "txt"}}, key=mallory.key)
+    body = await gql(
+        operation("Convert"),
+        {"input": {"filePath": file_path, "filetype": "hash", "outputFormat": "txt"}},
+        key=mallory.key,
+    )
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"

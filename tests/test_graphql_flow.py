@@ -20,8 +20,10 @@ async def test_upload_convert_subscribe_download(
     gql: GraphQL, http: aiohttp.ClientSession, base_url: str, account: Account, protocol: str
 ) -> None:
     status, body = await gql.multipart(
-        operation("Upload"), {"files": [None]},
-        {"variables.files.0": ("photo.png", png_bytes((120, 90), "green"))}, key=account.key,
+        operation("Upload"),
+        {"files": [None]},
+        {"variables.files.0": ("photo.png", png_bytes((120, 90), "green"))},
+        key=account.key,
     )
     assert status == 200, body
     uploaded = body["data"]["upload"][0]
@@ -29,10 +31,18 @@ async def test_upload_convert_subscribe_download(
 
     sub, ack = await connect(http, base_url, protocol=protocol, payload={"apiKey": account.key})
     assert ack["type"] == "connection_ack"
-    body = await gql(operation("Convert"), {"input": {
-        "filePath": uploaded["filePath"], "filetype": "image", "outputFormat": "jpg",
-        "options": {"quality": 70, "width": 60},
-    }}, key=account.key)
+    body = await gql(
+        operation("Convert"),
+        {
+            "input": {
+                "filePath": uploaded["filePath"],
+                "filetype": "image",
+                "outputFormat": "jpg",
+                "options": {"quality": 70, "width": 60},
+            }
+        },
+        key=account.key,
+    )
     job = body["data"]["convert"]
     assert job["status"] == "PENDING" and job["outputFormat"] == "jpg"
 
@@ -61,7 +71,8 @@ async def test_convert_with_upload_in_the_same_request(
     status, body = await gql.multipart(
         operation("Convert"),
         {"input": {"file": None, "filetype": "hash", "outputFormat": "json"}},
-        {"variables.input.file": ("data.bin", b"\x00\x01convertd")}, key=account.key,
+        {"variables.input.file": ("data.bin", b"\x00\x01convertd")},
+        key=account.key,
     )
     assert status == 200, body
     job_id = body["data"]["convert"]["id"]
@@ -81,7 +92,8 @@ async def test_subscription_to_a_finished_job_yields_it_and_completes(
     status, body = await gql.multipart(
         operation("Convert"),
         {"input": {"file": None, "filetype": "hash", "outputFormat": "txt"}},
-        {"variables.input.file": ("a.txt", b"abc")}, key=account.key,
+        {"variables.input.file": ("a.txt", b"abc")},
+        key=account.key,
     )
     job_id = body["data"]["convert"]["id"]
     sub, _ = await connect(http, base_url, payload={"apiKey": account.key})
@@ -100,13 +112,15 @@ async def test_jobs_newest_first_and_paginated(gql: GraphQL, make_account: Any) 
         _, body = await gql.multipart(
             operation("Convert"),
             {"input": {"file": None, "filetype": "hash", "outputFormat": "txt"}},
-            {"variables.input.file": (f"f{i}.txt", b"x")}, key=acc.key,
+            {"variables.input.file": (f"f{i}.txt", b"x")},
+            key=acc.key,
         )
         ids.append(body["data"]["convert"]["id"])
     first = (await gql(operation("Jobs"), {"first": 2}, key=acc.key))["data"]["jobs"]
     assert [n["id"] for n in first["nodes"]] == ids[::-1][:2]
-    rest = (await gql(operation("Jobs"), {"first": 2, "after": first["nextCursor"]},
-                      key=acc.key))["data"]["jobs"]
+    rest = (await gql(operation("Jobs"), {"first": 2, "after": first["nextCursor"]}, key=acc.key))["data"][
+        "jobs"
+    ]
     assert [n["id"] for n in rest["nodes"]] == [ids[0]] and rest["nextCursor"] is None
 
 
@@ -115,9 +129,13 @@ async def test_formats_and_options_schema(gql: GraphQL, account: Account) -> Non
     image = next(f for f in formats if f["filetype"] == "image")
     png = next(c for c in image["conversions"] if c["inputFormat"] == "png")
     assert {"jpg", "webp", "ico"} <= set(png["outputFormats"])
-    schema = (await gql(operation("FormatOptions"),
-                        {"filetype": "image", "inputFormat": "png", "outputFormat": "jpg"},
-                        key=account.key))["data"]["formatOptions"]
+    schema = (
+        await gql(
+            operation("FormatOptions"),
+            {"filetype": "image", "inputFormat": "png", "outputFormat": "jpg"},
+            key=account.key,
+        )
+    )["data"]["formatOptions"]
     assert schema["properties"]["quality"]["type"] == "integer"
 
 
@@ -136,7 +154,8 @@ async def test_unsupported_pair_is_refused_before_a_job_exists(
     _, body = await gql.multipart(
         operation("Convert"),
         {"input": {"file": None, "filetype": "image", "outputFormat": "docx"}},
-        {"variables.input.file": ("a.png", png_bytes())}, key=account.key,
+        {"variables.input.file": ("a.png", png_bytes())},
+        key=account.key,
     )
     err = body["errors"][0]
     assert err["extensions"]["code"] == "UNSUPPORTED_CONVERSION"

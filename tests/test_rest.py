@@ -20,11 +20,12 @@ def seed_python_example(base: str, api_key: str, workdir: Path) -> bytes:
     """The document's own Python example, verbatim but for BASE, the key and file paths."""
     import time
 
-    API_KEY = api_key  # noqa: N806
-    BASE = f"{base}/v1"  # noqa: N806
+    API_KEY = api_key
+    BASE = f"{base}/v1"
 
     # 1. Start conversion
-    resp = requests.post(f"{BASE}/convert",
+    resp = requests.post(
+        f"{BASE}/convert",
         headers={"X-API-Key": API_KEY},
         files={"file": open(workdir / "input.png", "rb")},  # noqa: SIM115
         data={"filetype": "image", "output_format": "webp"},
@@ -34,8 +35,7 @@ def seed_python_example(base: str, api_key: str, workdir: Path) -> bytes:
 
     # 2. Poll until done
     while True:
-        status = requests.get(f"{BASE}/status/{job_id}",
-            headers={"X-API-Key": API_KEY}).json()
+        status = requests.get(f"{BASE}/status/{job_id}", headers={"X-API-Key": API_KEY}).json()
         if status["status"] == "finished":
             break
         if status["status"] == "failed":
@@ -43,8 +43,7 @@ def seed_python_example(base: str, api_key: str, workdir: Path) -> bytes:
         time.sleep(0.2)  # the document sleeps 2 s; the loop is the same
 
     # 3. Download result
-    out = requests.get(f"{BASE}/download/{job_id}",
-        headers={"X-API-Key": API_KEY})
+    out = requests.get(f"{BASE}/download/{job_id}", headers={"X-API-Key": API_KEY})
     with open(workdir / "output.webp", "wb") as f:
         f.write(out.content)
     return (workdir / "output.webp").read_bytes()
@@ -88,9 +87,7 @@ async def test_upload_several_files_then_convert_by_file_path(
     form = aiohttp.FormData()
     form.add_field("file", png_bytes(), filename="a.png")
     form.add_field("file", b"hello world\n", filename="notes.txt")
-    async with http.post(
-        f"{base_url}/v1/upload", data=form, headers={"X-API-Key": account.key}
-    ) as resp:
+    async with http.post(f"{base_url}/v1/upload", data=form, headers={"X-API-Key": account.key}) as resp:
         body = await resp.json()
     assert resp.status == 200, body
     names = [f["file_name"] for f in body["files"]]
@@ -119,9 +116,7 @@ async def test_upload_several_files_then_convert_by_file_path(
 
 async def test_unknown_job_is_404(http: aiohttp.ClientSession, base_url: str, account: Account) -> None:
     for job_id in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
-        async with http.get(
-            f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}
-        ) as resp:
+        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as resp:
             body = await resp.json()
         assert resp.status == 404
         assert set(body) >= {"error", "message", "hint"}
@@ -137,9 +132,7 @@ async def test_download_before_finished_is_409(
         " RETURNING id",
         account.key_id,
     )
-    async with http.get(
-        f"{base_url}/v1/download/{row['id']}", headers={"X-API-Key": account.key}
-    ) as resp:
+    async with http.get(f"{base_url}/v1/download/{row['id']}", headers={"X-API-Key": account.key}) as resp:
         body = await resp.json()
     assert resp.status == 409
     assert body["error"] == "Conflict" and "pending" in body["message"] and body["hint"]
@@ -152,9 +145,7 @@ async def test_unsupported_pair_is_400_with_hint(
     form.add_field("file", png_bytes(), filename="a.png")
     form.add_field("filetype", "image")
     form.add_field("output_format", "mp3")
-    async with http.post(
-        f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}
-    ) as resp:
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as resp:
         body = await resp.json()
     assert resp.status == 400
     assert "mp3" in body["message"]
@@ -164,16 +155,17 @@ async def test_unsupported_pair_is_400_with_hint(
 async def test_invalid_option_is_400_naming_it(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    for options, needle in (('{"quality": 500}', "quality"), ('{"colour": 1}', "colour"),
-                            ("{not json", "JSON")):
+    for options, needle in (
+        ('{"quality": 500}', "quality"),
+        ('{"colour": 1}', "colour"),
+        ("{not json", "JSON"),
+    ):
         form = aiohttp.FormData()
         form.add_field("file", png_bytes(), filename="a.png")
         form.add_field("filetype", "image")
         form.add_field("output_format", "jpg")
         form.add_field("options", options)
-        async with http.post(
-            f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}
-        ) as resp:
+        async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as resp:
             body = await resp.json()
         assert resp.status == 400, body
         assert needle in body["message"] and body["hint"]
@@ -185,18 +177,19 @@ async def test_oversized_upload_is_413(
     big = b"\0" * (settings.max_upload_bytes + 1)
     form = aiohttp.FormData()
     form.add_field("file", big, filename="big.bin")
-    async with http.post(
-        f"{base_url}/v1/upload", data=form, headers={"X-API-Key": account.key}
-    ) as resp:
+    async with http.post(f"{base_url}/v1/upload", data=form, headers={"X-API-Key": account.key}) as resp:
         body = await resp.json()
     assert resp.status == 413
     assert "limit" in body["message"] and body["hint"]
 
 
 async def test_missing_and_wrong_keys_are_401(http: aiohttp.ClientSession, base_url: str) -> None:
-    for headers, params in (({}, {}), ({"X-API-Key": "sk_live_nope"}, {}),
-                            ({"Authorization": "Bearer sk_live_nope"}, {}),
-                            ({}, {"api_key": "sk_live_nope"})):
+    for headers, params in (
+        ({}, {}),
+        ({"X-API-Key": "sk_live_nope"}, {}),
+        ({"Authorization": "Bearer sk_live_nope"}, {}),
+        ({}, {"api_key": "sk_live_nope"}),
+    ):
         async with http.get(f"{base_url}/v1/keys/me", headers=headers, params=params) as resp:
             body = await resp.json()
         assert resp.status == 401
@@ -206,9 +199,11 @@ async def test_missing_and_wrong_keys_are_401(http: aiohttp.ClientSession, base_
 async def test_key_accepted_in_all_three_places(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    for headers, params in (({"X-API-Key": account.key}, {}),
-                            ({"Authorization": f"Bearer {account.key}"}, {}),
-                            ({}, {"api_key": account.key})):
+    for headers, params in (
+        ({"X-API-Key": account.key}, {}),
+        ({"Authorization": f"Bearer {account.key}"}, {}),
+        ({}, {"api_key": account.key}),
+    ):
         async with http.get(f"{base_url}/v1/keys/me", headers=headers, params=params) as resp:
             body = await resp.json()
         assert resp.status == 200

@@ -37,8 +37,12 @@ class Subscription:
 
 
 async def connect(
-    http: aiohttp.ClientSession, base_url: str, *, protocol: str = "graphql-transport-ws",
-    payload: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+    http: aiohttp.ClientSession,
+    base_url: str,
+    *,
+    protocol: str = "graphql-transport-ws",
+    payload: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[Subscription, dict[str, Any]]:
     ws = await http.ws_connect(f"{base_url}/graphql", protocols=[protocol], headers=headers or {})
     await ws.send_json({"type": "connection_init", "payload": payload or {}})

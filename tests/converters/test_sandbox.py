@@ -92,9 +92,7 @@ class MisbehavingConverter(Converter):
 
 @pytest.fixture
 def probe_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(
-        registry_module, "_registry", Registry([MisbehavingConverter(), HashConverter()])
-    )
+    monkeypatch.setattr(registry_module, "_registry", Registry([MisbehavingConverter(), HashConverter()]))
     yield
 
 
@@ -177,9 +175,7 @@ async def test_cpu_limit(probe_registry: None, sample: Path, tmp_path: Path) -> 
     await _hash_ok(sample, tmp_path / "after")
 
 
-async def test_wall_timeout_kills_the_whole_group(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
+async def test_wall_timeout_kills_the_whole_group(probe_registry: None, sample: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "job"
     started = time.monotonic()
     with pytest.raises(SandboxError) as err:
@@ -220,17 +216,13 @@ async def test_unexpected_error_leaks_no_detail_to_the_message(
     assert "RuntimeError: internal detail /secret/path" in err.value.detail  # for the logs
 
 
-async def test_output_outside_workdir_is_refused(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
+async def test_output_outside_workdir_is_refused(probe_registry: None, sample: Path, tmp_path: Path) -> None:
     with pytest.raises(SandboxError) as err:
         await sandbox.run("probe", "bin", "escape", {}, [sample], tmp_path / "job")
     assert err.value.kind == "internal"
 
 
-async def test_cancel_kills_child_and_helpers(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
+async def test_cancel_kills_child_and_helpers(probe_registry: None, sample: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "job"
     task = asyncio.ensure_future(sandbox.run("probe", "bin", "spawn", {}, [sample], workdir))
     pids = workdir / "pids.json"
