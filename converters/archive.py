@@ -118,7 +118,16 @@ class ArchiveConverter(Converter):
         return fmt
 
     def check(self, task: Task) -> None:
+        self._check_inputs(task)
+        declared = self._source(task)
+        if declared is None:
+            return
+        path = task.inputs[0]
+        self._scan(path, self._real_format(path, declared))
+
+    def _check_inputs(self, task: Task) -> None:
         for path in task.inputs:
+            # A link among the inputs would pack whatever it points at (/etc/passwd, ...).
             if path.is_symlink() or not path.is_file():
                 raise ConversionError(
                     f"The input '{path.name}' is not a regular file.",
@@ -130,11 +139,6 @@ class ArchiveConverter(Converter):
                 "one archive may hold.",
                 hint="Send fewer files per job.",
             )
-        declared = self._source(task)
-        if declared is None:
-            return
-        path = task.inputs[0]
-        self._scan(path, self._real_format(path, declared))
 
     def _scan(self, path: Path, fmt: str) -> Audit:
         """Every header checked against the limits, before anything is extracted."""
@@ -183,6 +187,7 @@ class ArchiveConverter(Converter):
             raise ConversionError(
                 f"Cannot write '{out_fmt}' archives.", hint="Pick zip, tar or 7z."
             )
+        self._check_inputs(task)
         level = int(task.options.get("compression_level", 6))
         ext = task.output_format.strip().lower().lstrip(".")  # tgz stays tgz in the name
         progress = _Monotonic(task.progress)

@@ -66,11 +66,12 @@ def damaged(fmt: str, exc: BaseException) -> ConversionError:
 # --- recognising the container -------------------------------------------------------------
 
 
-def _looks_like_tar(block: bytes) -> bool:
+def _looks_like_tar(block: bytes, *, empty_ok: bool = False) -> bool:
     if len(block) < 512:
         return False
     if block[:512] == bytes(512):
-        return True  # an empty tar is all zeros
+        # An empty tar is all zeros, but so is a compressed file of zeros (a classic bomb)
+        return empty_ok
     try:
         tarfile.TarInfo.frombuf(block[:512], "utf-8", "surrogateescape")
     except tarfile.HeaderError:
@@ -96,7 +97,7 @@ def sniff(path: Path) -> str | None:
             except _DAMAGED:
                 return short
             return _COMPRESSED[short] if _looks_like_tar(block) else short
-    if _looks_like_tar(head):
+    if _looks_like_tar(head, empty_ok=path.stat().st_size % 512 == 0):
         return "tar"
     if zipfile.is_zipfile(path):  # self-extracting or prefixed zips
         return "zip"
@@ -212,8 +213,8 @@ def extract_tar(
         for n, (tar, ti) in enumerate(_tar_entries(path, fmt), 1):
             m = _tar_member(ti)
             audit.add(m)
-            if m.kind in ("file", "dir", "hardlink"):
-                _tar_second_opinion(ti, staging, m.kind)
+            if m.kind in ("file", "dir"):
+                _tar_second_opinion(ti, staging)
             if m.kind == "file":
                 src = tar.extractfile(ti)
                 assert src is not None
@@ -226,13 +227,12 @@ def extract_tar(
         raise damaged(fmt, exc) from exc
 
 
-def _tar_second_opinion(ti: tarfile.TarInfo, staging: Staging, kind: str) -> None:
-    # The standard library's 'data' filter agrees with our own rules; asking it too costs
-    # nothing and catches anything our name cleaning might miss. Hard links to outside
-    # targets are our own business (skipped), so only their names are checked here.
-    probe = ti.replace(linkname="", type=tarfile.REGTYPE) if kind == "hardlink" else ti
+def _tar_second_opinion(ti: tarfile.TarInfo, staging: Staging) -> None:
+    # The standard library's 'data' filter agrees with our own rules for files and folders;
+    # asking it too costs nothing and catches anything our name cleaning might miss. Links
+    # are our own business (skipped, or hard links copied from inside the archive).
     try:
-        tarfile.data_filter(probe, str(staging.root))
+        tarfile.data_filter(ti, str(staging.root))
     except tarfile.FilterError as exc:
         raise ConversionError(
             f"The archive entry '{ti.name[:200]}' is refused: {exc}.",
