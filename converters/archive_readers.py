@@ -14,6 +14,7 @@ import functools
 import gzip
 import lzma
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -118,6 +119,40 @@ def _zip_member(info: zipfile.ZipInfo) -> Member:
     return Member(info.filename, kind, info.file_size, mode & 0o777, mtime)
 
 
+def zip_declared_entries(path: Path) -> int | None:
+    """The entry count in the end-of-central-directory record, read before zipfile parses
+    the directory (zipfile loads all of it into memory: millions of tiny entries would fill
+    the memory before any per-entry check ran)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        tail_at = max(0, size - 65_557)  # EOCD (22 bytes) + the longest comment
+        f.seek(tail_at)
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + 22 > len(tail):
+            return None
+        count = struct.unpack_from("<H", tail, at + 10)[0]
+        locator = at - 20
+        if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+            (zip64_at,) = struct.unpack_from("<Q", tail, locator + 8)
+            f.seek(zip64_at)
+            record = f.read(56)
+            if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                count = max(count, struct.unpack_from("<Q", record, 32)[0])
+        return count
+
+
+def _zip_open(path: Path, audit: Audit) -> zipfile.ZipFile:
+    declared = zip_declared_entries(path)
+    if declared is not None and declared > audit.bounds.max_members:
+        raise ConversionError(
+            f"The archive declares {declared} entries, more than the "
+            f"{audit.bounds.max_members} allowed.",
+            hint="Split it into smaller archives.",
+        )
+    return zipfile.ZipFile(path)
+
+
 def _zip_infos(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     infos = zf.infolist()
     for info in infos:
@@ -131,7 +166,7 @@ def _zip_infos(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
 
 def scan_zip(path: Path, audit: Audit) -> None:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _zip_open(path, audit) as zf:
             for info in _zip_infos(zf):
                 audit.add(_zip_member(info))
     except _DAMAGED as exc:
@@ -140,7 +175,7 @@ def scan_zip(path: Path, audit: Audit) -> None:
 
 def extract_zip(path: Path, staging: Staging, audit: Audit, progress: Progress) -> None:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _zip_open(path, audit) as zf:
             infos = _zip_infos(zf)
             members = [_zip_member(i) for i in infos]
             for m in members:  # all headers first: refuse before writing anything
