@@ -35,7 +35,7 @@ try:
     import libarchive
     import libarchive.exception
     import libarchive.ffi
-except (ImportError, OSError):  # pragma: no cover - OSError: libarchive.so missing
+except Exception:  # pragma: no cover - libarchive.so missing fails in several ways
     libarchive = None
 
 Progress = Callable[[float], None]

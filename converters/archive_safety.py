@@ -210,8 +210,15 @@ class Sink:
         check_totals(st.written, st.archive_bytes, b, declared=False)
         assert self._fd is not None
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            # Not the archive's fault: keep it apart from "cannot be read" errors.
+            raise ConversionError(
+                f"Writing the extracted files failed: {exc.strerror or exc}.",
+                hint="The server's disk may be full; try again later.",
+            ) from exc
         return n
 
     def close(self) -> None:
