@@ -45,6 +45,8 @@ class ApiKey:
     last_used_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    conversion_limit: int | None = None  # on top of the plan's allowance; None: none
+    conversions_used: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> ApiKey:

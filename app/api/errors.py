@@ -11,8 +11,13 @@ from app.errors import ConvertdError, ErrorCode
 log = logging.getLogger(__name__)
 
 
+ERROR_CODE = "convertd.error_code"  # response key: the error code, for the request log
+
+
 def render(err: ConvertdError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers)
+    response = web.json_response(err.body(), status=err.status, headers=err.headers)
+    response[ERROR_CODE] = err.code.value
+    return response
 
 
 @web.middleware

@@ -8,12 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from app.api.keys import base_url, runtime
+from app.api.middlewares import PRINCIPAL, TRACE
 from app.api.multipart import read_form
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
-from app.models import Job, JobStatus, Upload
+from app.models import ApiKey, Job, JobStatus, Upload
 from app.services import formats as formats_service
 from app.services import jobs, keys, uploads
 
@@ -22,10 +23,15 @@ VERSION = "1.0"
 
 
 async def principal(request: web.Request) -> Principal:
+    """The caller, admitted to this route (app/auth/authenticate.py), or the refusal."""
     endpoint = (
         request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
     )
-    return await authenticate(runtime(request), auth_request.from_http(request, endpoint))
+    info = auth_request.from_http(request, endpoint)
+    request[TRACE] = info.trace
+    who = await authenticate(runtime(request), info)
+    request[PRINCIPAL] = who
+    return who
 
 
 def ok(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -83,6 +89,18 @@ async def info(request: web.Request) -> web.Response:
                 "GET /v1/status/{job_id}",
                 "GET /v1/download/{job_id}",
                 "GET /v1/keys/me",
+                "POST /v1/token/jwt",
+                "POST /v1/token/create",
+                "DELETE /v1/token/{token}",
+                "GET /v1/account",
+                "GET /v1/account/consumption",
+                "GET /v1/account/statistics",
+                "GET /v1/account/requests",
+                "GET /v1/account/keys",
+                "POST /v1/account/keys",
+                "PATCH /v1/account/keys/{key_id}",
+                "DELETE /v1/account/keys/{key_id}",
+                "POST /v1/account/master-token",
             ],
             "graphql": f"{base_url(request)}/graphql",
         }
@@ -109,7 +127,7 @@ async def convert(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
     if request.content_type == "application/json":
-        body = await _json_body(request)
+        body = await json_body(request)
         job = await jobs.convert(
             rt,
             who,
@@ -173,25 +191,28 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/keys/me")
 async def keys_me(request: web.Request) -> web.Response:
-    who = await principal(request)
-    key = keys.current_key(who)
-    return ok(
-        {
-            "key_id": key.id,
-            "kid": str(key.kid),
-            "name": key.name,
-            "prefix": key.prefix,
-            "environment": key.environment,
-            "restriction_type": key.restriction_type,
-            "allowed_ips": key.allowed_ips,
-            "allowed_domains": key.allowed_domains,
-            "allowed_endpoints": key.allowed_endpoints,
-            "usage_count": key.usage_count,
-            "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
-            "created_at": key.created_at.isoformat(),
-            "plan": who.plan.name,
-        }
-    )
+    info = await keys.me(runtime(request), await principal(request))
+    return ok({**key_body(info.key), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
+
+
+def key_body(key: ApiKey) -> dict[str, Any]:
+    return {
+        "key_id": key.id,
+        "kid": str(key.kid),
+        "name": key.name,
+        "prefix": key.prefix,
+        "environment": key.environment,
+        "restriction_type": key.restriction_type,
+        "allowed_ips": key.allowed_ips,
+        "allowed_domains": key.allowed_domains,
+        "allowed_endpoints": key.allowed_endpoints,
+        "usage_count": key.usage_count,
+        "conversions_used": key.conversions_used,
+        "conversion_limit": key.conversion_limit,
+        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 def _attachment(filename: str) -> str:
@@ -207,7 +228,7 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import rest
+from app.api import rest, rest_admin, rest_tokens
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.keys import RUNTIME
+from app.api.middlewares import access_middleware, cors_middleware, https_middleware
 from app.runtime import Runtime
 
 
 def build_app(rt: Runtime) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024**2)
+    app = web.Application(
+        middlewares=[https_middleware, cors_middleware, access_middleware, error_middleware],
+        client_max_size=2 * 1024**2,
+    )
     app[RUNTIME] = rt
     app.router.add_routes(rest.routes)
+    app.router.add_routes(rest_tokens.routes)
+    app.router.add_routes(rest_admin.routes)
     app.router.add_route("*", "/graphql", ConvertdGraphQLView())
     return app

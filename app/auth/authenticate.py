@@ -1,51 +1,51 @@
-"""One path from RequestInfo to Principal for REST, GraphQL over HTTP and over websocket."""
+"""One path from RequestInfo to Principal for REST, GraphQL over HTTP and over websocket.
+
+In order: who is calling (401), the key's restrictions (403), the operation for REST (403;
+GraphQL checks its root fields after parsing, in app/api/graphql/access.py), the plan's API
+access (403), then the rate limit (429) and the access token's request count. Refused calls
+spend nothing.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
-from app.auth import keys
+from app.auth import jwts, keys, operations, ratelimit, restrictions
+from app.auth.network import client_address
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import ApiKey, Plan
 
 if TYPE_CHECKING:
+    from app.auth.network import Address
     from app.auth.request import RequestInfo
     from app.runtime import Runtime
 
-_KEY_QUERY = """
+_KEY_SELECT = """
 SELECT k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
        p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
 FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
-WHERE k.key_hash = $1
 """
+_TOKEN_QUERY = """
+SELECT t.id AS token_id, t.requests_left, t.valid_until, t.valid_until <= now() AS expired
+FROM access_tokens t WHERE t.token_hash = $1
+"""
+_MASTER_QUERY = """
+SELECT a.id AS account_id, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
+       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
+FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.master_token_hash = $1
+"""
+# administration is not metered by the plan, but a leaked master token must not flood us
+ADMIN_CALLS_PER_MINUTE = 120
 
 
 def unauthenticated(message: str, hint: str, legacy_code: int) -> ConvertdError:
     return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=legacy_code)
 
 
-async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
-    credential = info.credential
-    if not credential:
-        raise unauthenticated(
-            "No API key was sent.",
-            "Send your key as the X-API-Key header, as Authorization: Bearer <key>, "
-            "or as ?api_key=<key>; create one with `convertd keys create --name NAME`.",
-            4013,
-        )
-    row = await rt.pool.fetchrow(_KEY_QUERY, keys.digest(credential))
-    if row is None or not keys.matches(credential, row["key_hash"]):
-        raise unauthenticated(
-            "The API key is not valid.",
-            "Check that the key is complete and has not been revoked.",
-            4010,
-        )
-    if row["revoked_at"] is not None:
-        raise unauthenticated("The API key has been revoked.", "Create a new key and use it instead.", 4010)
-    if not row["active"]:
-        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
-    plan = Plan(
+def _plan(row: Any) -> Plan:
+    return Plan(
         name=row["plan_name"],
         api_access=row["api_access"],
         calls_per_day=row["calls_per_day"],
@@ -53,16 +53,162 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
         max_file_size=row["max_file_size"],
         conversions=row["conversions"],
     )
-    usage = await rt.pool.fetchrow(
-        "UPDATE api_keys SET usage_count = usage_count + 1, last_used_at = now() WHERE id = $1"
-        " RETURNING usage_count, last_used_at",
-        row["id"],
-    )
-    row = {**row, **usage}
+
+
+def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code: int) -> Principal:
+    if row["revoked_at"] is not None:
+        raise unauthenticated(
+            "The API key has been revoked.", "Create a new key and use it instead.", legacy_code
+        )
+    if not row["active"]:
+        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
     return Principal(
         account_id=row["account_id"],
         account_name=row["account_name"],
-        plan=plan,
-        method="api_key",
+        plan=_plan(row),
+        method=method,
         key=ApiKey.from_row(row),
+        client_ip=str(client_ip) if client_ip else None,
     )
+
+
+async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> Principal:
+    row = await rt.pool.fetchrow(_KEY_SELECT + " WHERE k.key_hash = $1", keys.digest(credential))
+    if row is None or not keys.matches(credential, row["key_hash"]):
+        raise unauthenticated(
+            "The API key is not valid.",
+            "Check that the key is complete and has not been revoked.",
+            4010,
+        )
+    return _from_key_row(row, "api_key", client_ip, 4010)
+
+
+async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
+    kid = jwts.kid_of(token)
+    row = await rt.pool.fetchrow(_KEY_SELECT + " WHERE k.kid = $1", kid)
+    if row is None:
+        raise jwts.unknown_kid(str(kid))
+    jwts.verify(token, keys.signing_secret(rt.settings.secret, kid), client_ip)
+    if row["revoked_at"] is not None:
+        raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
+    return _from_key_row(row, "jwt", client_ip, 4012)
+
+
+async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
+    found = await rt.pool.fetchrow(_TOKEN_QUERY, keys.digest(token))
+    hint = "Create a new token with POST /v1/token/create (or createAccessTokens)."
+    if found is None:
+        raise unauthenticated("The access token is not valid (unknown or deleted).", hint, 4011)
+    if found["expired"]:
+        raise unauthenticated("The access token has expired.", hint, 4011)
+    if found["requests_left"] <= 0:
+        raise unauthenticated("The access token has no requests left.", hint, 4011)
+    row = await rt.pool.fetchrow(
+        _KEY_SELECT + " JOIN access_tokens t ON t.api_key_id = k.id WHERE t.id = $1", found["token_id"]
+    )
+    principal = _from_key_row(row, "access_token", client_ip, 4011)
+    return dataclasses.replace(principal, access_token_id=found["token_id"])
+
+
+async def _master(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
+    row = await rt.pool.fetchrow(_MASTER_QUERY, keys.digest(token))
+    if row is None:
+        raise unauthenticated(
+            "The master token is not valid.",
+            "It may have been refreshed; a refresh invalidates the previous token at once.",
+            4010,
+        )
+    if not row["active"]:
+        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
+    return Principal(
+        account_id=row["account_id"],
+        account_name=row["account_name"],
+        plan=_plan(row),
+        method="master",
+        client_ip=str(client_ip) if client_ip else None,
+    )
+
+
+async def identify(rt: Runtime, credential: str | None, client_ip: Address | None) -> Principal:
+    """Who the credential belongs to, whatever its kind, or 401."""
+    if not credential:
+        raise unauthenticated(
+            "No API key was sent.",
+            "Send your key as the X-API-Key header, as Authorization: Bearer <key>, "
+            "or as ?api_key=<key>; create one with `convertd keys create --name NAME`.",
+            4013,
+        )
+    if credential.startswith(keys.MASTER_PREFIX):
+        return await _master(rt, credential, client_ip)
+    if credential.startswith(keys.ACCESS_TOKEN_PREFIX):
+        return await _access_token(rt, credential, client_ip)
+    if jwts.looks_like_jwt(credential):
+        return await _jwt(rt, credential, client_ip)
+    return await _api_key(rt, credential, client_ip)
+
+
+def check_plan(principal: Principal) -> None:
+    if principal.method != "master" and not principal.plan.api_access:
+        raise ConvertdError(
+            ErrorCode.FORBIDDEN,
+            f"API access is not enabled on the {principal.plan.name} plan.",
+            "Upgrade to a plan with API access (Basic or Pro); the operator changes plans "
+            "with `convertd plans` and the account's plan.",
+        )
+
+
+async def charge(rt: Runtime, principal: Principal) -> Principal:
+    """Count the call against the rate limits, then spend one request of an access token."""
+    if principal.method == "master":
+        state = await ratelimit.hit(rt.redis, f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None)
+    else:
+        plan = principal.plan
+        state = await ratelimit.hit(
+            rt.redis, f"account:{principal.account_id}", plan.calls_per_minute, plan.calls_per_day
+        )
+    if state.refused:
+        per = "minute" if state.refused == "minute" else "day"
+        window = state.minute if per == "minute" else state.day
+        raise ConvertdError(
+            ErrorCode.RATE_LIMITED,
+            f"Rate limit reached: {window.limit} calls per {per} on the {principal.plan.name} plan.",
+            f"Retry after {state.retry_after} s"
+            + (" (daily counters reset at midnight UTC)." if per == "day" else ".")
+            + " GET /v1/keys/me shows your remaining quota.",
+            headers=state.headers(),
+        )
+    if principal.access_token_id is not None:
+        left = await rt.pool.fetchval(
+            "UPDATE access_tokens SET requests_left = requests_left - 1"
+            " WHERE id = $1 AND requests_left > 0 AND valid_until > now() RETURNING requests_left",
+            principal.access_token_id,
+        )
+        if left is None:
+            raise unauthenticated(
+                "The access token has no requests left.",
+                "Create a new token with POST /v1/token/create (or createAccessTokens).",
+                4011,
+            )
+    key = principal.key
+    if key is not None:
+        usage = await rt.pool.fetchrow(
+            "UPDATE api_keys SET usage_count = usage_count + 1, last_used_at = now() WHERE id = $1"
+            " RETURNING usage_count, last_used_at",
+            key.id,
+        )
+        key = dataclasses.replace(key, usage_count=usage["usage_count"], last_used_at=usage["last_used_at"])
+    return dataclasses.replace(principal, key=key, rate=state)
+
+
+async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
+    client_ip = client_address(info.peer, info.headers, rt.settings.trusted_proxies)
+    info.trace.client_ip = str(client_ip) if client_ip else None
+    principal = await identify(rt, info.credential, client_ip)
+    info.trace.account_id = principal.account_id
+    info.trace.api_key_id = principal.key.id if principal.key else None
+    info.trace.credential = principal.method
+    restrictions.check(principal, info, client_ip)
+    if info.endpoint != "graphql":
+        operations.require(principal, operations.for_route(info.endpoint))
+    check_plan(principal)
+    return await charge(rt, principal)

@@ -1,18 +1,31 @@
-"""API key material: generation, hashing and constant-time comparison."""
+"""Credential material: generation, hashing, constant-time comparison, JWT signing secrets."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
+import uuid
 
 ENVIRONMENTS = ("live", "test")
+MASTER_PREFIX = "mt_"
+ACCESS_TOKEN_PREFIX = "at_"
 
 
 def generate(environment: str = "live") -> str:
     if environment not in ENVIRONMENTS:
         raise ValueError(f"environment must be one of {ENVIRONMENTS}")
     return f"sk_{environment}_{secrets.token_urlsafe(32)}"
+
+
+def generate_master_token() -> str:
+    return MASTER_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_access_token() -> str:
+    # ConvertAPI's v1 ids are 8 characters; a bearer credential needs far more entropy
+    return ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
 def digest(key: str) -> bytes:
@@ -25,3 +38,13 @@ def prefix(key: str) -> str:
 
 def matches(key: str, stored_digest: bytes) -> bool:
     return hmac.compare_digest(digest(key), stored_digest)
+
+
+def signing_secret(server_secret: str, kid: uuid.UUID | str) -> str:
+    """The JWT signing secret of the key `kid`: HMAC-SHA256(server secret, kid).
+
+    Derived, never stored: the database holds nothing that signs a JWT, and the server
+    re-derives the secret from the kid a token names to check its signature.
+    """
+    mac = hmac.new(server_secret.encode(), f"convertd-jwt-signing:{kid}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from app.models import ApiKey, Plan
+
+if TYPE_CHECKING:
+    from app.auth.ratelimit import RateState
 
 Method = Literal["api_key", "jwt", "access_token", "master"]
 
@@ -16,4 +19,7 @@ class Principal:
     account_name: str
     plan: Plan
     method: Method
-    key: ApiKey | None = None
+    key: ApiKey | None = None  # the key itself, or the key a JWT or access token was made from
+    client_ip: str | None = None
+    access_token_id: int | None = None
+    rate: RateState | None = None  # the rate-limit windows after this call was counted

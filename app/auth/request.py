@@ -9,13 +9,24 @@ from typing import Any
 from aiohttp import web
 
 
+@dataclasses.dataclass
+class Trace:
+    """Who a request turned out to be, filled in as authentication learns it, for the request log."""
+
+    account_id: int | None = None
+    api_key_id: int | None = None
+    credential: str | None = None
+    client_ip: str | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestInfo:
     credential: str | None  # the API key, token or JWT as sent
     peer: str | None  # socket peer address
     headers: Mapping[str, str]
     endpoint: str  # REST path template or "graphql"
-    secure: bool  # reached over TLS
+    secure: bool  # reached over TLS on our own socket
+    trace: Trace = dataclasses.field(default_factory=Trace)
 
     @property
     def origin(self) -> str | None:
@@ -33,8 +44,17 @@ def _bearer(value: str | None) -> str | None:
 
 
 def credential_from(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """X-API-Key, then Authorization: Bearer, then ?api_key= (the SkyConvert document)."""
-    return headers.get("X-API-Key") or _bearer(headers.get("Authorization")) or query.get("api_key") or None
+    """X-API-Key, Authorization: Bearer, ?api_key= (SkyConvert), ?Token= / ?Secret= (ConvertAPI v1)."""
+    return (
+        headers.get("X-API-Key")
+        or _bearer(headers.get("Authorization"))
+        or query.get("api_key")
+        or query.get("Token")
+        or query.get("token")
+        or query.get("Secret")
+        or query.get("secret")
+        or None
+    )
 
 
 def from_http(request: web.Request, endpoint: str) -> RequestInfo:

@@ -11,15 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.sniff import check_declared
-
 from app import events
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
-from app.services import uploads
+from app.services import allowance, uploads
 from app.services.formats import request_errors
 from converters.base import ConversionError
 from converters.registry import normalize_format, registry
+from converters.sniff import check_declared
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -136,6 +135,8 @@ async def convert(
     for fmt, path in inputs:
         _check_content(path, fmt)
 
+    # charged once the request is known to be valid, before anything is stored or queued
+    await allowance.spend(rt.pool, principal)
     stored += await uploads.store(rt, principal, list(files)) if files else []
     row = await rt.pool.fetchrow(
         "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"

@@ -6,6 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from app.auth.principal import Principal
+from app.auth.request import Trace
 from app.errors import ConvertdError
 from app.runtime import Runtime
 
@@ -17,11 +18,20 @@ class Context:
     rt: Runtime
     base_url: str
     connection_params: dict[str, Any] | None = None  # websocket connection_init payload
+    trace: Trace = dataclasses.field(default_factory=Trace)  # who called, for the request log
     _principal: Principal | None = None
     _auth_error: ConvertdError | None = None
 
+    @property
+    def transport(self) -> str:
+        return "graphql-ws" if isinstance(self.response, web.WebSocketResponse) else "graphql"
+
     def authenticated(self, principal: Principal | None, error: ConvertdError | None) -> None:
         self._principal, self._auth_error = principal, error
+
+    @property
+    def principal_or_none(self) -> Principal | None:
+        return self._principal
 
     @property
     def principal(self) -> Principal:

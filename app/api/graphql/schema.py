@@ -8,21 +8,26 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from app.api.graphql.access import AccessExtension
+from app.api.graphql.account.mutations import AccountMutations
+from app.api.graphql.account.queries import AccountQueries
 from app.api.graphql.formats.queries import FormatQueries
 from app.api.graphql.jobs.mutations import JobMutations
 from app.api.graphql.jobs.queries import JobQueries
 from app.api.graphql.jobs.subscriptions import JobSubscriptions
+from app.api.graphql.keys.mutations import KeyMutations
 from app.api.graphql.keys.queries import KeyQueries
+from app.api.graphql.tokens.mutations import TokenMutations
 from app.errors import ConvertdError
 
 
 @strawberry.type
-class Query(JobQueries, FormatQueries, KeyQueries):
+class Query(JobQueries, FormatQueries, KeyQueries, AccountQueries):
     pass
 
 
 @strawberry.type
-class Mutation(JobMutations):
+class Mutation(JobMutations, TokenMutations, KeyMutations, AccountMutations):
     pass
 
 
@@ -43,5 +48,9 @@ schema = ConvertdSchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    extensions=[lambda: QueryDepthLimiter(max_depth=10), lambda: MaxAliasesLimiter(max_alias_count=30)],
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=10),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        AccessExtension,
+    ],
 )

@@ -17,6 +17,7 @@ from app.api.multipart import read_form
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.errors import ConvertdError, ErrorCode
+from app.services import usage
 from app.storage import IncomingFile
 
 # Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
@@ -36,6 +37,10 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         ctx = Context(request, response, runtime(request), base_url(request))
         if not isinstance(response, web.WebSocketResponse):
             await self._authenticate(ctx, auth_request.from_http(request, "graphql"))
+            # the same rate-limit headers as REST, on the GraphQL response
+            principal, error = ctx.principal_or_none, ctx._auth_error
+            headers = principal.rate.headers() if principal and principal.rate else {}
+            response.headers.update(error.headers if error else headers)
         return ctx
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -44,10 +49,19 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         try:
             principal = context.principal
         except ConvertdError as err:
+            await usage.record(
+                context.rt.pool, context.trace, transport="graphql-ws", route="connection_init",
+                status=err.status, error_code=err.code.value,
+            )
             raise ConnectionRejectionError({"message": err.message, **err.extensions}) from err
+        await usage.record(
+            context.rt.pool, context.trace, transport="graphql-ws", route="connection_init",
+            status=200, error_code=None,
+        )
         return {"accountId": principal.account_id}
 
     async def _authenticate(self, ctx: Context, info: auth_request.RequestInfo) -> None:
+        ctx.trace = info.trace
         try:
             ctx.authenticated(await authenticate(ctx.rt, info), None)
         except ConvertdError as err:

@@ -3,13 +3,25 @@ from __future__ import annotations
 import strawberry
 
 from app.api.graphql.context import Context
-from app.api.graphql.keys.types import ApiKey
+from app.api.graphql.keys.types import ApiKey, RateLimits
 from app.services import keys as keys_service
+from app.services import quota as quota_service
 
 
 @strawberry.type
 class KeyQueries:
     @strawberry.field(description="The API key making this call, as GET /v1/keys/me.")
-    def me(self, info: strawberry.Info[Context, None]) -> ApiKey:
-        principal = info.context.principal
-        return ApiKey.from_model(keys_service.current_key(principal), principal.plan.name)
+    async def me(self, info: strawberry.Info[Context, None]) -> ApiKey:
+        ctx = info.context
+        found = await keys_service.me(ctx.rt, ctx.principal)
+        return ApiKey.from_model(found.key, found.plan.name, found.rate_limits)
+
+    @strawberry.field(description="The account's rate-limit quota (calls per day and per minute).")
+    async def quota(self, info: strawberry.Info[Context, None]) -> RateLimits:
+        ctx = info.context
+        return RateLimits.from_model(await quota_service.quota(ctx.rt, ctx.principal))
+
+    @strawberry.field(description="The account's keys, revoked ones included (master token).")
+    async def keys(self, info: strawberry.Info[Context, None]) -> list[ApiKey]:
+        ctx = info.context
+        return [ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)]

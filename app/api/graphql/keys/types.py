@@ -5,6 +5,24 @@ from datetime import datetime
 import strawberry
 
 from app.models import ApiKey as ApiKeyModel
+from app.services.keys import CreatedKey as CreatedKeyModel
+from app.services.quota import RateLimits as RateLimitsModel
+
+
+@strawberry.type(description="Rate-limit quota, as rate_limits in GET /v1/keys/me. Null limits: unlimited.")
+class RateLimits:
+    calls_per_day: int | None
+    calls_per_minute: int | None
+    used_today: int
+    used_this_minute: int
+    remaining_today: int | None
+
+    @classmethod
+    def from_model(cls, q: RateLimitsModel) -> RateLimits:
+        return cls(
+            calls_per_day=q.calls_per_day, calls_per_minute=q.calls_per_minute, used_today=q.used_today,
+            used_this_minute=q.used_this_minute, remaining_today=q.remaining_today,
+        )
 
 
 @strawberry.type(description="An API key (never its secret).")
@@ -22,13 +40,60 @@ class ApiKey:
     last_used_at: datetime | None
     created_at: datetime
     plan: str | None = None
+    revoked_at: datetime | None = None
+    conversion_limit: int | None = strawberry.field(
+        default=None, description="Conversions this key may queue, on top of the plan's allowance."
+    )
+    conversions_used: int = 0
+    rate_limits: RateLimits | None = strawberry.field(
+        default=None, description="The account's quota (on me)."
+    )
 
     @classmethod
-    def from_model(cls, key: ApiKeyModel, plan: str | None = None) -> ApiKey:
+    def from_model(
+        cls, key: ApiKeyModel, plan: str | None = None, rate_limits: RateLimitsModel | None = None
+    ) -> ApiKey:
         return cls(
             id=key.id, kid=str(key.kid), name=key.name, prefix=key.prefix,
             environment=key.environment, restriction_type=key.restriction_type,
             allowed_ips=key.allowed_ips, allowed_domains=key.allowed_domains,
             allowed_endpoints=key.allowed_endpoints, usage_count=key.usage_count,
             last_used_at=key.last_used_at, created_at=key.created_at, plan=plan,
+            revoked_at=key.revoked_at, conversion_limit=key.conversion_limit,
+            conversions_used=key.conversions_used,
+            rate_limits=RateLimits.from_model(rate_limits) if rate_limits else None,
         )
+
+
+@strawberry.type(description="A new key. key and signingSecret are shown only this once.")
+class CreatedKey:
+    key: str
+    signing_secret: str | None = strawberry.field(description="Signs self-made JWTs (HS256) for this kid.")
+    api_key: ApiKey
+
+    @classmethod
+    def from_model(cls, created: CreatedKeyModel) -> CreatedKey:
+        return cls(
+            key=created.secret, signing_secret=created.signing_secret, api_key=ApiKey.from_model(created.key)
+        )
+
+
+@strawberry.input(description="A new key. With allowedIps it is IP-restricted, with allowedDomains domain-restricted.")
+class CreateKeyInput:
+    name: str
+    environment: str = "live"
+    restriction_type: str | None = None
+    allowed_ips: list[str] = strawberry.field(default_factory=list)
+    allowed_domains: list[str] = strawberry.field(default_factory=list)
+    allowed_endpoints: list[str] = strawberry.field(default_factory=list)
+    conversion_limit: int | None = None
+
+
+@strawberry.input(description="Changes to a key; fields left out stay as they are.")
+class UpdateKeyInput:
+    name: str | None = strawberry.UNSET
+    restriction_type: str | None = strawberry.UNSET
+    allowed_ips: list[str] | None = strawberry.UNSET
+    allowed_domains: list[str] | None = strawberry.UNSET
+    allowed_endpoints: list[str] | None = strawberry.UNSET
+    conversion_limit: int | None = strawberry.UNSET

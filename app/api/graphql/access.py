@@ -1,0 +1,125 @@
+"""GraphQL's half of the access rules: each root field is an operation (app/auth/operations.py).
+
+A validation rule made per request refuses, before anything runs, root fields the caller may
+not use: administration without the master token, conversions with it, fields outside a
+key's allowed_endpoints. Validation runs for queries, mutations and subscriptions alike, over
+HTTP and the websocket. The extension also writes each operation's line in the request log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+)
+from strawberry.extensions import SchemaExtension
+
+from app.auth import operations
+from app.errors import ConvertdError
+from app.services import usage
+
+if TYPE_CHECKING:
+    from graphql import ValidationContext
+
+    from app.api.graphql.context import Context
+    from app.auth.principal import Principal
+
+
+def _root_fields(
+    selection_set: SelectionSetNode, context: ValidationContext, seen: set[str]
+) -> Iterator[FieldNode]:
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            yield selection
+        elif isinstance(selection, InlineFragmentNode):
+            yield from _root_fields(selection.selection_set, context, seen)
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+            seen.add(selection.name.value)
+            fragment = context.get_fragment(selection.name.value)
+            if fragment is not None:
+                yield from _root_fields(fragment.selection_set, context, seen)
+
+
+def root_field_names(document: Any, operation_name: str | None) -> list[str]:
+    """The root fields of the operation that runs, for the request log."""
+    names: list[str] = []
+    for definition in getattr(document, "definitions", ()):
+        if isinstance(definition, OperationDefinitionNode) and (
+            operation_name is None or (definition.name and definition.name.value == operation_name)
+        ):
+            names += [s.name.value for s in definition.selection_set.selections if isinstance(s, FieldNode)]
+            break
+    return names
+
+
+def rule_for(principal: Principal) -> type[ValidationRule]:
+    class OperationAccess(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            for field in _root_fields(node.selection_set, self.context, set()):
+                name = field.name.value
+                if name in operations.OPEN_FIELDS:
+                    continue
+                try:
+                    operations.require(principal, operations.for_field(name))
+                except ConvertdError as err:
+                    self.report_error(GraphQLError(err.message, field, original_error=err))
+
+    return OperationAccess
+
+
+class AccessExtension(SchemaExtension):
+    _logged = False
+
+    async def on_operation(self) -> Any:  # type: ignore[override]
+        ctx: Context = self.execution_context.context
+        principal = ctx.principal_or_none
+        if principal is not None:
+            self.execution_context.validation_rules = (
+                *self.execution_context.validation_rules,
+                rule_for(principal),
+            )
+        yield
+        await self._log()
+
+    async def on_execute(self) -> Any:  # type: ignore[override]
+        yield
+        # a subscription is logged when it starts, not when its stream ends
+        if self._operation_type() == "subscription":
+            await self._log()
+
+    def _operation_type(self) -> str:
+        try:
+            return self.execution_context.operation_type.value
+        except Exception:  # unparsable document: there is no operation
+            return "query"
+
+    async def _log(self) -> None:
+        if self._logged:
+            return
+        self._logged = True
+        ctx: Context = self.execution_context.context
+        ec = self.execution_context
+        errors = list(getattr(ec.result, "errors", None) or ec.pre_execution_errors or [])
+        status, code = (400, "BAD_REQUEST") if ec.pre_execution_errors else (200, None)
+        for error in errors:
+            original = getattr(error, "original_error", None)
+            if isinstance(original, ConvertdError):
+                status, code = original.status, original.code.value
+                break
+        fields = ",".join(root_field_names(ec.graphql_document, ec.operation_name)) or "?"
+        await usage.record(
+            ctx.rt.pool,
+            ctx.trace,
+            transport=ctx.transport,
+            route=f"{self._operation_type()} {fields}",
+            status=status,
+            error_code=code,
+        )

@@ -1,0 +1,95 @@
+"""HTTP-wide rules: HTTPS only (when required), CORS for browsers, and the request log."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from app.api.errors import ERROR_CODE, render
+from app.api.keys import runtime
+from app.auth.network import is_secure
+from app.errors import ConvertdError, ErrorCode
+from app.services import usage
+
+TRACE = "convertd.trace"  # request key: app.auth.request.Trace, set once a credential is read
+PRINCIPAL = "convertd.principal"  # request key: the authenticated Principal
+
+# Credentials travel in headers, never in cookies, so any origin may call (browsers with JWTs);
+# a page on another site gains nothing ambient from the visitor's browser.
+ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, Apollo-Require-Preflight, GraphQL-Preflight"
+EXPOSE_HEADERS = (
+    "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition"
+)
+
+
+def _api_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/") or path == "/graphql"
+
+
+@web.middleware
+async def https_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    settings = runtime(request).settings
+    if settings.require_https:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not is_secure(
+            request.secure, peer[0] if peer else None, request.headers, settings.trusted_proxies
+        ):
+            return render(
+                ConvertdError(
+                    ErrorCode.HTTPS_REQUIRED,
+                    "All requests must be sent over HTTPS. HTTP connections are rejected.",
+                    f"Use https://{request.host}{request.path_qs}.",
+                )
+            )
+    return await handler(request)
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    if not _api_path(request.path):
+        return await handler(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers")
+                or ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Access-Control-Request-Headers",
+            },
+        )
+    response = await handler(request)
+    if "Origin" in request.headers and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    return response
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Rate-limit headers on every /v1 answer to a known caller, and its line in the request log.
+
+    GraphQL logs per operation (app/api/graphql/access.py); this covers REST.
+    """
+    response = await handler(request)
+    if not request.path.startswith("/v1"):
+        return response
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.rate is not None and not response.prepared:
+        for name, value in principal.rate.headers().items():
+            response.headers.setdefault(name, value)
+    trace = request.get(TRACE)
+    if trace is not None:
+        route = (
+            request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+        )
+        await usage.record(
+            runtime(request).pool,
+            trace,
+            transport="rest",
+            route=f"{request.method} {route}",
+            status=response.status,
+            error_code=response.get(ERROR_CODE),
+        )
+    return response

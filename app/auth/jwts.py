@@ -1,0 +1,130 @@
+"""JWTs as the ConvertAPI documents describe them: HS256, `kid` names the key, `exp` required.
+
+Each way a token can be wrong has its own message, so a client author sees what to fix.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+
+from app.auth import network
+from app.errors import ConvertdError, ErrorCode
+
+ALGORITHM = "HS256"
+LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
+MAX_MINTED_LIFETIME = 24 * 3600  # server-minted tokens are for short-lived browser use
+
+
+def refused(message: str, hint: str) -> ConvertdError:
+    return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=4012)
+
+
+def looks_like_jwt(credential: str) -> bool:
+    return credential.count(".") == 2 and credential.startswith("eyJ")
+
+
+def kid_of(token: str) -> uuid.UUID:
+    """The key a token names, read before its signature can be checked (header or payload)."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise refused(
+            "The JWT is malformed.",
+            "A JWT is three base64url parts (header.payload.signature) signed with HS256.",
+        ) from exc
+    alg = str(header.get("alg", ""))
+    if alg.lower() == "none" or not alg:
+        raise refused(
+            "The JWT is unsigned (alg 'none'); unsigned tokens are refused.",
+            "Sign the token with HS256 and the key's signing secret.",
+        )
+    if alg != ALGORITHM:
+        raise refused(
+            f"The JWT algorithm '{alg}' is not accepted; only HS256 is.",
+            "Sign the token with HS256 and the key's signing secret.",
+        )
+    kid = claims.get("kid") or header.get("kid")
+    if not kid:
+        raise refused(
+            "The JWT has no kid.",
+            "Put the kid of the key whose signing secret signed the token in the payload.",
+        )
+    try:
+        return uuid.UUID(str(kid))
+    except ValueError as exc:
+        raise unknown_kid(str(kid)) from exc
+
+
+def unknown_kid(kid: str) -> ConvertdError:
+    return refused(
+        f"The JWT names an unknown key (kid {kid}).",
+        "Use the kid shown when the key was created (GET /v1/keys/me shows it too).",
+    )
+
+
+def verify(
+    token: str, secret: str, client_ip: network.Address | None, now: float | None = None
+) -> dict[str, Any]:
+    """The claims of a token signed with `secret`, or the reason it is refused."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            # the time claims are checked below, each with its own message
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise refused(
+            "The JWT signature does not match.",
+            "Sign with HS256 and the signing secret of the key named by kid.",
+        ) from exc
+    except jwt.InvalidTokenError as exc:
+        raise refused("The JWT is malformed.", "Check the token's encoding and claims.") from exc
+    now = time.time() if now is None else now
+    exp = claims.get("exp")
+    if exp is None:
+        raise refused("The JWT has no exp claim.", "Add exp (Unix time) to the payload; it is required.")
+    if not _number(exp):
+        raise refused("The JWT's exp is not a Unix time.", "Set exp to a number of seconds since 1970.")
+    if exp <= now - LEEWAY:
+        raise refused("The JWT has expired.", "Mint or sign a new token.")
+    nbf = claims.get("nbf")
+    if nbf is not None and (not _number(nbf) or nbf > now + LEEWAY):
+        raise refused("The JWT is not valid yet (nbf is in the future).", "Check nbf and your clock.")
+    iat = claims.get("iat")
+    if iat is not None and (not _number(iat) or iat > now + LEEWAY):
+        raise refused("The JWT was issued in the future (iat).", "Check iat and your clock.")
+    allowed = claims.get("clientIp")
+    if allowed not in (None, ""):
+        entries = allowed.split(",") if isinstance(allowed, str) else []
+        if not network.in_any(client_ip, entries):
+            raise refused(
+                f"This JWT may only be used from {allowed}; the request came from {client_ip}.",
+                "Mint a token for the address this client really uses (or leave clientIp out).",
+            )
+    return claims
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def mint(
+    kid: uuid.UUID, secret: str, expires_in: int, client_ip: str | None, now: float | None = None
+) -> str:
+    now = int(time.time() if now is None else now)
+    claims: Mapping[str, Any] = {
+        "kid": str(kid),
+        "exp": now + expires_in,
+        "iat": now,
+        "nbf": now,
+        **({"clientIp": client_ip} if client_ip else {}),
+    }
+    return jwt.encode(dict(claims), secret, algorithm=ALGORITHM, headers={"kid": str(kid)})

@@ -1,0 +1,136 @@
+"""Credentials made from an API key: JWTs (ConvertAPI v2) and access tokens (ConvertAPI v1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from app.auth import jwts, keys
+from app.auth.network import parse_network
+from app.errors import ConvertdError, ErrorCode, not_found
+
+if TYPE_CHECKING:
+    from app.auth.principal import Principal
+    from app.runtime import Runtime
+
+MAX_REQUEST_COUNT = 999_999_999
+MAX_LIFETIME = 315_569_520  # ten years, in seconds
+MAX_TOKENS_PER_CALL = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class MintedJwt:
+    token: str
+    kid: uuid.UUID
+    expires_at: datetime
+    client_ip: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessToken:
+    token: str  # the credential itself, shown once
+    request_count: int
+    valid_until: datetime
+
+
+def bad(message: str, hint: str, field: str) -> ConvertdError:
+    return ConvertdError(ErrorCode.BAD_REQUEST, message, hint, field=field)
+
+
+def _between(value: object, low: int, high: int, field: str, hint: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise bad(f"{field} must be a whole number from {low} to {high:,}.", hint, field)
+    return value
+
+
+def _client_ips(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    for entry in entries:
+        if entry.lower() == "localhost":
+            continue
+        try:
+            parse_network(entry)
+        except ValueError as exc:
+            raise bad(
+                f"'{entry}' in ClientIp is not an IP address.",
+                "A comma-separated list of addresses, CIDR blocks or localhost.",
+                "ClientIp",
+            ) from exc
+    return ",".join(entries)
+
+
+async def create_jwt(
+    rt: Runtime, principal: Principal, kid: str | None, expires_in: object, client_ip: str | None
+) -> MintedJwt:
+    """A JWT for one of the caller's keys, signed with that key's signing secret."""
+    try:
+        ident = uuid.UUID(str(kid))
+    except ValueError as exc:
+        raise bad("Kid must be a key identifier (a UUID).", "GET /v1/keys/me shows your kid.", "Kid") from exc
+    row = await rt.pool.fetchrow(
+        "SELECT revoked_at FROM api_keys WHERE kid = $1 AND account_id = $2", ident, principal.account_id
+    )
+    if row is None:
+        raise not_found("Key")
+    if row["revoked_at"] is not None:
+        raise bad("That key has been revoked.", "Mint tokens for a live key.", "Kid")
+    lifetime = _between(
+        expires_in,
+        1,
+        jwts.MAX_MINTED_LIFETIME,
+        "ExpiresInSec",
+        "JWTs are for short-lived use: at most a day.",
+    )
+    ips = _client_ips(client_ip)
+    secret = keys.signing_secret(rt.settings.secret, ident)
+    now = datetime.now(UTC)
+    token = jwts.mint(ident, secret, lifetime, ips, now=now.timestamp())
+    return MintedJwt(token, ident, now.replace(microsecond=0) + timedelta(seconds=lifetime), ips)
+
+
+async def create_access_tokens(
+    rt: Runtime,
+    principal: Principal,
+    *,
+    request_count: object = 1,
+    lifetime: object = 3600,
+    count: object = 1,
+) -> list[AccessToken]:
+    requests = _between(request_count, 1, MAX_REQUEST_COUNT, "RequestCount", "The default is 1.")
+    seconds = _between(lifetime, 1, MAX_LIFETIME, "Lifetime", "Seconds; the default is 3600 (an hour).")
+    how_many = _between(
+        count, 1, MAX_TOKENS_PER_CALL, "Count", "How many tokens to create; the default is 1."
+    )
+    assert principal.key is not None  # creating tokens needs the secret key (app/auth/operations.py)
+    valid_until = datetime.now(UTC) + timedelta(seconds=seconds)
+    out = []
+    async with rt.pool.acquire() as conn, conn.transaction():
+        for _ in range(how_many):
+            token = keys.generate_access_token()
+            await conn.execute(
+                "INSERT INTO access_tokens (token_hash, prefix, account_id, api_key_id, request_count,"
+                " requests_left, valid_until) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                keys.digest(token),
+                keys.prefix(token),
+                principal.account_id,
+                principal.key.id,
+                requests,
+                valid_until,
+            )
+            out.append(AccessToken(token, requests, valid_until))
+    return out
+
+
+async def delete_access_token(rt: Runtime, principal: Principal, token: str) -> None:
+    """Delete one of the account's tokens at once (the caller proved it holds the secret key)."""
+    deleted = await rt.pool.fetchval(
+        "DELETE FROM access_tokens WHERE token_hash = $1 AND account_id = $2 RETURNING id",
+        keys.digest(token.strip()),
+        principal.account_id,
+    )
+    if deleted is None:
+        raise not_found("Token")
