@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from app import db, embedded
 from app.api.server import build_app
 from app.config import QueueSettings, Settings
 from app.runtime import Runtime
-from app.services.keys import create_account_with_key
+from app.services.keys import KeySpec, create_account_with_key
+from app.services.plans import set_plan
 from app.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,15 +106,54 @@ class Account:
     key_id: int
     kid: str
     name: str
+    account_id: int = 0
+    signing_secret: str = ""
 
 
 @pytest.fixture
 async def make_account(rt: Runtime) -> Callable[..., Any]:
-    async def make(name: str = "tester", plan: str = "pro") -> Account:
-        created = await create_account_with_key(rt.pool, name, plan=plan)
-        return Account(created.secret, created.key.id, str(created.key.kid), name)
+    """A new account with one key; keyword arguments go to the key's KeySpec (restrictions)."""
+
+    async def make(name: str = "tester", plan: str = "pro", **spec: Any) -> Account:
+        created = await create_account_with_key(
+            rt.pool, name, plan=plan, spec=KeySpec(name=name, **spec), server_secret=rt.settings.secret
+        )
+        key = created.key
+        signing = created.signing_secret or ""
+        return Account(created.secret, key.id, str(key.kid), name, key.account_id, signing)
 
     return make
+
+
+@pytest.fixture
+async def make_plan(rt: Runtime) -> Callable[..., Any]:
+    """A plan of its own for one test: limits are per account, plans are shared."""
+
+    async def make(**limits: Any) -> str:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        await set_plan(rt.pool, name, **limits)
+        return name
+
+    return make
+
+
+@pytest.fixture
+async def make_server(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
+    """Another app on its own port over the same servers, with some settings changed."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**changes: Any) -> str:
+        settings = dataclasses.replace(rt.settings, **changes)
+        runner = web.AppRunner(build_app(dataclasses.replace(rt, settings=settings)))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from app.errors import ConvertdError, ErrorCode
 log = logging.getLogger(__name__)
 
 
-ERROR_CODE = "convertd.error_code"  # response key: the error code, for the request log
+ERROR_CODE = web.ResponseKey("convertd.error_code", str)  # the error code, for the request log
 
 
 def render(err: ConvertdError) -> web.Response:

@@ -7,11 +7,13 @@ from aiohttp import web
 from app.api.errors import ERROR_CODE, render
 from app.api.keys import runtime
 from app.auth.network import is_secure
+from app.auth.principal import Principal
+from app.auth.request import Trace
 from app.errors import ConvertdError, ErrorCode
 from app.services import usage
 
-TRACE = "convertd.trace"  # request key: app.auth.request.Trace, set once a credential is read
-PRINCIPAL = "convertd.principal"  # request key: the authenticated Principal
+TRACE = web.RequestKey("convertd.trace", Trace)  # set once a credential is read
+PRINCIPAL = web.RequestKey("convertd.principal", Principal)  # the admitted caller
 
 # Credentials travel in headers, never in cookies, so any origin may call (browsers with JWTs);
 # a page on another site gains nothing ambient from the visitor's browser.

@@ -60,11 +60,11 @@ def check(principal: Principal, info: RequestInfo, client_ip: network.Address | 
     # a browser page would expose a secret key to everyone who views it
     browser = principal.method == "api_key" and info.origin is not None
     if browser and not (key.restriction_type == "domain" and _domain_allowed(key, host_of(info.origin))):
-            raise forbidden(
-                "Secret API keys cannot be used from a browser (the request has an Origin header).",
-                "Mint a short-lived JWT on your server (POST /v1/token/jwt or the createJwt mutation) "
-                "and use that in the browser, or restrict this key to your site's domain.",
-            )
+        raise forbidden(
+            "Secret API keys cannot be used from a browser (the request has an Origin header).",
+            "Mint a short-lived JWT on your server (POST /v1/token/jwt or the createJwt mutation) "
+            "and use that in the browser, or restrict this key to your site's domain.",
+        )
     if key.restriction_type == "ip" and not network.in_any(client_ip, key.allowed_ips):
         raise forbidden(
             f"This key may not be used from {client_ip}.",

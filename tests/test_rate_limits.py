@@ -1,0 +1,122 @@
+"""Plan rate limits: per rolling minute and per UTC day, atomic under concurrency, on every transport."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app.auth import ratelimit
+from app.runtime import Runtime
+from tests.conftest import Account
+from tests.transports import TRANSPORTS, call
+
+
+async def test_200_requests_at_once_against_a_60_per_minute_key_let_exactly_60_through(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=60, calls_per_day=2000)
+    acct: Account = await make_account("burst", plan)
+    connector = aiohttp.TCPConnector(limit=0)  # really 200 connections at once
+    async with aiohttp.ClientSession(connector=connector) as burst:
+
+        async def one() -> int:
+            async with burst.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": acct.key}) as r:
+                await r.read()
+                return r.status
+
+        statuses = await asyncio.gather(*(one() for _ in range(200)))
+    assert statuses.count(200) == 60
+    assert statuses.count(429) == 140
+
+
+async def test_over_the_minute_limit_429_with_retry_after_and_rate_limit_headers(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=3, calls_per_day=100)
+    acct: Account = await make_account("minute", plan)
+    seen = []
+    for _ in range(3):
+        async with http.get(f"{base_url}/v1/formats", headers={"X-API-Key": acct.key}) as r:
+            assert r.status == 200
+            seen.append(r.headers["X-RateLimit-Remaining"])
+            assert r.headers["X-RateLimit-Limit"] == "3"
+    assert seen == ["2", "1", "0"]
+    async with http.get(f"{base_url}/v1/formats", headers={"X-API-Key": acct.key}) as r:
+        body = await r.json()
+        assert r.status == 429
+        assert body["error"] == "Too Many Requests" and body["error_code"] == "RATE_LIMITED"
+        assert "3 calls per minute" in body["message"] and body["hint"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert r.headers["X-RateLimit-Limit"] == "3" and r.headers["X-RateLimit-Remaining"] == "0"
+        assert int(r.headers["X-RateLimit-Reset"]) - time.time() <= 61
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_daily_limit_refuses_on_every_transport_until_midnight_utc(
+    transport: str, http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=100, calls_per_day=2)
+    acct: Account = await make_account("daily", plan)
+    assert (await call(transport, http, base_url, acct.key)).ok
+    assert (await call(transport, http, base_url, acct.key)).ok
+    refused = await call(transport, http, base_url, acct.key)
+    assert (refused.status, refused.code) == (429, "RATE_LIMITED")
+    assert "per day" in (refused.message or "") and "midnight UTC" in (refused.hint or "")
+    if transport != "websocket":
+        midnight = ratelimit.next_midnight_utc(time.time())
+        assert abs(int(refused.headers["Retry-After"]) - (midnight - time.time())) < 5
+        assert refused.headers["X-RateLimit-Reset"] == str(int(midnight))
+
+
+async def test_graphql_responses_carry_the_rate_limit_headers(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=10, calls_per_day=100)
+    acct: Account = await make_account("gqlheaders", plan)
+    outcome = await call("graphql", http, base_url, acct.key)
+    assert outcome.ok and outcome.headers["X-RateLimit-Limit"] == "10"
+    assert outcome.headers["X-RateLimit-Remaining"] == "9"
+
+
+async def test_the_minute_window_rolls_rather_than_resets(rt: Runtime) -> None:
+    scope, t0 = f"roll-{time.time_ns()}", 1_800_000_000.0
+    assert not (await ratelimit.hit(rt.redis, scope, 2, None, now=t0)).refused
+    assert not (await ratelimit.hit(rt.redis, scope, 2, None, now=t0 + 30)).refused
+    refused = await ratelimit.hit(rt.redis, scope, 2, None, now=t0 + 59)
+    assert refused.refused == "minute" and refused.retry_after == 1  # the call at t0 leaves at t0+60
+    # a fixed window would have reset at t0+60 and let two through; the rolling one frees one slot
+    assert not (await ratelimit.hit(rt.redis, scope, 2, None, now=t0 + 60.5)).refused
+    assert (await ratelimit.hit(rt.redis, scope, 2, None, now=t0 + 61)).refused == "minute"
+    assert not (await ratelimit.hit(rt.redis, scope, 2, None, now=t0 + 90.5)).refused
+
+
+async def test_the_day_resets_at_midnight_utc_not_24_hours_after_the_first_call(rt: Runtime) -> None:
+    scope = f"day-{time.time_ns()}"
+    evening = datetime(2031, 5, 6, 23, 59, 0, tzinfo=UTC).timestamp()
+    assert not (await ratelimit.hit(rt.redis, scope, None, 1, now=evening)).refused
+    refused = await ratelimit.hit(rt.redis, scope, None, 1, now=evening + 30)
+    assert refused.refused == "day" and refused.retry_after == 30
+    morning = await ratelimit.hit(rt.redis, scope, None, 1, now=evening + 61)
+    assert not morning.refused and morning.day.used == 1
+
+
+async def test_a_refused_call_spends_nothing(rt: Runtime) -> None:
+    scope, t0 = f"spend-{time.time_ns()}", 1_800_000_000.0
+    await ratelimit.hit(rt.redis, scope, 1, 10, now=t0)
+    for i in range(5):
+        assert (await ratelimit.hit(rt.redis, scope, 1, 10, now=t0 + 1 + i)).refused == "minute"
+    state = await ratelimit.peek(rt.redis, scope, 1, 10, now=t0 + 10)
+    assert (state.minute.used, state.day.used) == (1, 1)
+
+
+async def test_unlimited_plans_are_still_counted(rt: Runtime) -> None:
+    scope, t0 = f"pro-{time.time_ns()}", 1_800_000_000.0
+    for i in range(3):
+        state = await ratelimit.hit(rt.redis, scope, None, None, now=t0 + i)
+    assert not state.refused and (state.minute.used, state.day.used) == (3, 3)
+    assert state.headers() == {}
