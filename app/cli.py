@@ -12,11 +12,19 @@ import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from app import db, embedded
 from app.config import Settings
+from app.errors import ConvertdError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from app.models import ApiKey, Plan
 
 log = logging.getLogger("convertd")
+_NOT_GIVEN = object()  # a plan setting the command line did not mention stays as it is
 
 
 @contextlib.asynccontextmanager
@@ -102,33 +110,194 @@ async def migrate(args: argparse.Namespace) -> None:
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
-async def keys_create(args: argparse.Namespace) -> None:
-    from app.services.keys import create_account_with_key
-
+@contextlib.asynccontextmanager
+async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
+    """A migrated database for one operator command."""
     async with servers(Settings.from_env()) as settings:
         await db.migrate(settings.database_url)  # type: ignore[arg-type]
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         try:
-            created = await create_account_with_key(pool, args.name, plan=args.plan, environment=args.env)
+            yield settings, pool
         finally:
             await pool.close()
+
+
+def _fail(err: ConvertdError) -> None:
+    sys.exit(f"error: {err.message}" + (f"\nhint: {err.hint}" if err.hint else ""))
+
+
+def _key_json(key: ApiKey) -> dict[str, object]:
+    return {
+        "key_id": key.id,
+        "kid": str(key.kid),
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "environment": key.environment,
+        "restriction_type": key.restriction_type,
+        "allowed_ips": key.allowed_ips,
+        "allowed_domains": key.allowed_domains,
+        "allowed_endpoints": key.allowed_endpoints,
+        "conversion_limit": key.conversion_limit,
+        "usage_count": key.usage_count,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "created_at": key.created_at.isoformat(),
+    }
+
+
+async def keys_create(args: argparse.Namespace) -> None:
+    from app.services import keys as keys_service
+    from app.services.accounts import get_account
+
+    spec = keys_service.KeySpec(
+        name=args.name,
+        environment=args.env,
+        allowed_ips=args.ip,
+        allowed_domains=args.domain,
+        allowed_endpoints=args.endpoint,
+        conversion_limit=args.conversion_limit,
+    )
+    async with _pool() as (settings, pool):
+        try:
+            if args.account is None:
+                created = await keys_service.create_account_with_key(
+                    pool, args.name, plan=args.plan, spec=spec, server_secret=settings.secret
+                )
+            else:
+                created = await keys_service.create_key(
+                    pool, args.account, spec, server_secret=settings.secret
+                )
+            plan = (await get_account(pool, created.key.account_id)).plan.name
+        except ConvertdError as err:
+            _fail(err)
     key = created.key
     if args.json:
         print(
             json.dumps(
                 {
                     "key": created.secret,
-                    "key_id": key.id,
-                    "kid": str(key.kid),
-                    "name": key.name,
-                    "environment": key.environment,
-                    "plan": args.plan,
+                    "signing_secret": created.signing_secret,
+                    **_key_json(key),
+                    "plan": plan,
                 }
             )
         )
     else:
-        print(f"API key for '{key.name}' (id {key.id}, kid {key.kid}):\n\n  {created.secret}\n")
-        print("It is shown only this once; store it now.")
+        print(
+            f"API key for '{key.name}' (id {key.id}, kid {key.kid}, account {key.account_id}):"
+            f"\n\n  {created.secret}\n"
+        )
+        print(f"JWT signing secret for kid {key.kid}:\n\n  {created.signing_secret}\n")
+        print("They are shown only this once; store them now.")
+
+
+async def keys_list(args: argparse.Namespace) -> None:
+    from app.services.keys import list_keys
+
+    async with _pool() as (_, pool):
+        found = await list_keys(pool, args.account)
+    if args.json:
+        print(json.dumps([_key_json(k) for k in found]))
+        return
+    print(f"{'ID':>5}  {'ACCOUNT':>7}  {'PREFIX':<16}  {'ENV':<4}  {'RESTRICTION':<11}  {'STATE':<7}  NAME")
+    for k in found:
+        state = "revoked" if k.revoked_at else "active"
+        print(
+            f"{k.id:>5}  {k.account_id:>7}  {k.prefix:<16}  {k.environment:<4}  {k.restriction_type:<11}  "
+            f"{state:<7}  {k.name}"
+        )
+
+
+async def keys_revoke(args: argparse.Namespace) -> None:
+    from app.services.keys import revoke_key
+
+    async with _pool() as (_, pool):
+        try:
+            key = await revoke_key(pool, None, args.id)
+        except ConvertdError as err:
+            _fail(err)
+    print(f"revoked key {key.id} ({key.name}); it is refused from now on")
+
+
+async def keys_rename(args: argparse.Namespace) -> None:
+    from app.services.keys import update_key
+
+    async with _pool() as (_, pool):
+        try:
+            key = await update_key(pool, None, args.id, name=args.name)
+        except ConvertdError as err:
+            _fail(err)
+    print(f"key {key.id} is now named '{key.name}'")
+
+
+def _limit(value: str) -> int | None:
+    if value.lower() in ("unlimited", "none"):
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("a whole number or 'unlimited'") from exc
+
+
+def _on_off(value: str) -> bool:
+    if value.lower() not in ("on", "off"):
+        raise argparse.ArgumentTypeError("on or off")
+    return value.lower() == "on"
+
+
+async def plans_set(args: argparse.Namespace) -> None:
+    from app.services.plans import set_plan
+
+    given = {
+        name: getattr(args, name)
+        for name in ("api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions")
+        if getattr(args, name) is not _NOT_GIVEN
+    }
+    async with _pool() as (_, pool):
+        try:
+            plan = await set_plan(pool, args.name, **given)
+        except ConvertdError as err:
+            _fail(err)
+    _print_plans([plan], args.json)
+
+
+async def plans_list(args: argparse.Namespace) -> None:
+    from app.services.plans import list_plans
+
+    async with _pool() as (_, pool):
+        found = await list_plans(pool)
+    _print_plans(found, args.json)
+
+
+def _print_plans(plans: list[Plan], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([dataclasses.asdict(p) for p in plans]))
+        return
+
+    def show(value: int | None) -> str:
+        return "unlimited" if value is None else f"{value:,}"
+
+    print(f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}")
+    for p in plans:
+        print(
+            f"{p.name:<12} {'on' if p.api_access else 'off':<4} {show(p.calls_per_day):>10} "
+            f"{show(p.calls_per_minute):>10} {show(p.max_file_size):>14} {show(p.conversions):>12}"
+        )
+
+
+async def accounts_master_token(args: argparse.Namespace) -> None:
+    from app.services.accounts import issue_master_token
+
+    async with _pool() as (_, pool):
+        try:
+            token = await issue_master_token(pool, args.account)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(json.dumps({"account_id": args.account, "master_token": token}))
+    else:
+        print(f"Master token for account {args.account} (any previous one no longer works):\n\n  {token}\n")
+        print("It is shown only this once; store it now. It is for administration only.")
 
 
 def doctor(args: argparse.Namespace) -> None:
@@ -170,12 +339,48 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="report which conversion engines work here").set_defaults(func=doctor)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
-    k = keys.add_parser("create", help="create an account and its first key")
+    k = keys.add_parser("create", help="create a key (and, without --account, its account)")
     k.add_argument("--name", required=True)
-    k.add_argument("--plan", default="pro")
+    k.add_argument("--plan", default="pro", help="the new account's plan")
+    k.add_argument("--account", type=int, help="add the key to this existing account")
     k.add_argument("--env", default="live", choices=("live", "test"))
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--ip", action="append", default=[], help="allowed address or CIDR (repeat)")
+    k.add_argument("--domain", action="append", default=[], help="allowed domain or *.domain (repeat)")
+    k.add_argument("--endpoint", action="append", default=[], help="allowed REST path or GraphQL field")
+    k.add_argument("--conversion-limit", type=int, help="conversions this key may queue")
+    k.add_argument("--json", action="store_true", help="key, kid and JWT signing secret as JSON")
     k.set_defaults(func=keys_create)
+    kl = keys.add_parser("list", help="list keys (never their secrets)")
+    kl.add_argument("--account", type=int)
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=keys_list)
+    kr = keys.add_parser("revoke", help="revoke a key at once")
+    kr.add_argument("id", type=int)
+    kr.set_defaults(func=keys_revoke)
+    kn = keys.add_parser("rename", help="rename a key")
+    kn.add_argument("id", type=int)
+    kn.add_argument("name")
+    kn.set_defaults(func=keys_rename)
+
+    plans = sub.add_parser("plans", help="configure plans").add_subparsers(dest="plans", required=True)
+    ps = plans.add_parser("set", help="create a plan or change its settings")
+    ps.add_argument("name")
+    ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
+    for flag in ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions"):
+        ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=plans_set)
+    pl = plans.add_parser("list", help="list plans")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=plans_list)
+
+    accounts = sub.add_parser("accounts", help="account administration").add_subparsers(
+        dest="accounts", required=True
+    )
+    am = accounts.add_parser("master-token", help="issue the account's master token (replaces the old one)")
+    am.add_argument("account", type=int)
+    am.add_argument("--json", action="store_true")
+    am.set_defaults(func=accounts_master_token)
     return p
 
 
