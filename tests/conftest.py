@@ -142,14 +142,15 @@ async def make_server(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
     """Another app on its own port over the same servers, with some settings changed."""
     runners: list[web.AppRunner] = []
 
-    async def start(**changes: Any) -> str:
+    async def start(host: str = "127.0.0.1", **changes: Any) -> str:
         settings = dataclasses.replace(rt.settings, **changes)
         runner = web.AppRunner(build_app(dataclasses.replace(rt, settings=settings)))
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, host, 0)
         await site.start()
         runners.append(runner)
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     yield start
     for runner in runners:

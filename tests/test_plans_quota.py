@@ -78,7 +78,7 @@ async def _convert_rest(http: aiohttp.ClientSession, base_url: str, key: str) ->
 
 
 async def _convert_graphql(gql: GraphQL, key: str) -> dict[str, Any]:
-    status, body = await gql.multipart(
+    _status, body = await gql.multipart(
         operation("Convert"),
         {"input": {"file": None, "filetype": "hash", "outputFormat": "txt"}},
         {"variables.input.file": ("a.txt", b"some bytes")},
