@@ -50,7 +50,12 @@ async def call(
                 return Outcome("rest", 200, None, None, None, None, dict(resp.headers))
             assert set(body) >= {"error", "message", "hint"}, body
             return Outcome(
-                "rest", resp.status, body.get("error_code"), body["message"], body["hint"], body.get("code"),
+                "rest",
+                resp.status,
+                body.get("error_code"),
+                body["message"],
+                body["hint"],
+                body.get("code"),
                 dict(resp.headers),
             )
     if transport == "graphql":
@@ -63,8 +68,13 @@ async def call(
             err = body["errors"][0]
             ext = err.get("extensions") or {}
             return Outcome(
-                "graphql", ext.get("status", 0), ext.get("code"), err["message"], ext.get("hint"),
-                ext.get("legacyCode"), dict(resp.headers),
+                "graphql",
+                ext.get("status", 0),
+                ext.get("code"),
+                err["message"],
+                ext.get("hint"),
+                ext.get("legacyCode"),
+                dict(resp.headers),
             )
     # the legacy protocol carries the refusal's payload; graphql-transport-ws only closes with 4403
     payload: dict[str, Any] = {"Authorization": f"Bearer {credential}"} if credential else {}

@@ -57,14 +57,6 @@ def check(principal: Principal, info: RequestInfo, client_ip: network.Address | 
     key = principal.key
     if key is None:
         return
-    # a browser page would expose a secret key to everyone who views it
-    browser = principal.method == "api_key" and info.origin is not None
-    if browser and not (key.restriction_type == "domain" and _domain_allowed(key, host_of(info.origin))):
-        raise forbidden(
-            "Secret API keys cannot be used from a browser (the request has an Origin header).",
-            "Mint a short-lived JWT on your server (POST /v1/token/jwt or the createJwt mutation) "
-            "and use that in the browser, or restrict this key to your site's domain.",
-        )
     if key.restriction_type == "ip" and not network.in_any(client_ip, key.allowed_ips):
         raise forbidden(
             f"This key may not be used from {client_ip}.",
@@ -83,3 +75,11 @@ def check(principal: Principal, info: RequestInfo, client_ip: network.Address | 
                 f"This key may not be used from the site '{host}'.",
                 f"Allowed: {', '.join(key.allowed_domains)}. Add the domain to the key if it is yours.",
             )
+    # a browser page would expose a secret key to everyone who views it; a key restricted to
+    # domains is meant for exactly that page, and the domain check above has passed
+    if principal.method == "api_key" and info.origin is not None and key.restriction_type != "domain":
+        raise forbidden(
+            "Secret API keys cannot be used from a browser (the request has an Origin header).",
+            "Mint a short-lived JWT on your server (POST /v1/token/jwt or the createJwt mutation) "
+            "and use that in the browser, or restrict this key to your site's domain.",
+        )
