@@ -1,0 +1,159 @@
+"""JWTs: minted (REST and GraphQL) or self-signed with PyJWT; every refusal, on every transport."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from app.runtime import Runtime
+from tests.conftest import Account, GraphQL, operation
+from tests.transports import TRANSPORTS, call, everywhere
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def sign(acct: Account, **claims: Any) -> str:
+    payload = {"kid": acct.kid, "exp": int(time.time()) + 600, **claims}
+    return jwt.encode(
+        {k: v for k, v in payload.items() if v is not None}, acct.signing_secret, algorithm="HS256"
+    )
+
+
+async def test_self_signed_with_pyjwt_exactly_as_the_documents_payload(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("self-signed")
+    now = int(time.time())
+    # the ConvertAPI v2 document's payload, with times from now instead of its 2025 examples
+    payload = {"kid": acct.kid, "exp": now + 20, "iat": now, "nbf": now, "clientIp": "localhost,197.0.0.1"}
+    token = jwt.encode(payload, acct.signing_secret, algorithm="HS256")
+    outcomes = await everywhere(http, base_url, token)
+    assert all(o.ok for o in outcomes), outcomes
+
+
+async def test_minted_over_rest_with_the_documents_request(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("mint-rest")
+    body = {"Kid": acct.kid, "ExpiresInSec": 3600, "ClientIp": "localhost,197.0.0.1"}
+    headers = {"Authorization": f"Bearer {acct.key}", "Content-Type": "application/json"}
+    async with http.post(f"{base_url}/v1/token/jwt", data=json.dumps(body), headers=headers) as r:
+        minted = await r.json()
+    assert r.status == 200 and minted["kid"] == acct.kid and minted["client_ip"] == "localhost,197.0.0.1"
+    claims = jwt.decode(minted["token"], acct.signing_secret, algorithms=["HS256"])
+    assert claims["kid"] == acct.kid and claims["exp"] - claims["iat"] == 3600
+    assert all(o.ok for o in await everywhere(http, base_url, minted["token"]))
+
+
+async def test_minted_over_graphql_and_usable_from_a_browser(
+    http: aiohttp.ClientSession, base_url: str, gql: GraphQL, make_account: Any
+) -> None:
+    acct: Account = await make_account("mint-gql")
+    body = await gql(operation("CreateJwt"), {"kid": acct.kid, "expiresInSec": 60}, key=acct.key)
+    token = body["data"]["createJwt"]["token"]
+    browser = {"Origin": "https://shop.example"}
+    # the secret key is refused from the browser; its JWT is what the browser uses
+    assert all(o.code == "FORBIDDEN" for o in await everywhere(http, base_url, acct.key, headers=browser))
+    assert all(o.ok for o in await everywhere(http, base_url, token, headers=browser))
+
+
+def refusals(acct: Account, other: Account) -> list[tuple[str, str]]:
+    now = int(time.time())
+    header = {"typ": "JWT"}
+    payload = {"kid": acct.kid, "exp": now + 600}
+    return [
+        (f"{b64({**header, 'alg': 'none'})}.{b64(payload)}.", "alg 'none'"),
+        (jwt.encode(payload, acct.signing_secret, algorithm="HS512"), "algorithm 'HS512' is not accepted"),
+        (f"{b64({**header, 'alg': 'RS256'})}.{b64(payload)}.c2ln", "algorithm 'RS256' is not accepted"),
+        (jwt.encode({"exp": now + 600}, acct.signing_secret, algorithm="HS256"), "has no kid"),
+        (sign(acct, kid=str(uuid.uuid4())), "unknown key"),
+        (sign(acct, kid="not-a-uuid"), "unknown key"),
+        (jwt.encode(payload, other.signing_secret, algorithm="HS256"), "signature does not match"),
+        (jwt.encode(payload, "guessed", algorithm="HS256"), "signature does not match"),
+        (jwt.encode({"kid": acct.kid}, acct.signing_secret, algorithm="HS256"), "no exp"),
+        (sign(acct, exp=now - 60), "expired"),
+        (sign(acct, nbf=now + 3600), "not valid yet"),
+        (sign(acct, iat=now + 3600), "issued in the future"),
+        (sign(acct, clientIp="203.0.113.9,198.51.100.0/24"), "may only be used from"),
+        ("eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.x", "malformed"),
+    ]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_each_bad_jwt_is_refused_with_401_and_its_own_message(
+    transport: str, http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("jwt-target")
+    other: Account = await make_account("jwt-other")
+    for token, words in refusals(acct, other):
+        o = await call(transport, http, base_url, token)
+        assert (o.status, o.code, o.legacy) == (401, "UNAUTHENTICATED", 4012), (words, o)
+        assert words in (o.message or ""), (words, o)
+        assert o.hint, (words, o)
+
+
+async def test_client_ip_lists_with_localhost_and_cidr(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("jwt-ip")
+    for allowed in ("localhost", "203.0.113.9, 127.0.0.1", "127.0.0.0/8", ""):
+        assert all(o.ok for o in await everywhere(http, base_url, sign(acct, clientIp=allowed))), allowed
+
+
+async def test_a_revoked_keys_jwts_are_refused(
+    http: aiohttp.ClientSession, base_url: str, rt: Runtime, make_account: Any
+) -> None:
+    acct: Account = await make_account("jwt-revoked")
+    token = sign(acct)
+    assert (await call("rest", http, base_url, token)).ok
+    await rt.pool.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", acct.key_id)
+    o = await call("rest", http, base_url, token)
+    assert (o.status, o.legacy) == (401, 4012) and "revoked" in (o.message or "")
+
+
+async def test_minting_rules(
+    http: aiohttp.ClientSession, base_url: str, gql: GraphQL, make_account: Any
+) -> None:
+    acct: Account = await make_account("mint-rules")
+    other: Account = await make_account("mint-other")
+    cases = [
+        ({"kid": other.kid, "expiresInSec": 60}, "NOT_FOUND"),  # another account's key
+        ({"kid": acct.kid, "expiresInSec": 0}, "BAD_REQUEST"),
+        ({"kid": acct.kid, "expiresInSec": 86401}, "BAD_REQUEST"),
+        ({"kid": acct.kid, "expiresInSec": 60, "clientIp": "somewhere"}, "BAD_REQUEST"),
+        ({"kid": "nope", "expiresInSec": 60}, "BAD_REQUEST"),
+    ]
+    for variables, code in cases:
+        body = await gql(operation("CreateJwt"), variables, key=acct.key)
+        assert body["errors"][0]["extensions"]["code"] == code, variables
+    # a JWT cannot mint more JWTs: minting needs the secret key itself
+    body = await gql(
+        operation("CreateJwt"),
+        {"kid": acct.kid, "expiresInSec": 60},
+        headers={"Authorization": f"Bearer {sign(acct)}"},
+    )
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    async with http.post(
+        f"{base_url}/v1/token/jwt", json={"Kid": acct.kid}, headers={"X-API-Key": acct.key}
+    ) as r:
+        assert r.status == 400 and (await r.json())["field"] == "ExpiresInSec"
+
+
+async def test_the_signing_secret_is_not_stored(rt: Runtime, make_account: Any) -> None:
+    acct: Account = await make_account("no-plaintext")
+    row = await rt.pool.fetchrow("SELECT * FROM api_keys WHERE id = $1", acct.key_id)
+    stored = " ".join(str(v) for v in dict(row).values())
+    assert acct.signing_secret not in stored and acct.key not in stored
+    dump = await rt.pool.fetchval(
+        "SELECT string_agg(t::text, ' ') FROM accounts t WHERE id = $1", acct.account_id
+    )
+    assert acct.signing_secret not in dump
