@@ -68,7 +68,8 @@ async def test_expired_and_unknown_tokens_are_refused(
     _, body = await create_rest(http, base_url, acct.key, RequestCount=5, Lifetime=1)
     token = body["Tokens"][0]["Id"]
     await rt.pool.execute(
-        "UPDATE access_tokens SET valid_until = now() - interval '1 second' WHERE account_id = $1", acct.account_id
+        "UPDATE access_tokens SET valid_until = now() - interval '1 second' WHERE account_id = $1",
+        acct.account_id,
     )
     refused = await call(transport, http, base_url, token)
     assert (refused.status, refused.legacy) == (401, 4011) and "expired" in (refused.message or "")
