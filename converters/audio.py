@@ -103,7 +103,7 @@ def encode_audio(task: Task, limits: Limits) -> Result:
     if opts.get("normalize"):
         stream = stream.filter("loudnorm", **_LOUDNORM)
 
-    kwargs: dict[str, Any] = {**media.output_args(window, limits), "vn": None,
+    kwargs: dict[str, Any] = {**media.output_args(info, window, limits), "vn": None,
                               "c:a": codec.encoder, "f": codec.muxer, **codec.extra}
     if codec.bitrate:
         kbps = opts.get("bitrate") or codec.bitrate[0]

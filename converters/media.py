@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -280,9 +281,11 @@ def _video_track(container: Any) -> VideoTrack | None:
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width <= 0 or height <= 0:
+            # the decoder refuses to open on frames over max_pixels, which leaves 0x0 here
             raise ConversionError(
-                "The video track does not declare a usable frame size.",
-                hint="The file is damaged or declares an impossible frame size.",
+                "The video track declares no usable frame size: the file is damaged, or its "
+                f"frames are over the {MAX_PIXELS / 1e6:.0f} million pixel limit.",
+                hint="Scale the video down to 8K or less, or check that the file plays.",
             )
         if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
             raise ConversionError(
@@ -367,6 +370,13 @@ def trim_window(info: MediaInfo, options: Mapping[str, Any]) -> Window:
 # ---------------------------------------------------------------------------- running ffmpeg
 
 
+# Containers whose index makes input seeking (-ss before -i) exact. Seeking MPEG-PS/TS,
+# GIF and raw or streamed audio that way loses or misplaces frames (0 frames from a TS
+# here), and ffmpeg 9 can hang at exit on an MPEG-PS input seeked with -ss and cut by an
+# output -t; those are trimmed on the output side instead.
+_INDEXED = frozenset({"mov", "matroska", "avi", "wav", "flac", "ogg", "aiff"})
+
+
 def input_stream(path: Path, info: MediaInfo, window: Window) -> Any:
     """An ffmpeg-python input that cannot reach beyond `path`."""
     kwargs: dict[str, Any] = {
@@ -377,8 +387,14 @@ def input_stream(path: Path, info: MediaInfo, window: Window) -> Any:
     }
     if info.demuxer == "mov":
         kwargs["enable_drefs"] = 0  # external data references in QuickTime files
-    if window.start > 0:
-        kwargs["ss"] = f"{window.start:.3f}"
+    # The input -t also caps inputs whose headers lie about their length.
+    length = window.length if window.length is not None else MAX_DURATION
+    if info.demuxer in _INDEXED:
+        if window.start > 0:
+            kwargs["ss"] = f"{window.start:.3f}"
+        kwargs["t"] = f"{length:.3f}"
+    else:
+        kwargs["t"] = f"{window.start + length:.3f}"  # the start is cut in output_args
     # "file:" so that a name like "concat:a|b" is never read as a protocol
     return ffmpeg.input(f"file:{path.resolve()}", **kwargs)
 
@@ -393,14 +409,16 @@ def output_path(workdir: Path, ext: str) -> Path:
     return candidate
 
 
-def output_args(window: Window, limits: Limits) -> dict[str, Any]:
-    """Output options every media job gets: duration and size caps, no stray streams."""
-    return {
-        "t": f"{window.length if window.length is not None else MAX_DURATION:.3f}",
-        "fs": limits.output_bytes,
-        "sn": None,
-        "dn": None,
-    }
+def output_args(info: MediaInfo, window: Window, limits: Limits) -> dict[str, Any]:
+    """Output options every media job gets: the trim, a size cap, no stray streams."""
+    args: dict[str, Any] = {"fs": limits.output_bytes, "sn": None, "dn": None}
+    if info.demuxer not in _INDEXED:
+        # decode from the beginning and drop what comes before the start: exact, if slower
+        if window.start > 0:
+            args["ss"] = f"{window.start:.3f}"
+        if window.length is not None:
+            args["t"] = f"{window.length:.3f}"
+    return args
 
 
 _GLOBAL_ARGS = (
@@ -420,6 +438,11 @@ def _die_with_parent() -> None:
         pass
 
 
+# No new frame, time or byte for this long means ffmpeg is stuck, not slow (a slow 4K
+# encoder may need a minute or two of lookahead before its first frame comes out).
+STALL_SECONDS = 300.0
+
+
 def run(
     stream: Any,
     out: Path,
@@ -427,49 +450,68 @@ def run(
     window: Window,
     progress: Progress,
     limits: Limits,
+    video: bool = False,
 ) -> None:
-    """Run the compiled ffmpeg graph, feeding `progress` from ffmpeg's -progress output."""
+    """Run the compiled ffmpeg graph, feeding `progress` from ffmpeg's -progress output.
+
+    `video`: the output must hold at least one video frame.
+    """
+    try:
+        _run(stream, out, window=window, progress=progress, limits=limits, video=video)
+    except BaseException:
+        out.unlink(missing_ok=True)  # never hand on half a file
+        raise
+
+
+@dataclasses.dataclass
+class _State:
+    """What ffmpeg's progress output said so far, shared with the watchdog."""
+
+    seconds: float = 0.0
+    frames: int = 0
+    size: int = 0
+    changed_at: float = dataclasses.field(default_factory=time.monotonic)
+    stopped: str | None = None  # why the watchdog killed ffmpeg
+
+
+def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: Limits,
+         video: bool) -> None:
     exe = ffmpeg_exe()
     if exe is None:
         raise ConversionError("ffmpeg is not installed on this server.")
     cmd = ffmpeg.compile(stream.global_args(*_GLOBAL_ARGS).overwrite_output(), cmd=exe)
     workdir = out.parent
-    timed_out = threading.Event()
+    state = _State()
+    finished = threading.Event()
     with tempfile.TemporaryFile(dir=workdir) as errors:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
             cwd=workdir, env=_ENV, preexec_fn=_die_with_parent,
         )
-
-        def kill() -> None:
-            timed_out.set()
-            proc.kill()
-
-        timer = threading.Timer(limits.wall_seconds, kill)
-        timer.daemon = True
-        timer.start()
+        watchdog = threading.Thread(target=_watch, args=(proc, state, limits, finished),
+                                    daemon=True)
+        watchdog.start()
         try:
-            done = _follow(proc, window.expected, progress)
+            _follow(proc, state, window.expected, progress)
             code = proc.wait()
         finally:
-            timer.cancel()
+            finished.set()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if timed_out.is_set():
-            raise ConversionError(
-                f"The conversion took longer than {limits.wall_seconds} s and was stopped.",
-                hint="Convert a shorter part (start/end) or a smaller size.",
-            )
+            watchdog.join()
+        if state.stopped:
+            raise _stopped_error(state.stopped, limits)
         if code != 0:
             errors.seek(0)
             raise _ffmpeg_error(code, errors.read()[-8000:].decode("utf-8", "replace"), workdir)
-    if not out.exists() or not done.produced:
+    empty = state.frames == 0 if video else state.seconds <= 0
+    if not out.exists() or empty:
         raise ConversionError(
             "Nothing could be decoded from the file: it is damaged or its tracks are empty.",
             hint="Check that the file plays, then upload it again.",
         )
-    if out.stat().st_size >= limits.output_bytes:
+    if out.stat().st_size >= limits.output_bytes:  # ffmpeg's -fs stops quietly
         raise ConversionError(
             f"The output grew past the {limits.output_bytes / 1024**3:.0f} GiB size limit.",
             hint="Convert a shorter part (start/end), a smaller size or a lower quality.",
@@ -477,27 +519,56 @@ def run(
     progress(1.0)
 
 
-@dataclasses.dataclass
-class _Followed:
-    produced: bool = False
+def _watch(proc: subprocess.Popen[bytes], state: _State, limits: Limits,
+           finished: threading.Event) -> None:
+    started = time.monotonic()
+    while not finished.wait(0.25):
+        now = time.monotonic()
+        if now - started > limits.wall_seconds:
+            state.stopped = "timeout"
+        elif now - state.changed_at > STALL_SECONDS:
+            state.stopped = "stalled"
+        else:
+            continue
+        proc.kill()
+        return
 
 
-def _follow(proc: subprocess.Popen[bytes], expected: float | None, progress: Progress) -> _Followed:
-    state = _Followed()
+def _stopped_error(why: str, limits: Limits) -> ConversionError:
+    if why == "timeout":
+        return ConversionError(
+            f"The conversion took longer than {limits.wall_seconds} s and was stopped.",
+            hint="Convert a shorter part (start/end) or a smaller size.",
+        )
+    return ConversionError(
+        f"ffmpeg made no progress for {STALL_SECONDS:.0f} s and was stopped.",
+        hint="The file may be damaged; try another output format or without start/end.",
+    )
+
+
+def _follow(proc: subprocess.Popen[bytes], state: _State, expected: float | None,
+            progress: Progress) -> None:
     last = 0.0
     assert proc.stdout is not None
     for key, value in _progress_lines(proc.stdout):
-        if key in ("out_time_us", "out_time_ms") and value.isdigit():
+        now = time.monotonic()
+        if key == "out_time_us" and value.isdigit():
             seconds = int(value) / 1e6
-            state.produced = state.produced or seconds > 0
+            if seconds != state.seconds:
+                state.seconds, state.changed_at = seconds, now
             if expected:
                 fraction = min(seconds / expected, 0.99)
                 if fraction >= last + 0.01:
                     last = fraction
                     progress(fraction)
-        elif key == "frame" and value.isdigit() and int(value) > 0:
-            state.produced = True
-    return state
+        elif key in ("frame", "total_size") and value.isdigit():
+            number = int(value)
+            if number != (state.frames if key == "frame" else state.size):
+                state.changed_at = now
+                if key == "frame":
+                    state.frames = number
+                else:
+                    state.size = number
 
 
 def _progress_lines(stdout: Any) -> Iterator[tuple[str, str]]:
@@ -506,13 +577,14 @@ def _progress_lines(stdout: Any) -> Iterator[tuple[str, str]]:
         yield key, value.strip()
 
 
-_NOISE = re.compile(r"^(Svt\[|x265 \[info|\s*$)")
+_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")  # "[aac @ 0x5652...] [dec:aac @ 0x...] "
+# ffmpeg's own bookkeeping after the real error, and encoder chatter on stderr
+_NOISE = re.compile(
+    r"Terminating thread|Task finished with error|Nothing was written|Error initializing "
+    r"filters|Could not open encoder|Conversion failed|^Svt\[|^x265 \[info|^\s*$")
 
 
 def _ffmpeg_error(code: int, stderr: str, workdir: Path) -> ConversionError:
-    lines = [ln for ln in stderr.splitlines() if not _NOISE.match(ln)]
-    reason = " ".join(lines[-3:]).replace(f"file:{workdir.resolve()}/", "").replace(
-        f"{workdir.resolve()}/", "")[-400:]
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
         return ConversionError(
@@ -520,7 +592,21 @@ def _ffmpeg_error(code: int, stderr: str, workdir: Path) -> ConversionError:
             hint="The file may be damaged, or the conversion needs more memory or time than "
             "allowed; try a smaller size or a shorter part.",
         )
+    if "Decode error rate" in stderr:
+        return ConversionError(
+            "Most of the file could not be decoded: it is damaged or not really what its "
+            "format says.",
+            hint="Check that the file plays, then upload it again.",
+        )
+    reasons: list[str] = []
+    for line in stderr.splitlines():
+        line = _PREFIX.sub("", line).strip()
+        line = line.replace(f"file:{workdir.resolve()}/", "").replace(f"{workdir.resolve()}/", "")
+        if not _NOISE.search(line) and line not in reasons:
+            reasons.append(line)
+    # the first errors are the cause; what follows is ffmpeg unwinding
+    reason = "; ".join(reasons[:2])[:300] or f"exit status {code}"
     return ConversionError(
-        f"ffmpeg could not convert the file: {reason or f'exit status {code}'}",
+        f"ffmpeg could not convert the file: {reason}",
         hint="The file may be damaged or use an unsupported codec.",
     )

@@ -163,12 +163,12 @@ def encode_video(task: Task, limits: Limits) -> Result:
     container = CONTAINERS[task.output_format]
     source = media.input_stream(task.inputs[0], info, window)
 
-    video = source["v:0"]
+    video = source["V:0"]
     if opts.get("fps"):
         video = video.filter("fps", fps=opts["fps"])
     video = _scale(video, opts.get("width"), opts.get("height"))
     streams = [video]
-    kwargs: dict[str, Any] = {**media.output_args(window, limits), "f": container.muxer,
+    kwargs: dict[str, Any] = {**media.output_args(info, window, limits), "f": container.muxer,
                               **container.extra,
                               **_codec_args(opts.get("codec") or _codecs(task.output_format)[0],
                                             opts.get("crf"), opts.get("preset", "medium"),
@@ -183,7 +183,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
 
     out = media.output_path(task.workdir, task.output_format)
     media.run(ffmpeg.output(*streams, f"file:{out}", **kwargs), out, window=window,
-              progress=task.progress, limits=limits)
+              progress=task.progress, limits=limits, video=True)
     return Result(out)
 
 
@@ -194,7 +194,7 @@ def encode_gif(task: Task, limits: Limits) -> Result:
     source = media.input_stream(task.inputs[0], info, window)
 
     width = opts.get("width") or f"min(iw,{GIF_WIDTH})"
-    frames = (source["v:0"]
+    frames = (source["V:0"]
               .filter("fps", fps=opts.get("fps") or 10)
               .filter("scale", width, -2, flags="lanczos")
               .split())
@@ -203,9 +203,9 @@ def encode_gif(task: Task, limits: Limits) -> Result:
     video = ffmpeg.filter([frames[1], palette], "paletteuse", new=1)
 
     out = media.output_path(task.workdir, "gif")
-    kwargs = {**media.output_args(window, limits), "f": "gif", "an": None}
+    kwargs = {**media.output_args(info, window, limits), "f": "gif", "an": None}
     media.run(ffmpeg.output(video, f"file:{out}", **kwargs), out, window=window,
-              progress=task.progress, limits=limits)
+              progress=task.progress, limits=limits, video=True)
     return Result(out)
 
 

@@ -95,7 +95,7 @@ def test_upmix_to_six_channels(samples, tmp_path) -> None:
     assert decode(convert(samples, "mp3", "flac", tmp_path, channels=6).path).channels == 6
 
 
-@pytest.mark.parametrize("src", ["wav", "mp4"])
+@pytest.mark.parametrize("src", INPUTS)
 def test_trim_keeps_only_the_window(samples, tmp_path, src: str) -> None:
     got = decode(convert(samples, src, "wav", tmp_path, start=0.5, end=1.2).path)
     assert abs(got.samples / got.sample_rate - 0.7) < 0.05
