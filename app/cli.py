@@ -20,12 +20,13 @@ log = logging.getLogger("convertd")
 
 
 @contextlib.asynccontextmanager
-async def servers(settings: Settings) -> AsyncIterator[Settings]:
+async def servers(settings: Settings, *, redis: bool = True) -> AsyncIterator[Settings]:
     """The configured servers, or private embedded ones for as long as the block runs."""
-    if not settings.embedded:
+    configured = settings.database_url and (settings.redis_url or not redis)
+    if configured:
         yield settings
         return
-    started = await asyncio.to_thread(embedded.start, settings.data_dir)
+    started = await asyncio.to_thread(embedded.start, settings.data_dir, redis=redis)
     try:
         yield dataclasses.replace(settings, database_url=started.database_url, redis_url=started.redis_url)
     finally:
@@ -97,7 +98,7 @@ async def worker(args: argparse.Namespace) -> None:
 
 
 async def migrate(args: argparse.Namespace) -> None:
-    async with servers(Settings.from_env()) as settings:
+    async with servers(Settings.from_env(), redis=False) as settings:
         applied = await db.migrate(settings.database_url)  # type: ignore[arg-type]
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
@@ -105,7 +106,7 @@ async def migrate(args: argparse.Namespace) -> None:
 async def keys_create(args: argparse.Namespace) -> None:
     from app.services.keys import create_account_with_key
 
-    async with servers(Settings.from_env()) as settings:
+    async with servers(Settings.from_env(), redis=False) as settings:
         await db.migrate(settings.database_url)  # type: ignore[arg-type]
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         try:
