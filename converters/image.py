@@ -69,8 +69,24 @@ if HAVE_JXL:
     WRITE["jxl"] = "JXL"
 
 LOSSY = frozenset({"jpg", "webp", "avif", "heic", "heif", "jxl"})
-ALPHA = frozenset({"png", "webp", "gif", "tiff", "ico", "avif", "heic", "heif", "jxl", "jp2",
-                   "tga", "qoi", "dds", "sgi"})  # fmt: skip
+ALPHA = frozenset(
+    {
+        "png",
+        "webp",
+        "gif",
+        "tiff",
+        "ico",
+        "avif",
+        "heic",
+        "heif",
+        "jxl",
+        "jp2",
+        "tga",
+        "qoi",
+        "dds",
+        "sgi",
+    }
+)
 ANIMATED_OUT = frozenset({"gif", "webp", "png", "tiff"})
 MULTI_FRAME_IN = frozenset({"gif", "webp", "png", "tiff", "avif", "heic", "heif"})
 EXIF_OUT = frozenset({"jpg", "png", "webp", "tiff", "avif", "heic", "heif"})
@@ -83,8 +99,9 @@ def _open(path: Path, fmt: str) -> Image.Image:
         # the JXL plugin decodes the whole image in open(): measure its header first
         size = jxl_size(path.read_bytes()[:4096])
         if size is None:
-            raise ConversionError("The file is not a readable jxl image.",
-                                  "Check that the file is a JPEG XL image.")  # fmt: skip
+            raise ConversionError(
+                "The file is not a readable jxl image.", "Check that the file is a JPEG XL image."
+            )
         _check_pixels(*size)
     try:
         im = Image.open(path, formats=READ[fmt])
@@ -223,8 +240,9 @@ def _normalize(im: Image.Image) -> Image.Image:
             return im.convert("LA" if im.mode == "L" else "RGBA")
         return im
     if im.mode == "P":
-        return im.convert("RGBA" if "transparency" in im.info or im.has_transparency_data
-                          else "RGB")  # fmt: skip
+        return im.convert(
+            "RGBA" if "transparency" in im.info or im.has_transparency_data else "RGB"
+        )
     if im.mode == "PA":
         return im.convert("RGBA")
     if im.mode in ("1", "I;16", "I;16B", "I;16L", "I", "F"):
@@ -299,6 +317,7 @@ def _save_args(fmt: str, src: Image.Image, im: Image.Image, opts: Mapping[str, A
         args["icc_profile"] = icc
     if not opts.get("strip_metadata") and fmt in EXIF_OUT:
         exif = src.getexif()
+        exif.pop(0x0112, None)  # the pixels are already turned upright
         if len(exif):
             args["exif"] = exif.tobytes()
         if src.info.get("xmp") and fmt in ("jpg", "png", "webp", "tiff"):
@@ -310,11 +329,25 @@ def _save_args(fmt: str, src: Image.Image, im: Image.Image, opts: Mapping[str, A
 
 SVG_FONT = "DejaVu Sans"  # without a font family resvg silently drops all text
 SVG_UNKNOWN_SIDE = 1024  # render size of an SVG that declares no size and no viewBox
-_SVG_UNITS = {"": 1.0, "px": 1.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4, "pt": 4 / 3,
-              "pc": 16.0, "em": 16.0, "ex": 8.0}  # fmt: skip
+_SVG_UNITS = {
+    "": 1.0,
+    "px": 1.0,
+    "in": 96.0,
+    "cm": 96 / 2.54,
+    "mm": 96 / 25.4,
+    "pt": 4 / 3,
+    "pc": 16.0,
+    "em": 16.0,
+    "ex": 8.0,
+}
 _XLINK = "{http://www.w3.org/1999/xlink}href"
-_SAFE_DATA = ("data:image/png", "data:image/jpeg", "data:image/jpg", "data:image/gif",
-              "data:image/webp")  # fmt: skip
+_SAFE_DATA = (
+    "data:image/png",
+    "data:image/jpeg",
+    "data:image/jpg",
+    "data:image/gif",
+    "data:image/webp",
+)
 
 
 def svg_sanitize(data: bytes) -> tuple[str, Any]:
@@ -450,8 +483,13 @@ class ImageConverter(Converter):
                                  "transparent padding where the format allows it."),
         }  # fmt: skip
         if output_format in LOSSY:
-            opts["quality"] = Option("integer", "Compression quality: higher is better and "
-                                     "larger.", default=85, minimum=1, maximum=100)  # fmt: skip
+            opts["quality"] = Option(
+                "integer",
+                "Compression quality: higher is better and larger.",
+                default=85,
+                minimum=1,
+                maximum=100,
+            )
         if input_format in MULTI_FRAME_IN:
             opts["page"] = Option(
                 "integer",
@@ -500,8 +538,9 @@ class ImageConverter(Converter):
         background = _background(task.options)
         with _strict():
             if task.input_format == "svg":
-                src = svg_render(task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT,
-                                        task.workdir)  # fmt: skip
+                src = svg_render(
+                    task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT, task.workdir
+                )
                 frames, durations, info_src = [src], [], src
             else:
                 frames, durations, info_src = self._decode(task)
@@ -514,8 +553,12 @@ class ImageConverter(Converter):
                 task.progress(0.5 + 0.4 * (i + 1) / len(frames))
             args = _save_args(fmt, info_src, done[0], task.options)
             if len(done) > 1:
-                args |= {"save_all": True, "append_images": done[1:], "duration": durations,
-                         "loop": info_src.info.get("loop", 0)}  # fmt: skip
+                args |= {
+                    "save_all": True,
+                    "append_images": done[1:],
+                    "duration": durations,
+                    "loop": info_src.info.get("loop", 0),
+                }
                 if fmt == "gif":
                     args["disposal"] = 2
             try:
@@ -535,7 +578,8 @@ class ImageConverter(Converter):
             frames, durations = [], []
             try:
                 for n, index in enumerate(wanted):
-                    im.seek(index)
+                    if task.input_format in MULTI_FRAME_IN:  # (psd counts layers from 1)
+                        im.seek(index)
                     im.load()
                     frames.append(im.copy())
                     durations.append(int(im.info.get("duration") or 100))
