@@ -103,7 +103,7 @@ def start(data_dir: Path, *, redis: bool = True) -> EmbeddedServers:
 
     Commands that only need the database (keys, migrate) pass redis=False.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))  # pgserver's lock file lives there
     redis_proc, redis_url = start_redis(data_dir) if redis else (None, None)
     try:

@@ -24,7 +24,7 @@ async def test_graphql_http_without_or_with_a_wrong_key_is_unauthenticated(gql: 
 async def test_websocket_refuses_a_wrong_key_at_connection_init(
     http: aiohttp.ClientSession, base_url: str, protocol: str
 ) -> None:
-    sub, reply = await connect(http, base_url, protocol=protocol, payload={"apiKey": "sk_live_x"})
+    _sub, reply = await connect(http, base_url, protocol=protocol, payload={"apiKey": "sk_live_x"})
     if protocol == "graphql-transport-ws":
         assert reply["type"] == "closed" and reply["code"] == 4403
     else:

@@ -89,7 +89,7 @@ async def test_convert_with_upload_in_the_same_request(
 async def test_subscription_to_a_finished_job_yields_it_and_completes(
     gql: GraphQL, http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    status, body = await gql.multipart(
+    _status, body = await gql.multipart(
         operation("Convert"),
         {"input": {"file": None, "filetype": "hash", "outputFormat": "txt"}},
         {"variables.input.file": ("a.txt", b"abc")},

@@ -37,8 +37,11 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
     port = _free_port()
     cli = [sys.executable, "-m", "app.cli"]
     server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*cli, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -55,13 +58,19 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
         assert _children_using(data_dir), "embedded servers should run under the data dir"
 
         created = subprocess.run(
-            [*cli, "keys", "create", "--name", "ops", "--json"], env=env,
-            capture_output=True, text=True, timeout=120, check=True,
+            [*cli, "keys", "create", "--name", "ops", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
         resp = requests.post(
-            f"{base}/v1/convert", headers={"X-API-Key": key},
-            files={"file": ("a.txt", b"abc")}, data={"filetype": "hash", "output_format": "txt"},
+            f"{base}/v1/convert",
+            headers={"X-API-Key": key},
+            files={"file": ("a.txt", b"abc")},
+            data={"filetype": "hash", "output_format": "txt"},
             timeout=30,
         )
         assert resp.status_code == 202, resp.text

@@ -46,8 +46,7 @@ def write_input(fmt: str, folder: Path) -> Path:
         path.write_text(tomli_w.dumps({"people": RECORDS}))
     elif fmt == "xml":
         rows = "".join(
-            "<person>" + "".join(f"<{k}>{_esc(v)}</{k}>" for k, v in r.items()) + "</person>"
-            for r in RECORDS
+            "<person>" + "".join(f"<{k}>{_esc(v)}</{k}>" for k, v in r.items()) + "</person>" for r in RECORDS
         )
         path.write_text(f'<?xml version="1.0" encoding="UTF-8"?><people>{rows}</people>')
     elif fmt in ("csv", "tsv"):

@@ -152,9 +152,7 @@ def test_contain_pads_transparent_or_with_background(inputs: dict, tmp_path: Pat
 
 
 def test_cover_crops_the_middle(inputs: dict, tmp_path: Path) -> None:
-    out = run(inputs["png"], "png", "png", tmp_path, width=48, height=48, fit="cover").convert(
-        "RGB"
-    )
+    out = run(inputs["png"], "png", "png", tmp_path, width=48, height=48, fit="cover").convert("RGB")
     assert out.getpixel((2, 24)) == BLUE and out.getpixel((45, 24)) == RED
 
 
@@ -247,9 +245,7 @@ def test_page_picks_one_frame(tmp_path: Path) -> None:
 
 def test_options_schema() -> None:
     opts = CONV.options("gif", "jpg")
-    assert {"quality", "width", "height", "fit", "strip_metadata", "background", "page"} <= set(
-        opts
-    )
+    assert {"quality", "width", "height", "fit", "strip_metadata", "background", "page"} <= set(opts)
     assert opts["quality"].schema()["maximum"] == 100
     assert "quality" not in CONV.options("png", "png")
     assert "page" not in CONV.options("jpg", "png")
@@ -315,9 +311,7 @@ def jxl_bomb() -> bytes:
     ],
     ids=["png", "png-just-over", "gif", "jxl"],
 )
-def test_bombs_refused_before_decoding(
-    fmt: str, data: bytes, declared: str, tmp_path: Path
-) -> None:
+def test_bombs_refused_before_decoding(fmt: str, data: bytes, declared: str, tmp_path: Path) -> None:
     src = tmp_path / f"bomb.{fmt}"
     src.write_bytes(data)
     started = time.monotonic()
