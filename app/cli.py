@@ -132,18 +132,29 @@ async def keys_create(args: argparse.Namespace) -> None:
         print("It is shown only this once; store it now.")
 
 
-def doctor(args: argparse.Namespace) -> None:
+async def doctor(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from converters import sandbox
     from converters.registry import registry
 
     reg = registry()
     for filetype, group in reg.formats().items():
-        print(
-            f"ok       {filetype}: {len(group['input_formats'])} input, "
-            f"{len(group['output_formats'])} output formats"
-        )
-    for name, reason in sorted(reg.missing.items()):
+        print(f"ok       {filetype}: {len(group['input_formats'])} input, "
+              f"{len(group['output_formats'])} output formats")
+    missing = reg.unavailable()
+    for name, reason in sorted(missing.items()):
         print(f"missing  {name}: {reason}")
-    if reg.missing:
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.txt"
+        probe.write_text("convertd")
+        await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
+    if sandbox.network_isolated:
+        print("ok       conversions run in a private network namespace (no network)")
+    else:
+        print("warning  conversions can reach the network: the kernel refused a network namespace")
+    if missing:
         sys.exit(1)
 
 

@@ -109,6 +109,10 @@ class Converter(abc.ABC):
         """Why this engine cannot run on this machine, or None when it can."""
         return None
 
+    def unavailable_formats(self) -> Mapping[str, str]:
+        """Formats this engine would handle but cannot here, with the reason (for doctor)."""
+        return {}
+
     @abc.abstractmethod
     def pairs(self) -> Mapping[str, frozenset[str]]:
         """Input format -> output formats it can become (lower-case extensions)."""

@@ -78,7 +78,12 @@ async def test_formats_grouped_by_filetype(
     for fmt in ("jpg", "png", "webp", "gif", "bmp", "tiff"):
         assert fmt in image["input_formats"]
     assert "ico" in image["output_formats"]
-    assert "sha256" in json.dumps(body["filetypes"]["hash"]) or body["filetypes"]["hash"]
+    assert "conversions" not in image
+    async with http.get(f"{base_url}/v1/formats?options=1", headers={"X-API-Key": account.key}) as resp:
+        detailed = (await resp.json())["filetypes"]
+    quality = detailed["image"]["conversions"]["png"]["jpg"]["properties"]["quality"]
+    assert quality["type"] == "integer" and quality["minimum"] == 1
+    assert "sha256" in json.dumps(detailed["hash"]["conversions"]["txt"]["json"])
 
 
 async def test_upload_several_files_then_convert_by_file_path(
