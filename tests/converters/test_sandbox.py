@@ -12,8 +12,10 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -333,3 +335,30 @@ async def test_mismatched_content_refused_in_the_child(tmp_path: Path) -> None:
         await sandbox.run("image", "png", "webp", {}, [fake], tmp_path / "job")
     assert err.value.kind == "converter"
     assert err.value.message == "The file is not a png: its content is a jpg file."
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_no_network_without_root_either(tmp_path: Path) -> None:
+    # As an unprivileged user the child falls back to a user namespace for its netns.
+    script = (
+        "import socket, sys\n"
+        "from converters.child import isolate_network\n"
+        "isolated = isolate_network()\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+        "    print(isolated, 'reached')\n"
+        "except OSError:\n"
+        "    print(isolated, 'blocked')\n"
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", script, str(server.getsockname()[1])],
+            capture_output=True, text=True, cwd="/", timeout=30,
+            env={"PYTHONPATH": str(Path(sandbox.__file__).parent.parent), "PATH": "/usr/bin"},
+        )  # fmt: skip
+    if done.stdout.startswith("False"):
+        pytest.skip("this kernel allows no unprivileged user namespaces")
+    assert done.stdout.split() == ["True", "blocked"], done.stdout + done.stderr
