@@ -297,7 +297,15 @@ def _for_output(im: Image.Image, fmt: str, background: tuple[int, ...] | None) -
     return im
 
 
-def _save_args(fmt: str, src: Image.Image, im: Image.Image, opts: Mapping[str, Any]) -> dict:
+def _metadata(im: Image.Image) -> dict[str, Any]:
+    """What the output may carry over, taken before the pixels are let go."""
+    exif = im.getexif()
+    exif.pop(0x0112, None)  # the pixels are turned upright, so no orientation any more
+    return {"exif": exif, "icc_profile": im.info.get("icc_profile"), "xmp": im.info.get("xmp"),
+            "loop": im.info.get("loop", 0)}  # fmt: skip
+
+
+def _save_args(fmt: str, meta: dict[str, Any], im: Image.Image, opts: Mapping[str, Any]) -> dict:
     args: dict[str, Any] = {}
     if fmt in LOSSY:
         args["quality"] = int(opts.get("quality") or 85)
@@ -312,16 +320,15 @@ def _save_args(fmt: str, src: Image.Image, im: Image.Image, opts: Mapping[str, A
         ]
     if fmt == "tiff":
         args["compression"] = "tiff_lzw" if im.mode != "1" else "group4"
-    icc = src.info.get("icc_profile")
+    icc = meta["icc_profile"]
     if icc and fmt not in ("gif", "bmp", "pcx", "ppm", "pgm", "pbm", "xbm", "qoi", "sgi", "tga"):
         args["icc_profile"] = icc
     if not opts.get("strip_metadata") and fmt in EXIF_OUT:
-        exif = src.getexif()
-        exif.pop(0x0112, None)  # the pixels are already turned upright
+        exif = meta["exif"]
         if len(exif):
             args["exif"] = exif.tobytes()
-        if src.info.get("xmp") and fmt in ("jpg", "png", "webp", "tiff"):
-            args["xmp"] = src.info["xmp"]
+        if meta["xmp"] and fmt in ("jpg", "png", "webp", "tiff"):
+            args["xmp"] = meta["xmp"]
     return args
 
 
@@ -541,23 +548,26 @@ class ImageConverter(Converter):
                 src = svg_render(
                     task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT, task.workdir
                 )
-                frames, durations, info_src = [src], [], src
+                frames, durations, meta = [src], [], _metadata(src)
             else:
-                frames, durations, info_src = self._decode(task)
+                frames, durations, meta = self._decode(task)
             task.progress(0.5)
             done = []
-            for i, frame in enumerate(frames):
+            total = len(frames)
+            for i in range(total):
+                # let go of each decoded frame once processed: an animation is held once
+                frame, frames[i] = frames[i], None
                 frame = _normalize(ImageOps.exif_transpose(frame))
                 frame = _resize(frame, task.options, background)
                 done.append(_for_output(frame, fmt, background))
-                task.progress(0.5 + 0.4 * (i + 1) / len(frames))
-            args = _save_args(fmt, info_src, done[0], task.options)
+                task.progress(0.5 + 0.4 * (i + 1) / total)
+            args = _save_args(fmt, meta, done[0], task.options)
             if len(done) > 1:
                 args |= {
                     "save_all": True,
                     "append_images": done[1:],
                     "duration": durations,
-                    "loop": info_src.info.get("loop", 0),
+                    "loop": meta["loop"],
                 }
                 if fmt == "gif":
                     args["disposal"] = 2
@@ -572,7 +582,7 @@ class ImageConverter(Converter):
         task.progress(1.0)
         return Result(out)
 
-    def _decode(self, task: Task) -> tuple[list[Image.Image], list[int], Image.Image]:
+    def _decode(self, task: Task) -> tuple[list[Any], list[int], dict[str, Any]]:
         with _open(task.inputs[0], task.input_format) as im:
             wanted = self._frames_to_convert(im, task)
             frames, durations = [], []
@@ -584,8 +594,7 @@ class ImageConverter(Converter):
                     frames.append(im.copy())
                     durations.append(int(im.info.get("duration") or 100))
                     task.progress(0.4 * (n + 1) / len(wanted))
-                info = im.copy() if len(wanted) == 1 else frames[0]
-                info.info.update({k: v for k, v in im.info.items() if k not in info.info})
+                meta = _metadata(im)
             except Image.DecompressionBombError as exc:
                 raise ConversionError(
                     "The image is too large to decode safely.",
@@ -596,7 +605,7 @@ class ImageConverter(Converter):
                     f"The {task.input_format} image is damaged or truncated.",
                     f"The decoder said: {str(exc)[:200]}",
                 ) from exc
-        return frames, durations, info
+        return frames, durations, meta
 
 
 def _requested_box(opts: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -285,12 +285,16 @@ async def run(
 ) -> Result:
     """Convert `inputs` inside `workdir` in a limited child process.
 
-    Options must already be validated (`registry().validate`). Returns the Result with an
-    absolute path inside `workdir`; raises SandboxError (a ConversionError) on any failure,
-    and kills the child's whole process group on timeout or cancellation.
+    Options are validated again here (a RequestError for a bad pair or option, as from
+    `registry().validate`). Returns the Result with an absolute path inside `workdir`;
+    raises SandboxError (a ConversionError) on any failure of the conversion, and kills the
+    child's whole process group on timeout or cancellation.
     """
     input_format, output_format = normalize_format(input_format), normalize_format(output_format)
-    conv = registry().find(filetype, input_format, output_format)
+    reg = registry()
+    conv = reg.find(filetype, input_format, output_format)
+    # idempotent on already validated options; fills defaults when the caller did not
+    options = reg.validate(filetype, input_format, output_format, options)
     limits = limits or conv.limits
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -90,10 +90,16 @@ ZIP_BASED: frozenset[str] = _words(
 )
 # Formats that are each other's aliases or containers for our purposes
 GROUPS: tuple[frozenset[str], ...] = tuple(_words(g) for g in (
-    "mp4 m4v m4a m4b mov 3gp 3g2 f4v aac",
+    "mp4 m4v m4a m4b m4r mov 3gp 3g2 f4v aac",
     "heic heif",
     "ogg oga ogv opus spx",
-    "mkv mka webm",
+    "mkv mka webm weba",
+    "docx docm dotx dotm",  # templates and macro variants share the package layout
+    "xlsx xlsm xltx xltm",
+    "pptx pptm potx ppsx",
+    "odt ott", "ods ots", "odp otp", "odg otg",
+    "mobi azw azw3 prc",  # Kindle formats are all MOBI containers
+    "rar cbr", "7z cb7",
     "asf wmv wma",
     "mpg mpeg vob m2v",
     "ts mts m2ts",
