@@ -103,6 +103,7 @@ class Converter(abc.ABC):
     filetype: ClassVar[str]
     engine: ClassVar[str]
     multi_input: ClassVar[bool] = False  # accepts several inputs (images -> one pdf, ...)
+    content_agnostic: ClassVar[bool] = False  # never interprets content (checksums): no sniffing
     limits: ClassVar[Limits] = Limits()
 
     def unavailable(self) -> str | None:

@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -26,6 +27,7 @@ from typing import IO, Any
 from converters.base import ConversionError, Task
 
 _CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
@@ -121,7 +123,7 @@ def convert(spec: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     inputs = [workdir / rel for rel in spec["inputs"]]
     converter = _load(spec["converter"])
     # a converter that never interprets the content (checksums) takes any bytes as declared
-    if not getattr(converter, "content_agnostic", False):
+    if not converter.content_agnostic:
         for path in inputs:
             check_declared(path, spec["input_format"])
     task = Task(
@@ -140,7 +142,16 @@ def convert(spec: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     return {"path": os.path.relpath(path, workdir), "items": list(result.items)}
 
 
+def die_with_parent() -> None:
+    """A worker killed with SIGKILL cannot kill us: have the kernel do it (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
+
+
 def main() -> int:
+    die_with_parent()
     fd = int(sys.argv[1])
     os.set_inheritable(fd, False)  # helpers (ffmpeg, soffice) must not keep it open
     channel = _Channel(os.fdopen(fd, "w", encoding="utf-8"))

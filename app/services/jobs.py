@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.sniff import check_declared
-
 from app import events
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
@@ -20,6 +18,7 @@ from app.services import uploads
 from app.services.formats import request_errors
 from converters.base import ConversionError
 from converters.registry import normalize_format, registry
+from converters.sniff import check_declared
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -133,8 +132,9 @@ async def convert(
             hint="Send one file per conversion.",
             field="file",
         )
-    for fmt, path in inputs:
-        _check_content(path, fmt)
+    if not converter.content_agnostic:
+        for fmt, path in inputs:
+            _check_content(path, fmt)
 
     stored += await uploads.store(rt, principal, list(files)) if files else []
     row = await rt.pool.fetchrow(
