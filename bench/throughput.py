@@ -2,7 +2,7 @@
 
 Starts embedded PostgreSQL and Redis in a temporary directory, serves the app with its
 in-process workers on a local port, submits small image and hash jobs from concurrent
-clients, follows each to the end, and prints jobs/s and latency percentiles.
+clients, follows each over a jobUpdates subscription, and prints jobs/s and latency percentiles.
 
     .venv/bin/python bench/throughput.py [--jobs 60] [--clients 8] [--kind image|hash]
 """
@@ -47,14 +47,19 @@ async def one_job(http: aiohttp.ClientSession, base: str, key: str, kind: str) -
     start = time.perf_counter()
     async with http.post(f"{base}/v1/convert", data=form, headers={"X-API-Key": key}) as r:
         job = await r.json()
-    while True:
-        async with http.get(job["status_url"], headers={"X-API-Key": key}) as r:
-            status = (await r.json())["status"]
-        if status == "finished":
-            return time.perf_counter() - start
-        if status == "failed":
-            raise RuntimeError("job failed")
-        await asyncio.sleep(0.01)
+    # follow it the way clients should: a jobUpdates subscription, no polling
+    async with http.ws_connect(f"{base}/graphql", protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {"apiKey": key}})
+        await ws.receive_json()
+        await ws.send_json({"id": "1", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { jobUpdates(jobId: $id) { status } }",
+            "variables": {"id": job["job_id"]}}})
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] == "complete":
+                return time.perf_counter() - start
+            if msg["type"] == "next" and msg["payload"]["data"]["jobUpdates"]["status"] == "FAILED":
+                raise RuntimeError("job failed")
 
 
 async def main(args: argparse.Namespace) -> None:
