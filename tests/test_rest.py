@@ -237,3 +237,19 @@ async def test_tampered_or_expired_download_links_are_refused(
         async with http.get(bad) as resp:
             body = await resp.json()
         assert resp.status == 403 and body["hint"]
+
+
+async def test_content_that_is_not_the_declared_type_is_refused_naming_it(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG")
+    form = aiohttp.FormData()
+    form.add_field("file", buf.getvalue(), filename="really-a-jpeg.png")
+    form.add_field("filetype", "image")
+    form.add_field("output_format", "webp")
+    async with http.post(f"{base_url}/v1/convert", data=form,
+                         headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert resp.status == 400
+    assert "jpg" in body["message"] and body["hint"]
