@@ -178,3 +178,13 @@ def test_options_are_published_and_validated() -> None:
     for bad in ({"bitrate": 1000}, {"sample_rate": 44100}, {"channels": 3}, {"start": -1}):
         with pytest.raises(RequestError):
             reg.validate("audio", "wav", "opus", bad)
+
+
+async def test_through_the_sandbox(samples, tmp_path) -> None:
+    from converters import sandbox
+
+    result = await sandbox.run("audio", "wma", "m4a", {"channels": 1, "start": 0.5},
+                               [samples["wma"]], tmp_path / "job")
+    got = decode(result.path)
+    assert (got.audio_codec, got.channels) == ("aac", 1)
+    assert abs(got.samples / got.sample_rate - (SECONDS - 0.5)) < 0.1

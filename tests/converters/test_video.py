@@ -242,3 +242,30 @@ def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     got = decode(Path(json.loads(run.stdout)))
     assert got.video_codec == DECODED_NAME[codec] and (got.width, got.height) == (1920, 1080)
+
+
+async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
+    from converters import sandbox
+
+    long = make("mp4", tmp_path / "long.mp4", size=(320, 240), seconds=8)
+    seen: list[float] = []
+
+    async def on_progress(value: float) -> None:
+        seen.append(value)
+
+    result = await sandbox.run("video", "mp4", "mkv", {"codec": "h265", "preset": "slow"},
+                               [long], tmp_path / "job", on_progress)
+    got = decode(result.path)
+    assert (got.video_codec, got.width, got.height) == ("hevc", 320, 240)
+    assert got.frames == 80 and got.audio_codec == "aac"
+    assert seen == sorted(set(seen)) and seen[-1] == 1.0
+    assert len([p for p in seen if 0 < p < 1]) >= 3, seen
+
+
+async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
+    from converters import sandbox
+
+    result = await sandbox.run("video", "webm", "opus", {"bitrate": 64}, [samples["webm"]],
+                               tmp_path / "job")
+    got = decode(result.path)
+    assert got.audio_codec == "opus" and got.video_codec is None
