@@ -65,6 +65,18 @@ def audio_outputs() -> frozenset[str]:
     return frozenset(f for f, c in AUDIO_CODECS.items() if c.encoder in enc and c.muxer in mux)
 
 
+def missing_audio_outputs() -> dict[str, str]:
+    """Audio formats this ffmpeg cannot write, with the reason (for `convertd doctor`)."""
+    enc, mux = media.encoders(), media.muxers()
+    out: dict[str, str] = {}
+    for fmt, codec in AUDIO_CODECS.items():
+        if codec.encoder not in enc:
+            out[fmt] = f"this ffmpeg has no {codec.encoder} encoder"
+        elif codec.muxer not in mux:
+            out[fmt] = f"this ffmpeg has no {codec.muxer} muxer"
+    return out
+
+
 def audio_options(output_format: str) -> dict[str, Option]:
     codec = AUDIO_CODECS[output_format]
     opts: dict[str, Option] = {}
@@ -150,6 +162,9 @@ class AudioConverter(Converter):
 
     def unavailable(self) -> str | None:
         return media.ffmpeg_missing()
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        return missing_audio_outputs()
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outputs = audio_outputs()

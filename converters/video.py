@@ -71,6 +71,24 @@ def video_outputs() -> frozenset[str]:
     return frozenset(outs)
 
 
+def missing_video_outputs() -> dict[str, str]:
+    """Video formats (and codecs) this ffmpeg cannot write, with the reason."""
+    enc, mux = media.encoders(), media.muxers()
+    out: dict[str, str] = {}
+    for fmt, container in CONTAINERS.items():
+        if container.muxer not in mux:
+            out[fmt] = f"this ffmpeg has no {container.muxer} muxer"
+        elif container.audio_encoder not in enc:
+            out[fmt] = f"this ffmpeg has no {container.audio_encoder} encoder"
+        for codec in container.codecs:
+            if VIDEO_CODECS[codec].encoder() is None:
+                out[f"{fmt}+{codec}"] = ("this ffmpeg has none of the encoders "
+                                         + ", ".join(VIDEO_CODECS[codec].encoders))
+    if "gif" not in enc or "gif" not in mux:
+        out["gif"] = "this ffmpeg cannot write GIF"
+    return out
+
+
 def video_options(output_format: str) -> dict[str, Option]:
     codecs = _codecs(output_format)
     return {
@@ -219,6 +237,9 @@ class VideoConverter(Converter):
 
     def unavailable(self) -> str | None:
         return media.ffmpeg_missing()
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        return {**missing_video_outputs(), **audio.missing_audio_outputs()}
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         videos = video_outputs()

@@ -269,3 +269,27 @@ async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
                                tmp_path / "job")
     got = decode(result.path)
     assert got.audio_codec == "opus" and got.video_codec is None
+
+
+def test_missing_encoders_remove_their_formats(monkeypatch) -> None:
+    from converters import media
+
+    have = media.encoders() - {"libx265", "libopus"}
+    monkeypatch.setattr(media, "encoders", lambda: have)
+    pairs = CONV.pairs()["mp4"]
+    assert "webm" not in pairs and "opus" not in pairs  # webm's sound is Opus
+    assert {"mp4", "mkv", "gif", "mp3"} <= pairs
+    assert CONV.options("mp4", "mkv")["codec"].enum == ("h264", "vp9", "av1")
+    missing = CONV.unavailable_formats()
+    assert "libopus" in missing["webm"] and "libopus" in missing["opus"]
+    assert "libx265" in missing["mp4+h265"]
+
+
+def test_missing_ffmpeg_is_reported_not_offered(monkeypatch) -> None:
+    from converters import audio, media
+
+    monkeypatch.setattr(media, "ffmpeg_missing", lambda: "no ffmpeg binary here")
+    reg = Registry([CONV, audio.AudioConverter()])
+    assert reg.filetypes == []
+    assert reg.missing == {"video:ffmpeg": "no ffmpeg binary here",
+                           "audio:ffmpeg": "no ffmpeg binary here"}
