@@ -28,12 +28,13 @@ _NOT_GIVEN = object()  # a plan setting the command line did not mention stays a
 
 
 @contextlib.asynccontextmanager
-async def servers(settings: Settings) -> AsyncIterator[Settings]:
+async def servers(settings: Settings, *, redis: bool = True) -> AsyncIterator[Settings]:
     """The configured servers, or private embedded ones for as long as the block runs."""
-    if not settings.embedded:
+    configured = settings.database_url and (settings.redis_url or not redis)
+    if configured:
         yield settings
         return
-    started = await asyncio.to_thread(embedded.start, settings.data_dir)
+    started = await asyncio.to_thread(embedded.start, settings.data_dir, redis=redis)
     try:
         yield dataclasses.replace(settings, database_url=started.database_url, redis_url=started.redis_url)
     finally:
@@ -105,7 +106,7 @@ async def worker(args: argparse.Namespace) -> None:
 
 
 async def migrate(args: argparse.Namespace) -> None:
-    async with servers(Settings.from_env()) as settings:
+    async with servers(Settings.from_env(), redis=False) as settings:
         applied = await db.migrate(settings.database_url)  # type: ignore[arg-type]
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
@@ -113,7 +114,7 @@ async def migrate(args: argparse.Namespace) -> None:
 @contextlib.asynccontextmanager
 async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
     """A migrated database for one operator command."""
-    async with servers(Settings.from_env()) as settings:
+    async with servers(Settings.from_env(), redis=False) as settings:
         await db.migrate(settings.database_url)  # type: ignore[arg-type]
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         try:
@@ -300,18 +301,29 @@ async def accounts_master_token(args: argparse.Namespace) -> None:
         print("It is shown only this once; store it now. It is for administration only.")
 
 
-def doctor(args: argparse.Namespace) -> None:
+async def doctor(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from converters import sandbox
     from converters.registry import registry
 
     reg = registry()
     for filetype, group in reg.formats().items():
-        print(
-            f"ok       {filetype}: {len(group['input_formats'])} input, "
-            f"{len(group['output_formats'])} output formats"
-        )
-    for name, reason in sorted(reg.missing.items()):
+        print(f"ok       {filetype}: {len(group['input_formats'])} input, "
+              f"{len(group['output_formats'])} output formats")
+    missing = reg.unavailable()
+    for name, reason in sorted(missing.items()):
         print(f"missing  {name}: {reason}")
-    if reg.missing:
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.txt"
+        probe.write_text("convertd")
+        await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
+    if sandbox.network_isolated:
+        print("ok       conversions run in a private network namespace (no network)")
+    else:
+        print("warning  conversions can reach the network: the kernel refused a network namespace")
+    if missing:
         sys.exit(1)
 
 

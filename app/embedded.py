@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class EmbeddedServers:
     database_url: str
-    redis_url: str
+    redis_url: str | None
     _pg: object
-    _redis: subprocess.Popen[bytes]
+    _redis: subprocess.Popen[bytes] | None
 
     def stop(self) -> None:
-        if self._redis.poll() is None:
+        if self._redis is not None and self._redis.poll() is None:
             self._redis.terminate()
             try:
                 self._redis.wait(10)
@@ -98,14 +98,19 @@ def start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://:{password}@127.0.0.1:{port}/0"
 
 
-def start(data_dir: Path) -> EmbeddedServers:
-    data_dir.mkdir(parents=True, exist_ok=True)
+def start(data_dir: Path, *, redis: bool = True) -> EmbeddedServers:
+    """Start both servers; PostgreSQL already running for this directory is shared, not doubled.
+
+    Commands that only need the database (keys, migrate) pass redis=False.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))  # pgserver's lock file lives there
-    redis_proc, redis_url = start_redis(data_dir)
+    redis_proc, redis_url = start_redis(data_dir) if redis else (None, None)
     try:
         pg, database_url = start_postgres(data_dir)
     except BaseException:
-        redis_proc.kill()
+        if redis_proc is not None:
+            redis_proc.kill()
         raise
     log.info("embedded PostgreSQL and Redis started under %s", data_dir)
     return EmbeddedServers(database_url, redis_url, pg, redis_proc)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from saq import Worker
+from saq import CronJob, Worker
 
 from app.runtime import Runtime
-from app.services import processing
+from app.services import processing, recovery
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
@@ -18,14 +18,20 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     return job.status.value
 
 
+async def reconcile(ctx: dict[str, Any]) -> int:
+    return len(await recovery.reconcile(ctx["runtime"]))
+
+
 def build_worker(rt: Runtime) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = rt
+        await recovery.reconcile(rt)
 
     q = rt.settings.queue
     worker = Worker(
         rt.queue,
         functions=[convert],
+        cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
         concurrency=q.concurrency,
         startup=startup,
         timers={"sweep": q.sweep_interval},

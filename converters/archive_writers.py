@@ -57,10 +57,7 @@ def _write_zip(out: Path, level: int, entries: Sequence[Entry], progress: Progre
 
 
 def _write_7z(out: Path, level: int, entries: Sequence[Entry], progress: Progress) -> None:
-    if level:
-        filters = [{"id": py7zr.FILTER_LZMA2, "preset": level}]
-    else:
-        filters = [{"id": py7zr.FILTER_COPY}]
+    filters = [{"id": py7zr.FILTER_LZMA2, "preset": level}] if level else [{"id": py7zr.FILTER_COPY}]
     with py7zr.SevenZipFile(out, "w", filters=filters) as z:
         for n, (path, arc, _) in enumerate(entries, 1):
             z.write(path, arc)

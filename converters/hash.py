@@ -39,6 +39,8 @@ INPUT_FORMATS: frozenset[str] = frozenset(_ANY_FORMAT.split())
 class HashConverter(Converter):
     filetype: ClassVar[str] = "hash"
     engine: ClassVar[str] = "hashlib"
+    # the bytes are never interpreted, so the sandbox does not match them to the format
+    content_agnostic: ClassVar[bool] = True
     # hashing is I/O bound and tiny in memory; a stuck disk is the only way to be slow
     limits: ClassVar[Limits] = Limits(memory_bytes=1024**3, cpu_seconds=600, wall_seconds=900,
                                       output_bytes=16 * 1024**2)  # fmt: skip

@@ -37,6 +37,8 @@ ErrorKind = Literal["converter", "memory", "cpu", "timeout", "crash", "output_si
 PROGRESS_INTERVAL = 0.1  # seconds between forwarded progress updates (at most ~10/s)
 STDERR_TAIL = 8192  # bytes of the child's stdout/stderr kept for the logs
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_ALLOC_FAILURES = ("memory allocation of", "std::bad_alloc", "Cannot allocate memory",
+                   "out of memory")  # fmt: skip
 
 network_isolated: bool | None = None
 """Whether the last child got its own network namespace (None: none has run yet).
@@ -224,6 +226,8 @@ def _failure(
             # We did not kill it (that path raises a timeout): the kernel did, which in
             # practice means the OOM killer or the hard CPU limit.
             return _memory_error(limits, tail)
+        if sig == signal.SIGABRT and any(m in tail for m in _ALLOC_FAILURES):
+            return _memory_error(limits, tail)  # Rust and C++ abort when malloc fails
         if sig == signal.SIGXFSZ:
             return SandboxError(
                 f"The output grew larger than {_human_bytes(limits.output_bytes)}, "
@@ -281,12 +285,16 @@ async def run(
 ) -> Result:
     """Convert `inputs` inside `workdir` in a limited child process.
 
-    Options must already be validated (`registry().validate`). Returns the Result with an
-    absolute path inside `workdir`; raises SandboxError (a ConversionError) on any failure,
-    and kills the child's whole process group on timeout or cancellation.
+    Options are validated again here (a RequestError for a bad pair or option, as from
+    `registry().validate`). Returns the Result with an absolute path inside `workdir`;
+    raises SandboxError (a ConversionError) on any failure of the conversion, and kills the
+    child's whole process group on timeout or cancellation.
     """
     input_format, output_format = normalize_format(input_format), normalize_format(output_format)
-    conv = registry().find(filetype, input_format, output_format)
+    reg = registry()
+    conv = reg.find(filetype, input_format, output_format)
+    # idempotent on already validated options; fills defaults when the caller did not
+    options = reg.validate(filetype, input_format, output_format, options)
     limits = limits or conv.limits
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)

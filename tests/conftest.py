@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +26,11 @@ from app.runtime import Runtime
 from app.services.keys import KeySpec, create_account_with_key
 from app.services.plans import set_plan
 from app.worker import build_worker
+
+# pgserver keeps a lock file in the runtime dir, which platformdirs wants private
+_RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
+_RUNTIME_DIR.mkdir(mode=0o700, exist_ok=True)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(_RUNTIME_DIR))
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "graphql"
@@ -226,6 +232,3 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} still {body['status']} after {timeout}s")
         await asyncio.sleep(0.1)
-
-
-os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

@@ -129,6 +129,8 @@ async def test_formats_and_options_schema(gql: GraphQL, account: Account) -> Non
     image = next(f for f in formats if f["filetype"] == "image")
     png = next(c for c in image["conversions"] if c["inputFormat"] == "png")
     assert {"jpg", "webp", "ico"} <= set(png["outputFormats"])
+    jpg = next(o for o in png["options"] if o["outputFormat"] == "jpg")
+    assert jpg["schema"]["properties"]["quality"]["maximum"] == 100
     schema = (
         await gql(
             operation("FormatOptions"),

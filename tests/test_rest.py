@@ -78,7 +78,12 @@ async def test_formats_grouped_by_filetype(
     for fmt in ("jpg", "png", "webp", "gif", "bmp", "tiff"):
         assert fmt in image["input_formats"]
     assert "ico" in image["output_formats"]
-    assert "sha256" in json.dumps(body["filetypes"]["hash"]) or body["filetypes"]["hash"]
+    assert "conversions" not in image
+    async with http.get(f"{base_url}/v1/formats?options=1", headers={"X-API-Key": account.key}) as resp:
+        detailed = (await resp.json())["filetypes"]
+    quality = detailed["image"]["conversions"]["png"]["jpg"]["properties"]["quality"]
+    assert quality["type"] == "integer" and quality["minimum"] == 1
+    assert "sha256" in json.dumps(detailed["hash"]["conversions"]["txt"]["json"])
 
 
 async def test_upload_several_files_then_convert_by_file_path(
@@ -232,3 +237,19 @@ async def test_tampered_or_expired_download_links_are_refused(
         async with http.get(bad) as resp:
             body = await resp.json()
         assert resp.status == 403 and body["hint"]
+
+
+async def test_content_that_is_not_the_declared_type_is_refused_naming_it(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG")
+    form = aiohttp.FormData()
+    form.add_field("file", buf.getvalue(), filename="really-a-jpeg.png")
+    form.add_field("filetype", "image")
+    form.add_field("output_format", "webp")
+    async with http.post(f"{base_url}/v1/convert", data=form,
+                         headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert resp.status == 400
+    assert "jpg" in body["message"] and body["hint"]

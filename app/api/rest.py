@@ -110,7 +110,11 @@ async def info(request: web.Request) -> web.Response:
 @routes.get("/v1/formats")
 async def list_formats(request: web.Request) -> web.Response:
     await principal(request)
-    return ok({"filetypes": formats_service.formats()})
+    filetypes = formats_service.formats()
+    if request.query.get("options") in ("1", "true"):
+        for filetype, group in filetypes.items():
+            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]
+    return ok({"filetypes": filetypes})
 
 
 @routes.post("/v1/upload")

@@ -15,6 +15,10 @@ def formats() -> dict[str, dict[str, list[str]]]:
     return registry().formats()
 
 
+def conversions(filetype: str) -> dict[str, dict[str, dict[str, Any]]]:
+    return registry().conversions(filetype)
+
+
 def pairs(filetype: str) -> dict[str, list[str]]:
     return registry().pairs(filetype)
 

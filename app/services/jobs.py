@@ -132,8 +132,9 @@ async def convert(
             hint="Send one file per conversion.",
             field="file",
         )
-    for fmt, path in inputs:
-        _check_content(path, fmt)
+    if not converter.content_agnostic:
+        for fmt, path in inputs:
+            _check_content(path, fmt)
 
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
@@ -150,18 +151,23 @@ async def convert(
         [u.id for u in stored],
     )
     job = Job.from_row(row)
+    await enqueue(rt, job.id)
+    return job
+
+
+async def enqueue(rt: Runtime, job_id: uuid.UUID) -> None:
+    """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs)."""
     q = rt.settings.queue
     await rt.queue.enqueue(
         "convert",
-        key=str(job.id),
-        job_id=str(job.id),
+        key=str(job_id),
+        job_id=str(job_id),
         timeout=q.job_timeout,
         heartbeat=q.heartbeat,
         retries=q.retries,
         retry_delay=q.retry_delay,
         retry_backoff=q.retry_backoff,
     )
-    return job
 
 
 def _uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:

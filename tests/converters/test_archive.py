@@ -233,9 +233,7 @@ def test_compression_level_option(tmp_path: Path) -> None:
         result = run(task_for([src], "txt", "zip", work, compression_level=level))
         with zipfile.ZipFile(result.path) as zf:
             info = zf.getinfo("big.txt")
-            assert info.compress_type == (
-                zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED
-            )
+            assert info.compress_type == (zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED)
             assert zf.read("big.txt") == src.read_bytes()
         sizes[level] = result.path.stat().st_size
     assert sizes[0] > sizes[1] >= sizes[9]
@@ -257,9 +255,7 @@ def test_options_schema_and_validation() -> None:
         "maximum": 9,
     }
     assert reg.validate("archive", "pdf", "7z", {}) == {"compression_level": 6}
-    assert reg.validate("archive", "tgz", "zip", {"compression_level": 9}) == {
-        "compression_level": 9
-    }
+    assert reg.validate("archive", "tgz", "zip", {"compression_level": 9}) == {"compression_level": 9}
     with pytest.raises(RequestError) as err:
         reg.validate("archive", "zip", "zip", {"compression_level": 10})
     assert err.value.field == "compression_level"

@@ -56,11 +56,7 @@ class Job:
         return path
 
     def _outside(self) -> dict[str, int]:
-        return {
-            str(p): p.lstat().st_size
-            for p in self.root.rglob("*")
-            if not p.is_relative_to(self.work)
-        }
+        return {str(p): p.lstat().st_size for p in self.root.rglob("*") if not p.is_relative_to(self.work)}
 
     def assert_nothing_outside(self) -> None:
         assert self._outside() == self.before
@@ -274,9 +270,7 @@ def test_7z_and_rar_symlinks_are_skipped(tmp_path: Path) -> None:
     assert read_files(result.path) == {"ok.txt": b"ok"}
     assert [s.split(":")[0] for s in result.skipped] == ["link"]
 
-    rar = rar4(
-        [("ok.txt", b"ok", stat.S_IFREG | 0o644), ("link", b"/etc/passwd", stat.S_IFLNK | 0o777)]
-    )
+    rar = rar4([("ok.txt", b"ok", stat.S_IFREG | 0o644), ("link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
     result = job.run(job.input("l.rar", rar), "rar")
     assert read_files(result.path) == {"ok.txt": b"ok"}
     assert [s.split(":")[0] for s in result.skipped] == ["link"]
@@ -299,9 +293,7 @@ def gigabyte_of_zeros(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def test_real_zip_bomb_is_refused_before_extraction(
-    gigabyte_of_zeros: bytes, tmp_path: Path
-) -> None:
+def test_real_zip_bomb_is_refused_before_extraction(gigabyte_of_zeros: bytes, tmp_path: Path) -> None:
     job = Job(tmp_path)
     start = time.monotonic()
     err = job.refused(job.input("bomb.zip", gigabyte_of_zeros), "zip")
@@ -456,9 +448,7 @@ def test_duplicate_names_are_kept_apart(tmp_path: Path) -> None:
         "\u00e9.txt": b"nfd",
         "\u00e9 (2).txt": b"nfc",
     }
-    seven = sevenzip(
-        tmp_path / "d.7z", [("dup.txt", b"one"), ("dup.txt", b"two"), ("dup.txt", b"three")]
-    )
+    seven = sevenzip(tmp_path / "d.7z", [("dup.txt", b"one"), ("dup.txt", b"two"), ("dup.txt", b"three")])
     result = job.run(job.input("d.7z", seven.read_bytes()), "7z")
     assert read_files(result.path) == {
         "dup.txt": b"one",
@@ -503,9 +493,7 @@ def test_long_and_deep_names(tmp_path: Path) -> None:
 
 def test_file_and_folder_of_the_same_name(tmp_path: Path) -> None:
     job = Job(tmp_path)
-    data = zip_bytes(
-        [("a", b"file a"), ("a/b.txt", b"under a file"), ("d/x.txt", b"x"), ("d/", b"")]
-    )
+    data = zip_bytes([("a", b"file a"), ("a/b.txt", b"under a file"), ("d/x.txt", b"x"), ("d/", b"")])
     result = job.run(job.input("clash.zip", data), "zip")
     assert read_files(result.path) == {"a": b"file a", "d/x.txt": b"x"}
     assert [s.split(":")[0] for s in result.skipped] == ["a/b.txt"]

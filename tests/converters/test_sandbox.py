@@ -12,9 +12,12 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -30,7 +33,7 @@ from converters.sandbox import SandboxError
 
 BEHAVIOURS = frozenset(
     {"ok", "chatty", "mem", "cpu", "sleep", "segv", "error", "bigout", "spawn", "net", "env",
-     "boom", "escape"}
+     "boom", "escape", "rust_oom"}
 )  # fmt: skip
 
 
@@ -87,6 +90,11 @@ class MisbehavingConverter(Converter):
             raise RuntimeError("internal detail /secret/path")
         elif what == "escape":
             return Result(Path("/etc/passwd"))
+        elif what == "rust_oom":
+            # calamine (Rust) allocates a sheet's whole cell rectangle and aborts if it can't
+            from python_calamine import CalamineWorkbook
+
+            CalamineWorkbook.from_path(str(task.inputs[0])).get_sheet_by_index(0)
         return Result(out)
 
 
@@ -275,3 +283,74 @@ async def test_input_names_are_kept_and_deduplicated(probe_registry: None, tmp_p
         path.write_bytes(b"data")
     names = sandbox._stage_inputs([first, second, dash], tmp_path / "job")
     assert names == ["x.bin", "x-2.bin", "_-o.bin"]
+
+
+def _sparse_xlsx(path: Path) -> Path:
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg_rels = "http://schemas.openxmlformats.org/package/2006/relationships"
+    link = '<Relationships xmlns="{}"><Relationship Id="rId1" Type="{}/{}" Target="{}"/>'
+    members = {
+        "[Content_Types].xml": "<Types/>",
+        "_rels/.rels": link.format(pkg_rels, rel, "officeDocument", "xl/workbook.xml")
+        + "</Relationships>",
+        "xl/workbook.xml": f'<workbook xmlns="{ns}" xmlns:r="{rel}"><sheets>'
+        '<sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": link.format(pkg_rels, rel, "worksheet",
+                                                  "worksheets/sheet1.xml") + "</Relationships>",
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{ns}"><sheetData>'
+        '<row r="1"><c r="A1"><v>1</v></c></row>'
+        '<row r="1048576"><c r="XFD1048576"><v>2</v></c></row></sheetData></worksheet>',
+    }  # fmt: skip
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return path
+
+
+async def test_native_allocation_failure_is_reported_as_memory(
+    probe_registry: None, tmp_path: Path
+) -> None:
+    src = _sparse_xlsx(tmp_path / "sparse.bin")
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "rust_oom", {}, [src], tmp_path / "job")
+    assert err.value.kind == "memory", err.value.detail
+    assert "memory allocation of" in err.value.detail
+
+
+async def test_mismatched_content_refused_in_the_child(tmp_path: Path) -> None:
+    from PIL import Image
+
+    fake = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(fake, "JPEG")
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("image", "png", "webp", {}, [fake], tmp_path / "job")
+    assert err.value.kind == "converter"
+    assert err.value.message == "The file is not a png: its content is a jpg file."
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_no_network_without_root_either(tmp_path: Path) -> None:
+    # As an unprivileged user the child falls back to a user namespace for its netns.
+    script = (
+        "import socket, sys\n"
+        "from converters.child import isolate_network\n"
+        "isolated = isolate_network()\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+        "    print(isolated, 'reached')\n"
+        "except OSError:\n"
+        "    print(isolated, 'blocked')\n"
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", script, str(server.getsockname()[1])],
+            capture_output=True, text=True, cwd="/", timeout=30,
+            env={"PYTHONPATH": str(Path(sandbox.__file__).parent.parent), "PATH": "/usr/bin"},
+        )  # fmt: skip
+    if done.stdout.startswith("False"):
+        pytest.skip("this kernel allows no unprivileged user namespaces")
+    assert done.stdout.split() == ["True", "blocked"], done.stdout + done.stderr

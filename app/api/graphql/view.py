@@ -20,6 +20,8 @@ from app.errors import ConvertdError, ErrorCode
 from app.services import usage
 from app.storage import IncomingFile
 
+FORM = web.RequestKey("convertd.form", object)
+
 # Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
 PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
 
@@ -88,7 +90,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         form_cm = read_form(aio_request, rt)
         form = await form_cm.__aenter__()
         # unclaimed files are removed once the whole request is answered
-        aio_request["convertd.form"] = form_cm
+        aio_request[FORM] = form_cm
         operations = self.parse_json(form.get("operations") or "{}")
         mapping = self.parse_json(form.get("map") or "{}")
         files: dict[str, IncomingFile] = {
@@ -108,7 +110,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         try:
             return await super().__call__(request)
         finally:
-            form_cm = request.get("convertd.form")
+            form_cm = request.get(FORM)
             if form_cm is not None:
                 await form_cm.__aexit__(None, None, None)
 

@@ -19,7 +19,7 @@ class FormatQueries:
                 input_formats=group["input_formats"],
                 output_formats=group["output_formats"],
                 conversions=[
-                    Conversion(input_format=src, output_formats=dsts)
+                    Conversion(filetype=filetype, input_format=src, output_formats=dsts)
                     for src, dsts in formats_service.pairs(filetype).items()
                 ],
             )
