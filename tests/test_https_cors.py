@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -92,6 +93,7 @@ async def serve(settings: Settings, tmp: Path, *args: str, **env: str) -> AsyncI
         await proc.wait()
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 async def test_serve_with_tls_cert_and_key_serves_https(
     settings: Settings, tmp_path: Path, account: Account
 ) -> None:

@@ -169,9 +169,11 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
     if state.refused:
         per = "minute" if state.refused == "minute" else "day"
         window = state.minute if per == "minute" else state.day
+        what = "administrative calls" if principal.method == "master" else "calls"
+        whose = "" if principal.method == "master" else f" on the {principal.plan.name} plan"
         raise ConvertdError(
             ErrorCode.RATE_LIMITED,
-            f"Rate limit reached: {window.limit} calls per {per} on the {principal.plan.name} plan.",
+            f"Rate limit reached: {window.limit} {what} per {per}{whose}.",
             f"Retry after {state.retry_after} s"
             + (" (daily counters reset at midnight UTC)." if per == "day" else ".")
             + " GET /v1/keys/me shows your remaining quota.",
