@@ -103,6 +103,30 @@ async def test_refreshing_invalidates_the_previous_token_at_once(
     assert (await call("rest", http, base_url, newer, path="/v1/account")).ok
 
 
+async def test_an_open_websocket_loses_access_at_once_on_revoke_and_refresh(
+    http: aiohttp.ClientSession, base_url: str, gql: GraphQL, admin: tuple[Account, str]
+) -> None:
+    acct, master = admin
+    keyed, _ = await connect(http, base_url, payload={"apiKey": acct.key})
+    mastered, _ = await connect(http, base_url, payload=bearer(master))
+    await subscribe(mastered, operation("Keys"), {}, op_id="k1")
+    assert (await mastered.next_message())["type"] == "next"
+    await mastered.next_message()
+
+    await gql(operation("RevokeKey"), {"id": acct.key_id}, headers=bearer(master))
+    await subscribe(keyed, operation("Quota"), {})
+    msg = await keyed.next_message()
+    assert msg["type"] == "error" and msg["payload"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert "revoked" in msg["payload"][0]["message"]
+
+    await gql(operation("RefreshMasterToken"), headers=bearer(master))
+    await subscribe(mastered, operation("Keys"), {}, op_id="k2")
+    msg = await mastered.next_message()
+    assert msg["type"] == "error" and msg["payload"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    await keyed.ws.close()
+    await mastered.ws.close()
+
+
 async def test_key_management_with_the_master_token(
     http: aiohttp.ClientSession, base_url: str, gql: GraphQL, admin: tuple[Account, str], make_account: Any
 ) -> None:

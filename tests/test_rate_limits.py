@@ -14,6 +14,7 @@ from app.auth import ratelimit
 from app.runtime import Runtime
 from tests.conftest import Account
 from tests.transports import TRANSPORTS, call
+from tests.wsclient import connect, subscribe
 
 
 async def test_200_requests_at_once_against_a_60_per_minute_key_let_exactly_60_through(
@@ -120,3 +121,23 @@ async def test_unlimited_plans_are_still_counted(rt: Runtime) -> None:
         state = await ratelimit.hit(rt.redis, scope, None, None, now=t0 + i)
     assert not state.refused and (state.minute.used, state.day.used) == (3, 3)
     assert state.headers() == {}
+
+
+async def test_each_websocket_operation_is_a_counted_call(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=100, calls_per_day=3)
+    acct: Account = await make_account("ws-ops", plan)
+    sub, ack = await connect(http, base_url, payload={"apiKey": acct.key})  # call 1
+    assert ack["type"] == "connection_ack"
+    await subscribe(sub, "query { quota { usedToday } }", {}, op_id="a")  # call 2
+    first = await sub.next_message()
+    assert first["type"] == "next" and first["payload"]["data"]["quota"]["usedToday"] == 2
+    assert (await sub.next_message())["type"] == "complete"
+    await subscribe(sub, "query { quota { usedToday } }", {}, op_id="b")  # call 3
+    assert (await sub.next_message())["payload"]["data"]["quota"]["usedToday"] == 3
+    await sub.next_message()
+    await subscribe(sub, "query { quota { usedToday } }", {}, op_id="c")  # refused
+    refused = await sub.next_message()
+    assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+    await sub.ws.close()

@@ -2,7 +2,7 @@
 
 A validation rule made per request refuses, before anything runs, root fields the caller may
 not use: administration without the master token, conversions with it, fields outside a
-key's allowed_endpoints. Validation runs for queries, mutations and subscriptions alike, over
+key's allowed_endpoints. On a websocket each operation is admitted again (app/auth). Validation runs for queries, mutations and subscriptions alike, over
 HTTP and the websocket. The extension also writes each operation's line in the request log.
 """
 
@@ -23,6 +23,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from app.auth import operations
+from app.auth.authenticate import authenticate
 from app.errors import ConvertdError
 from app.services import usage
 
@@ -60,9 +61,12 @@ def root_field_names(document: Any, operation_name: str | None) -> list[str]:
     return names
 
 
-def rule_for(principal: Principal) -> type[ValidationRule]:
+def rule_for(principal: Principal, refusal: ConvertdError | None = None) -> type[ValidationRule]:
     class OperationAccess(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            if refusal is not None:
+                self.report_error(GraphQLError(refusal.message, node, original_error=refusal))
+                return
             for field in _root_fields(node.selection_set, self.context, set()):
                 name = field.name.value
                 if name in operations.OPEN_FIELDS:
@@ -80,11 +84,19 @@ class AccessExtension(SchemaExtension):
 
     async def on_operation(self) -> Any:  # type: ignore[override]
         ctx: Context = self.execution_context.context
-        principal = ctx.principal_or_none
+        principal, refusal = ctx.principal_or_none, None
+        if principal is not None and ctx.ws_info is not None:
+            # every operation on a websocket is a call like any HTTP request: admitted and
+            # counted again, so a revoked key, a refreshed master token or a spent limit
+            # stops an open connection too
+            try:
+                principal = await authenticate(ctx.rt, ctx.ws_info)
+            except ConvertdError as err:
+                refusal = err
         if principal is not None:
             self.execution_context.validation_rules = (
                 *self.execution_context.validation_rules,
-                rule_for(principal),
+                rule_for(principal, refusal),
             )
         yield
         await self._log()

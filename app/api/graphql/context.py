@@ -6,7 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from app.auth.principal import Principal
-from app.auth.request import Trace
+from app.auth.request import RequestInfo, Trace
 from app.errors import ConvertdError
 from app.runtime import Runtime
 
@@ -19,6 +19,7 @@ class Context:
     base_url: str
     connection_params: dict[str, Any] | None = None  # websocket connection_init payload
     trace: Trace = dataclasses.field(default_factory=Trace)  # who called, for the request log
+    ws_info: RequestInfo | None = None  # the websocket's connection_init, re-admitted per operation
     _principal: Principal | None = None
     _auth_error: ConvertdError | None = None
 

@@ -47,6 +47,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         info = auth_request.from_websocket(context.request, context.connection_params)
+        context.ws_info = info
         await self._authenticate(context, info)
         try:
             principal = context.principal
