@@ -35,6 +35,10 @@ class Context:
         return self._principal
 
     @property
+    def auth_error(self) -> ConvertdError | None:
+        return self._auth_error
+
+    @property
     def principal(self) -> Principal:
         """The caller; fields that need one raise the authentication error here."""
         if self._principal is None:

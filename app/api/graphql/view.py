@@ -40,7 +40,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         if not isinstance(response, web.WebSocketResponse):
             await self._authenticate(ctx, auth_request.from_http(request, "graphql"))
             # the same rate-limit headers as REST, on the GraphQL response
-            principal, error = ctx.principal_or_none, ctx._auth_error
+            principal, error = ctx.principal_or_none, ctx.auth_error
             headers = principal.rate.headers() if principal and principal.rate else {}
             response.headers.update(error.headers if error else headers)
         return ctx
@@ -49,19 +49,18 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         info = auth_request.from_websocket(context.request, context.connection_params)
         context.ws_info = info
         await self._authenticate(context, info)
-        try:
-            principal = context.principal
-        except ConvertdError as err:
-            await usage.record(
-                context.rt.pool, context.trace, transport="graphql-ws", route="connection_init",
-                status=err.status, error_code=err.code.value,
-            )
-            raise ConnectionRejectionError({"message": err.message, **err.extensions}) from err
+        err = context.auth_error
         await usage.record(
-            context.rt.pool, context.trace, transport="graphql-ws", route="connection_init",
-            status=200, error_code=None,
+            context.rt.pool,
+            context.trace,
+            transport="graphql-ws",
+            route="connection_init",
+            status=err.status if err else 200,
+            error_code=err.code.value if err else None,
         )
-        return {"accountId": principal.account_id}
+        if err is not None:
+            raise ConnectionRejectionError({"message": err.message, **err.extensions}) from err
+        return {"accountId": context.principal.account_id}
 
     async def _authenticate(self, ctx: Context, info: auth_request.RequestInfo) -> None:
         ctx.trace = info.trace
