@@ -21,7 +21,7 @@ from app.errors import ConvertdError
 if TYPE_CHECKING:
     import asyncpg
 
-    from app.models import ApiKey, Plan
+    from app.models import Plan
 
 log = logging.getLogger("convertd")
 _NOT_GIVEN = object()  # a plan setting the command line did not mention stays as it is
@@ -127,25 +127,6 @@ def _fail(err: ConvertdError) -> None:
     sys.exit(f"error: {err.message}" + (f"\nhint: {err.hint}" if err.hint else ""))
 
 
-def _key_json(key: ApiKey) -> dict[str, object]:
-    return {
-        "key_id": key.id,
-        "kid": str(key.kid),
-        "account_id": key.account_id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "environment": key.environment,
-        "restriction_type": key.restriction_type,
-        "allowed_ips": key.allowed_ips,
-        "allowed_domains": key.allowed_domains,
-        "allowed_endpoints": key.allowed_endpoints,
-        "conversion_limit": key.conversion_limit,
-        "usage_count": key.usage_count,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-        "created_at": key.created_at.isoformat(),
-    }
-
-
 async def keys_create(args: argparse.Namespace) -> None:
     from app.services import keys as keys_service
     from app.services.accounts import get_account
@@ -178,7 +159,7 @@ async def keys_create(args: argparse.Namespace) -> None:
                 {
                     "key": created.secret,
                     "signing_secret": created.signing_secret,
-                    **_key_json(key),
+                    **key.public(),
                     "plan": plan,
                 }
             )
@@ -198,7 +179,7 @@ async def keys_list(args: argparse.Namespace) -> None:
     async with _pool() as (_, pool):
         found = await list_keys(pool, args.account)
     if args.json:
-        print(json.dumps([_key_json(k) for k in found]))
+        print(json.dumps([k.public() for k in found]))
         return
     print(f"{'ID':>5}  {'ACCOUNT':>7}  {'PREFIX':<16}  {'ENV':<4}  {'RESTRICTION':<11}  {'STATE':<7}  NAME")
     for k in found:
@@ -310,8 +291,10 @@ async def doctor(args: argparse.Namespace) -> None:
 
     reg = registry()
     for filetype, group in reg.formats().items():
-        print(f"ok       {filetype}: {len(group['input_formats'])} input, "
-              f"{len(group['output_formats'])} output formats")
+        print(
+            f"ok       {filetype}: {len(group['input_formats'])} input, "
+            f"{len(group['output_formats'])} output formats"
+        )
     missing = reg.unavailable()
     for name, reason in sorted(missing.items()):
         print(f"missing  {name}: {reason}")

@@ -28,6 +28,11 @@ class Plan:
     max_file_size: int | None
     conversions: int | None
 
+    @classmethod
+    def from_row(cls, row: Any, name_column: str = "name") -> Plan:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name != "name"}
+        return cls(name=row[name_column], **values)
+
 
 @dataclasses.dataclass(frozen=True)
 class ApiKey:
@@ -51,6 +56,27 @@ class ApiKey:
     @classmethod
     def from_row(cls, row: Any) -> ApiKey:
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+    def public(self) -> dict[str, Any]:
+        """The key as REST and the CLI show it (never its secret)."""
+        return {
+            "key_id": self.id,
+            "kid": str(self.kid),
+            "account_id": self.account_id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "environment": self.environment,
+            "restriction_type": self.restriction_type,
+            "allowed_ips": self.allowed_ips,
+            "allowed_domains": self.allowed_domains,
+            "allowed_endpoints": self.allowed_endpoints,
+            "usage_count": self.usage_count,
+            "conversions_used": self.conversions_used,
+            "conversion_limit": self.conversion_limit,
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

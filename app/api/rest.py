@@ -14,7 +14,7 @@ from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
-from app.models import ApiKey, Job, JobStatus, Upload
+from app.models import Job, JobStatus, Upload
 from app.services import formats as formats_service
 from app.services import jobs, keys, uploads
 
@@ -196,27 +196,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/keys/me")
 async def keys_me(request: web.Request) -> web.Response:
     info = await keys.me(runtime(request), await principal(request))
-    return ok({**key_body(info.key), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
-
-
-def key_body(key: ApiKey) -> dict[str, Any]:
-    return {
-        "key_id": key.id,
-        "kid": str(key.kid),
-        "name": key.name,
-        "prefix": key.prefix,
-        "environment": key.environment,
-        "restriction_type": key.restriction_type,
-        "allowed_ips": key.allowed_ips,
-        "allowed_domains": key.allowed_domains,
-        "allowed_endpoints": key.allowed_endpoints,
-        "usage_count": key.usage_count,
-        "conversions_used": key.conversions_used,
-        "conversion_limit": key.conversion_limit,
-        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
-        "created_at": key.created_at.isoformat(),
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-    }
+    return ok({**info.key.public(), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
 
 
 def _attachment(filename: str) -> str:

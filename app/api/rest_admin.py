@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from app.api.keys import runtime
-from app.api.rest import json_body, key_body, ok, principal
+from app.api.rest import json_body, ok, principal
 from app.api.rest_tokens import number
 from app.errors import not_found
 from app.services import accounts, usage
@@ -53,7 +53,7 @@ async def consumption(request: web.Request) -> web.Response:
             "conversions_limit": c.account.plan.conversions,
             "conversions_remaining": c.account.conversions_remaining,
             "rate_limits": c.rate_limits.body(),
-            "keys": [key_body(k) for k in c.keys],
+            "keys": [k.public() for k in c.keys],
         }
     )
 
@@ -89,7 +89,7 @@ async def request_log(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     who = await principal(request)
     return ok(
-        {"keys": [key_body(k) for k in await keys_service.list_keys(runtime(request).pool, who.account_id)]}
+        {"keys": [k.public() for k in await keys_service.list_keys(runtime(request).pool, who.account_id)]}
     )
 
 
@@ -113,7 +113,7 @@ async def create_key(request: web.Request) -> web.Response:
     rt = runtime(request)
     created = await keys_service.create_key(rt.pool, who.account_id, spec, server_secret=rt.settings.secret)
     return ok(
-        {**key_body(created.key), "key": created.secret, "signing_secret": created.signing_secret}, status=201
+        {**created.key.public(), "key": created.secret, "signing_secret": created.signing_secret}, status=201
     )
 
 
@@ -123,14 +123,14 @@ async def update_key(request: web.Request) -> web.Response:
     body = await json_body(request)
     changes = {f: body[f] for f in ("name", *_SPEC_FIELDS[1:]) if f in body}
     key = await keys_service.update_key(runtime(request).pool, who.account_id, _key_id(request), **changes)
-    return ok(key_body(key))
+    return ok(key.public())
 
 
 @routes.delete("/v1/account/keys/{key_id}")
 async def revoke_key(request: web.Request) -> web.Response:
     who = await principal(request)
     key = await keys_service.revoke_key(runtime(request).pool, who.account_id, _key_id(request))
-    return ok(key_body(key))
+    return ok(key.public())
 
 
 @routes.post("/v1/account/master-token")

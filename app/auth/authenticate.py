@@ -45,14 +45,7 @@ def unauthenticated(message: str, hint: str, legacy_code: int) -> ConvertdError:
 
 
 def _plan(row: Any) -> Plan:
-    return Plan(
-        name=row["plan_name"],
-        api_access=row["api_access"],
-        calls_per_day=row["calls_per_day"],
-        calls_per_minute=row["calls_per_minute"],
-        max_file_size=row["max_file_size"],
-        conversions=row["conversions"],
-    )
+    return Plan.from_row(row, "plan_name")
 
 
 def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code: int) -> Principal:

@@ -50,14 +50,7 @@ async def get_account(pool: asyncpg.Pool, account_id: int) -> Account:
     )
     if row is None:
         raise not_found("Account")
-    plan = Plan(
-        name=row["plan_name"],
-        api_access=row["api_access"],
-        calls_per_day=row["calls_per_day"],
-        calls_per_minute=row["calls_per_minute"],
-        max_file_size=row["max_file_size"],
-        conversions=row["conversions"],
-    )
+    plan = Plan.from_row(row, "plan_name")
     return Account(
         id=row["id"],
         name=row["name"],

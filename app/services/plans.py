@@ -17,14 +17,7 @@ UNSET: Any = object()
 
 
 def _plan(row: Any) -> Plan:
-    return Plan(
-        name=row["name"],
-        api_access=row["api_access"],
-        calls_per_day=row["calls_per_day"],
-        calls_per_minute=row["calls_per_minute"],
-        max_file_size=row["max_file_size"],
-        conversions=row["conversions"],
-    )
+    return Plan.from_row(row, "name")
 
 
 async def list_plans(pool: asyncpg.Pool) -> list[Plan]:

@@ -40,7 +40,9 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
         elif queued is None or queued.status in (Status.FAILED, Status.ABORTED, Status.COMPLETE):
             log.warning("job %s was abandoned by the queue; marked failed", row["id"])
             await save_change(
-                rt, row["id"], status=JobStatus.FAILED,
+                rt,
+                row["id"],
+                status=JobStatus.FAILED,
                 error="The conversion stopped: the worker running it died on every attempt.",
                 error_hint="The file may be too demanding for this server; try a smaller one.",
             )
