@@ -116,6 +116,16 @@ def _load(spec: str) -> Any:
     return obj()
 
 
+def _format_of(name: str) -> str | None:
+    from converters.registry import normalize_format
+
+    lower = name.lower()
+    for ext in ("tar.gz", "tar.bz2", "tar.xz"):
+        if lower.endswith("." + ext):
+            return ext
+    return normalize_format(lower.rsplit(".", 1)[1]) if "." in lower else None
+
+
 def convert(spec: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     from converters.sniff import check_declared
 
@@ -125,7 +135,9 @@ def convert(spec: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     # a converter that never interprets the content (checksums) takes any bytes as declared
     if not converter.content_agnostic:
         for path in inputs:
-            check_declared(path, spec["input_format"])
+            # several inputs may mix formats (a png and a jpg into one pdf): each by its name
+            own = _format_of(path.name) if len(inputs) > 1 else None
+            check_declared(path, own or spec["input_format"])
     task = Task(
         inputs=inputs,
         input_format=spec["input_format"],
