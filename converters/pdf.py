@@ -247,6 +247,11 @@ def _check_image(path: Path) -> None:
     try:
         with Image.open(path) as img:  # reads the header only
             width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ConversionError(
+            f"The image declares too many pixels: {exc}",
+            hint="Scale the image down first.",
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ConversionError(
             "This image cannot be read.", hint=f"It may be damaged or of another type ({exc})."
