@@ -103,11 +103,16 @@ class Converter(abc.ABC):
     filetype: ClassVar[str]
     engine: ClassVar[str]
     multi_input: ClassVar[bool] = False  # accepts several inputs (images -> one pdf, ...)
+    content_agnostic: ClassVar[bool] = False  # never interprets content (checksums): no sniffing
     limits: ClassVar[Limits] = Limits()
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run on this machine, or None when it can."""
         return None
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        """Formats this engine would handle but cannot here, with the reason (for doctor)."""
+        return {}
 
     @abc.abstractmethod
     def pairs(self) -> Mapping[str, frozenset[str]]:

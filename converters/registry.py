@@ -66,6 +66,22 @@ class Registry:
                 result.setdefault(src, set()).update(dsts)
         return {src: sorted(dsts) for src, dsts in sorted(result.items())}
 
+    def conversions(self, filetype: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Input format -> output format -> options schema, for one filetype."""
+        return {
+            src: {dst: self.options_schema(filetype, src, dst) for dst in dsts}
+            for src, dsts in self.pairs(filetype).items()
+        }
+
+    def unavailable(self) -> dict[str, str]:
+        """Engines and formats missing on this machine, with reasons (`convertd doctor`)."""
+        out = dict(self.missing)
+        for convs in self._by_filetype.values():
+            for conv in convs:
+                for fmt, reason in conv.unavailable_formats().items():
+                    out[f"{conv.filetype}:{fmt}"] = reason
+        return out
+
     def find(self, filetype: str, input_format: str, output_format: str) -> Converter:
         filetype = filetype.strip().lower()
         src, dst = normalize_format(input_format), normalize_format(output_format)

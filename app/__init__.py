@@ -1,0 +1,1 @@
+"""Convertd: the service around the converters (config, storage, database, queue, APIs)."""

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import strawberry
+
+from app.api.graphql.context import Context
+from app.api.graphql.jobs.types import Job, UploadedFile
+from app.api.graphql.scalars import JSON, Upload
+from app.services import jobs as jobs_service
+from app.services import uploads as uploads_service
+
+
+@strawberry.input(description="Give either file(s) (uploads in this request) or filePath(s).")
+class ConvertInput:
+    filetype: str
+    output_format: str
+    file: Upload | None = None
+    files: list[Upload] | None = None
+    file_path: str | None = None
+    file_paths: list[str] | None = None
+    input_format: str | None = strawberry.field(
+        default=None, description="Overrides the format taken from the file name."
+    )
+    options: JSON | None = None
+
+
+@strawberry.type
+class JobMutations:
+    @strawberry.mutation(description="Store files for later conversions (multipart request).")
+    async def upload(
+        self, info: strawberry.Info[Context, None], files: list[Upload]
+    ) -> list[UploadedFile]:
+        ctx = info.context
+        stored = await uploads_service.store(ctx.rt, ctx.principal, list(files))
+        return [
+            UploadedFile(
+                file_path=u.file_path, file_name=u.file_name, file_size=u.file_size,
+                upload_id=u.id, extension=u.extension,
+            )
+            for u in stored
+        ]
+
+    @strawberry.mutation(description="Queue a conversion; follow it with jobUpdates.")
+    async def convert(self, info: strawberry.Info[Context, None], input: ConvertInput) -> Job:
+        ctx = info.context
+        files = ([input.file] if input.file else []) + list(input.files or [])
+        paths = ([input.file_path] if input.file_path else []) + list(input.file_paths or [])
+        job = await jobs_service.convert(
+            ctx.rt, ctx.principal,
+            filetype=input.filetype, output_format=input.output_format, options=input.options,
+            files=files, file_paths=paths, input_format=input.input_format,
+        )
+        return Job.from_model(job)

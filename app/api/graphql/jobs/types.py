@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import strawberry
+
+from app.api.graphql.scalars import JSON
+from app.models import Job as JobModel
+from app.models import JobStatus as JobStatusModel
+from app.services import jobs as jobs_service
+
+if TYPE_CHECKING:
+    from app.api.graphql.context import Context
+
+JobStatus = strawberry.enum(JobStatusModel, name="JobStatus")
+
+
+@strawberry.type(description="A conversion job. Subscribe to jobUpdates to follow it live.")
+class Job:
+    id: strawberry.ID
+    filetype: str
+    input_format: str
+    output_format: str
+    options: JSON
+    status: JobStatus  # type: ignore[valid-type]
+    progress: float = strawberry.field(description="0 to 1.")
+    error: str | None
+    error_hint: str | None
+    attempts: int
+    output_name: str | None
+    output_size: int | None
+    output_items: list[str] = strawberry.field(
+        description="Files inside the output zip, when one input gave several outputs."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    _model: strawberry.Private[JobModel]
+
+    @strawberry.field(description="REST status URL of this job.")
+    def status_url(self, info: strawberry.Info[Context, None]) -> str:
+        return jobs_service.links(info.context.rt, self._model, info.context.base_url).status_url
+
+    @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
+    def download_url(self, info: strawberry.Info[Context, None]) -> str | None:
+        if self._model.status is not JobStatusModel.FINISHED:
+            return None
+        return jobs_service.links(info.context.rt, self._model, info.context.base_url).download_url
+
+    @classmethod
+    def from_model(cls, job: JobModel) -> Job:
+        return cls(
+            id=strawberry.ID(str(job.id)),
+            filetype=job.filetype,
+            input_format=job.input_format,
+            output_format=job.output_format,
+            options=job.options,
+            status=job.status,
+            progress=job.progress,
+            error=job.error,
+            error_hint=job.error_hint,
+            attempts=job.attempts,
+            output_name=job.output_name,
+            output_size=job.output_size,
+            output_items=job.output_items,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+            _model=job,
+        )
+
+
+@strawberry.type
+class JobConnection:
+    nodes: list[Job]
+    next_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+
+
+@strawberry.type(description="A stored upload; pass filePath to convert.")
+class UploadedFile:
+    file_path: str
+    file_name: str
+    file_size: int
+    upload_id: int
+    extension: str

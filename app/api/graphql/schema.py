@@ -1,0 +1,47 @@
+"""The root schema, assembled from the feature packages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+
+from app.api.graphql.formats.queries import FormatQueries
+from app.api.graphql.jobs.mutations import JobMutations
+from app.api.graphql.jobs.queries import JobQueries
+from app.api.graphql.jobs.subscriptions import JobSubscriptions
+from app.api.graphql.keys.queries import KeyQueries
+from app.errors import ConvertdError
+
+
+@strawberry.type
+class Query(JobQueries, FormatQueries, KeyQueries):
+    pass
+
+
+@strawberry.type
+class Mutation(JobMutations):
+    pass
+
+
+@strawberry.type
+class Subscription(JobSubscriptions):
+    pass
+
+
+class ConvertdSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # a refused request is the caller's business, not an error in our logs
+        ours = [e for e in errors if isinstance(e.original_error, ConvertdError)
+                and e.original_error.status < 500]
+        super().process_errors([e for e in errors if e not in ours], execution_context)
+
+
+schema = ConvertdSchema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=[lambda: QueryDepthLimiter(max_depth=10), lambda: MaxAliasesLimiter(max_alias_count=30)],
+)

@@ -1,0 +1,115 @@
+"""Strawberry's aiohttp view with our hooks: authentication, streamed uploads, heartbeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from strawberry.aiohttp.views import GraphQLView
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
+from strawberry.types.unset import UnsetType
+
+from app.api.graphql.context import Context
+from app.api.graphql.schema import schema
+from app.api.keys import base_url, runtime
+from app.api.multipart import read_form
+from app.auth import request as auth_request
+from app.auth.authenticate import authenticate
+from app.errors import ConvertdError, ErrorCode
+from app.storage import IncomingFile
+
+FORM = web.RequestKey("convertd.form", object)
+
+# Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
+PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
+
+
+class ConvertdGraphQLView(GraphQLView[Context, None]):
+    def __init__(self) -> None:
+        super().__init__(
+            schema,
+            multipart_uploads_enabled=True,
+            # credentials never ride on cookies, so a page elsewhere gains nothing ambient
+            allowed_origins=("*",),
+        )
+
+    async def get_context(self, request: web.Request, response: Any) -> Context:
+        ctx = Context(request, response, runtime(request), base_url(request))
+        if not isinstance(response, web.WebSocketResponse):
+            await self._authenticate(ctx, auth_request.from_http(request, "graphql"))
+        return ctx
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        info = auth_request.from_websocket(context.request, context.connection_params)
+        await self._authenticate(context, info)
+        try:
+            principal = context.principal
+        except ConvertdError as err:
+            raise ConnectionRejectionError({"message": err.message, **err.extensions}) from err
+        return {"accountId": principal.account_id}
+
+    async def _authenticate(self, ctx: Context, info: auth_request.RequestInfo) -> None:
+        try:
+            ctx.authenticated(await authenticate(ctx.rt, info), None)
+        except ConvertdError as err:
+            ctx.authenticated(None, err)
+
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        # graphql-transport-ws never pings on its own: a heartbeat finds dead clients
+        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else [], heartbeat=30)
+        await ws.prepare(request)
+        return ws
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        """The GraphQL multipart request spec, with files streamed to disk."""
+        aio_request: web.Request = request.request  # type: ignore[attr-defined]
+        if not any(h in aio_request.headers for h in PREFLIGHT_HEADERS):
+            raise ConvertdError(
+                ErrorCode.BAD_REQUEST,
+                "Multipart GraphQL requests need a non-simple header (CSRF protection).",
+                hint="Send your key in X-API-Key or Authorization, or add Apollo-Require-Preflight: true.",
+            )
+        rt = runtime(aio_request)
+        form_cm = read_form(aio_request, rt)
+        form = await form_cm.__aenter__()
+        # unclaimed files are removed once the whole request is answered
+        aio_request[FORM] = form_cm
+        operations = self.parse_json(form.get("operations") or "{}")
+        mapping = self.parse_json(form.get("map") or "{}")
+        files: dict[str, IncomingFile] = {
+            name: group[-1] for name, group in form.files.items() if group
+        }
+        try:
+            return _place_files(operations, mapping, files)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ConvertdError(
+                ErrorCode.BAD_REQUEST,
+                "The multipart 'map' does not match the request's files and variables.",
+                hint="Follow the GraphQL multipart request spec: map each file part to "
+                'a variable path such as "variables.file".',
+            ) from exc
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().__call__(request)
+        finally:
+            form_cm = request.get(FORM)
+            if form_cm is not None:
+                await form_cm.__aexit__(None, None, None)
+
+
+def _place_files(operations: Any, mapping: dict[str, list[str]], files: dict[str, Any]) -> Any:
+    for name, paths in mapping.items():
+        for path in paths:
+            *parents, last = path.split(".")
+            target = operations
+            for part in parents:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            if isinstance(target, list):
+                target[int(last)] = files[name]
+            else:
+                target[last] = files[name]
+    return operations

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from aiohttp import web
+
+from app.runtime import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"

@@ -1,0 +1,225 @@
+"""The SkyConvert-compatible /v1 routes, mapped onto the same services as GraphQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from app.api.keys import base_url, runtime
+from app.api.multipart import read_form
+from app.auth import request as auth_request
+from app.auth.authenticate import authenticate
+from app.auth.principal import Principal
+from app.errors import ConvertdError, ErrorCode
+from app.models import Job, JobStatus, Upload
+from app.services import formats as formats_service
+from app.services import jobs, keys, uploads
+
+routes = web.RouteTableDef()
+VERSION = "1.0"
+
+
+async def principal(request: web.Request) -> Principal:
+    endpoint = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    )
+    return await authenticate(runtime(request), auth_request.from_http(request, endpoint))
+
+
+def ok(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response({"ok": True, **body}, status=status)
+
+
+def upload_body(u: Upload) -> dict[str, Any]:
+    return {
+        "file_path": u.file_path,
+        "file_name": u.file_name,
+        "file_size": u.file_size,
+        "upload_id": u.id,
+        "extension": u.extension,
+    }
+
+
+def status_body(request: web.Request, job: Job) -> dict[str, Any]:
+    links = jobs.links(runtime(request), job, base_url(request))
+    body: dict[str, Any] = {
+        "ok": job.status is not JobStatus.FAILED,
+        "job_id": str(job.id),
+        "status": job.status.value,
+        "progress": round(job.progress, 4),
+        "filetype": job.filetype,
+        "input_format": job.input_format,
+        "output_format": job.output_format,
+        "created_at": job.created_at.isoformat(),
+        "status_url": links.status_url,
+    }
+    if job.status is JobStatus.FINISHED:
+        body.update(
+            download_url=links.download_url,
+            file_name=job.output_name,
+            file_size=job.output_size,
+            items=job.output_items,
+        )
+    if job.status is JobStatus.FAILED:
+        body.update(error=job.error, hint=job.error_hint)
+    return body
+
+
+@routes.get("/v1/")
+@routes.get("/v1")
+async def info(request: web.Request) -> web.Response:
+    return ok(
+        {
+            "name": "Convertd",
+            "version": VERSION,
+            "docs_url": f"{base_url(request)}/graphql",
+            "endpoints": [
+                "GET /v1/",
+                "GET /v1/formats",
+                "POST /v1/upload",
+                "POST /v1/convert",
+                "GET /v1/status/{job_id}",
+                "GET /v1/download/{job_id}",
+                "GET /v1/keys/me",
+            ],
+            "graphql": f"{base_url(request)}/graphql",
+        }
+    )
+
+
+@routes.get("/v1/formats")
+async def list_formats(request: web.Request) -> web.Response:
+    await principal(request)
+    filetypes = formats_service.formats()
+    if request.query.get("options") in ("1", "true"):
+        for filetype, group in filetypes.items():
+            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]
+    return ok({"filetypes": filetypes})
+
+
+@routes.post("/v1/upload")
+async def upload(request: web.Request) -> web.Response:
+    who = await principal(request)
+    rt = runtime(request)
+    async with read_form(request, rt) as form:
+        stored = await uploads.store(rt, who, form.all_files())
+    return ok({"files": [upload_body(u) for u in stored]})
+
+
+@routes.post("/v1/convert")
+async def convert(request: web.Request) -> web.Response:
+    who = await principal(request)
+    rt = runtime(request)
+    if request.content_type == "application/json":
+        body = await _json_body(request)
+        job = await jobs.convert(
+            rt,
+            who,
+            filetype=body.get("filetype"),
+            output_format=body.get("output_format"),
+            options=body.get("options"),
+            file_paths=_as_list(body.get("file_path")),
+            input_format=body.get("input_format"),
+        )
+    else:
+        async with read_form(request, rt) as form:
+            job = await jobs.convert(
+                rt,
+                who,
+                filetype=form.get("filetype"),
+                output_format=form.get("output_format"),
+                options=form.get("options"),
+                files=form.all_files(),
+                file_paths=form.fields.get("file_path", []),
+                input_format=form.get("input_format"),
+            )
+    links = jobs.links(rt, job, base_url(request))
+    return ok(
+        {
+            "job_id": str(job.id),
+            "status": job.status.value,
+            "status_url": links.status_url,
+            "download_url": links.download_url,
+        },
+        status=202,
+    )
+
+
+@routes.get("/v1/status/{job_id}")
+async def status(request: web.Request) -> web.Response:
+    who = await principal(request)
+    job = await jobs.get(runtime(request), who, request.match_info["job_id"])
+    return web.json_response(status_body(request, job))
+
+
+@routes.get("/v1/download/{job_id}")
+async def download(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    signed = "signature" in q or "expires" in q
+    who = None if signed else await principal(request)
+    result = await jobs.download(
+        runtime(request),
+        request.match_info["job_id"],
+        principal=who,
+        expires=q.get("expires"),
+        signature=q.get("signature"),
+    )
+    return web.FileResponse(
+        result.path,
+        headers={
+            "Content-Disposition": _attachment(result.filename),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@routes.get("/v1/keys/me")
+async def keys_me(request: web.Request) -> web.Response:
+    who = await principal(request)
+    key = keys.current_key(who)
+    return ok(
+        {
+            "key_id": key.id,
+            "kid": str(key.kid),
+            "name": key.name,
+            "prefix": key.prefix,
+            "environment": key.environment,
+            "restriction_type": key.restriction_type,
+            "allowed_ips": key.allowed_ips,
+            "allowed_domains": key.allowed_domains,
+            "allowed_endpoints": key.allowed_endpoints,
+            "usage_count": key.usage_count,
+            "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+            "created_at": key.created_at.isoformat(),
+            "plan": who.plan.name,
+        }
+    )
+
+
+def _attachment(filename: str) -> str:
+    from urllib.parse import quote
+
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            "The body is not valid JSON.",
+            hint="Send a JSON object, or multipart/form-data with the file.",
+        ) from exc
+    if not isinstance(body, dict):
+        raise ConvertdError(ErrorCode.BAD_REQUEST, "The body must be a JSON object.", hint=None)
+    return body

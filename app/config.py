@@ -1,0 +1,101 @@
+"""Settings, read once from CONVERTD_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"CONVERTD_{name}")
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+def _bool(name: str, default: bool) -> bool:
+    return (_env(name, "1" if default else "0") or "").lower() in ("1", "true", "yes", "on")
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (_env(name, "") or "").split(",") if x.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSettings:
+    """saq's defaults (10 s timeout, 1 retry) would lose a killed worker's job: all explicit."""
+
+    job_timeout: int = 3600  # seconds one conversion may run
+    heartbeat: int = 5  # seconds; a job silent for this long is swept as its worker died
+    retries: int = 3  # attempts in all, so a job survives two dead workers
+    retry_delay: float = 1.0
+    retry_backoff: bool = False
+    sweep_interval: int = 5  # seconds between sweeps for jobs of dead workers
+    concurrency: int = 2  # conversions at once per worker process
+    name: str = "convertd"  # the saq queue; API and workers of one deployment share it
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    redis_url: str | None
+    public_url: str | None  # base of status/download URLs; None: from the request
+    secret: str  # signs download URLs
+    max_upload_bytes: int
+    download_url_ttl: int
+    trusted_proxies: tuple[str, ...]
+    require_https: bool
+    queue: QueueSettings
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def embedded(self) -> bool:
+        return not (self.database_url and self.redis_url)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(_env("DATA_DIR", str(Path.home() / ".local/share/convertd"))).expanduser()
+        return cls(
+            data_dir=data_dir,
+            database_url=_env("DATABASE_URL"),
+            redis_url=_env("REDIS_URL"),
+            public_url=(_env("PUBLIC_URL") or "").rstrip("/") or None,
+            secret=_env("SECRET") or _stored_secret(data_dir),
+            max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
+            download_url_ttl=_int("DOWNLOAD_URL_TTL", 24 * 3600),
+            trusted_proxies=_list("TRUSTED_PROXIES"),
+            require_https=_bool("REQUIRE_HTTPS", False),
+            queue=QueueSettings(
+                job_timeout=_int("JOB_TIMEOUT", 3600),
+                heartbeat=_int("JOB_HEARTBEAT", 5),
+                retries=_int("JOB_RETRIES", 3),
+                retry_delay=_float("JOB_RETRY_DELAY", 1.0),
+                retry_backoff=_bool("JOB_RETRY_BACKOFF", False),
+                sweep_interval=_int("SWEEP_INTERVAL", 5),
+                concurrency=_int("WORKER_CONCURRENCY", 2),
+                name=_env("QUEUE", "convertd") or "convertd",
+            ),
+        )
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """A signing secret kept beside the data, so signed URLs survive restarts."""
+    path = data_dir / "secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()

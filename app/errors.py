@@ -1,0 +1,101 @@
+"""The one error type of the service, and the codes it carries on every transport.
+
+REST renders it as {"error", "message", "hint"} with `status`; GraphQL as an error whose
+extensions hold {code, status, hint}. Services raise it; no API handler builds its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "BAD_REQUEST"
+    UNSUPPORTED_CONVERSION = "UNSUPPORTED_CONVERSION"
+    INVALID_OPTION = "INVALID_OPTION"
+    INVALID_FILE = "INVALID_FILE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_READY = "NOT_READY"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    INTERNAL = "INTERNAL"
+
+
+_STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
+    ErrorCode.BAD_REQUEST: (400, "Bad Request"),
+    ErrorCode.UNSUPPORTED_CONVERSION: (400, "Unsupported Conversion"),
+    ErrorCode.INVALID_OPTION: (400, "Invalid Option"),
+    ErrorCode.INVALID_FILE: (400, "Invalid File"),
+    ErrorCode.UNAUTHENTICATED: (401, "Unauthorized"),
+    ErrorCode.FORBIDDEN: (403, "Forbidden"),
+    ErrorCode.NOT_FOUND: (404, "Not Found"),
+    ErrorCode.NOT_READY: (409, "Conflict"),
+    ErrorCode.PAYLOAD_TOO_LARGE: (413, "Payload Too Large"),
+    ErrorCode.RATE_LIMITED: (429, "Too Many Requests"),
+    ErrorCode.QUOTA_EXCEEDED: (403, "Quota Exceeded"),
+    ErrorCode.INTERNAL: (500, "Internal Server Error"),
+}
+
+
+class ConvertdError(Exception):
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        hint: str | None = None,
+        *,
+        legacy_code: int | None = None,  # ConvertAPI v1 numeric code (4010 ...), where it applies
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.legacy_code = legacy_code
+        self.field = field
+        self.headers = dict(headers or {})
+
+    @property
+    def status(self) -> int:
+        return _STATUS_AND_NAME[self.code][0]
+
+    @property
+    def name(self) -> str:
+        return _STATUS_AND_NAME[self.code][1]
+
+    def body(self) -> dict[str, object]:
+        """The REST error body of the SkyConvert document, plus our machine-readable code."""
+        out: dict[str, object] = {
+            "error": self.name,
+            "message": self.message,
+            "hint": self.hint,
+            "error_code": self.code.value,
+        }
+        if self.legacy_code is not None:
+            out["code"] = self.legacy_code
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """graphql-core copies an original error's `extensions` dict onto the GraphQL error."""
+        out: dict[str, object] = {"code": self.code.value, "status": self.status, "hint": self.hint}
+        if self.legacy_code is not None:
+            out["legacyCode"] = self.legacy_code
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def not_found(what: str = "Job") -> ConvertdError:
+    return ConvertdError(
+        ErrorCode.NOT_FOUND,
+        f"{what} not found.",
+        hint=f"Check the {what.lower()} id; you can only see your own {what.lower()}s.",
+    )

@@ -1,0 +1,106 @@
+"""Job change events on Redis: one channel, the whole job in each message.
+
+Every change of a job is written to PostgreSQL first, then published here with the job's
+`version`. A subscriber registers with the hub *before* it reads the job from PostgreSQL,
+so nothing published in between is lost, and drops events at or below the version it read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app.models import Job
+
+log = logging.getLogger(__name__)
+CHANNEL = "convertd:job-events"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(type(value))
+
+
+def encode(job: Job) -> str:
+    return json.dumps(dataclasses.asdict(job), default=_default)
+
+
+def decode(message: str | bytes) -> Job:
+    data = json.loads(message)
+    data["id"] = uuid.UUID(data["id"])
+    for name in ("created_at", "started_at", "finished_at", "updated_at"):
+        if data[name] is not None:
+            data[name] = datetime.fromisoformat(data[name])
+    return Job.from_row(data)
+
+
+async def publish(redis: aioredis.Redis, job: Job) -> None:
+    await redis.publish(CHANNEL, encode(job))
+
+
+class EventHub:
+    """One Redis subscription per process, fanned out to in-process listeners by job id."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._listeners: dict[uuid.UUID, set[asyncio.Queue[Job]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="convertd-event-hub")
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self._ready.set()
+                    async for message in pubsub.listen():
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a dropped Redis connection: resubscribe, keep serving
+                log.exception("job event subscription failed; resubscribing")
+                await asyncio.sleep(1)
+
+    def _dispatch(self, data: bytes | str) -> None:
+        try:
+            job = decode(data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed job event")
+            return
+        for queue in self._listeners.get(job.id, ()):
+            queue.put_nowait(job)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, job_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Job]]:
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._listeners.setdefault(job_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            listeners = self._listeners.get(job_id)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[job_id]

@@ -1,0 +1,114 @@
+"""Plain records the services return: jobs, uploads, keys, plans. No I/O here."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED})
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    api_access: bool
+    calls_per_day: int | None
+    calls_per_minute: int | None
+    max_file_size: int | None
+    conversions: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    id: int
+    kid: uuid.UUID
+    account_id: int
+    name: str
+    prefix: str
+    environment: str
+    restriction_type: str
+    allowed_ips: list[str]
+    allowed_domains: list[str]
+    allowed_endpoints: list[str]
+    usage_count: int
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ApiKey:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    id: int
+    account_id: int
+    token: str
+    file_name: str
+    file_size: int
+    content_type: str | None
+    storage_path: str
+    created_at: datetime
+
+    @property
+    def file_path(self) -> str:
+        """The public reference a later convert call passes back."""
+        return f"{self.token}/{self.file_name}"
+
+    @property
+    def extension(self) -> str:
+        from app.storage import extension_of
+
+        return extension_of(self.file_name)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Upload:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    account_id: int
+    filetype: str
+    input_format: str
+    output_format: str
+    options: dict[str, Any]
+    input_uploads: list[int]
+    status: JobStatus
+    progress: float
+    error: str | None
+    error_hint: str | None
+    attempts: int
+    version: int
+    output_path: str | None
+    output_name: str | None
+    output_size: int | None
+    output_items: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        values["status"] = JobStatus(values["status"])
+        values["input_uploads"] = list(values["input_uploads"])
+        return cls(**values)

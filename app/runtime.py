@@ -1,0 +1,45 @@
+"""The live connections one process shares: database pool, Redis, queue, storage, events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+import redis.asyncio as aioredis
+from saq import Queue
+
+from app import db
+from app.config import Settings
+from app.events import EventHub
+from app.storage import Storage
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    queue: Queue
+    storage: Storage
+    hub: EventHub | None = None  # only processes that serve subscriptions need one
+
+    @classmethod
+    async def open(cls, settings: Settings, *, with_hub: bool = True) -> Runtime:
+        assert settings.database_url and settings.redis_url
+        pool = await db.create_pool(settings.database_url)
+        redis = aioredis.from_url(settings.redis_url)
+        queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
+        await queue.connect()
+        storage = Storage(settings.storage_dir, settings.secret)
+        hub = None
+        if with_hub:
+            hub = EventHub(redis)
+            await hub.start()
+        return cls(settings, pool, redis, queue, storage, hub)
+
+    async def close(self) -> None:
+        if self.hub:
+            await self.hub.stop()
+        await self.queue.disconnect()
+        await self.redis.aclose()
+        await self.pool.close()

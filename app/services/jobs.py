@@ -1,0 +1,327 @@
+"""Conversion jobs: create, read, list and download. The worker side is in processing.py."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app import events
+from app.errors import ConvertdError, ErrorCode, not_found
+from app.models import Job, JobStatus
+from app.services import uploads
+from app.services.formats import request_errors
+from converters.base import ConversionError
+from converters.registry import normalize_format, registry
+from converters.sniff import check_declared
+
+if TYPE_CHECKING:
+    from app.auth.principal import Principal
+    from app.runtime import Runtime
+    from app.storage import IncomingFile
+
+
+@dataclasses.dataclass(frozen=True)
+class JobLinks:
+    status_url: str
+    download_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def _required(value: str | None, field: str, hint: str) -> str:
+    if not value or not value.strip():
+        raise ConvertdError(ErrorCode.BAD_REQUEST, f"'{field}' is required.", hint, field=field)
+    return value.strip().lower()
+
+
+def parse_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    if options is None or options == "":
+        return {}
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError as exc:
+            raise ConvertdError(
+                ErrorCode.INVALID_OPTION,
+                f"'options' is not valid JSON: {exc.msg} at character {exc.pos}.",
+                hint='Send options as a JSON object, e.g. {"quality": 80}.',
+                field="options",
+            ) from exc
+    if not isinstance(options, Mapping):
+        raise ConvertdError(
+            ErrorCode.INVALID_OPTION,
+            "'options' must be a JSON object.",
+            hint='e.g. {"quality": 80}',
+            field="options",
+        )
+    return dict(options)
+
+
+def _format_of(name: str, extension: str, override: str | None) -> str:
+    fmt = normalize_format(override or extension)
+    if not fmt:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"Cannot tell the format of '{name}': it has no extension.",
+            hint="Name the file with its extension (photo.png) or pass input_format.",
+            field="input_format",
+        )
+    return fmt
+
+
+def _check_content(path: Path, fmt: str) -> None:
+    try:
+        check_declared(path, fmt)
+    except ConversionError as exc:
+        raise ConvertdError(ErrorCode.INVALID_FILE, exc.message, exc.hint, field="file") from exc
+
+
+async def convert(
+    rt: Runtime,
+    principal: Principal,
+    *,
+    filetype: str | None,
+    output_format: str | None,
+    options: Mapping[str, Any] | str | None = None,
+    files: Sequence[IncomingFile] = (),
+    file_paths: Sequence[str] = (),
+    input_format: str | None = None,
+) -> Job:
+    """Validate the request fully, store its inputs, then queue the job."""
+    filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
+    output_format = _required(output_format, "output_format", "The target extension, e.g. webp.")
+    values = parse_options(options)
+    if not files and not file_paths:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            "No input file.",
+            hint="Send the file as 'file', or pass 'file_path' from an earlier upload.",
+            field="file",
+        )
+    uploads.check_size(rt, principal, list(files))
+    stored = [await uploads.find(rt, principal, p) for p in file_paths]
+    inputs: list[tuple[str, Path]] = [
+        (_format_of(f.filename, f.extension, input_format), f.path) for f in files
+    ] + [
+        (_format_of(u.file_name, u.extension, input_format), rt.storage.path(u.storage_path)) for u in stored
+    ]
+    with request_errors():
+        converter = registry().find(filetype, inputs[0][0], output_format)
+        for fmt, _ in inputs[1:]:
+            if registry().find(filetype, fmt, output_format) is not converter:
+                raise ConvertdError(
+                    ErrorCode.UNSUPPORTED_CONVERSION,
+                    "These inputs cannot be combined into one output.",
+                    hint="Send inputs of formats one converter reads together.",
+                )
+        values = registry().validate(filetype, inputs[0][0], output_format, values)
+    if len(inputs) > 1 and not converter.multi_input:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
+            hint="Send one file per conversion.",
+            field="file",
+        )
+    if not converter.content_agnostic:
+        for fmt, path in inputs:
+            _check_content(path, fmt)
+
+    stored += await uploads.store(rt, principal, list(files)) if files else []
+    row = await rt.pool.fetchrow(
+        "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+        " options, input_uploads) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        principal.account_id,
+        principal.key.id if principal.key else None,
+        filetype,
+        inputs[0][0],
+        normalize_format(output_format),
+        values,
+        [u.id for u in stored],
+    )
+    job = Job.from_row(row)
+    await enqueue(rt, job.id)
+    return job
+
+
+async def enqueue(rt: Runtime, job_id: uuid.UUID) -> None:
+    """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs)."""
+    q = rt.settings.queue
+    await rt.queue.enqueue(
+        "convert",
+        key=str(job_id),
+        job_id=str(job_id),
+        timeout=q.job_timeout,
+        heartbeat=q.heartbeat,
+        retries=q.retries,
+        retry_delay=q.retry_delay,
+        retry_backoff=q.retry_backoff,
+    )
+
+
+def _uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        return None
+
+
+async def get(rt: Runtime, principal: Principal, job_id: str | uuid.UUID) -> Job:
+    """The caller's job; another account's job is as absent as an unknown one."""
+    ident = _uuid(job_id)
+    row = ident and await rt.pool.fetchrow(
+        "SELECT * FROM jobs WHERE id = $1 AND account_id = $2", ident, principal.account_id
+    )
+    if not row:
+        raise not_found("Job")
+    return Job.from_row(row)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        when, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(when), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            "The cursor is not valid.",
+            hint="Pass a cursor exactly as a previous page returned it.",
+            field="after",
+        ) from exc
+
+
+async def list_for(
+    rt: Runtime, principal: Principal, *, first: int = 20, after: str | None = None
+) -> JobPage:
+    """The caller's jobs, newest first, `first` at a time."""
+    if not 1 <= first <= 100:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST, "'first' must be from 1 to 100.", "Page through with 'after'."
+        )
+    if after:
+        when, ident = _decode_cursor(after)
+        rows = await rt.pool.fetch(
+            "SELECT * FROM jobs WHERE account_id = $1 AND (created_at, id) < ($2, $3)"
+            " ORDER BY created_at DESC, id DESC LIMIT $4",
+            principal.account_id,
+            when,
+            ident,
+            first + 1,
+        )
+    else:
+        rows = await rt.pool.fetch(
+            "SELECT * FROM jobs WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            principal.account_id,
+            first + 1,
+        )
+    jobs = [Job.from_row(r) for r in rows[:first]]
+    return JobPage(jobs, _encode_cursor(jobs[-1]) if len(rows) > first else None)
+
+
+def links(rt: Runtime, job: Job, base_url: str) -> JobLinks:
+    base = (rt.settings.public_url or base_url).rstrip("/")
+    query = rt.storage.signed_query(str(job.id), rt.settings.download_url_ttl)
+    return JobLinks(
+        status_url=f"{base}/v1/status/{job.id}",
+        download_url=f"{base}/v1/download/{job.id}?{query}",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Download:
+    path: Path
+    filename: str
+
+
+async def download(
+    rt: Runtime,
+    job_id: str,
+    *,
+    principal: Principal | None = None,
+    expires: str | None = None,
+    signature: str | None = None,
+) -> Download:
+    """The finished output, for its owner or for the holder of a valid signed URL."""
+    if signature is not None or expires is not None:
+        ident = _uuid(job_id)
+        if ident is None or not rt.storage.verify(str(ident), expires or "", signature or ""):
+            raise ConvertdError(
+                ErrorCode.FORBIDDEN,
+                "The download link is invalid or has expired.",
+                hint="Get a fresh download_url from GET /v1/status/{job_id} or the job query.",
+            )
+        row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", ident)
+        if row is None:
+            raise not_found("Job")
+        job = Job.from_row(row)
+    elif principal is not None:
+        job = await get(rt, principal, job_id)
+    else:
+        raise ConvertdError(
+            ErrorCode.UNAUTHENTICATED,
+            "No API key was sent.",
+            hint="Send your API key, or use the signed download_url from the job status.",
+            legacy_code=4013,
+        )
+    if job.status is JobStatus.FAILED:
+        raise ConvertdError(
+            ErrorCode.NOT_READY,
+            f"The job failed and has no output: {job.error}",
+            hint=job.error_hint or "Fix the input and convert it again.",
+        )
+    if job.status is not JobStatus.FINISHED or not job.output_path:
+        raise ConvertdError(
+            ErrorCode.NOT_READY,
+            f"The job is {job.status.value}; its output is not ready yet.",
+            hint="Wait for status 'finished' (subscribe to jobUpdates or poll /v1/status).",
+        )
+    return Download(rt.storage.path(job.output_path), job.output_name or "output")
+
+
+async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
+    """Write a change to PostgreSQL (the truth), then publish it for subscribers."""
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
+    row = await rt.pool.fetchrow(
+        f"UPDATE jobs SET {sets}, version = version + 1, updated_at = now() WHERE id = $1 RETURNING *",
+        job_id,
+        *[v.value if isinstance(v, JobStatus) else v for v in fields.values()],
+    )
+    job = Job.from_row(row)
+    await events.publish(rt.redis, job)
+    return job
+
+
+async def watch(rt: Runtime, principal: Principal, job_id: str) -> AsyncIterator[Job]:
+    """The job as it stands, then each change, ending at a terminal status.
+
+    The listener is registered before the job is read, so a change made in between is
+    delivered; changes at or below the version read are dropped as already seen.
+    """
+    assert rt.hub is not None, "this process does not serve subscriptions"
+    ident = _uuid(job_id)
+    if ident is None:
+        raise not_found("Job")
+    async with rt.hub.listen(ident) as queue:
+        job = await get(rt, principal, ident)
+        yield job
+        while not job.terminal:
+            change = await queue.get()
+            if change.version > job.version:
+                job = change
+                yield job

@@ -1,0 +1,50 @@
+"""Bring the queue in line with PostgreSQL, which is the truth about every job.
+
+Two ways a job can be stranded: Redis lost it (flushed, or restarted before it saved), so
+no worker will ever take it; or saq gave up on it (its worker died on every attempt), so
+it ended in Redis without our code running to record the end. Workers run this at start
+and every minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from saq.job import Status
+
+from app.models import JobStatus
+from app.services.jobs import enqueue, save_change
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+GRACE_SECONDS = 60  # a job younger than this may still be on its way through Redis
+
+
+async def reconcile(rt: Runtime) -> list[uuid.UUID]:
+    """Re-queue lost jobs, fail abandoned ones; return the ids it touched."""
+    rows = await rt.pool.fetch(
+        "SELECT id, attempts FROM jobs WHERE status IN ('pending', 'processing')"
+        " AND updated_at < now() - make_interval(secs => $1)",
+        GRACE_SECONDS,
+    )
+    touched = []
+    for row in rows:
+        queued = await rt.queue.job(str(row["id"]))
+        if queued is None and row["attempts"] < rt.settings.queue.retries:
+            log.warning("job %s was missing from the queue; queued it again", row["id"])
+            await enqueue(rt, row["id"])
+        elif queued is None or queued.status in (Status.FAILED, Status.ABORTED, Status.COMPLETE):
+            log.warning("job %s was abandoned by the queue; marked failed", row["id"])
+            await save_change(
+                rt, row["id"], status=JobStatus.FAILED,
+                error="The conversion stopped: the worker running it died on every attempt.",
+                error_hint="The file may be too demanding for this server; try a smaller one.",
+            )
+        else:
+            continue
+        touched.append(row["id"])
+    return touched

@@ -1,0 +1,71 @@
+"""Uploaded files: claimed from the request into the account's storage, found again by path."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from app.errors import ConvertdError, ErrorCode
+from app.models import Upload
+
+if TYPE_CHECKING:
+    from app.auth.principal import Principal
+    from app.runtime import Runtime
+    from app.storage import IncomingFile
+
+
+def check_size(rt: Runtime, principal: Principal, files: list[IncomingFile]) -> None:
+    limit = principal.plan.max_file_size
+    for f in files:
+        if limit is not None and f.size > limit:
+            raise ConvertdError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"'{f.filename}' is {f.size:,} bytes; the {principal.plan.name} plan allows "
+                f"{limit:,} bytes per file.",
+                hint="Send a smaller file or move to a plan with a larger file limit.",
+            )
+
+
+async def store(rt: Runtime, principal: Principal, files: list[IncomingFile]) -> list[Upload]:
+    if not files:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            "No file was sent.",
+            hint='Send the file as a multipart field named "file" (repeat it for several files).',
+            field="file",
+        )
+    check_size(rt, principal, files)
+    uploads = []
+    for f in files:
+        token = secrets.token_hex(6)
+        relative = rt.storage.claim_upload(f, principal.account_id, token)
+        row = await rt.pool.fetchrow(
+            "INSERT INTO uploads (account_id, token, file_name, file_size, content_type,"
+            " storage_path) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            principal.account_id,
+            token,
+            f.filename,
+            f.size,
+            f.content_type,
+            relative,
+        )
+        uploads.append(Upload.from_row(row))
+    return uploads
+
+
+async def find(rt: Runtime, principal: Principal, file_path: str) -> Upload:
+    token, _, name = file_path.strip().partition("/")
+    row = await rt.pool.fetchrow(
+        "SELECT * FROM uploads WHERE token = $1 AND file_name = $2 AND account_id = $3",
+        token,
+        name,
+        principal.account_id,
+    )
+    if row is None:
+        raise ConvertdError(
+            ErrorCode.NOT_FOUND,
+            f"No uploaded file at '{file_path}'.",
+            hint="Pass a file_path exactly as POST /v1/upload (or the upload mutation) returned it.",
+            field="file_path",
+        )
+    return Upload.from_row(row)

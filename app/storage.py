@@ -1,0 +1,143 @@
+"""Files on disk: uploads streamed in, outputs stored, and signed download URLs.
+
+Layout under the storage root:
+  incoming/<random>             parts being received; claimed (renamed) or deleted per request
+  uploads/<account>/<token>/<name>
+  outputs/<account>/<job id>/<name>
+  work/<job id>-<attempt>/      a conversion's private working directory
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import time
+import unicodedata
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from app.errors import ConvertdError, ErrorCode
+
+_MULTI_EXT = ("tar.gz", "tar.bz2", "tar.xz", "tar.zst")
+_CHUNK = 256 * 1024
+
+
+def extension_of(name: str) -> str:
+    lower = name.lower()
+    for ext in _MULTI_EXT:
+        if lower.endswith("." + ext):
+            return ext
+    return lower.rsplit(".", 1)[1] if "." in lower.strip(".") else ""
+
+
+def safe_filename(name: str, default: str = "file") -> str:
+    """A plain file name: no folders, no control or quoting characters, at most 150 chars."""
+    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r'[\x00-\x1f\x7f"<>:|?*;]', "", name).strip().strip(".")
+    if not name:
+        return default
+    if len(name) > 150:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:140] + dot + ext[:9]) if dot and len(ext) <= 9 else name[:150]
+    return name
+
+
+@dataclasses.dataclass
+class IncomingFile:
+    """A received file part, on disk under incoming/ until a service claims it."""
+
+    path: Path
+    filename: str
+    size: int
+    content_type: str | None
+
+    @property
+    def extension(self) -> str:
+        return extension_of(self.filename)
+
+
+class Storage:
+    def __init__(self, root: Path, secret: str) -> None:
+        self.root = root
+        self._secret = secret.encode()
+        for sub in ("incoming", "uploads", "outputs", "work"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    async def receive(
+        self, chunks: AsyncIterator[bytes], filename: str, content_type: str | None, limit: int
+    ) -> IncomingFile:
+        """Stream a part to disk, never holding it whole; 413 past `limit` bytes."""
+        path = self.root / "incoming" / secrets.token_hex(16)
+        size = 0
+        try:
+            with open(path, "wb") as fh:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large(limit)
+                    fh.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return IncomingFile(path, safe_filename(filename), size, content_type)
+
+    def discard(self, files: list[IncomingFile]) -> None:
+        for f in files:
+            f.path.unlink(missing_ok=True)
+
+    def claim_upload(self, incoming: IncomingFile, account_id: int, token: str) -> str:
+        relative = f"uploads/{account_id}/{token}/{incoming.filename}"
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(incoming.path, target)
+        return relative
+
+    def store_output(self, source: Path, account_id: int, job_id: str, name: str) -> str:
+        relative = f"outputs/{account_id}/{job_id}/{name}"
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, target)
+        return relative
+
+    @contextlib.contextmanager
+    def workdir(self, name: str):  # type: ignore[no-untyped-def]
+        path = self.root / "work" / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # signed download URLs: a browser navigating to one cannot send an API key
+    def sign(self, job_id: str, expires: int) -> str:
+        msg = f"download:{job_id}:{expires}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def signed_query(self, job_id: str, ttl: int) -> str:
+        expires = int(time.time()) + ttl
+        return f"expires={expires}&signature={self.sign(job_id, expires)}"
+
+    def verify(self, job_id: str, expires: str, signature: str) -> bool:
+        try:
+            when = int(expires)
+        except ValueError:
+            return False
+        return when >= time.time() and hmac.compare_digest(self.sign(job_id, when), signature)
+
+
+def too_large(limit: int) -> ConvertdError:
+    return ConvertdError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"The file is larger than the {limit:,} byte upload limit.",
+        hint="Send a smaller file, or ask the operator to raise CONVERTD_MAX_UPLOAD_BYTES.",
+    )

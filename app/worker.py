@@ -1,0 +1,41 @@
+"""saq worker wiring: the queue's function calls the processing service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from saq import CronJob, Worker
+
+from app.runtime import Runtime
+from app.services import processing, recovery
+
+
+async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
+    rt: Runtime = ctx["runtime"]
+    saq_job = ctx["job"]
+    job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    return job.status.value
+
+
+async def reconcile(ctx: dict[str, Any]) -> int:
+    return len(await recovery.reconcile(ctx["runtime"]))
+
+
+def build_worker(rt: Runtime) -> Worker:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = rt
+        await recovery.reconcile(rt)
+
+    q = rt.settings.queue
+    worker = Worker(
+        rt.queue,
+        functions=[convert],
+        cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
+        concurrency=q.concurrency,
+        startup=startup,
+        timers={"sweep": q.sweep_interval},
+        shutdown_grace_period_s=10,
+    )
+    worker.SIGNALS = []  # the process owns SIGINT/SIGTERM: it stops the API and servers too
+    return worker

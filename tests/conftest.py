@@ -1,0 +1,192 @@
+"""Real PostgreSQL and Redis (the embedded servers' pip packages), a running app, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from app import db, embedded
+from app.api.server import build_app
+from app.config import QueueSettings, Settings
+from app.runtime import Runtime
+from app.services.keys import create_account_with_key
+from app.worker import build_worker
+
+# pgserver keeps a lock file in the runtime dir, which platformdirs wants private
+_RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
+_RUNTIME_DIR.mkdir(mode=0o700, exist_ok=True)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(_RUNTIME_DIR))
+
+ROOT = Path(__file__).resolve().parent.parent
+OPERATIONS = ROOT / "graphql"
+
+
+def operation(name: str) -> str:
+    """A GraphQL document from graphql/, the same ones clients and docs use."""
+    return (OPERATIONS / f"{name}.graphql").read_text()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # short path: PostgreSQL's socket path has a length limit
+    return tmp_path_factory.mktemp("cd")
+
+
+@pytest.fixture(scope="session")
+def servers(data_dir: Path) -> Any:
+    started = embedded.start(data_dir)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Any, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        public_url=None,
+        secret="test-secret",
+        max_upload_bytes=5 * 1024 * 1024,
+        download_url_ttl=600,
+        trusted_proxies=(),
+        require_https=False,
+        queue=QueueSettings(job_timeout=120, heartbeat=3, retries=3, sweep_interval=2),
+    )
+
+
+@pytest.fixture(scope="session")
+async def rt(settings: Settings) -> AsyncIterator[Runtime]:
+    await db.migrate(settings.database_url)  # type: ignore[arg-type]
+    runtime = await Runtime.open(settings)
+    yield runtime
+    await runtime.close()
+
+
+@pytest.fixture(scope="session")
+async def worker(rt: Runtime) -> AsyncIterator[None]:
+    w = build_worker(rt)
+    task = asyncio.create_task(w.start())
+    yield
+    await w.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture(scope="session")
+async def base_url(rt: Runtime, worker: None) -> AsyncIterator[str]:
+    """The whole service on a real port, with in-process workers."""
+    runner = web.AppRunner(build_app(rt))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclasses.dataclass
+class Account:
+    key: str
+    key_id: int
+    kid: str
+    name: str
+
+
+@pytest.fixture
+async def make_account(rt: Runtime) -> Callable[..., Any]:
+    async def make(name: str = "tester", plan: str = "pro") -> Account:
+        created = await create_account_with_key(rt.pool, name, plan=plan)
+        return Account(created.secret, created.key.id, str(created.key.kid), name)
+
+    return make
+
+
+@pytest.fixture
+async def account(make_account: Callable[..., Any]) -> Account:
+    return await make_account()
+
+
+def png_bytes(size: tuple[int, int] = (64, 48), color: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class GraphQL:
+    """A plain HTTP GraphQL client on aiohttp (Strawberry's test client drops headers)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
+        self.http, self.url = http, f"{base_url}/graphql"
+
+    async def __call__(
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        all_headers = {**({"X-API-Key": key} if key else {}), **(headers or {})}
+        async with self.http.post(
+            self.url, json={"query": document, "variables": variables or {}}, headers=all_headers
+        ) as resp:
+            return await resp.json()
+
+    async def multipart(
+        self,
+        document: str,
+        variables: dict[str, Any],
+        files: dict[str, tuple[str, bytes]],
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """GraphQL multipart request spec: files maps "variables.path" -> (name, bytes)."""
+        form = aiohttp.FormData()
+        form.add_field("operations", json.dumps({"query": document, "variables": variables}))
+        form.add_field("map", json.dumps({str(i): [path] for i, path in enumerate(files)}))
+        for i, (name, data) in enumerate(files.values()):
+            form.add_field(str(i), data, filename=name, content_type="application/octet-stream")
+        all_headers = {**({"X-API-Key": key} if key else {}), **(headers or {})}
+        async with self.http.post(self.url, data=form, headers=all_headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+@pytest.fixture
+def gql(http: aiohttp.ClientSession, base_url: str) -> GraphQL:
+    return GraphQL(http, base_url)
+
+
+async def wait_for_status(
+    http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll REST status until the job ends (what the seed's own example does)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": key}) as r:
+            body = await r.json()
+        if body["status"] in ("finished", "failed"):
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} still {body['status']} after {timeout}s")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,356 @@
+"""converters.sandbox: a conversion runs in a limited child; its failures stay its own.
+
+The misbehaving converters below are real code run in the real child process (the child
+imports this module by name, as it imports any converter): they really allocate, spin,
+sleep, crash or spawn helpers, and the sandbox must stop them and explain why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from converters import registry as registry_module
+from converters import sandbox
+from converters.base import ConversionError, Converter, Limits, Result, Task
+from converters.hash import HashConverter
+from converters.registry import Registry
+from converters.sandbox import SandboxError
+
+BEHAVIOURS = frozenset(
+    {"ok", "chatty", "mem", "cpu", "sleep", "segv", "error", "bigout", "spawn", "net", "env",
+     "boom", "escape", "rust_oom"}
+)  # fmt: skip
+
+
+class MisbehavingConverter(Converter):
+    """Does what its output format says: 'mem' allocates 2 GiB, 'segv' reads address 0..."""
+
+    filetype: ClassVar[str] = "probe"
+    engine: ClassVar[str] = "test"
+    limits: ClassVar[Limits] = Limits(memory_bytes=512 * 1024**2, cpu_seconds=2,
+                                      wall_seconds=20, output_bytes=1024**2)  # fmt: skip
+
+    def pairs(self) -> Mapping[str, frozenset[str]]:
+        return {"bin": BEHAVIOURS}
+
+    def convert(self, task: Task) -> Result:
+        out = task.workdir / "out.txt"
+        what = task.output_format
+        if what == "ok":
+            out.write_bytes(hashlib.sha256(task.inputs[0].read_bytes()).digest())
+        elif what == "chatty":
+            for i in range(1, 201):
+                task.progress(i / 200)
+                time.sleep(0.005)
+            out.write_text("done")
+        elif what == "mem":
+            blob = bytearray(2 * 1024**3)
+            out.write_bytes(blob[:10])
+        elif what == "cpu":
+            while True:
+                pass
+        elif what in ("sleep", "spawn"):
+            if what == "spawn":
+                helper = subprocess.Popen(["sleep", "300"])
+                (task.workdir / "pids.json").write_text(json.dumps([os.getpid(), helper.pid]))
+            time.sleep(300)
+        elif what == "segv":
+            ctypes.string_at(0)
+        elif what == "error":
+            raise ConversionError("The probe refuses this file.", hint="Send another one.")
+        elif what == "bigout":
+            with out.open("wb") as fh:
+                for _ in range(20):
+                    fh.write(b"\0" * 100_000)
+        elif what == "net":
+            port = int(task.inputs[0].read_text())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                out.write_text("reached")
+            except OSError as exc:
+                out.write_text(f"blocked: {exc}")
+        elif what == "env":
+            out.write_text(json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}))
+        elif what == "boom":
+            raise RuntimeError("internal detail /secret/path")
+        elif what == "escape":
+            return Result(Path("/etc/passwd"))
+        elif what == "rust_oom":
+            # calamine (Rust) allocates a sheet's whole cell rectangle and aborts if it can't
+            from python_calamine import CalamineWorkbook
+
+            CalamineWorkbook.from_path(str(task.inputs[0])).get_sheet_by_index(0)
+        return Result(out)
+
+
+@pytest.fixture
+def probe_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(registry_module, "_registry", Registry([MisbehavingConverter(), HashConverter()]))
+    yield
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "sample.bin"
+    path.write_bytes(os.urandom(300_000))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _hash_ok(sample: Path, workdir: Path) -> None:
+    """A real conversion after a failure: the service goes on."""
+    result = await sandbox.run("hash", "bin", "json", {"algorithms": ["sha256"]}, [sample],
+                               workdir)  # fmt: skip
+    body = json.loads(result.path.read_text())
+    assert body["sha256"] == hashlib.sha256(sample.read_bytes()).hexdigest()
+
+
+async def test_result_is_absolute_inside_workdir_and_inputs_staged(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "job"
+    result = await sandbox.run("probe", "bin", "ok", {}, [sample], workdir)
+    assert result.path == workdir / "out.txt"
+    assert result.path.read_bytes() == hashlib.sha256(sample.read_bytes()).digest()
+    assert (workdir / "in" / "sample.bin").read_bytes() == sample.read_bytes()
+
+
+async def test_progress_is_forwarded_rising_and_throttled(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    seen: list[tuple[float, float]] = []
+
+    async def on_progress(value: float) -> None:
+        seen.append((time.monotonic(), value))
+
+    await sandbox.run("probe", "bin", "chatty", {}, [sample], tmp_path / "job", on_progress)
+    values = [v for _, v in seen]
+    assert len(values) >= 3
+    assert values == sorted(set(values))  # strictly rising
+    assert values[-1] == 1.0
+    # 200 updates over ~1 s arrive as about 10 per second
+    span = seen[-1][0] - seen[0][0]
+    assert len(values) <= span / sandbox.PROGRESS_INTERVAL + 3
+
+
+async def test_converter_error_passes_message_and_hint(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "error", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "converter"
+    assert err.value.message == "The probe refuses this file."
+    assert err.value.hint == "Send another one."
+    assert isinstance(err.value, ConversionError)
+
+
+async def test_memory_limit(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "mem", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "memory"
+    assert "512 MiB of memory" in err.value.message
+    await _hash_ok(sample, tmp_path / "after")
+
+
+async def test_cpu_limit(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "cpu", {}, [sample], tmp_path / "job",
+                          limits=Limits(cpu_seconds=1, wall_seconds=20))  # fmt: skip
+    assert err.value.kind == "cpu"
+    assert "more than 1 s of CPU time" in err.value.message
+    await _hash_ok(sample, tmp_path / "after")
+
+
+async def test_wall_timeout_kills_the_whole_group(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "job"
+    started = time.monotonic()
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "spawn", {}, [sample], workdir,
+                          limits=Limits(wall_seconds=2))  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert err.value.kind == "timeout"
+    assert err.value.message == "The conversion took longer than 2 s and was stopped."
+    child, helper = json.loads((workdir / "pids.json").read_text())
+    await asyncio.sleep(0.2)
+    assert not _alive(child)
+    assert not _alive(helper)  # the grandchild (a `sleep 300`) went with it
+    await _hash_ok(sample, tmp_path / "after")
+
+
+async def test_segfault_is_a_crash(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "segv", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "crash"
+    assert err.value.message == "The converter crashed (signal 11)."
+    await _hash_ok(sample, tmp_path / "after")
+
+
+async def test_output_size_limit(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "bigout", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "output_size"
+    assert "larger than 1 MiB" in err.value.message
+
+
+async def test_unexpected_error_leaks_no_detail_to_the_message(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "boom", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "internal"
+    assert "secret" not in err.value.message and "secret" not in (err.value.hint or "")
+    assert "RuntimeError: internal detail /secret/path" in err.value.detail  # for the logs
+
+
+async def test_output_outside_workdir_is_refused(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "escape", {}, [sample], tmp_path / "job")
+    assert err.value.kind == "internal"
+
+
+async def test_cancel_kills_child_and_helpers(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "job"
+    task = asyncio.ensure_future(sandbox.run("probe", "bin", "spawn", {}, [sample], workdir))
+    pids = workdir / "pids.json"
+    for _ in range(100):
+        if pids.exists() and pids.read_text():
+            break
+        await asyncio.sleep(0.05)
+    child, helper = json.loads(pids.read_text())
+    assert _alive(child) and _alive(helper)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    assert not _alive(child)
+    assert not _alive(helper)
+
+
+async def test_environment_is_minimal(
+    probe_registry: None, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("CONVERTD_DATABASE_URL", "postgresql://secret@db/convertd")
+    workdir = tmp_path / "job"
+    result = await sandbox.run("probe", "bin", "env", {}, [sample], workdir)
+    seen = json.loads(result.path.read_text())
+    assert seen["cwd"] == str(workdir)
+    assert seen["env"]["HOME"] == str(workdir)
+    assert not {k for k in seen["env"] if "proxy" in k.lower() or k.startswith("CONVERTD")}
+
+
+async def test_no_network(probe_registry: None, tmp_path: Path) -> None:
+    # A server listening on the host's loopback: a child in its own namespace can't see it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port_file = tmp_path / "port.bin"
+        port_file.write_text(str(server.getsockname()[1]))
+        result = await sandbox.run("probe", "bin", "net", {}, [port_file], tmp_path / "job")
+    outcome = result.path.read_text()
+    if not sandbox.network_isolated:
+        pytest.skip(f"this machine does not allow network namespaces ({outcome})")
+    assert outcome.startswith("blocked"), outcome
+
+
+async def test_input_names_are_kept_and_deduplicated(probe_registry: None, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second, dash = tmp_path / "a" / "x.bin", tmp_path / "b" / "x.bin", tmp_path / "-o.bin"
+    for path in (first, second, dash):
+        path.write_bytes(b"data")
+    names = sandbox._stage_inputs([first, second, dash], tmp_path / "job")
+    assert names == ["x.bin", "x-2.bin", "_-o.bin"]
+
+
+def _sparse_xlsx(path: Path) -> Path:
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg_rels = "http://schemas.openxmlformats.org/package/2006/relationships"
+    link = '<Relationships xmlns="{}"><Relationship Id="rId1" Type="{}/{}" Target="{}"/>'
+    members = {
+        "[Content_Types].xml": "<Types/>",
+        "_rels/.rels": link.format(pkg_rels, rel, "officeDocument", "xl/workbook.xml")
+        + "</Relationships>",
+        "xl/workbook.xml": f'<workbook xmlns="{ns}" xmlns:r="{rel}"><sheets>'
+        '<sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": link.format(pkg_rels, rel, "worksheet",
+                                                  "worksheets/sheet1.xml") + "</Relationships>",
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{ns}"><sheetData>'
+        '<row r="1"><c r="A1"><v>1</v></c></row>'
+        '<row r="1048576"><c r="XFD1048576"><v>2</v></c></row></sheetData></worksheet>',
+    }  # fmt: skip
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return path
+
+
+async def test_native_allocation_failure_is_reported_as_memory(
+    probe_registry: None, tmp_path: Path
+) -> None:
+    src = _sparse_xlsx(tmp_path / "sparse.bin")
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "rust_oom", {}, [src], tmp_path / "job")
+    assert err.value.kind == "memory", err.value.detail
+    assert "memory allocation of" in err.value.detail
+
+
+async def test_mismatched_content_refused_in_the_child(tmp_path: Path) -> None:
+    from PIL import Image
+
+    fake = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(fake, "JPEG")
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("image", "png", "webp", {}, [fake], tmp_path / "job")
+    assert err.value.kind == "converter"
+    assert err.value.message == "The file is not a png: its content is a jpg file."
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_no_network_without_root_either(tmp_path: Path) -> None:
+    # As an unprivileged user the child falls back to a user namespace for its netns.
+    script = (
+        "import socket, sys\n"
+        "from converters.child import isolate_network\n"
+        "isolated = isolate_network()\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+        "    print(isolated, 'reached')\n"
+        "except OSError:\n"
+        "    print(isolated, 'blocked')\n"
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", script, str(server.getsockname()[1])],
+            capture_output=True, text=True, cwd="/", timeout=30,
+            env={"PYTHONPATH": str(Path(sandbox.__file__).parent.parent), "PATH": "/usr/bin"},
+        )  # fmt: skip
+    if done.stdout.startswith("False"):
+        pytest.skip("this kernel allows no unprivileged user namespaces")
+    assert done.stdout.split() == ["True", "blocked"], done.stdout + done.stderr

@@ -1,0 +1,167 @@
+"""Workers: failures are recorded on the job, and a killed worker's job runs again."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from app.config import Settings
+from app.models import JobStatus
+from app.runtime import Runtime
+from app.services import jobs
+from app.storage import IncomingFile
+from tests.conftest import Account, png_bytes, wait_for_status
+
+
+async def test_corrupt_image_fails_clearly_and_the_next_job_succeeds(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    corrupt = png_bytes()[:60] + b"\x00garbage" * 20  # a real PNG header, then nonsense
+    ids = []
+    for data in (corrupt, png_bytes()):
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="picture.png")
+        form.add_field("filetype", "image")
+        form.add_field("output_format", "webp")
+        async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as resp:
+            body = await resp.json()
+        assert resp.status == 202, body
+        ids.append(body["job_id"])
+    failed = await wait_for_status(http, base_url, account.key, ids[0])
+    assert failed["status"] == "failed" and failed["ok"] is False
+    assert failed["error"] and "Traceback" not in failed["error"]
+    ok = await wait_for_status(http, base_url, account.key, ids[1])
+    assert ok["status"] == "finished"
+
+
+def _worker_env(settings: Settings, queue: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVERTD_DATABASE_URL": settings.database_url or "",
+        "CONVERTD_REDIS_URL": settings.redis_url or "",
+        "CONVERTD_DATA_DIR": str(settings.data_dir),
+        "CONVERTD_SECRET": settings.secret,
+        "CONVERTD_QUEUE": queue,
+        "CONVERTD_JOB_HEARTBEAT": "2",
+        "CONVERTD_SWEEP_INTERVAL": "1",
+        "CONVERTD_JOB_RETRY_DELAY": "0",
+        "CONVERTD_WORKER_CONCURRENCY": "1",
+    }
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        stdout=open("/tmp/worker.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_job_of_a_worker_killed_mid_job_is_taken_up_again(
+    settings: Settings, make_account: Any, tmp_path: Path
+) -> None:
+    # a queue of its own, so only the worker processes started here take the job
+    queue = "killtest"
+    own = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, name=queue, heartbeat=2))
+    rt = await Runtime.open(own)
+    first = second = None
+    try:
+        acc = await make_account("killed")
+        from app.services.keys import create_account_with_key  # noqa: F401 - same account model
+
+        principal = await _principal(rt, acc)
+        big = own.storage_dir / "incoming" / "big.bin"
+        with open(big, "wb") as fh:  # sparse: hashing 1.5 GB takes seconds, costs no disk
+            fh.truncate(1536 * 1024 * 1024)
+        incoming = IncomingFile(big, "big.bin", big.stat().st_size, None)
+        env = _worker_env(own, queue)
+        first = _start_worker(env)
+        await asyncio.sleep(3)  # let it start and sweep an empty queue
+        job = await jobs.convert(
+            rt,
+            principal,
+            filetype="hash",
+            output_format="json",
+            options={"algorithms": ["sha512"]},
+            files=[incoming],
+        )
+        assert await _until(rt, job.id, lambda j: j["status"] == "processing", 30)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = asyncio.get_running_loop().time()
+
+        second = _start_worker(env)
+        assert await _until(rt, job.id, lambda j: j["status"] == "finished", 90), await rt.pool.fetchrow(
+            "SELECT status, error, attempts FROM jobs WHERE id = $1", job.id
+        )
+        taken_up_after = asyncio.get_running_loop().time() - killed_at
+        row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job.id)
+        assert row["attempts"] == 2 and JobStatus(row["status"]) is JobStatus.FINISHED
+        assert taken_up_after < 60
+    finally:
+        for proc in (first, second):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise
+        await rt.close()
+
+
+async def _principal(rt: Runtime, acc: Account) -> Any:
+    from app.auth.authenticate import authenticate
+    from app.auth.request import RequestInfo
+
+    return await authenticate(rt, RequestInfo(acc.key, "127.0.0.1", {}, "test", False))
+
+
+async def _until(rt: Runtime, job_id: Any, predicate: Any, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        row = await rt.pool.fetchrow("SELECT status FROM jobs WHERE id = $1", job_id)
+        if predicate(row):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_reconcile_requeues_jobs_lost_by_redis_and_fails_abandoned_ones(
+    rt: Runtime, account: Account, http: aiohttp.ClientSession, base_url: str
+) -> None:
+    from app.services import recovery
+
+    owner = await rt.pool.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account.key_id)
+    upload = await rt.pool.fetchval(
+        "INSERT INTO uploads (account_id, token, file_name, file_size, storage_path)"
+        " VALUES ($1, 'lost0', 'a.txt', 0, 'uploads/none') RETURNING id", owner,
+    )
+    (rt.storage.path("uploads/none")).write_bytes(b"lost")
+    old = "now() - interval '5 minutes'"
+    lost = await rt.pool.fetchval(
+        "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
+        f" updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint], {old}) RETURNING id",
+        owner, upload,
+    )
+    abandoned = await rt.pool.fetchval(
+        "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
+        f" status, attempts, updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint],"
+        f" 'processing', 3, {old}) RETURNING id",
+        owner, upload,
+    )
+    touched = await recovery.reconcile(rt)
+    assert set(touched) >= {lost, abandoned}
+    done = await wait_for_status(http, base_url, account.key, str(lost))
+    assert done["status"] == "finished"
+    failed = await wait_for_status(http, base_url, account.key, str(abandoned))
+    assert failed["status"] == "failed" and "worker" in failed["error"]
