@@ -185,6 +185,24 @@ class DocumentConverter(Converter):
             return None
         return f"{self.office.unavailable()}; {self.pandoc.unavailable()}"
 
+    def unavailable_formats(self) -> Mapping[str, str]:
+        """Formats one missing engine takes away while the other still runs (for doctor)."""
+        engines = self._engines()
+        if not engines:
+            return {}  # the whole converter is reported by unavailable()
+        offered = set(self.pairs())
+        for dsts in self.pairs().values():
+            offered |= dsts
+        missing: dict[str, str] = {}
+        for engine in (self.office, self.pandoc):
+            reason = engine.unavailable()
+            if reason is None:
+                continue
+            for src, dsts in engine.pairs().items():
+                for fmt in {src, *dsts} - offered:
+                    missing[fmt] = reason
+        return dict(sorted(missing.items()))
+
     def pairs(self) -> Mapping[str, frozenset[str]]:
         out: dict[str, frozenset[str]] = {}
         for engine in reversed(self._engines()):
@@ -225,9 +243,7 @@ def docx_to_pdf(docx: Path, workdir: Path, options: Mapping[str, object]) -> Pat
 
 def _filter_options(task: Task) -> str:
     if task.output_format == "pdf":
-        return office.pdf_filter_options(
-            task.options.get("pages", ""), bool(task.options.get("pdf_a"))
-        )
+        return office.pdf_filter_options(task.options.get("pages", ""), bool(task.options.get("pdf_a")))
     if task.output_format == "csv":
         return office.csv_filter_options(
             task.options.get("delimiter", ","), int(task.options.get("sheet", 1))

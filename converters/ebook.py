@@ -24,12 +24,15 @@ CALIBRE_FORMATS = frozenset({"mobi", "azw3"})
 class EbookConverter(Converter):
     filetype: ClassVar[str] = "ebook"
     engine: ClassVar[str] = "pandoc"
-    limits: ClassVar[Limits] = Limits(
-        memory_bytes=office.MEMORY_BYTES, cpu_seconds=300, wall_seconds=600
-    )
+    limits: ClassVar[Limits] = Limits(memory_bytes=office.MEMORY_BYTES, cpu_seconds=300, wall_seconds=600)
 
     def unavailable(self) -> str | None:
         return pandoc.unavailable()
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        missing = dict.fromkeys(sorted(CALIBRE_FORMATS), CalibreEbookConverter().unavailable())
+        missing["pdf"] = office.unavailable()
+        return {fmt: reason for fmt, reason in missing.items() if reason}
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outputs = EBOOK_OUTPUTS | ({"pdf"} if office.unavailable() is None else set())
@@ -38,12 +41,8 @@ class EbookConverter(Converter):
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
         opts: dict[str, Option] = {}
         if output_format in ("epub", "fb2", "docx", "odt", "html", "pdf"):
-            opts["title"] = Option(
-                "string", "Book title (empty: the title the input carries)", default=""
-            )
-            opts["author"] = Option(
-                "string", "Author (empty: the author the input carries)", default=""
-            )
+            opts["title"] = Option("string", "Book title (empty: the title the input carries)", default="")
+            opts["author"] = Option("string", "Author (empty: the author the input carries)", default="")
             opts["toc"] = Option("boolean", "Add a table of contents", default=False)
         if "md" in (input_format, output_format):
             opts["markdown_flavor"] = Option(

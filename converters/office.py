@@ -229,9 +229,7 @@ def convert(
         str(out_dir),
         str(staged),
     ]
-    proc = run_isolated(
-        cmd, share=run_dir, env=_env(run_dir, tmp_dir), timeout=timeout, what="LibreOffice"
-    )
+    proc = run_isolated(cmd, share=run_dir, env=_env(run_dir, tmp_dir), timeout=timeout, what="LibreOffice")
     out = _find_output(out_dir, output_format)
     if out is None:
         detail = _last_line(proc.stdout + proc.stderr)
@@ -491,9 +489,7 @@ _ODF_CLICK_ONLY = {
     (_ODF_PRESENTATION, "event-listener"),
 }
 _SAFE_HYPERLINK = re.compile(r"^\s*(https?|mailto):", re.I)
-_INCLUDE_FIELD = re.compile(
-    r"^\s*(INCLUDEPICTURE|INCLUDETEXT|INCLUDE|IMPORT|LINK|DDEAUTO|DDE)\b", re.I
-)
+_INCLUDE_FIELD = re.compile(r"^\s*(INCLUDEPICTURE|INCLUDETEXT|INCLUDE|IMPORT|LINK|DDEAUTO|DDE)\b", re.I)
 _ODF_FORMATS = {"odt", "ods", "odp"}
 _ODF_SCANNED = {"content.xml", "styles.xml", "meta.xml"}
 _OOXML_FORMATS = {"docx", "xlsx", "pptx"}

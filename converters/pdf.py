@@ -112,9 +112,7 @@ class PdfConverter(Converter):
                     minimum=0,
                     maximum=600,
                 ),
-                "image_quality": Option(
-                    "integer", "With compress and image_dpi: JPEG quality", 75, 10, 100
-                ),
+                "image_quality": Option("integer", "With compress and image_dpi: JPEG quality", 75, 10, 100),
             }
         # txt, zip (split into one PDF per page)
         return {"pages": PAGES_OPTION}
@@ -126,8 +124,7 @@ class PdfConverter(Converter):
             raise ConversionError("No file was given.")
         if len(task.inputs) > 1 and task.output_format != "pdf":
             raise ConversionError(
-                f"Only PDF output takes several files (it merges them); "
-                f"{task.output_format} takes one.",
+                f"Only PDF output takes several files (it merges them); {task.output_format} takes one.",
                 hint="Merge the files into one PDF first, or send one job per file.",
             )
         if len(task.inputs) > MAX_IMAGES:
@@ -375,6 +372,4 @@ def _image_pdf(path: Path, task: Task) -> bytes:
     try:
         return img2pdf.convert(str(source), **kwargs)
     except (img2pdf.ImageOpenError, img2pdf.AlphaChannelError, ValueError, OSError) as exc:
-        raise ConversionError(
-            "This image cannot be placed in a PDF.", hint=f"img2pdf said: {exc}"
-        ) from None
+        raise ConversionError("This image cannot be placed in a PDF.", hint=f"img2pdf said: {exc}") from None

@@ -18,8 +18,8 @@ import openpyxl
 import pymupdf
 import pytest
 
-from converters import office, pandoc
-from converters.base import ConversionError, Converter, RequestError, Task
+from converters import office, pandoc, sandbox
+from converters.base import ConversionError, Converter, Limits, RequestError, Task
 from converters.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
 
@@ -76,9 +76,7 @@ def read_text(path: Path, fmt: str) -> str:
         return zip_xml_text(path, lambda n: n.endswith(".xml") and n.startswith(("word/", "ppt/")))
     if fmt == "xlsx":
         wb = openpyxl.load_workbook(path, read_only=True)
-        return " ".join(
-            str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row
-        )
+        return " ".join(str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row)
     if fmt in ("odt", "ods", "odp"):
         return zip_xml_text(path, lambda n: n == "content.xml")
     if fmt == "epub":
@@ -137,9 +135,7 @@ ODF_MIMES = {
 }
 
 
-def odf_bytes(
-    kind: str, body: str, scripts: str = "", extra: dict[str, str] | None = None
-) -> bytes:
+def odf_bytes(kind: str, body: str, scripts: str = "", extra: dict[str, str] | None = None) -> bytes:
     """A minimal ODF package (mimetype first and stored, as the format requires)."""
     mime = ODF_MIMES[kind]
     content = (
@@ -339,9 +335,7 @@ def test_options_are_published_and_validated() -> None:
     assert flavors["default"] == "gfm" and "commonmark" in flavors["enum"]
 
 
-def test_bad_page_range_is_refused_before_converting(
-    samples: dict[str, Path], tmp_path: Path
-) -> None:
+def test_bad_page_range_is_refused_before_converting(samples: dict[str, Path], tmp_path: Path) -> None:
     task = make_task(samples["md"], "md", "html", tmp_path)
     task.options["pages"] = "1-x"
     with pytest.raises(ConversionError, match="page range"):
@@ -353,9 +347,7 @@ def test_markdown_flavor_of_the_input(tmp_path: Path) -> None:
     md = tmp_path / "f.md"
     md.write_text("Quokka ~~gone~~ Zephyr\n", encoding="utf-8")
     gfm = html_raw(run(make_task(md, "md", "html", tmp_path / "a", markdown_flavor="gfm")))
-    strict = html_raw(
-        run(make_task(md, "md", "html", tmp_path / "b", markdown_flavor="markdown_strict"))
-    )
+    strict = html_raw(run(make_task(md, "md", "html", tmp_path / "b", markdown_flavor="markdown_strict")))
     assert "<del>gone</del>" in gfm
     assert "~~gone~~" in strict
 
@@ -476,3 +468,30 @@ def test_isolated_tool_sees_no_host_files_and_no_network(tmp_path: Path) -> None
     assert lines[0] == "no-secret"
     assert lines[1] == "visible"
     assert lines[2].split() == ["interfaces:", "lo"]  # a network namespace of its own
+
+
+# --------------------------------------------------------------------- the sandbox
+
+
+@needs_office
+async def test_through_the_sandbox(samples: dict[str, Path], tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    async def progress(value: float) -> None:
+        seen.append(value)
+
+    result = await sandbox.run(
+        "document", "docx", "pdf", {"pages": "1"}, [samples["docx"]], tmp_path / "job", progress
+    )
+    assert all(word in read_text(result.path, "pdf") for word in WORDS)
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
+
+
+@needs_office
+async def test_too_little_memory_fails_cleanly(samples: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(sandbox.SandboxError) as err:
+        await sandbox.run(
+            "document", "xlsx", "pdf", {}, [samples["xlsx"]], tmp_path / "job",
+            limits=Limits(memory_bytes=350 * 1024**2),
+        )  # fmt: skip
+    assert err.value.message

@@ -39,7 +39,7 @@ from test_document import (
     read_text,
 )
 
-from converters import office, pandoc
+from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter
 from converters.ebook import EbookConverter
 
@@ -587,9 +587,7 @@ def test_guard_reports_what_it_removed(world: World, tmp_path: Path) -> None:
 def test_guard_keeps_web_hyperlinks(tmp_path: Path) -> None:
     link = "https://example.com/page"
     src = tmp_path / "l.odt"
-    src.write_bytes(
-        odf_bytes("text", f'<text:p><text:a xlink:href="{link}">Quokka</text:a></text:p>')
-    )
+    src.write_bytes(odf_bytes("text", f'<text:p><text:a xlink:href="{link}">Quokka</text:a></text:p>'))
     assert office.guard_links(src, "odt", tmp_path) == (src, [])
     out = docx("", ("rIdH", "hyperlink", link, True))
     (tmp_path / "l.docx").write_bytes(out)
@@ -652,9 +650,7 @@ def plain_libreoffice(src: Path, out_dir: Path, profile: Path, *args: str) -> No
 
 
 @pytest.mark.parametrize("name", ["odp-linked-image", "rtf-includepicture", "doc-that-is-html"])
-def test_control_plain_libreoffice_leaks_the_local_image(
-    name: str, world: World, tmp_path: Path
-) -> None:
+def test_control_plain_libreoffice_leaks_the_local_image(name: str, world: World, tmp_path: Path) -> None:
     in_fmt, _out, build = OFFICE_ATTACKS[name]
     src = tmp_path / f"attack.{in_fmt}"
     src.write_bytes(build(world))
@@ -666,8 +662,7 @@ def test_control_plain_libreoffice_leaks_the_local_image(
             pix = page.get_pixmap(dpi=36)
             images.append(Image.frombytes("RGB", (pix.width, pix.height), pix.samples))
             images += [
-                Image.open(io.BytesIO(doc.extract_image(xref)["image"]))
-                for xref, *_ in page.get_images()
+                Image.open(io.BytesIO(doc.extract_image(xref)["image"])) for xref, *_ in page.get_images()
             ]
     assert any(magenta_share(img) > 0 for img in images), "the secret image did not leak"
     if name == "odp-linked-image":
@@ -704,3 +699,16 @@ def test_control_macro_runs_when_security_is_low(world: World, tmp_path: Path) -
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# ------------------------------------------------------------------- the sandbox
+
+
+@pytest.mark.parametrize("name", ["odp-linked-image", "docx-linked-image-http", "rtf-includepicture"])
+async def test_attack_through_the_sandbox(name: str, world: World, tmp_path: Path) -> None:
+    in_fmt, out_fmt, build = OFFICE_ATTACKS[name]
+    src = tmp_path / f"attack.{in_fmt}"
+    src.write_bytes(build(world))
+    world.connections.clear()
+    result = await sandbox.run("document", in_fmt, out_fmt, {}, [src], tmp_path / "job")
+    assert_no_leak(result.path, out_fmt, world)

@@ -11,7 +11,7 @@ import defusedxml.ElementTree as SafeET
 import pytest
 from test_document import TEXT_SAMPLES, make_task, progress_of, read_text, run_pandoc
 
-from converters import office, pandoc
+from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Task
 from converters.ebook import CalibreEbookConverter, EbookConverter
 
@@ -117,3 +117,9 @@ def test_calibre_formats_are_reported_not_offered() -> None:
         assert "ebook-convert" in (calibre.unavailable() or "")
         assert "mobi" in (calibre.unavailable() or "")
         assert calibre.pairs() == {}
+
+
+async def test_through_the_sandbox(books: dict[str, Path], tmp_path: Path) -> None:
+    result = await sandbox.run("ebook", "md", "epub", {"title": "Winds"}, [books["md"]], tmp_path / "job")
+    assert opf_metadata(result.path)["title"] == "Winds"
+    assert "Quokka" in read_text(result.path, "epub")

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from converters import pdf as pdfmod
+from converters import sandbox
 from converters.base import ConversionError, RequestError, Task
 from converters.pdf import PdfConverter
 from converters.registry import Registry
@@ -302,9 +303,7 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that declares width x height pixels but carries almost no data."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(
@@ -392,3 +391,23 @@ def test_actions_and_attachments_are_not_run(tmp_path: Path) -> None:
         result = run(task([src], "pdf", fmt, tmp_path / fmt))
         assert result.path.stat().st_size > 0
     assert not pwned.exists()
+
+
+async def test_merge_through_the_sandbox(tmp_path: Path) -> None:
+    a = make_pdf(tmp_path / "a.pdf", pages=2)
+    b = make_pdf(tmp_path / "b.pdf", pages=1)
+    seen_there: list[float] = []
+
+    async def progress(value: float) -> None:
+        seen_there.append(value)
+
+    result = await sandbox.run("pdf", "pdf", "pdf", {}, [a, b], tmp_path / "job", progress)
+    assert page_texts(result.path) == ["Page 1 Quokka", "Page 2 Quokka", "Page 1 Quokka"]
+    assert seen_there and seen_there[-1] == 1.0
+
+
+async def test_pages_to_images_through_the_sandbox(three_pages: Path, tmp_path: Path) -> None:
+    result = await sandbox.run("pdf", "pdf", "png", {"dpi": 36}, [three_pages], tmp_path / "job")
+    assert result.items == ["page-001.png", "page-002.png", "page-003.png"]
+    with zipfile.ZipFile(result.path) as zf:
+        assert zf.namelist() == result.items
