@@ -107,6 +107,8 @@ class LibreOfficeConverter(Converter):
             task.workdir,
             filter_options=_filter_options(task),
         )
+        if src != task.inputs[0]:
+            src.unlink(missing_ok=True)  # the guarded copy
         if task.output_format == "pdf":
             _check_pdf(out, task.options.get("pages", ""))
         task.progress(1.0)
@@ -237,6 +239,8 @@ def docx_to_pdf(docx: Path, workdir: Path, options: Mapping[str, object]) -> Pat
         workdir,
         filter_options=office.pdf_filter_options(pages, bool(options.get("pdf_a"))),
     )
+    for intermediate in {docx, src}:
+        intermediate.unlink(missing_ok=True)
     _check_pdf(out, pages)
     return out
 

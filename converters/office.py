@@ -242,7 +242,11 @@ def convert(
                 + (f" LibreOffice said: {detail}" if detail else "")
             ),
         )
-    return out
+    # keep the output, drop the profile and the staged input
+    final = run_dir.with_name(f"{run_dir.name}.{output_format}")
+    out.replace(final)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return final
 
 
 def _find_output(out_dir: Path, output_format: str) -> Path | None:
@@ -311,7 +315,7 @@ ISOLATION_ENV = "CONVERTD_TOOL_ISOLATION"  # auto (default) | require | off
 
 # Runs as "root" of a fresh user namespace: builds a root file system that holds /usr, a
 # few files of /etc, /dev/null & co, a private /proc and the job's folder, then chroots
-# into it. The network namespace has no interface at all, not even loopback.
+# into it. The network namespace has nothing but its own loopback, and that is down.
 _ISOLATE_SH = r"""
 set -e
 share="$1"; ro="$2"; shift 2
@@ -570,7 +574,7 @@ def _guard_package(src: Path, fmt: str, dest_dir: Path) -> tuple[Path, list[str]
                 removed += links
         if not patches:
             return src, []
-        dest = dest_dir / f"guarded.{fmt}"
+        dest = _new_file(dest_dir, fmt)
         with zipfile.ZipFile(dest, "w") as zout:
             for info in infos:
                 if info.filename in patches:
@@ -579,6 +583,13 @@ def _guard_package(src: Path, fmt: str, dest_dir: Path) -> tuple[Path, list[str]
                 with zin.open(info) as fin, zout.open(info, "w") as fout:
                     shutil.copyfileobj(fin, fout, 1024 * 1024)
     return dest, removed
+
+
+def _new_file(dest_dir: Path, fmt: str) -> Path:
+    # a name of its own: the input itself may sit in dest_dir under any name
+    fd, name = tempfile.mkstemp(prefix="guarded-", suffix=f".{fmt}", dir=dest_dir)
+    os.close(fd)
+    return Path(name)
 
 
 def _check_package(infos: list[zipfile.ZipInfo]) -> None:
@@ -785,7 +796,7 @@ def _guard_rtf(src: Path, dest_dir: Path) -> tuple[Path, list[str]]:
             continue
         out[start:end] = repl
         last = start
-    dest = dest_dir / "guarded.rtf"
+    dest = _new_file(dest_dir, "rtf")
     dest.write_bytes(bytes(out))
     return dest, removed
 

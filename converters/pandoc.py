@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import html
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -163,7 +164,10 @@ def convert(
                 + (f" pandoc said: {detail}" if detail else "")
             ),
         )
-    return out
+    final = run_dir.with_name(f"{run_dir.name}.{output_format}")
+    out.replace(final)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return final
 
 
 def _first_error(stderr: str) -> str:

@@ -6,9 +6,10 @@ passes when it either fails with a ConversionError or succeeds with neither the 
 text nor a magenta pixel in its output, no connection made and no macro run.
 
 Three layers protect LibreOffice (see converters/office.py): the locked profile, the link
-guard and the namespace isolation. The attacks run with isolation off (profile and guard
-alone) and on; one test runs with the guard off (isolation alone); and positive controls
-run plain LibreOffice on the same files to show that the attacks are real.
+guard and the namespace isolation; pandoc has --sandbox and the same isolation. Every
+attack runs with the tools' own settings alone ("tool-settings": profile and guard, or
+--sandbox) and again inside the namespaces; one test switches the guard off (isolation
+alone); positive controls run plain LibreOffice on the same files to show the attacks work.
 """
 
 from __future__ import annotations
@@ -529,7 +530,7 @@ EBOOK_ATTACKS: dict[str, Attack] = {
 # ------------------------------------------------------------------------ the tests
 
 
-@pytest.fixture(params=["profile+guard", "profile+guard+isolation"])
+@pytest.fixture(params=["tool-settings", "tool-settings+isolation"])
 def layers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param.endswith("isolation"):
         if not office.isolation_available():
@@ -549,13 +550,13 @@ def test_office_attack(name: str, layers: str, world: World, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", sorted(PANDOC_ATTACKS))
-def test_pandoc_attack(name: str, world: World, tmp_path: Path) -> None:
+def test_pandoc_attack(name: str, layers: str, world: World, tmp_path: Path) -> None:
     in_fmt, out_fmt, build = PANDOC_ATTACKS[name]
     attempt(build(world), in_fmt, out_fmt, tmp_path, world)
 
 
 @pytest.mark.parametrize("name", sorted(EBOOK_ATTACKS))
-def test_ebook_attack(name: str, world: World, tmp_path: Path) -> None:
+def test_ebook_attack(name: str, layers: str, world: World, tmp_path: Path) -> None:
     in_fmt, out_fmt, build = EBOOK_ATTACKS[name]
     attempt(build(world), in_fmt, out_fmt, tmp_path, world, EbookConverter())
 
