@@ -1,0 +1,178 @@
+"""Run pandoc (the binary pypandoc-binary ships) on one file, always with --sandbox.
+
+--sandbox keeps pandoc from reading any file or URL other than its input and its own data
+files: an image, include or stylesheet that a hostile document points at is reported as
+missing and left out. The run also goes through `office.run_isolated` (no network, no view
+of the host's files) where the machine allows it.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from converters import office
+from converters.base import ConversionError
+
+# our format name -> pandoc reader
+READERS: dict[str, str] = {
+    "md": "markdown",
+    "html": "html",
+    "rst": "rst",
+    "org": "org",
+    "tex": "latex",
+    "txt": "html",  # plain text is wrapped into HTML paragraphs first (see text_to_html)
+    "docx": "docx",
+    "odt": "odt",
+    "rtf": "rtf",
+    "epub": "epub",
+    "fb2": "fb2",
+}
+
+# our format name -> pandoc writer
+WRITERS: dict[str, str] = {
+    "md": "gfm",
+    "html": "html5",
+    "rst": "rst",
+    "org": "org",
+    "tex": "latex",
+    "txt": "plain",
+    "docx": "docx",
+    "odt": "odt",
+    "rtf": "rtf",
+    "epub": "epub3",
+    "fb2": "fb2",
+}
+
+MARKDOWN_FLAVORS: tuple[str, ...] = ("gfm", "commonmark", "markdown", "markdown_strict")
+
+# writers that produce a fragment unless asked for a whole document
+_STANDALONE = {"html", "tex", "rtf", "rst", "org"}
+
+TIMEOUT_SECONDS = 180
+MEMORY_MB = 1536  # pandoc's own heap cap (+RTS -M), below the sandbox's address-space limit
+
+
+@functools.cache
+def pandoc_path() -> str | None:
+    try:
+        import pypandoc
+
+        path = pypandoc.get_pandoc_path()
+    except (ImportError, OSError):
+        return None
+    return str(path) if path and Path(path).is_file() else None
+
+
+def unavailable() -> str | None:
+    if pandoc_path() is None:
+        return "pandoc is not installed (pip package pypandoc-binary)"
+    return office.isolation_missing_but_required()
+
+
+def text_to_html(src: Path, dest: Path) -> Path:
+    """Plain text as HTML paragraphs, so no markup in it is interpreted."""
+    raw = src.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = raw.decode("utf-16", errors="replace")
+    else:
+        text = raw.decode("utf-8-sig", errors="replace")
+    paragraphs = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    body = "\n".join(
+        "<p>" + "<br/>".join(html.escape(line) for line in para.strip("\n").split("\n")) + "</p>"
+        for para in paragraphs
+        if para.strip()
+    )
+    dest.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'/></head><body>\n{body}\n</body></html>",
+        encoding="utf-8",
+    )
+    return dest
+
+
+def convert(
+    src: Path,
+    input_format: str,
+    output_format: str,
+    workdir: Path,
+    *,
+    markdown_flavor: str | None = None,
+    toc: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    timeout: float = TIMEOUT_SECONDS,
+) -> Path:
+    """Convert src with pandoc --sandbox; return the output file inside workdir."""
+    pandoc = pandoc_path()
+    if pandoc is None:
+        raise ConversionError("pandoc is not installed on this server.", unavailable())
+    run_dir = office.fresh_dir(workdir / "pandoc-run")
+    # pandoc names an untitled book after its input file: keep the uploaded name's stem
+    stem = re.sub(r"[^\w .-]+", "_", src.stem).strip(" .") or "document"
+    if input_format == "txt":
+        staged = text_to_html(src, run_dir / f"{stem}.html")
+    else:
+        staged = run_dir / f"{stem}.{input_format}"
+        office.stage(src, staged)
+    (run_dir / "out").mkdir()
+    out = run_dir / "out" / f"{stem}.{output_format}"
+    reader = READERS[input_format]
+    writer = WRITERS[output_format]
+    if markdown_flavor:
+        if input_format == "md":
+            reader = markdown_flavor
+        if output_format == "md":
+            writer = markdown_flavor
+    cmd = [
+        pandoc,
+        "+RTS",
+        f"-M{MEMORY_MB}m",
+        "-RTS",
+        "--sandbox",
+        f"--from={reader}",
+        f"--to={writer}",
+        f"--output={out}",
+    ]
+    if output_format in _STANDALONE:
+        cmd.append("--standalone")
+    metadata = dict(metadata or {})
+    if output_format == "html":
+        # one self-contained file: images the input itself carries become data: URLs
+        cmd.append("--embed-resources")
+        cmd.append(f"--metadata=pagetitle:{metadata.get('title') or stem}")
+    cmd += [f"--metadata={key}:{value}" for key, value in metadata.items()]
+    if toc:
+        cmd.append("--toc")
+    cmd.append(str(staged))
+    proc = office.run_isolated(
+        cmd,
+        share=run_dir,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(run_dir)},
+        timeout=timeout,
+        what="pandoc",
+        read_only=[Path(pandoc).resolve()],
+    )
+    if proc.returncode != 0 or not out.is_file():
+        detail = _first_error(proc.stderr)
+        raise ConversionError(
+            f"pandoc could not convert this {input_format} file to {output_format}.",
+            hint=(
+                f"The file may be damaged or not really {input_format}."
+                + (f" pandoc said: {detail}" if detail else "")
+            ),
+        )
+    final = run_dir.with_name(f"{run_dir.name}.{output_format}")
+    out.replace(final)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return final
+
+
+def _first_error(stderr: str) -> str:
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line and not line.startswith("[WARNING]"):
+            return line[:300]
+    return ""

@@ -1,0 +1,413 @@
+"""The PDF converter: render, extract, merge, split, compress, images to PDF; and PDFs
+built to exhaust memory or to reach outside themselves."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import pymupdf
+import pytest
+from PIL import Image
+
+from converters import pdf as pdfmod
+from converters import sandbox
+from converters.base import ConversionError, RequestError, Task
+from converters.pdf import PdfConverter
+from converters.registry import Registry
+
+CONVERTER = PdfConverter()
+REGISTRY = Registry([CONVERTER])
+PAGE_COLORS = [(1, 0, 0), (0, 0.6, 0), (0, 0, 1), (1, 0.5, 0)]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def __call__(self, fraction: float) -> None:
+        self.seen.append(fraction)
+
+
+def make_pdf(path: Path, pages: int = 3, size: tuple[float, float] = (300, 400)) -> Path:
+    """Page n says 'Page n Quokka' over a large rectangle of its own colour."""
+    with pymupdf.open() as doc:
+        for n in range(pages):
+            page = doc.new_page(width=size[0], height=size[1])
+            page.draw_rect(pymupdf.Rect(20, 60, size[0] - 20, size[1] - 20),
+                           color=None, fill=PAGE_COLORS[n % len(PAGE_COLORS)])  # fmt: skip
+            page.insert_text((20, 40), f"Page {n + 1} Quokka", fontsize=14)
+        doc.save(path)
+    return path
+
+
+def task(paths: list[Path], in_fmt: str, out_fmt: str, workdir: Path, **options: object) -> Task:
+    workdir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for n, src in enumerate(paths):
+        dest = workdir / f"in{n}.{in_fmt}"
+        dest.write_bytes(src.read_bytes())
+        staged.append(dest)
+    values = REGISTRY.validate("pdf", in_fmt, out_fmt, options)
+    return Task(staged, in_fmt, out_fmt, values, workdir, Recorder())
+
+
+def run(t: Task):  # -> Result
+    CONVERTER.check(t)
+    result = CONVERTER.convert(t)
+    assert result.path.is_file() and result.path.parent == t.workdir
+    return result
+
+
+def seen(t: Task) -> list[float]:
+    assert isinstance(t.progress, Recorder)
+    return t.progress.seen
+
+
+def center_color(img: Image.Image) -> tuple[int, int, int]:
+    rgb = img.convert("RGB")
+    return rgb.getpixel((rgb.width // 2, rgb.height // 2))  # type: ignore[return-value]
+
+
+def close_to(color: tuple[int, int, int], fraction: tuple[float, float, float]) -> bool:
+    return all(abs(c - f * 255) < 40 for c, f in zip(color, fraction, strict=True))
+
+
+def page_texts(path: Path) -> list[str]:
+    with pymupdf.open(path) as doc:
+        return [page.get_text().strip() for page in doc]
+
+
+@pytest.fixture
+def three_pages(tmp_path: Path) -> Path:
+    return make_pdf(tmp_path / "three.pdf")
+
+
+# ---------------------------------------------------------------------- the pairs
+
+
+def test_pairs() -> None:
+    pairs = CONVERTER.pairs()
+    assert pairs["pdf"] == {"png", "jpg", "webp", "txt", "pdf", "zip"}
+    for fmt in ("jpg", "png", "webp", "tiff", "gif", "bmp"):
+        assert pairs[fmt] == {"pdf"}
+    assert CONVERTER.multi_input
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_render_one_page(fmt: str, three_pages: Path, tmp_path: Path) -> None:
+    t = task([three_pages], "pdf", fmt, tmp_path, pages="2", dpi=144)
+    result = run(t)
+    assert result.items == []
+    img = Image.open(result.path)
+    assert img.format == {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[fmt]
+    assert img.size == (600, 800)  # 300x400 pt at 144 dpi
+    assert close_to(center_color(img), PAGE_COLORS[1])
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_render_several_pages_to_a_zip(fmt: str, three_pages: Path, tmp_path: Path) -> None:
+    t = task([three_pages], "pdf", fmt, tmp_path, dpi=72)
+    result = run(t)
+    assert result.items == [f"page-001.{fmt}", f"page-002.{fmt}", f"page-003.{fmt}"]
+    with zipfile.ZipFile(result.path) as zf:
+        assert zf.namelist() == result.items
+        for n, name in enumerate(result.items):
+            img = Image.open(io.BytesIO(zf.read(name)))
+            assert img.size == (300, 400)
+            assert close_to(center_color(img), PAGE_COLORS[n])
+    assert seen(t) == pytest.approx([1 / 3, 2 / 3, 1.0])  # one step per page
+
+
+def test_dpi_and_quality_are_bounded() -> None:
+    for bad in ({"dpi": 700}, {"dpi": 20}, {"quality": 0}):
+        with pytest.raises(RequestError):
+            REGISTRY.validate("pdf", "pdf", "jpg", bad)
+    schema = REGISTRY.options_schema("pdf", "pdf", "png")["properties"]
+    assert schema["dpi"] == {
+        "type": "integer", "description": schema["dpi"]["description"],
+        "default": 150, "minimum": 36, "maximum": 600,
+    }  # fmt: skip
+    assert "quality" not in schema  # png is lossless
+
+
+def test_text(three_pages: Path, tmp_path: Path) -> None:
+    result = run(task([three_pages], "pdf", "txt", tmp_path, pages="3,1"))
+    pages = result.path.read_text(encoding="utf-8").split("\f")
+    assert [p.strip() for p in pages] == ["Page 3 Quokka", "Page 1 Quokka"]
+
+
+def test_select_and_reorder_pages(three_pages: Path, tmp_path: Path) -> None:
+    result = run(task([three_pages], "pdf", "pdf", tmp_path, pages="3-2,1"))
+    assert page_texts(result.path) == ["Page 3 Quokka", "Page 2 Quokka", "Page 1 Quokka"]
+
+
+def test_page_outside_the_document(three_pages: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="Page 7 does not exist"):
+        run(task([three_pages], "pdf", "pdf", tmp_path, pages="2-7"))
+    with pytest.raises(ConversionError, match="not a page range"):
+        run(task([three_pages], "pdf", "txt", tmp_path, pages="one"))
+
+
+def test_split(three_pages: Path, tmp_path: Path) -> None:
+    t = task([three_pages], "pdf", "zip", tmp_path)
+    result = run(t)
+    assert result.items == ["page-001.pdf", "page-002.pdf", "page-003.pdf"]
+    with zipfile.ZipFile(result.path) as zf:
+        for n, name in enumerate(result.items):
+            with pymupdf.open("pdf", zf.read(name)) as part:
+                assert part.page_count == 1
+                assert part[0].get_text().strip() == f"Page {n + 1} Quokka"
+    assert seen(t)[-1] == 1.0 and len(seen(t)) == 3
+
+
+def test_merge(tmp_path: Path) -> None:
+    a = make_pdf(tmp_path / "a.pdf", pages=2)
+    b = make_pdf(tmp_path / "b.pdf", pages=3)
+    t = task([a, b], "pdf", "pdf", tmp_path / "job")
+    result = run(t)
+    assert page_texts(result.path) == [
+        "Page 1 Quokka", "Page 2 Quokka", "Page 1 Quokka", "Page 2 Quokka", "Page 3 Quokka",
+    ]  # fmt: skip
+    assert seen(t)[-1] == 1.0 and len(seen(t)) >= 3
+
+
+def test_merge_pdf_and_image(tmp_path: Path) -> None:
+    a = make_pdf(tmp_path / "a.pdf", pages=1)
+    img = tmp_path / "b.png"
+    Image.new("RGB", (200, 100), (0, 0, 255)).save(img)
+    t = task([a, img], "pdf", "pdf", tmp_path / "job")
+    result = run(t)
+    with pymupdf.open(result.path) as doc:
+        assert doc.page_count == 2
+        pix = doc[1].get_pixmap(dpi=72)
+    page2 = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    assert close_to(center_color(page2), (0, 0, 1))
+
+
+def test_only_pdf_output_takes_several_files(three_pages: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="Only PDF output"):
+        run(task([three_pages, three_pages], "pdf", "png", tmp_path))
+
+
+def noisy_image_pdf(path: Path) -> Path:
+    """A page holding a 1200x1200 noisy photo drawn 2 inches wide (600 dpi)."""
+    noise = Image.effect_noise((1200, 1200), 80).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    with pymupdf.open() as doc:
+        page = doc.new_page(width=300, height=300)
+        page.insert_image(pymupdf.Rect(0, 0, 144, 144), stream=buf.getvalue())
+        page.insert_text((20, 200), "Quokka")
+        doc.save(path)
+    return path
+
+
+def test_compress_downsamples_images(tmp_path: Path) -> None:
+    src = noisy_image_pdf(tmp_path / "photo.pdf")
+    plain = run(task([src], "pdf", "pdf", tmp_path / "a"))
+    small = run(task([src], "pdf", "pdf", tmp_path / "b", compress=True, image_dpi=72))
+    assert small.path.stat().st_size < plain.path.stat().st_size / 4
+    with pymupdf.open(small.path) as doc:
+        ((xref, *_),) = doc[0].get_images()
+        width = doc.extract_image(xref)["width"]
+        assert width <= 160  # 2 inches at 72 dpi, give or take
+        assert "Quokka" in doc[0].get_text()
+
+
+# --------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "tiff", "gif", "bmp"])
+def test_image_to_pdf(fmt: str, tmp_path: Path) -> None:
+    src = tmp_path / f"img.{fmt}"
+    Image.new("RGB", (160, 120), (0, 150, 0)).save(
+        src, {"jpg": "JPEG", "tiff": "TIFF"}.get(fmt, fmt.upper()), dpi=(72, 72)
+    )
+    result = run(task([src], fmt, "pdf", tmp_path / "job"))
+    with pymupdf.open(result.path) as doc:
+        assert doc.page_count == 1
+        # 160x120 pixels: at their 72 dpi, or at img2pdf's 96 dpi when the format has none
+        assert doc[0].rect.width / doc[0].rect.height == pytest.approx(4 / 3, rel=0.01)
+        if fmt in ("jpg", "png", "tiff", "bmp"):
+            assert doc[0].rect.width == pytest.approx(160, abs=1)
+        pix = doc[0].get_pixmap(dpi=72)
+    img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    assert close_to(center_color(img), (0, 0.59, 0))
+
+
+def test_alpha_png_is_flattened_onto_white(tmp_path: Path) -> None:
+    src = tmp_path / "alpha.png"
+    img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))  # fully transparent
+    img.paste((255, 0, 0, 255), (0, 0, 50, 100))  # opaque red left half
+    img.save(src)
+    result = run(task([src], "png", "pdf", tmp_path / "job"))
+    with pymupdf.open(result.path) as doc:
+        pix = doc[0].get_pixmap(dpi=72)
+    page = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    mid = page.height // 2
+    assert close_to(page.getpixel((page.width // 4, mid)), (1, 0, 0))  # type: ignore[arg-type]
+    assert close_to(page.getpixel((page.width * 3 // 4, mid)), (1, 1, 1))  # type: ignore[arg-type]
+
+
+def test_several_images_on_a4(tmp_path: Path) -> None:
+    paths = []
+    for n, color in enumerate([(255, 0, 0), (0, 0, 255), (0, 128, 0)]):
+        paths.append(tmp_path / f"{n}.jpg")
+        Image.new("RGB", (300, 200), color).save(paths[-1])
+    t = task(paths, "jpg", "pdf", tmp_path / "job", page_size="a4")
+    result = run(t)
+    with pymupdf.open(result.path) as doc:
+        assert doc.page_count == 3
+        for page in doc:
+            # landscape images turn the A4 page to landscape
+            assert sorted((round(page.rect.width), round(page.rect.height))) == [595, 842]
+    assert len(seen(t)) >= 3 and seen(t)[-1] == 1.0
+
+
+# ---------------------------------------------------------------------- hostile
+
+
+def test_huge_page_is_refused_before_rendering(tmp_path: Path) -> None:
+    src = make_pdf(tmp_path / "huge.pdf", pages=1, size=(14400, 14400))  # 200 x 200 inches
+    t = task([src], "pdf", "png", tmp_path / "job", dpi=300)
+    with pytest.raises(ConversionError, match="million pixel limit") as err:
+        CONVERTER.check(t)
+    assert "dpi" in (err.value.hint or "")
+    # the same page at a modest resolution is fine to check
+    CONVERTER.check(task([src], "pdf", "png", tmp_path / "job2", dpi=36))
+
+
+def test_too_many_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_pdf(tmp_path / "six.pdf", pages=6)
+    monkeypatch.setattr(pdfmod, "MAX_RENDER_PAGES", 5)
+    with pytest.raises(ConversionError, match="over the limit of 5"):
+        CONVERTER.check(task([src], "pdf", "png", tmp_path / "a", dpi=36))
+    CONVERTER.check(task([src], "pdf", "png", tmp_path / "b", dpi=36, pages="1-5"))
+    monkeypatch.setattr(pdfmod, "MAX_PAGES", 5)
+    with pytest.raises(ConversionError, match="more than 5 pages"):
+        CONVERTER.check(task([src], "pdf", "txt", tmp_path / "c"))
+
+
+def test_total_pixels_of_a_job_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_pdf(tmp_path / "p.pdf", pages=3)
+    monkeypatch.setattr(pdfmod, "MAX_TOTAL_PIXELS", 2 * 300 * 400 * 4)  # two pages at 144 dpi
+    with pytest.raises(ConversionError, match="billion"):
+        CONVERTER.check(task([src], "pdf", "png", tmp_path / "a", dpi=144))
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height pixels but carries almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
+def test_image_bomb_is_refused_by_its_header(tmp_path: Path) -> None:
+    src = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(ConversionError, match="pixel"):
+        CONVERTER.check(task([src], "png", "pdf", tmp_path / "job"))
+
+
+def test_password_protected_pdf(tmp_path: Path) -> None:
+    src = tmp_path / "locked.pdf"
+    with pymupdf.open() as doc:
+        doc.new_page().insert_text((50, 50), "Quokka")
+        doc.save(src, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="u", owner_pw="o")
+    with pytest.raises(ConversionError, match="password"):
+        CONVERTER.check(task([src], "pdf", "txt", tmp_path / "job"))
+
+
+def test_not_a_pdf(tmp_path: Path) -> None:
+    src = tmp_path / "x.pdf"
+    src.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 100)
+    with pytest.raises(ConversionError):
+        run(task([src], "pdf", "txt", tmp_path / "job"))
+
+
+def external_stream_pdf(path: Path, target: Path, inline: bool) -> Path:
+    """A page drawing an 8x8 RGB image whose samples live in `target` (/F), or inline."""
+    with pymupdf.open() as doc:
+        page = doc.new_page(width=200, height=200)
+        page.insert_text((20, 20), "Quokka")
+        xref = doc.get_new_xref()
+        doc.update_object(xref, "<< /Type /XObject /Subtype /Image /Width 8 /Height 8 "
+                                "/ColorSpace /DeviceRGB /BitsPerComponent 8 >>")  # fmt: skip
+        if inline:
+            doc.update_stream(xref, target.read_bytes(), compress=False)
+        else:
+            doc.update_stream(xref, b"", compress=False)
+            doc.xref_set_key(xref, "F", pymupdf.get_pdf_str(str(target)))
+        content = doc.get_new_xref()
+        doc.update_object(content, "<< >>")
+        doc.update_stream(content, b"q 100 0 0 100 50 50 cm /Im1 Do Q")
+        doc.xref_set_key(page.xref, "Resources", f"<< /XObject << /Im1 {xref} 0 R >> >>")
+        doc.xref_set_key(page.xref, "Contents", f"{content} 0 R")
+        doc.save(path)
+    return path
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["control-inline", "external-file"])
+def test_external_stream_is_not_read(inline: bool, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"\xff\x00\xff" * 64)  # magenta samples
+    src = external_stream_pdf(tmp_path / "ext.pdf", secret, inline)
+    img = Image.open(run(task([src], "pdf", "png", tmp_path / "job", dpi=72)).path).convert("RGB")
+    magenta = sum(n for n, c in img.getcolors(1 << 20) or [] if c == (255, 0, 255))
+    if inline:
+        assert magenta > 1000  # the control: the same image, carried inline, is drawn
+    else:
+        assert magenta == 0
+
+
+def test_actions_and_attachments_are_not_run(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    src = tmp_path / "active.pdf"
+    with pymupdf.open() as doc:
+        page = doc.new_page()
+        page.insert_text((50, 50), "Quokka")
+        doc.embfile_add("payload.sh", f"touch {pwned}\n".encode(), filename="payload.sh")
+        launch = doc.get_new_xref()
+        doc.update_object(launch, f"<< /S /Launch /F (/usr/bin/touch) /Win << /F (cmd.exe) >> "
+                                  f"/Unix << /F (/usr/bin/touch) /P ({pwned}) >> >>")  # fmt: skip
+        js = doc.get_new_xref()
+        doc.update_object(js, "<< /S /JavaScript /JS (app.launchURL('http://127.0.0.1:9/')) >>")
+        doc.xref_set_key(doc.pdf_catalog(), "OpenAction", f"{launch} 0 R")
+        doc.xref_set_key(launch, "Next", f"{js} 0 R")
+        page.insert_link({"kind": pymupdf.LINK_LAUNCH, "from": pymupdf.Rect(0, 0, 200, 200),
+                          "file": "/usr/bin/touch"})  # fmt: skip
+        doc.save(src)
+    for fmt in ("png", "txt", "pdf", "zip"):
+        result = run(task([src], "pdf", fmt, tmp_path / fmt))
+        assert result.path.stat().st_size > 0
+    assert not pwned.exists()
+
+
+async def test_merge_through_the_sandbox(tmp_path: Path) -> None:
+    a = make_pdf(tmp_path / "a.pdf", pages=2)
+    b = make_pdf(tmp_path / "b.pdf", pages=1)
+    seen_there: list[float] = []
+
+    async def progress(value: float) -> None:
+        seen_there.append(value)
+
+    result = await sandbox.run("pdf", "pdf", "pdf", {}, [a, b], tmp_path / "job", progress)
+    assert page_texts(result.path) == ["Page 1 Quokka", "Page 2 Quokka", "Page 1 Quokka"]
+    assert seen_there and seen_there[-1] == 1.0
+
+
+async def test_pages_to_images_through_the_sandbox(three_pages: Path, tmp_path: Path) -> None:
+    result = await sandbox.run("pdf", "pdf", "png", {"dpi": 36}, [three_pages], tmp_path / "job")
+    assert result.items == ["page-001.png", "page-002.png", "page-003.png"]
+    with zipfile.ZipFile(result.path) as zf:
+        assert zf.namelist() == result.items
