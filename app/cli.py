@@ -306,7 +306,13 @@ async def doctor(args: argparse.Namespace) -> None:
         print("ok       conversions run in a private network namespace (no network)")
     else:
         print("warning  conversions can reach the network: the kernel refused a network namespace")
-    if missing:
+    from converters import office
+
+    if office.isolation_used():
+        print("ok       LibreOffice and pandoc run in their own namespaces (only /usr visible)")
+    else:
+        print("warning  LibreOffice and pandoc run without namespace isolation")
+    if reg.missing:  # a whole engine is gone; optional formats (calibre's) are only reported
         sys.exit(1)
 
 
