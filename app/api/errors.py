@@ -1,4 +1,8 @@
-"""The one place REST errors become JSON: an aiohttp middleware over ConvertdError."""
+"""The one place HTTP-level errors become JSON: an aiohttp middleware over ConvertdError.
+
+Errors raised before a GraphQL operation runs (an oversized or unauthenticated multipart
+upload) are rendered in the GraphQL response shape on /graphql, REST's everywhere else.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,16 @@ log = logging.getLogger(__name__)
 ERROR_CODE = web.ResponseKey("convertd.error_code", str)  # the error code, for the request log
 
 
-def render(err: ConvertdError) -> web.Response:
-    response = web.json_response(err.body(), status=err.status, headers=err.headers)
+GRAPHQL_PATH = "/graphql"
+
+
+def render(err: ConvertdError, path: str = "") -> web.Response:
+    body = (
+        {"data": None, "errors": [{"message": err.message, "extensions": err.extensions}]}
+        if path == GRAPHQL_PATH
+        else err.body()
+    )
+    response = web.json_response(body, status=err.status, headers=err.headers)
     response[ERROR_CODE] = err.code.value
     return response
 
@@ -25,7 +37,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     try:
         return await handler(request)
     except ConvertdError as err:
-        return render(err)
+        return render(err, request.path)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/v1"):
             raise

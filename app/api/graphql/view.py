@@ -21,6 +21,7 @@ from app.services import usage
 from app.storage import IncomingFile
 
 FORM = web.RequestKey("convertd.form", object)
+AUTH_ERROR = web.RequestKey("convertd.auth_error", ConvertdError)
 
 # Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
 PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
@@ -43,6 +44,8 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             principal, error = ctx.principal_or_none, ctx.auth_error
             headers = principal.rate.headers() if principal and principal.rate else {}
             response.headers.update(error.headers if error else headers)
+            if error is not None:
+                request[AUTH_ERROR] = error  # an upload from a refused caller is never stored
         return ctx
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -86,6 +89,8 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
                 "Multipart GraphQL requests need a non-simple header (CSRF protection).",
                 hint="Send your key in X-API-Key or Authorization, or add Apollo-Require-Preflight: true.",
             )
+        if AUTH_ERROR in aio_request:
+            raise aio_request[AUTH_ERROR]
         rt = runtime(aio_request)
         form_cm = read_form(aio_request, rt)
         form = await form_cm.__aenter__()
