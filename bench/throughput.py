@@ -51,9 +51,16 @@ async def one_job(http: aiohttp.ClientSession, base: str, key: str, kind: str) -
     async with http.ws_connect(f"{base}/graphql", protocols=["graphql-transport-ws"]) as ws:
         await ws.send_json({"type": "connection_init", "payload": {"apiKey": key}})
         await ws.receive_json()
-        await ws.send_json({"id": "1", "type": "subscribe", "payload": {
-            "query": "subscription($id: ID!) { jobUpdates(jobId: $id) { status } }",
-            "variables": {"id": job["job_id"]}}})
+        await ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {
+                    "query": "subscription($id: ID!) { jobUpdates(jobId: $id) { status } }",
+                    "variables": {"id": job["job_id"]},
+                },
+            }
+        )
         while True:
             msg = await ws.receive_json()
             if msg["type"] == "complete":

@@ -135,8 +135,7 @@ class ArchiveConverter(Converter):
                 )
         if len(task.inputs) > self.bounds.max_members:
             raise ConversionError(
-                f"{len(task.inputs)} files are more than the {self.bounds.max_members} "
-                "one archive may hold.",
+                f"{len(task.inputs)} files are more than the {self.bounds.max_members} one archive may hold.",
                 hint="Send fewer files per job.",
             )
 
@@ -171,8 +170,7 @@ class ArchiveConverter(Converter):
             return found  # type: ignore[return-value]
         if found is None:
             raise ConversionError(
-                f"The file is not a {declared} archive: its content is not any archive "
-                "format we know.",
+                f"The file is not a {declared} archive: its content is not any archive format we know.",
                 hint="Check the file; to store it inside an archive, send it with its own "
                 "extension (e.g. .pdf).",
             )
@@ -184,9 +182,7 @@ class ArchiveConverter(Converter):
     def convert(self, task: Task) -> Result:
         out_fmt = canonical(task.output_format)
         if out_fmt not in {canonical(f) for f in self._writable()}:
-            raise ConversionError(
-                f"Cannot write '{out_fmt}' archives.", hint="Pick zip, tar or 7z."
-            )
+            raise ConversionError(f"Cannot write '{out_fmt}' archives.", hint="Pick zip, tar or 7z.")
         self._check_inputs(task)
         level = int(task.options.get("compression_level", 6))
         ext = task.output_format.strip().lower().lstrip(".")  # tgz stays tgz in the name

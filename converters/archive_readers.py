@@ -146,8 +146,7 @@ def _zip_open(path: Path, audit: Audit) -> zipfile.ZipFile:
     declared = zip_declared_entries(path)
     if declared is not None and declared > audit.bounds.max_members:
         raise ConversionError(
-            f"The archive declares {declared} entries, more than the "
-            f"{audit.bounds.max_members} allowed.",
+            f"The archive declares {declared} entries, more than the {audit.bounds.max_members} allowed.",
             hint="Split it into smaller archives.",
         )
     return zipfile.ZipFile(path)
@@ -240,9 +239,7 @@ def scan_tar(path: Path, fmt: str, audit: Audit) -> None:
         raise damaged(fmt, exc) from exc
 
 
-def extract_tar(
-    path: Path, fmt: str, staging: Staging, audit: Audit, progress: Progress, count: int
-) -> None:
+def extract_tar(path: Path, fmt: str, staging: Staging, audit: Audit, progress: Progress, count: int) -> None:
     """Unpack a tar already listed by scan_tar (`count` entries); headers are audited again."""
     try:
         for n, (tar, ti) in enumerate(_tar_entries(path, fmt), 1):
@@ -285,9 +282,7 @@ def single_name(path: Path, fmt: str) -> str:
     return name or "data"
 
 
-def extract_single(
-    path: Path, fmt: str, staging: Staging, audit: Audit, progress: Progress
-) -> None:
+def extract_single(path: Path, fmt: str, staging: Staging, audit: Audit, progress: Progress) -> None:
     # No trustworthy declared size (gzip's is mod 4 GiB, and per member): the sink's live
     # limits and ratio check are what stop a bomb here.
     m = Member(single_name(path, fmt), "file", None, 0o644, path.stat().st_mtime)

@@ -30,9 +30,7 @@ def _anonymous(ti: tarfile.TarInfo) -> tarfile.TarInfo:
     return ti
 
 
-def _write_tar(
-    out: Path, fmt: str, level: int, entries: Sequence[Entry], progress: Progress
-) -> None:
+def _write_tar(out: Path, fmt: str, level: int, entries: Sequence[Entry], progress: Progress) -> None:
     kwargs: dict[str, int] = {}
     if fmt == "tar.gz":
         kwargs["compresslevel"] = level

@@ -19,8 +19,7 @@ from converters.base import Converter, Limits, Option, Result, Task
 _PCM_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
-_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200,
-              96000)
+_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +43,26 @@ AUDIO_CODECS: Mapping[str, AudioCodec] = {
     "flac": AudioCodec("flac", "flac", None, _PCM_RATES, (1, 2, 6, 8)),
     "ogg": AudioCodec("ogg", "libvorbis", (160, 64, 500), _PCM_RATES, (1, 2, 6, 8)),
     "opus": AudioCodec("opus", "libopus", (128, 16, 256), _OPUS_RATES, (1, 2)),
-    "m4a": AudioCodec("ipod", "aac", (160, 32, 320), _AAC_RATES, (1, 2, 6, 8),
-                      {"movflags": "+faststart"}),
+    "m4a": AudioCodec("ipod", "aac", (160, 32, 320), _AAC_RATES, (1, 2, 6, 8), {"movflags": "+faststart"}),
     # ADTS headers stop at 5.1
     "aac": AudioCodec("adts", "aac", (160, 32, 320), _AAC_RATES, (1, 2, 6)),
 }
 
 # libvorbis refuses most bitrates away from 44.1/48 kHz stereo; its quality scale works at
 # every rate, so a bitrate is turned into the quality that lands near it (stereo, 44.1 kHz).
-_VORBIS_QUALITY = ((64, 0), (80, 1), (96, 2), (112, 3), (128, 4), (160, 5), (192, 6),
-                   (224, 7), (256, 8), (320, 9), (500, 10))
+_VORBIS_QUALITY = (
+    (64, 0),
+    (80, 1),
+    (96, 2),
+    (112, 3),
+    (128, 4),
+    (160, 5),
+    (192, 6),
+    (224, 7),
+    (256, 8),
+    (320, 9),
+    (500, 10),
+)
 
 # What loudness normalisation aims at: EBU R128 streaming level.
 _LOUDNORM = {"i": -16, "tp": -1.5, "lra": 11}
@@ -82,17 +91,21 @@ def audio_options(output_format: str) -> dict[str, Option]:
     opts: dict[str, Option] = {}
     if codec.bitrate:
         default, low, high = codec.bitrate
-        opts["bitrate"] = Option("integer", "Audio bitrate in kbit/s.", default=default,
-                                 minimum=low, maximum=high)
+        opts["bitrate"] = Option(
+            "integer", "Audio bitrate in kbit/s.", default=default, minimum=low, maximum=high
+        )
     opts["sample_rate"] = Option(
-        "integer", "Sample rate in Hz (default: keep the source's when the format allows it).",
-        enum=codec.sample_rates)
+        "integer",
+        "Sample rate in Hz (default: keep the source's when the format allows it).",
+        enum=codec.sample_rates,
+    )
     opts["channels"] = Option(
-        "integer", "Number of channels: 1 mono, 2 stereo, 6 for 5.1, 8 for 7.1 (default: "
-        "keep the source's).", enum=codec.channels)
+        "integer",
+        "Number of channels: 1 mono, 2 stereo, 6 for 5.1, 8 for 7.1 (default: keep the source's).",
+        enum=codec.channels,
+    )
     opts.update(media.trim_options())
-    opts["normalize"] = Option("boolean", "Normalise loudness to -16 LUFS (EBU R128).",
-                               default=False)
+    opts["normalize"] = Option("boolean", "Normalise loudness to -16 LUFS (EBU R128).", default=False)
     return opts
 
 
@@ -115,8 +128,13 @@ def encode_audio(task: Task, limits: Limits) -> Result:
     if opts.get("normalize"):
         stream = stream.filter("loudnorm", **_LOUDNORM)
 
-    kwargs: dict[str, Any] = {**media.output_args(info, window, limits), "vn": None,
-                              "c:a": codec.encoder, "f": codec.muxer, **codec.extra}
+    kwargs: dict[str, Any] = {
+        **media.output_args(info, window, limits),
+        "vn": None,
+        "c:a": codec.encoder,
+        "f": codec.muxer,
+        **codec.extra,
+    }
     if codec.bitrate:
         kbps = opts.get("bitrate") or codec.bitrate[0]
         if codec.encoder == "libvorbis":
@@ -124,20 +142,25 @@ def encode_audio(task: Task, limits: Limits) -> Result:
         else:
             kwargs["b:a"] = f"{kbps}k"
     rate = opts.get("sample_rate")
-    if rate is None and (opts.get("normalize") or info.audio.sample_rate not in
-                         codec.sample_rates):
+    if rate is None and (opts.get("normalize") or info.audio.sample_rate not in codec.sample_rates):
         # loudnorm works at 192 kHz; otherwise the source rate is one the codec lacks
         rate = _nearest_rate(info.audio.sample_rate or 48000, codec.sample_rates)
     if rate:
         kwargs["ar"] = rate
     channels = opts.get("channels") or (
-        codec.max_channels if info.audio.channels > codec.max_channels else None)
+        codec.max_channels if info.audio.channels > codec.max_channels else None
+    )
     if channels:
         kwargs["ac"] = channels
 
     out = media.output_path(task.workdir, task.output_format)
-    media.run(ffmpeg.output(stream, f"file:{out}", **kwargs), out, window=window,
-              progress=task.progress, limits=limits)
+    media.run(
+        ffmpeg.output(stream, f"file:{out}", **kwargs),
+        out,
+        window=window,
+        progress=task.progress,
+        limits=limits,
+    )
     return Result(out)
 
 

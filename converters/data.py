@@ -135,9 +135,7 @@ def read_toml(path: Path, opts: Mapping[str, Any]) -> Any:
 
 def read_xml(path: Path, opts: Mapping[str, Any]) -> Any:
     try:
-        root = xml_fromstring(
-            path.read_bytes(), forbid_dtd=False, forbid_entities=True, forbid_external=True
-        )
+        root = xml_fromstring(path.read_bytes(), forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise ConversionError(
             "The XML declares entities or external references, which are not allowed.",
@@ -587,8 +585,7 @@ class DataConverter(Converter):
         if input_format in TABLE:
             opts["header"] = Option(
                 "boolean",
-                "The first row holds column names: rows "
-                "become objects keyed by them (else arrays).",
+                "The first row holds column names: rows become objects keyed by them (else arrays).",
                 default=True,
             )
         if input_format in ("csv", "tsv"):
@@ -600,8 +597,7 @@ class DataConverter(Converter):
         if input_format == "xlsx":
             opts["sheet"] = Option(
                 "string",
-                "Sheet to read: its name, or its number (1 is "
-                "the first). Default: the first sheet.",
+                "Sheet to read: its name, or its number (1 is the first). Default: the first sheet.",
             )
         elif output_format == "xlsx":
             opts["sheet"] = Option("string", "Name of the sheet to write.", default="Sheet1")

@@ -133,8 +133,7 @@ def _bomb_guard_off() -> Iterator[None]:
 def _check_pixels(width: int, height: int, limit: int = PIXEL_LIMIT) -> None:
     if width * height > limit:
         raise ConversionError(
-            f"The image declares {width}x{height} pixels, over the "
-            f"{limit / 1e6:.0f} million pixel limit.",
+            f"The image declares {width}x{height} pixels, over the {limit / 1e6:.0f} million pixel limit.",
             "Send a smaller image; an image this large is refused before it is decoded.",
         )
 
@@ -240,9 +239,7 @@ def _normalize(im: Image.Image) -> Image.Image:
             return im.convert("LA" if im.mode == "L" else "RGBA")
         return im
     if im.mode == "P":
-        return im.convert(
-            "RGBA" if "transparency" in im.info or im.has_transparency_data else "RGB"
-        )
+        return im.convert("RGBA" if "transparency" in im.info or im.has_transparency_data else "RGB")
     if im.mode == "PA":
         return im.convert("RGBA")
     if im.mode in ("1", "I;16", "I;16B", "I;16L", "I", "F"):
@@ -451,9 +448,7 @@ def svg_render(data: bytes, opts: Mapping[str, Any], limit: int, workdir: Path) 
             resources_dir=str(empty),
         )  # fmt: skip
     except ValueError as exc:
-        raise ConversionError(
-            "The SVG could not be rendered.", f"resvg said: {str(exc)[:200]}"
-        ) from exc
+        raise ConversionError("The SVG could not be rendered.", f"resvg said: {str(exc)[:200]}") from exc
     im = Image.open(io.BytesIO(png))
     im.load()
     return im
@@ -545,9 +540,7 @@ class ImageConverter(Converter):
         background = _background(task.options)
         with _strict():
             if task.input_format == "svg":
-                src = svg_render(
-                    task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT, task.workdir
-                )
+                src = svg_render(task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT, task.workdir)
                 frames, durations, meta = [src], [], _metadata(src)
             else:
                 frames, durations, meta = self._decode(task)

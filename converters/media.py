@@ -138,8 +138,13 @@ def ffmpeg_missing() -> str | None:
     if exe is None:
         return "imageio-ffmpeg ships no ffmpeg binary for this platform and none is on PATH"
     try:
-        subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, timeout=30,
-                       check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [exe, "-hide_banner", "-version"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"ffmpeg at {exe} does not run: {exc}"
     return None
@@ -149,8 +154,9 @@ def _listing(flag: str) -> frozenset[str]:
     exe = ffmpeg_exe()
     if exe is None or ffmpeg_missing():
         return frozenset()
-    out = subprocess.run([exe, "-hide_banner", flag], capture_output=True, text=True,
-                         timeout=30, stdin=subprocess.DEVNULL).stdout
+    out = subprocess.run(
+        [exe, "-hide_banner", flag], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    ).stdout
     names: set[str] = set()
     for line in out.splitlines():
         parts = line.split()
@@ -240,8 +246,7 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
         raise ConversionError(
             f"The file could not be read as {declared}: it is damaged, truncated or not an "
             f"audio/video file ({_av_reason(exc)}).",
-            hint=(f"It looks like: {seen}. " if seen else "")
-            + f"Upload a complete {declared} file.",
+            hint=(f"It looks like: {seen}. " if seen else "") + f"Upload a complete {declared} file.",
         ) from None
     with container:
         names = container.format.name.split(",")
@@ -249,8 +254,7 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
             detected = _FRIENDLY.get(names[0], names[0])
             raise ConversionError(
                 f"The file is not {declared}: its content is {detected}.",
-                hint=f"Send it with input format {detected.split('/')[0]}, or upload a "
-                f"real {declared} file.",
+                hint=f"Send it with input format {detected.split('/')[0]}, or upload a real {declared} file.",
             )
         return MediaInfo(
             demuxer=expected,
@@ -330,10 +334,18 @@ def require_tracks(info: MediaInfo, *, audio: bool = False, video: bool = False)
 
 def trim_options() -> dict[str, Option]:
     return {
-        "start": Option("number", "Start of the part to keep, in seconds from the beginning.",
-                        minimum=0, maximum=MAX_DURATION),
-        "end": Option("number", "End of the part to keep, in seconds from the beginning "
-                      "(default: the end of the file).", minimum=0, maximum=MAX_DURATION),
+        "start": Option(
+            "number",
+            "Start of the part to keep, in seconds from the beginning.",
+            minimum=0,
+            maximum=MAX_DURATION,
+        ),
+        "end": Option(
+            "number",
+            "End of the part to keep, in seconds from the beginning (default: the end of the file).",
+            minimum=0,
+            maximum=MAX_DURATION,
+        ),
     }
 
 
@@ -357,8 +369,7 @@ def trim_window(info: MediaInfo, options: Mapping[str, Any]) -> Window:
         )
     if info.duration is not None and start >= info.duration:
         raise ConversionError(
-            f"The start ({start:g} s) is at or past the end of the file "
-            f"({info.duration:.2f} s).",
+            f"The start ({start:g} s) is at or past the end of the file ({info.duration:.2f} s).",
             hint=f"Pick a start below {info.duration:.2f} seconds.",
         )
     stop = end if info.duration is None else min(end or info.duration, info.duration)
@@ -422,8 +433,15 @@ def output_args(info: MediaInfo, window: Window, limits: Limits) -> dict[str, An
 
 
 _GLOBAL_ARGS = (
-    "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
-    "-progress", "pipe:1", "-stats_period", "0.2",
+    "-nostdin",
+    "-hide_banner",
+    "-nostats",
+    "-loglevel",
+    "error",
+    "-progress",
+    "pipe:1",
+    "-stats_period",
+    "0.2",
 )
 # ffmpeg gets a bare environment: no proxies, no config paths from the caller.
 _ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
@@ -474,8 +492,7 @@ class _State:
     stopped: str | None = None  # why the watchdog killed ffmpeg
 
 
-def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: Limits,
-         video: bool) -> None:
+def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: Limits, video: bool) -> None:
     exe = ffmpeg_exe()
     if exe is None:
         raise ConversionError("ffmpeg is not installed on this server.")
@@ -485,11 +502,15 @@ def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: 
     finished = threading.Event()
     with tempfile.TemporaryFile(dir=workdir) as errors:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
-            cwd=workdir, env=_ENV, preexec_fn=_die_with_parent,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            cwd=workdir,
+            env=_ENV,
+            preexec_fn=_die_with_parent,
         )
-        watchdog = threading.Thread(target=_watch, args=(proc, state, limits, finished),
-                                    daemon=True)
+        watchdog = threading.Thread(target=_watch, args=(proc, state, limits, finished), daemon=True)
         watchdog.start()
         try:
             _follow(proc, state, window.expected, progress)
@@ -519,8 +540,7 @@ def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: 
     progress(1.0)
 
 
-def _watch(proc: subprocess.Popen[bytes], state: _State, limits: Limits,
-           finished: threading.Event) -> None:
+def _watch(proc: subprocess.Popen[bytes], state: _State, limits: Limits, finished: threading.Event) -> None:
     started = time.monotonic()
     while not finished.wait(0.25):
         now = time.monotonic()
@@ -546,8 +566,7 @@ def _stopped_error(why: str, limits: Limits) -> ConversionError:
     )
 
 
-def _follow(proc: subprocess.Popen[bytes], state: _State, expected: float | None,
-            progress: Progress) -> None:
+def _follow(proc: subprocess.Popen[bytes], state: _State, expected: float | None, progress: Progress) -> None:
     last = 0.0
     assert proc.stdout is not None
     for key, value in _progress_lines(proc.stdout):
@@ -581,7 +600,8 @@ _PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")  # "[aac @ 0x5652...] [dec:aac @ 0x..
 # ffmpeg's own bookkeeping after the real error, and encoder chatter on stderr
 _NOISE = re.compile(
     r"Terminating thread|Task finished with error|Nothing was written|Error initializing "
-    r"filters|Could not open encoder|Conversion failed|^Svt\[|^x265 \[info|^\s*$")
+    r"filters|Could not open encoder|Conversion failed|^Svt\[|^x265 \[info|^\s*$"
+)
 
 
 def _ffmpeg_error(code: int, stderr: str, workdir: Path) -> ConversionError:
@@ -594,8 +614,7 @@ def _ffmpeg_error(code: int, stderr: str, workdir: Path) -> ConversionError:
         )
     if "Decode error rate" in stderr:
         return ConversionError(
-            "Most of the file could not be decoded: it is damaged or not really what its "
-            "format says.",
+            "Most of the file could not be decoded: it is damaged or not really what its format says.",
             hint="Check that the file plays, then upload it again.",
         )
     reasons: list[str] = []

@@ -55,9 +55,7 @@ class SandboxError(ConversionError):
     stderr tail, for the logs only: never show it to the user.
     """
 
-    def __init__(
-        self, message: str, hint: str | None = None, *, kind: ErrorKind, detail: str = ""
-    ) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, kind: ErrorKind, detail: str = "") -> None:
         super().__init__(message, hint)
         self.kind = kind
         self.detail = detail
@@ -181,9 +179,7 @@ async def _drain(stream: asyncio.StreamReader, tail: bytearray) -> None:
         del tail[:-STDERR_TAIL]
 
 
-def _failure(
-    final: dict[str, Any], returncode: int | None, limits: Limits, tail: str
-) -> SandboxError:
+def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail: str) -> SandboxError:
     """Turn how the child ended into an error a user understands."""
     err = final.get("error")
     if isinstance(err, dict):
@@ -216,8 +212,7 @@ def _failure(
         sig = -returncode
         if sig == signal.SIGXCPU:
             return SandboxError(
-                f"The conversion used more than {limits.cpu_seconds} s of CPU time "
-                "and was stopped.",
+                f"The conversion used more than {limits.cpu_seconds} s of CPU time and was stopped.",
                 "Try a smaller file or lighter options.",
                 kind="cpu",
                 detail=tail,
@@ -252,8 +247,7 @@ def _failure(
 
 def _memory_error(limits: Limits, detail: str) -> SandboxError:
     return SandboxError(
-        f"The conversion needed more than {_human_bytes(limits.memory_bytes)} of memory "
-        "and was stopped.",
+        f"The conversion needed more than {_human_bytes(limits.memory_bytes)} of memory and was stopped.",
         "Try a smaller file (fewer pixels, pages or rows).",
         kind="memory",
         detail=detail,

@@ -221,12 +221,7 @@ def compatible(declared: str, detected: str) -> bool:
 
 
 def known(fmt: str) -> bool:
-    return (
-        fmt in TEXT
-        or fmt in ZIP_BASED
-        or fmt in MIME.values()
-        or any(fmt in group for group in GROUPS)
-    )
+    return fmt in TEXT or fmt in ZIP_BASED or fmt in MIME.values() or any(fmt in group for group in GROUPS)
 
 
 def check_declared(path: Path, declared_format: str) -> None:

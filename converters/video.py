@@ -47,8 +47,7 @@ class Container:
 
 
 CONTAINERS: Mapping[str, Container] = {
-    "mp4": Container("mp4", ("h264", "h265", "vp9", "av1"), "aac",
-                     {"movflags": "+faststart"}),
+    "mp4": Container("mp4", ("h264", "h265", "vp9", "av1"), "aac", {"movflags": "+faststart"}),
     "mkv": Container("matroska", ("h264", "h265", "vp9", "av1"), "aac"),
     "webm": Container("webm", ("vp9", "av1"), "libopus"),
     "mov": Container("mov", ("h264", "h265"), "aac", {"movflags": "+faststart"}),
@@ -64,8 +63,7 @@ def _codecs(output_format: str) -> tuple[str, ...]:
 
 def video_outputs() -> frozenset[str]:
     enc, mux = media.encoders(), media.muxers()
-    outs = {f for f, c in CONTAINERS.items()
-            if c.muxer in mux and c.audio_encoder in enc and _codecs(f)}
+    outs = {f for f, c in CONTAINERS.items() if c.muxer in mux and c.audio_encoder in enc and _codecs(f)}
     if "gif" in enc and "gif" in mux:
         outs.add("gif")
     return frozenset(outs)
@@ -82,8 +80,9 @@ def missing_video_outputs() -> dict[str, str]:
             out[fmt] = f"this ffmpeg has no {container.audio_encoder} encoder"
         for codec in container.codecs:
             if VIDEO_CODECS[codec].encoder() is None:
-                out[f"{fmt}+{codec}"] = ("this ffmpeg has none of the encoders "
-                                         + ", ".join(VIDEO_CODECS[codec].encoders))
+                out[f"{fmt}+{codec}"] = "this ffmpeg has none of the encoders " + ", ".join(
+                    VIDEO_CODECS[codec].encoders
+                )
     if "gif" not in enc or "gif" not in mux:
         out["gif"] = "this ffmpeg cannot write GIF"
     return out
@@ -98,12 +97,14 @@ def video_options(output_format: str) -> dict[str, Option]:
             "Constant quality: lower is better and bigger. Default per codec (h264 23, "
             "h265 28, vp9 33, av1 35); h264/h265 stop at 51; for mpeg4 it is the 1-31 "
             "quantiser.",
-            minimum=0, maximum=63),
-        "preset": Option("string", "Encoding speed: fast gives bigger files sooner.",
-                         default="medium", enum=_PRESETS),
+            minimum=0,
+            maximum=63,
+        ),
+        "preset": Option(
+            "string", "Encoding speed: fast gives bigger files sooner.", default="medium", enum=_PRESETS
+        ),
         **_size_options(),
-        "fps": Option("number", "Frames per second (default: keep the source's).",
-                      minimum=1, maximum=120),
+        "fps": Option("number", "Frames per second (default: keep the source's).", minimum=1, maximum=120),
         **media.trim_options(),
         "audio": Option("boolean", "Keep the sound track (false removes it).", default=True),
     }
@@ -111,21 +112,32 @@ def video_options(output_format: str) -> dict[str, Option]:
 
 def _size_options() -> dict[str, Option]:
     return {
-        "width": Option("integer", "Width in pixels. With height too, the video is fitted "
-                        "inside width x height keeping its aspect; alone, height follows.",
-                        minimum=16, maximum=media.MAX_SIDE // 2),
-        "height": Option("integer", "Height in pixels. With width too, the video is fitted "
-                         "inside width x height keeping its aspect; alone, width follows.",
-                         minimum=16, maximum=media.MAX_SIDE // 2),
+        "width": Option(
+            "integer",
+            "Width in pixels. With height too, the video is fitted "
+            "inside width x height keeping its aspect; alone, height follows.",
+            minimum=16,
+            maximum=media.MAX_SIDE // 2,
+        ),
+        "height": Option(
+            "integer",
+            "Height in pixels. With width too, the video is fitted "
+            "inside width x height keeping its aspect; alone, width follows.",
+            minimum=16,
+            maximum=media.MAX_SIDE // 2,
+        ),
     }
 
 
 def gif_options() -> dict[str, Option]:
     return {
-        "fps": Option("number", "Frames per second of the GIF.", default=10, minimum=1,
-                      maximum=50),
-        "width": Option("integer", f"Width in pixels; height follows (default: the source's, "
-                        f"at most {GIF_WIDTH}).", minimum=16, maximum=1920),
+        "fps": Option("number", "Frames per second of the GIF.", default=10, minimum=1, maximum=50),
+        "width": Option(
+            "integer",
+            f"Width in pixels; height follows (default: the source's, at most {GIF_WIDTH}).",
+            minimum=16,
+            maximum=1920,
+        ),
         **media.trim_options(),
     }
 
@@ -133,8 +145,9 @@ def gif_options() -> dict[str, Option]:
 def _scale(stream: Any, width: int | None, height: int | None) -> Any:
     # Encoders for 4:2:0 need even sizes; force_divisible_by/-2 keep them even.
     if width and height:
-        return stream.filter("scale", width, height, force_original_aspect_ratio="decrease",
-                             force_divisible_by=2)
+        return stream.filter(
+            "scale", width, height, force_original_aspect_ratio="decrease", force_divisible_by=2
+        )
     if width:
         return stream.filter("scale", width, -2)
     if height:
@@ -156,8 +169,7 @@ def _codec_args(name: str, crf: int | None, preset: str, muxer: str) -> dict[str
                 args["tag:v"] = "hvc1"  # what Apple players look for
     elif encoder == "libvpx-vp9":
         args.update(crf=quality, **{"b:v": 0, "row-mt": 1})
-        args.update({"deadline": ("realtime", "good", "good")[speed],
-                     "cpu-used": (8, 4, 2)[speed]})
+        args.update({"deadline": ("realtime", "good", "good")[speed], "cpu-used": (8, 4, 2)[speed]})
     elif encoder == "libsvtav1":
         args.update(crf=quality, preset=(10, 8, 5)[speed])
     elif encoder == "libaom-av1":
@@ -186,11 +198,17 @@ def encode_video(task: Task, limits: Limits) -> Result:
         video = video.filter("fps", fps=opts["fps"])
     video = _scale(video, opts.get("width"), opts.get("height"))
     streams = [video]
-    kwargs: dict[str, Any] = {**media.output_args(info, window, limits), "f": container.muxer,
-                              **container.extra,
-                              **_codec_args(opts.get("codec") or _codecs(task.output_format)[0],
-                                            opts.get("crf"), opts.get("preset", "medium"),
-                                            container.muxer)}
+    kwargs: dict[str, Any] = {
+        **media.output_args(info, window, limits),
+        "f": container.muxer,
+        **container.extra,
+        **_codec_args(
+            opts.get("codec") or _codecs(task.output_format)[0],
+            opts.get("crf"),
+            opts.get("preset", "medium"),
+            container.muxer,
+        ),
+    }
     if opts.get("audio", True) and info.audio is not None:
         streams.append(source["a:0"])
         kwargs["c:a"] = container.audio_encoder
@@ -200,8 +218,14 @@ def encode_video(task: Task, limits: Limits) -> Result:
         kwargs["an"] = None
 
     out = media.output_path(task.workdir, task.output_format)
-    media.run(ffmpeg.output(*streams, f"file:{out}", **kwargs), out, window=window,
-              progress=task.progress, limits=limits, video=True)
+    media.run(
+        ffmpeg.output(*streams, f"file:{out}", **kwargs),
+        out,
+        window=window,
+        progress=task.progress,
+        limits=limits,
+        video=True,
+    )
     return Result(out)
 
 
@@ -212,18 +236,26 @@ def encode_gif(task: Task, limits: Limits) -> Result:
     source = media.input_stream(task.inputs[0], info, window)
 
     width = opts.get("width") or f"min(iw,{GIF_WIDTH})"
-    frames = (source["V:0"]
-              .filter("fps", fps=opts.get("fps") or 10)
-              .filter("scale", width, -2, flags="lanczos")
-              .split())
+    frames = (
+        source["V:0"]
+        .filter("fps", fps=opts.get("fps") or 10)
+        .filter("scale", width, -2, flags="lanczos")
+        .split()
+    )
     # One palette per frame streams through; a global palette would hold every frame.
     palette = frames[0].filter("palettegen", stats_mode="single")
     video = ffmpeg.filter([frames[1], palette], "paletteuse", new=1)
 
     out = media.output_path(task.workdir, "gif")
     kwargs = {**media.output_args(info, window, limits), "f": "gif", "an": None}
-    media.run(ffmpeg.output(video, f"file:{out}", **kwargs), out, window=window,
-              progress=task.progress, limits=limits, video=True)
+    media.run(
+        ffmpeg.output(video, f"file:{out}", **kwargs),
+        out,
+        window=window,
+        progress=task.progress,
+        limits=limits,
+        video=True,
+    )
     return Result(out)
 
 
@@ -232,8 +264,7 @@ class VideoConverter(Converter):
     engine: ClassVar[str] = "ffmpeg"
     # AV1 (SVT-AV1) reserves over 2 GiB of address space for 4K frames even on 2 cores, and
     # RLIMIT_AS counts reservations: 4 GiB lets every listed codec run at 4K.
-    limits: ClassVar[Limits] = Limits(memory_bytes=4 * 1024**3, cpu_seconds=4 * 3600,
-                                      wall_seconds=3600)
+    limits: ClassVar[Limits] = Limits(memory_bytes=4 * 1024**3, cpu_seconds=4 * 3600, wall_seconds=3600)
 
     def unavailable(self) -> str | None:
         return media.ffmpeg_missing()
@@ -244,8 +275,7 @@ class VideoConverter(Converter):
     def pairs(self) -> Mapping[str, frozenset[str]]:
         videos = video_outputs()
         sounds = audio.audio_outputs()
-        return {fmt: videos | (sounds if fmt != "gif" else frozenset())
-                for fmt in media.VIDEO_INPUTS}
+        return {fmt: videos | (sounds if fmt != "gif" else frozenset()) for fmt in media.VIDEO_INPUTS}
 
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
         if output_format == "gif":

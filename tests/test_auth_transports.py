@@ -83,13 +83,13 @@ async def test_tenant_isolation_on_every_transport(
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-async def test_multipart_upload_from_a_refused_caller_is_not_stored(
-    gql: GraphQL, settings: Any
-) -> None:
+async def test_multipart_upload_from_a_refused_caller_is_not_stored(gql: GraphQL, settings: Any) -> None:
     incoming = settings.storage_dir / "incoming"
     before = set(incoming.iterdir())
     status, body = await gql.multipart(
-        operation("Upload"), {"files": [None]}, {"variables.files.0": ("a.txt", b"x" * 1000)},
+        operation("Upload"),
+        {"files": [None]},
+        {"variables.files.0": ("a.txt", b"x" * 1000)},
         key="sk_live_wrong",
     )
     assert status == 401
@@ -101,8 +101,10 @@ async def test_oversized_graphql_upload_is_413_in_graphql_shape(
     gql: GraphQL, account: Account, settings: Any
 ) -> None:
     status, body = await gql.multipart(
-        operation("Upload"), {"files": [None]},
-        {"variables.files.0": ("big.bin", b"\0" * (settings.max_upload_bytes + 1))}, key=account.key,
+        operation("Upload"),
+        {"files": [None]},
+        {"variables.files.0": ("big.bin", b"\0" * (settings.max_upload_bytes + 1))},
+        key=account.key,
     )
     assert status == 413
     assert body["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"

@@ -47,13 +47,31 @@ async def test_plans_out_of_the_box_have_the_documents_figures(convertd: Run) ->
 async def test_plans_set_creates_and_changes_only_what_it_is_told(convertd: Run) -> None:
     out = json.loads(
         await convertd(
-            "plans", "set", "cli-gold", "--api-access", "on", "--calls-per-day", "500",
-            "--calls-per-minute", "unlimited", "--max-file-size", "1048576", "--conversions", "10", "--json",
+            "plans",
+            "set",
+            "cli-gold",
+            "--api-access",
+            "on",
+            "--calls-per-day",
+            "500",
+            "--calls-per-minute",
+            "unlimited",
+            "--max-file-size",
+            "1048576",
+            "--conversions",
+            "10",
+            "--json",
         )
     )
     assert out == [
-        {"name": "cli-gold", "api_access": True, "calls_per_day": 500, "calls_per_minute": None,
-         "max_file_size": 1048576, "conversions": 10}
+        {
+            "name": "cli-gold",
+            "api_access": True,
+            "calls_per_day": 500,
+            "calls_per_minute": None,
+            "max_file_size": 1048576,
+            "conversions": 10,
+        }
     ]
     out = json.loads(await convertd("plans", "set", "cli-gold", "--api-access", "off", "--json"))
     assert out[0]["api_access"] is False and out[0]["calls_per_day"] == 500 and out[0]["conversions"] == 10
@@ -66,8 +84,21 @@ async def test_keys_create_json_carries_key_kid_and_signing_secret_and_the_key_w
 ) -> None:
     out = json.loads(
         await convertd(
-            "keys", "create", "--name", "ci", "--plan", "basic", "--env", "test",
-            "--ip", "127.0.0.1", "--ip", "2001:db8::/32", "--endpoint", "/v1/keys/me", "--json",
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--plan",
+            "basic",
+            "--env",
+            "test",
+            "--ip",
+            "127.0.0.1",
+            "--ip",
+            "2001:db8::/32",
+            "--endpoint",
+            "/v1/keys/me",
+            "--json",
         )
     )
     assert out["key"].startswith("sk_test_") and out["prefix"].startswith("sk_test_")
@@ -86,8 +117,17 @@ async def test_keys_create_domain_restricted_and_for_an_existing_account(convert
     first = json.loads(await convertd("keys", "create", "--name", "site", "--json"))
     second = json.loads(
         await convertd(
-            "keys", "create", "--name", "site-2", "--account", str(first["account_id"]),
-            "--domain", "example.com", "--domain", "*.example.org", "--json",
+            "keys",
+            "create",
+            "--name",
+            "site-2",
+            "--account",
+            str(first["account_id"]),
+            "--domain",
+            "example.com",
+            "--domain",
+            "*.example.org",
+            "--json",
         )
     )
     assert second["account_id"] == first["account_id"]

@@ -33,7 +33,12 @@ async def test_keys_me_rate_limits_exactly_as_the_document(
         body = await r.json()
     assert body["ok"] is True and body["key_id"] == acct.key_id and body["name"] == "My Production Key"
     for field in (
-        "restriction_type", "allowed_ips", "allowed_domains", "usage_count", "last_used_at", "created_at"
+        "restriction_type",
+        "allowed_ips",
+        "allowed_domains",
+        "usage_count",
+        "last_used_at",
+        "created_at",
     ):
         assert field in body
     # this call is counted too: two formats calls and this one
@@ -52,7 +57,10 @@ async def test_unlimited_plan_quota_shows_nulls_and_counts(
     async with http.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": account.key}) as r:
         limits = (await r.json())["rate_limits"]
     assert limits == {
-        "calls_per_day": None, "calls_per_minute": None, "used_today": 1, "used_this_minute": 1,
+        "calls_per_day": None,
+        "calls_per_minute": None,
+        "used_today": 1,
+        "used_this_minute": 1,
         "remaining_today": None,
     }
 
@@ -61,7 +69,11 @@ async def test_graphql_quota_and_me_rate_limits(gql: GraphQL, make_account: Any)
     acct: Account = await make_account("gql-quota", "basic")
     quota = (await gql(operation("Quota"), key=acct.key))["data"]["quota"]
     assert quota == {
-        "callsPerDay": 2000, "callsPerMinute": 60, "usedToday": 1, "usedThisMinute": 1, "remainingToday": 1999
+        "callsPerDay": 2000,
+        "callsPerMinute": 60,
+        "usedToday": 1,
+        "usedThisMinute": 1,
+        "remainingToday": 1999,
     }
     me = (await gql(operation("Me"), key=acct.key))["data"]["me"]
     assert me["rateLimits"]["usedToday"] == 2 and me["rateLimits"]["remainingToday"] == 1998

@@ -248,8 +248,7 @@ async def test_content_that_is_not_the_declared_type_is_refused_naming_it(
     form.add_field("file", buf.getvalue(), filename="really-a-jpeg.png")
     form.add_field("filetype", "image")
     form.add_field("output_format", "webp")
-    async with http.post(f"{base_url}/v1/convert", data=form,
-                         headers={"X-API-Key": account.key}) as resp:
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as resp:
         body = await resp.json()
     assert resp.status == 400
     assert "jpg" in body["message"] and body["hint"]

@@ -144,20 +144,23 @@ async def test_reconcile_requeues_jobs_lost_by_redis_and_fails_abandoned_ones(
     owner = await rt.pool.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account.key_id)
     upload = await rt.pool.fetchval(
         "INSERT INTO uploads (account_id, token, file_name, file_size, storage_path)"
-        " VALUES ($1, 'lost0', 'a.txt', 0, 'uploads/none') RETURNING id", owner,
+        " VALUES ($1, 'lost0', 'a.txt', 0, 'uploads/none') RETURNING id",
+        owner,
     )
     (rt.storage.path("uploads/none")).write_bytes(b"lost")
     old = "now() - interval '5 minutes'"
     lost = await rt.pool.fetchval(
         "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
         f" updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint], {old}) RETURNING id",
-        owner, upload,
+        owner,
+        upload,
     )
     abandoned = await rt.pool.fetchval(
         "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
         f" status, attempts, updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint],"
         f" 'processing', 3, {old}) RETURNING id",
-        owner, upload,
+        owner,
+        upload,
     )
     touched = await recovery.reconcile(rt)
     assert set(touched) >= {lost, abandoned}

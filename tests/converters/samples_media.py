@@ -20,8 +20,7 @@ SIZE = (128, 96)
 
 _VIDEO_SRC = ["-f", "lavfi", "-i", "testsrc2=size={w}x{h}:rate=10:duration={d}"]
 # two different tones so that a downmix to mono is observable
-_AUDIO_SRC = ["-f", "lavfi", "-i",
-              "aevalsrc=0.4*sin(440*2*PI*t)|0.4*sin(660*2*PI*t):s=44100:d={d}"]
+_AUDIO_SRC = ["-f", "lavfi", "-i", "aevalsrc=0.4*sin(440*2*PI*t)|0.4*sin(660*2*PI*t):s=44100:d={d}"]
 
 _AUDIO_ARGS = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", "96k", "-f", "mp3"],
@@ -38,8 +37,10 @@ _X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 _VIDEO_ARGS = {
     "mp4": ([*_X264, "-f", "mp4"], ["-c:a", "aac"]),
     "mkv": ([*_X264, "-f", "matroska"], ["-c:a", "libopus"]),
-    "webm": (["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-f", "webm"],
-             ["-c:a", "libopus"]),
+    "webm": (
+        ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-f", "webm"],
+        ["-c:a", "libopus"],
+    ),
     "mov": ([*_X264, "-f", "mov"], ["-c:a", "aac"]),
     "avi": (["-c:v", "mpeg4", "-f", "avi"], ["-c:a", "libmp3lame"]),
     "mpeg": (["-c:v", "mpeg2video", "-f", "mpeg"], ["-c:a", "mp2"]),
@@ -51,12 +52,20 @@ VIDEO_FORMATS = tuple(_VIDEO_ARGS)
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, timeout=120)
+    subprocess.run(
+        [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=120
+    )
 
 
-def make(fmt: str, path: Path, *, seconds: float = SECONDS, size: tuple[int, int] = SIZE,
-         audio: bool = True, video: bool = True) -> Path:
+def make(
+    fmt: str,
+    path: Path,
+    *,
+    seconds: float = SECONDS,
+    size: tuple[int, int] = SIZE,
+    audio: bool = True,
+    video: bool = True,
+) -> Path:
     """Write a small `fmt` file: test pattern and/or a two-tone stereo sound."""
     d = f"{seconds:g}"
     if fmt in _AUDIO_ARGS:
@@ -78,8 +87,9 @@ def make(fmt: str, path: Path, *, seconds: float = SECONDS, size: tuple[int, int
     return path
 
 
-def task_for(sample: Path, fmt: str, output: str, workdir: Path,
-             options: dict | None = None, progress=None) -> Task:
+def task_for(
+    sample: Path, fmt: str, output: str, workdir: Path, options: dict | None = None, progress=None
+) -> Task:
     """A task whose input is a copy of `sample` inside a fresh workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
     inp = workdir / f"input.{fmt}"

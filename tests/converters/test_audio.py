@@ -17,10 +17,24 @@ from converters.registry import Registry
 CONV = AudioConverter()
 OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
 INPUTS = AUDIO_FORMATS + tuple(f for f in VIDEO_FORMATS if f != "gif")
-CODEC = {"mp3": "mp3", "wav": "pcm_s16le", "flac": "flac", "ogg": "vorbis", "opus": "opus",
-         "m4a": "aac", "aac": "aac"}
-CONTAINER = {"mp3": "mp3", "wav": "wav", "flac": "flac", "ogg": "ogg", "opus": "ogg",
-             "m4a": "mov,mp4,m4a,3gp,3g2,mj2", "aac": "aac"}
+CODEC = {
+    "mp3": "mp3",
+    "wav": "pcm_s16le",
+    "flac": "flac",
+    "ogg": "vorbis",
+    "opus": "opus",
+    "m4a": "aac",
+    "aac": "aac",
+}
+CONTAINER = {
+    "mp3": "mp3",
+    "wav": "wav",
+    "flac": "flac",
+    "ogg": "ogg",
+    "opus": "ogg",
+    "m4a": "mov,mp4,m4a,3gp,3g2,mj2",
+    "aac": "aac",
+}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +86,10 @@ def test_lower_bitrate_gives_smaller_file(samples, tmp_path) -> None:
     assert high > 4 * low
 
 
-@pytest.mark.parametrize(("dst", "rate"), [("mp3", 22050), ("wav", 16000), ("flac", 96000),
-                                           ("opus", 24000), ("aac", 32000), ("ogg", 8000)])
+@pytest.mark.parametrize(
+    ("dst", "rate"),
+    [("mp3", 22050), ("wav", 16000), ("flac", 96000), ("opus", 24000), ("aac", 32000), ("ogg", 8000)],
+)
 def test_sample_rate_applies(samples, tmp_path, dst: str, rate: int) -> None:
     got = decode(convert(samples, "wav", dst, tmp_path, sample_rate=rate).path)
     if dst == "opus":
@@ -119,8 +135,17 @@ def test_normalize_raises_a_quiet_file(tmp_path) -> None:
     from samples_media import ffmpeg
 
     quiet = tmp_path / "quiet.wav"
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=3",
-           "-af", "volume=0.01", "-c:a", "pcm_s16le", str(quiet))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100:duration=3",
+        "-af",
+        "volume=0.01",
+        "-c:a",
+        "pcm_s16le",
+        str(quiet),
+    )
     plain = convert({"wav": quiet}, "wav", "wav", tmp_path / "a").path
     loud = convert({"wav": quiet}, "wav", "wav", tmp_path / "b", normalize=True).path
     assert _rms(loud) > 5 * _rms(plain)
@@ -156,10 +181,13 @@ def test_same_container_family_is_accepted(samples, tmp_path) -> None:
     assert got.audio_codec == "mp3"
 
 
-@pytest.mark.parametrize(("options", "match"), [
-    ({"start": 1.0, "end": 0.5}, "must come after"),
-    ({"start": 5.0}, "past the end"),
-])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"start": 1.0, "end": 0.5}, "must come after"),
+        ({"start": 5.0}, "past the end"),
+    ],
+)
 def test_bad_trim_is_refused_before_converting(samples, tmp_path, options, match) -> None:
     task = task_for(samples["wav"], "wav", "mp3", tmp_path, options)
     with pytest.raises(ConversionError, match=match):
@@ -183,8 +211,9 @@ def test_options_are_published_and_validated() -> None:
 async def test_through_the_sandbox(samples, tmp_path) -> None:
     from converters import sandbox
 
-    result = await sandbox.run("audio", "wma", "m4a", {"channels": 1, "start": 0.5},
-                               [samples["wma"]], tmp_path / "job")
+    result = await sandbox.run(
+        "audio", "wma", "m4a", {"channels": 1, "start": 0.5}, [samples["wma"]], tmp_path / "job"
+    )
     got = decode(result.path)
     assert (got.audio_codec, got.channels) == ("aac", 1)
     assert abs(got.samples / got.sample_rate - (SECONDS - 0.5)) < 0.1

@@ -33,9 +33,7 @@ def run(src: Path, fmt: str, out_fmt: str, workdir: Path, **options: object) -> 
 
 
 def test_accepts_every_format_the_others_read() -> None:
-    assert {"bin", "pdf", "png", "jpg", "mp4", "zip", "docx", "txt", "heic", "xlsx"} <= set(
-        INPUT_FORMATS
-    )
+    assert {"bin", "pdf", "png", "jpg", "mp4", "zip", "docx", "txt", "heic", "xlsx"} <= set(INPUT_FORMATS)
 
 
 @pytest.mark.parametrize(("src", "dst"), PAIRS, ids=[f"{s}-{d}" for s, d in PAIRS])

@@ -42,15 +42,13 @@ def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def playlist(*urls: str) -> bytes:
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:10",
-             "#EXT-X-MEDIA-SEQUENCE:0"]
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:10", "#EXT-X-MEDIA-SEQUENCE:0"]
     for url in urls:
         lines += ["#EXTINF:3.0,", url]
     return ("\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n").encode()
 
 
-def hostile_task(tmp_path: Path, content: bytes, fmt: str, output: str,
-                 name: str | None = None) -> Task:
+def hostile_task(tmp_path: Path, content: bytes, fmt: str, output: str, name: str | None = None) -> Task:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     inp = work / (name or f"input.{fmt}")
@@ -70,8 +68,11 @@ def refused(conv, task: Task, match: str) -> ConversionError:
 
 def bare_ffmpeg(src: Path, out: Path) -> subprocess.CompletedProcess[bytes]:
     """ffmpeg as a naive converter runs it: no whitelists, the demuxer guessed."""
-    return subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
-                           "-map", "0:a:0", str(out)], capture_output=True, timeout=60)
+    return subprocess.run(
+        [FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-map", "0:a:0", str(out)],
+        capture_output=True,
+        timeout=60,
+    )
 
 
 class Listener:
@@ -128,37 +129,44 @@ def test_control_bare_ffmpeg_follows_a_playlist_to_a_local_file(tmp_path, secret
     assert abs(got.samples / got.sample_rate - SECRET_SECONDS) < 0.3  # the secret leaked
 
 
-@pytest.mark.parametrize(("fmt", "conv", "output"), [
-    ("avi", VIDEO, "mp4"), ("mp4", VIDEO, "gif"), ("mkv", VIDEO, "mp3"), ("ts", AUDIO, "wav"),
-    ("mp3", AUDIO, "wav"), ("wav", AUDIO, "flac"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "conv", "output"),
+    [
+        ("avi", VIDEO, "mp4"),
+        ("mp4", VIDEO, "gif"),
+        ("mkv", VIDEO, "mp3"),
+        ("ts", AUDIO, "wav"),
+        ("mp3", AUDIO, "wav"),
+        ("wav", AUDIO, "flac"),
+    ],
+)
 def test_playlist_disguised_as_media_is_refused(tmp_path, secret, fmt, conv, output) -> None:
     task = hostile_task(tmp_path, playlist(f"file://{secret}"), fmt, output)
     err = refused(conv, task, "playlist")
     assert "other files or URLs" in err.message
 
 
-def test_playlist_named_m3u8_is_refused_even_without_the_scan(
-        tmp_path, secret, scan_disabled) -> None:
+def test_playlist_named_m3u8_is_refused_even_without_the_scan(tmp_path, secret, scan_disabled) -> None:
     # the exact file the control test leaks with, only declared as what the user claims
-    task = hostile_task(tmp_path, playlist(f"file://{secret}"), "mp4", "wav",
-                        name="attack.m3u8")
+    task = hostile_task(tmp_path, playlist(f"file://{secret}"), "mp4", "wav", name="attack.m3u8")
     refused(AUDIO, task, "could not be read as mp4")
 
 
-@pytest.mark.parametrize("url", [
-    "concat:{s}|{s}",
-    "subfile,,start,0,end,0,,:{s}",
-    "file:{s}",
-    "crypto+file://{s}",
-    "{s}",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "concat:{s}|{s}",
+        "subfile,,start,0,end,0,,:{s}",
+        "file:{s}",
+        "crypto+file://{s}",
+        "{s}",
+    ],
+)
 @pytest.mark.parametrize("scan", [True, False])
 def test_protocol_tricks_inside_playlists(tmp_path, secret, monkeypatch, url, scan) -> None:
     if not scan:
         monkeypatch.setattr(media, "scan_for_playlists", lambda path: None)
-    task = hostile_task(tmp_path, playlist(url.format(s=secret)), "ts", "wav",
-                        name="attack.m3u8")
+    task = hostile_task(tmp_path, playlist(url.format(s=secret)), "ts", "wav", name="attack.m3u8")
     refused(AUDIO, task, "playlist" if scan else "could not be read")
 
 
@@ -176,8 +184,9 @@ def test_listener_notices_a_connection(listener) -> None:
 def test_playlist_urls_are_never_fetched(tmp_path, listener, monkeypatch, scan) -> None:
     if not scan:
         monkeypatch.setattr(media, "scan_for_playlists", lambda path: None)
-    task = hostile_task(tmp_path, playlist(f"http://127.0.0.1:{listener.port}/a.ts"), "mp4",
-                        "mp3", name="attack.m3u8")
+    task = hostile_task(
+        tmp_path, playlist(f"http://127.0.0.1:{listener.port}/a.ts"), "mp4", "mp3", name="attack.m3u8"
+    )
     with pytest.raises(ConversionError):
         AUDIO.check(task)
     with pytest.raises(ConversionError):
@@ -202,8 +211,13 @@ def test_ffmpeg_input_is_pinned_to_one_file_and_demuxer(tmp_path) -> None:
     args = ffmpeg.compile(ffmpeg.output(stream, "out.wav"), cmd="ffmpeg")
     before_input = args[: args.index("-i")]
     pairs = dict(zip(before_input[1::2], before_input[2::2], strict=False))
-    assert pairs == {"-f": "avi", "-format_whitelist": "avi", "-protocol_whitelist": "file",
-                     "-max_pixels": str(media.MAX_PIXELS), "-t": f"{media.MAX_DURATION:.3f}"}
+    assert pairs == {
+        "-f": "avi",
+        "-format_whitelist": "avi",
+        "-protocol_whitelist": "file",
+        "-max_pixels": str(media.MAX_PIXELS),
+        "-t": f"{media.MAX_DURATION:.3f}",
+    }
     assert args[args.index("-i") + 1] == f"file:{(tmp_path / 'concat:x|y.avi').resolve()}"
 
 
@@ -231,8 +245,9 @@ def _list(kind: bytes, *parts: bytes) -> bytes:
 def _gab2(payload: bytes) -> bytes:
     """A GAB2 subtitle packet: ffmpeg's AVI demuxer probes and opens its payload as a file."""
     title = "English".encode("utf-16-le") + b"\0\0"
-    return (b"GAB2\0" + struct.pack("<HI", 2, len(title)) + title
-            + struct.pack("<HI", 4, len(payload)) + payload)
+    return (
+        b"GAB2\0" + struct.pack("<HI", 2, len(title)) + title + struct.pack("<HI", 4, len(payload)) + payload
+    )
 
 
 def avi_file(subtitle: bytes | None = None, *, declared: tuple[int, int] = (32, 32)) -> bytes:
@@ -244,14 +259,33 @@ def avi_file(subtitle: bytes | None = None, *, declared: tuple[int, int] = (32, 
     n = 10
     streams = 2 if subtitle is not None else 1
     avih = struct.pack("<14I", 100000, 0, 0, 0x10, n, 0, streams, len(frame), dw, dh, 0, 0, 0, 0)
-    strh = struct.pack("<4s4sIHHIIIIIIII4h", b"vids", bytes(4), 0, 0, 0, 0, 1, 10, 0, n,
-                       len(frame), 0xFFFFFFFF, 0, 0, 0, min(dw, 32767), min(dh, 32767))
+    strh = struct.pack(
+        "<4s4sIHHIIIIIIII4h",
+        b"vids",
+        bytes(4),
+        0,
+        0,
+        0,
+        0,
+        1,
+        10,
+        0,
+        n,
+        len(frame),
+        0xFFFFFFFF,
+        0,
+        0,
+        0,
+        min(dw, 32767),
+        min(dh, 32767),
+    )
     strf = struct.pack("<IiiHHIIiiII", 40, dw, dh, 1, 24, 0, len(frame), 0, 0, 0, 0)
     strls = [_list(b"strl", _chunk(b"strh", strh), _chunk(b"strf", strf))]
     movi = [_chunk(b"00db", frame) for _ in range(n)]
     if subtitle is not None:
-        strh_s = struct.pack("<4s4sIHHIIIIIIII4h", b"txts", bytes(4), 0, 0, 0, 0, 1, 10, 0, 1,
-                             0, 0xFFFFFFFF, 0, 0, 0, 0, 0)
+        strh_s = struct.pack(
+            "<4s4sIHHIIIIIIII4h", b"txts", bytes(4), 0, 0, 0, 0, 1, 10, 0, 1, 0, 0xFFFFFFFF, 0, 0, 0, 0, 0
+        )
         strls.append(_list(b"strl", _chunk(b"strh", strh_s), _chunk(b"strf", bytes(4))))
         movi.insert(0, _chunk(b"01tx", _gab2(subtitle)))
     body = b"AVI " + _list(b"hdrl", _chunk(b"avih", avih), *strls) + _list(b"movi", *movi)
@@ -283,8 +317,7 @@ def test_avi_with_playlist_in_gab2_chunk_is_refused(tmp_path, secret, target) ->
     refused(VIDEO, task, "playlist")
 
 
-def test_avi_gab2_playlist_without_the_scan_does_not_leak(
-        tmp_path, secret, scan_disabled) -> None:
+def test_avi_gab2_playlist_without_the_scan_does_not_leak(tmp_path, secret, scan_disabled) -> None:
     task = hostile_task(tmp_path, avi_file(playlist(f"file://{secret}")), "avi", "mkv")
     task.options = {"preset": "fast"}
     VIDEO.check(task)
@@ -305,12 +338,15 @@ def _gif_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize(("content", "fmt"), [
-    (_gif_declaring(16000, 16000), "gif"),
-    (_gif_declaring(65535, 65535), "gif"),
-    (avi_file(declared=(40000, 40000)), "avi"),
-    (avi_file(declared=(9000, 9000)), "avi"),
-])
+@pytest.mark.parametrize(
+    ("content", "fmt"),
+    [
+        (_gif_declaring(16000, 16000), "gif"),
+        (_gif_declaring(65535, 65535), "gif"),
+        (avi_file(declared=(40000, 40000)), "avi"),
+        (avi_file(declared=(9000, 9000)), "avi"),
+    ],
+)
 def test_bomb_frame_sizes_are_refused_before_decoding(tmp_path, content, fmt) -> None:
     task = hostile_task(tmp_path, content, fmt, "mp4")
     started = time.monotonic()
@@ -348,8 +384,11 @@ def test_truncated_file_fails_clearly(tmp_path, good_mp4) -> None:
 @pytest.mark.parametrize("fmt", ["mp4", "mp3", "wav", "mkv", "aac", "ts"])
 def test_random_bytes_fail_clearly(tmp_path, fmt) -> None:
     task = hostile_task(tmp_path, os.urandom(1 << 16), fmt, "flac")
-    with pytest.raises(ConversionError, match=r"could not be read|could not be decoded|"
-                       r"ffmpeg could not convert|no audio track"):
+    with pytest.raises(
+        ConversionError,
+        match=r"could not be read|could not be decoded|"
+        r"ffmpeg could not convert|no audio track",
+    ):
         AUDIO.check(task)
         AUDIO.convert(task)
     assert not list(task.workdir.glob("converted*"))
@@ -380,8 +419,7 @@ class _Impatient(VideoConverter):
 
 @pytest.fixture(scope="module")
 def slow_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make("mp4", tmp_path_factory.mktemp("slow") / "hd.mp4", size=(1280, 720),
-                seconds=4, audio=False)
+    return make("mp4", tmp_path_factory.mktemp("slow") / "hd.mp4", size=(1280, 720), seconds=4, audio=False)
 
 
 def _ffmpeg_pids_in(workdir: Path) -> list[int]:
@@ -426,8 +464,9 @@ def test_ffmpeg_dies_with_a_killed_converter(tmp_path, slow_input) -> None:
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(slow_input, work / "input.mp4")
-    child = subprocess.Popen([sys.executable, "-c", _RUN_FOREVER, str(work)],
-                             cwd=Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _RUN_FOREVER, str(work)], cwd=Path(__file__).resolve().parents[2]
+    )
     try:
         deadline = time.monotonic() + 20
         while not _ffmpeg_pids_in(work) and time.monotonic() < deadline:
@@ -472,12 +511,18 @@ def test_deadlocked_ffmpeg_is_stopped(tmp_path, monkeypatch) -> None:
     src = make("mpeg", work / "input.mpeg")
     out = work / "out.mkv"
     source = ffmpeg.input(f"file:{src}", ss=0.5)
-    stream = ffmpeg.output(source["v:0"], source["a:0"], f"file:{out}", t=0.5,
-                           **{"c:v": "libx264", "c:a": "aac", "preset": "ultrafast"})
+    stream = ffmpeg.output(
+        source["v:0"],
+        source["a:0"],
+        f"file:{out}",
+        t=0.5,
+        **{"c:v": "libx264", "c:a": "aac", "preset": "ultrafast"},
+    )
     window = media.Window(0.5, 0.5, 0.5)
     try:
-        media.run(stream, out, window=window, progress=lambda f: None,
-                  limits=Limits(wall_seconds=30), video=True)
+        media.run(
+            stream, out, window=window, progress=lambda f: None, limits=Limits(wall_seconds=30), video=True
+        )
     except ConversionError as err:
         assert "made no progress" in err.message
         assert _ffmpeg_pids_in(work) == [] and not out.exists()

@@ -308,9 +308,7 @@ def _sparse_xlsx(path: Path) -> Path:
     return path
 
 
-async def test_native_allocation_failure_is_reported_as_memory(
-    probe_registry: None, tmp_path: Path
-) -> None:
+async def test_native_allocation_failure_is_reported_as_memory(probe_registry: None, tmp_path: Path) -> None:
     src = _sparse_xlsx(tmp_path / "sparse.bin")
     with pytest.raises(SandboxError) as err:
         await sandbox.run("probe", "bin", "rust_oom", {}, [src], tmp_path / "job")

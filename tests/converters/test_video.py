@@ -18,12 +18,16 @@ CONV = VideoConverter()
 VIDEO_OUTPUTS = ("mp4", "mkv", "webm", "mov", "avi", "gif")
 AUDIO_OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
 SOUND_INPUTS = tuple(f for f in VIDEO_FORMATS if f != "gif")
-DEFAULT_CODEC = {"mp4": "h264", "mkv": "h264", "webm": "vp9", "mov": "h264", "avi": "mpeg4",
-                 "gif": "gif"}
+DEFAULT_CODEC = {"mp4": "h264", "mkv": "h264", "webm": "vp9", "mov": "h264", "avi": "mpeg4", "gif": "gif"}
 AUDIO_CODEC = {"mp4": "aac", "mkv": "aac", "webm": "opus", "mov": "aac", "avi": "mp3"}
 DECODED_NAME = {"h264": "h264", "h265": "hevc", "vp9": "vp9", "av1": "av1", "mpeg4": "mpeg4"}
-CODECS = {"mp4": ("h264", "h265", "vp9", "av1"), "mkv": ("h264", "h265", "vp9", "av1"),
-          "webm": ("vp9", "av1"), "mov": ("h264", "h265"), "avi": ("mpeg4", "h264")}
+CODECS = {
+    "mp4": ("h264", "h265", "vp9", "av1"),
+    "mkv": ("h264", "h265", "vp9", "av1"),
+    "webm": ("vp9", "av1"),
+    "mov": ("h264", "h265"),
+    "avi": ("mpeg4", "h264"),
+}
 FAST = {"preset": "fast"}
 
 
@@ -36,8 +40,7 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return made
 
 
-def convert(samples: dict[str, Path], src: str, dst: str, workdir: Path, sample: str = "",
-            **options):
+def convert(samples: dict[str, Path], src: str, dst: str, workdir: Path, sample: str = "", **options):
     if dst in VIDEO_OUTPUTS[:-1]:
         options = {**FAST, **options}
     task = task_for(samples[sample or src], src, dst, workdir, options)
@@ -91,12 +94,15 @@ def test_crf_trades_size_for_quality(samples, tmp_path) -> None:
     assert fine > 2 * coarse
 
 
-@pytest.mark.parametrize(("size", "expected"), [
-    ({"width": 64}, (64, 48)),
-    ({"height": 48}, (64, 48)),
-    ({"width": 100, "height": 100}, (100, 76)),  # fitted, aspect kept, even height
-    ({"width": 320, "height": 120}, (160, 120)),
-])
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ({"width": 64}, (64, 48)),
+        ({"height": 48}, (64, 48)),
+        ({"width": 100, "height": 100}, (100, 76)),  # fitted, aspect kept, even height
+        ({"width": 320, "height": 120}, (160, 120)),
+    ],
+)
 def test_resolution(samples, tmp_path, size, expected) -> None:
     got = decode(convert(samples, "mp4", "mkv", tmp_path, **size).path)
     assert (got.width, got.height) == expected
@@ -133,8 +139,23 @@ def test_cover_art_is_not_a_video_track(samples, tmp_path) -> None:
     cover = tmp_path / "cover.png"
     ffmpeg("-f", "lavfi", "-i", "color=red:size=64x64", "-frames:v", "1", str(cover))
     song = tmp_path / "song.mp4"
-    ffmpeg("-i", str(samples["sound-only-mp4"]), "-i", str(cover), "-map", "0:a", "-map", "1",
-           "-c:a", "copy", "-c:v", "png", "-disposition:v", "attached_pic", str(song))
+    ffmpeg(
+        "-i",
+        str(samples["sound-only-mp4"]),
+        "-i",
+        str(cover),
+        "-map",
+        "0:a",
+        "-map",
+        "1",
+        "-c:a",
+        "copy",
+        "-c:v",
+        "png",
+        "-disposition:v",
+        "attached_pic",
+        str(song),
+    )
     task = task_for(song, "mp4", "gif", tmp_path / "w")
     with pytest.raises(ConversionError, match="no video track"):
         CONV.check(task)
@@ -160,8 +181,7 @@ def test_gif_default_width_never_upscales_and_caps_wide_sources(samples, tmp_pat
 
 
 def test_extraction_options_apply(samples, tmp_path) -> None:
-    got = decode(convert(samples, "mkv", "mp3", tmp_path, channels=1, sample_rate=22050,
-                         start=0.5).path)
+    got = decode(convert(samples, "mkv", "mp3", tmp_path, channels=1, sample_rate=22050, start=0.5).path)
     assert (got.channels, got.sample_rate) == (1, 22050)
     assert abs(got.samples / got.sample_rate - 1.0) < 0.1
 
@@ -182,8 +202,9 @@ def test_no_video_track_is_a_clear_error(samples, tmp_path) -> None:
 def test_progress_rises_from_ffmpeg_output(tmp_path) -> None:
     long = make("mp4", tmp_path / "long.mp4", size=(320, 240), seconds=8)
     seen: list[float] = []
-    task = task_for(long, "mp4", "mkv", tmp_path / "w", {"preset": "slow", "codec": "h265"},
-                    progress=seen.append)
+    task = task_for(
+        long, "mp4", "mkv", tmp_path / "w", {"preset": "slow", "codec": "h265"}, progress=seen.append
+    )
     CONV.check(task)
     CONV.convert(task)
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
@@ -194,8 +215,14 @@ def test_progress_rises_from_ffmpeg_output(tmp_path) -> None:
 def test_progress_accounts_for_trim(tmp_path) -> None:
     long = make("mp4", tmp_path / "long.mp4", size=(320, 240), seconds=8)
     seen: list[float] = []
-    task = task_for(long, "mp4", "mp4", tmp_path / "w",
-                    {"preset": "slow", "start": 5.0, "codec": "h265"}, progress=seen.append)
+    task = task_for(
+        long,
+        "mp4",
+        "mp4",
+        tmp_path / "w",
+        {"preset": "slow", "start": 5.0, "codec": "h265"},
+        progress=seen.append,
+    )
     CONV.convert(task)
     # 3 s of output: a fraction of the whole 8 s file would stop near 0.4
     assert max(p for p in seen if p < 1) > 0.6, seen
@@ -236,9 +263,13 @@ def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
     src = make("mp4", tmp_path / "hd.mp4", size=(1920, 1080), seconds=0.3, audio=False)
     work = tmp_path / "w"
     work.mkdir()
-    run = subprocess.run([sys.executable, "-c", _UNDER_LIMIT, str(src), str(work), codec],
-                         capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[2])
+    run = subprocess.run(
+        [sys.executable, "-c", _UNDER_LIMIT, str(src), str(work), codec],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     got = decode(Path(json.loads(run.stdout)))
     assert got.video_codec == DECODED_NAME[codec] and (got.width, got.height) == (1920, 1080)
@@ -253,8 +284,9 @@ async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
     async def on_progress(value: float) -> None:
         seen.append(value)
 
-    result = await sandbox.run("video", "mp4", "mkv", {"codec": "h265", "preset": "slow"},
-                               [long], tmp_path / "job", on_progress)
+    result = await sandbox.run(
+        "video", "mp4", "mkv", {"codec": "h265", "preset": "slow"}, [long], tmp_path / "job", on_progress
+    )
     got = decode(result.path)
     assert (got.video_codec, got.width, got.height) == ("hevc", 320, 240)
     assert got.frames == 80 and got.audio_codec == "aac"
@@ -265,8 +297,7 @@ async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
 async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
     from converters import sandbox
 
-    result = await sandbox.run("video", "webm", "opus", {"bitrate": 64}, [samples["webm"]],
-                               tmp_path / "job")
+    result = await sandbox.run("video", "webm", "opus", {"bitrate": 64}, [samples["webm"]], tmp_path / "job")
     got = decode(result.path)
     assert got.audio_codec == "opus" and got.video_codec is None
 
@@ -291,5 +322,4 @@ def test_missing_ffmpeg_is_reported_not_offered(monkeypatch) -> None:
     monkeypatch.setattr(media, "ffmpeg_missing", lambda: "no ffmpeg binary here")
     reg = Registry([CONV, audio.AudioConverter()])
     assert reg.filetypes == []
-    assert reg.missing == {"video:ffmpeg": "no ffmpeg binary here",
-                           "audio:ffmpeg": "no ffmpeg binary here"}
+    assert reg.missing == {"video:ffmpeg": "no ffmpeg binary here", "audio:ffmpeg": "no ffmpeg binary here"}
