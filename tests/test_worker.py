@@ -168,3 +168,27 @@ async def test_reconcile_requeues_jobs_lost_by_redis_and_fails_abandoned_ones(
     assert done["status"] == "finished"
     failed = await wait_for_status(http, base_url, account.key, str(abandoned))
     assert failed["status"] == "failed" and "worker" in failed["error"]
+
+
+async def test_a_failed_conversion_is_not_charged(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    acc = await make_account("one-shot", plan=await make_plan(conversions=1))
+    corrupt = png_bytes()[:60] + b"\x00garbage" * 20
+
+    async def convert(data: bytes) -> tuple[int, dict[str, Any]]:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="picture.png")
+        form.add_field("filetype", "image")
+        form.add_field("output_format", "webp")
+        async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": acc.key}) as r:
+            return r.status, await r.json()
+
+    status, body = await convert(corrupt)
+    assert status == 202
+    assert (await wait_for_status(http, base_url, acc.key, body["job_id"]))["status"] == "failed"
+    status, body = await convert(png_bytes())  # the failed one was given back
+    assert status == 202, body
+    assert (await wait_for_status(http, base_url, acc.key, body["job_id"]))["status"] == "finished"
+    status, body = await convert(png_bytes())  # the allowance is spent now
+    assert status == 403 and "No conversions remaining" in body["message"]

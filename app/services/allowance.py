@@ -42,3 +42,17 @@ async def spend(pool: asyncpg.Pool, principal: Principal) -> None:
                 f"The key's own limit is {principal.key.conversion_limit} conversions; raise it "
                 "(updateKey) or use another key.",
             )
+
+
+async def refund(pool: asyncpg.Pool, account_id: int, key_id: int | None) -> None:
+    """Give back the conversion of a job that failed: only finished work is charged."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE accounts SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
+            account_id,
+        )
+        if key_id is not None:
+            await conn.execute(
+                "UPDATE api_keys SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
+                key_id,
+            )

@@ -296,6 +296,23 @@ async def download(
     return Download(rt.storage.path(job.output_path), job.output_name or "output")
 
 
+async def fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) -> Job:
+    """End a job as failed, with a message for its owner, and refund its conversion."""
+    from datetime import UTC, datetime
+
+    job = await save_change(
+        rt,
+        job_id,
+        status=JobStatus.FAILED,
+        error=message,
+        error_hint=hint,
+        finished_at=datetime.now(UTC),
+    )
+    row = await rt.pool.fetchrow("SELECT api_key_id FROM jobs WHERE id = $1", job_id)
+    await allowance.refund(rt.pool, job.account_id, row["api_key_id"] if row else None)
+    return job
+
+
 async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
     """Write a change to PostgreSQL (the truth), then publish it for subscribers."""
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.models import Job, JobStatus
-from app.services.jobs import save_change
+from app.services.jobs import fail, save_change
 from app.storage import safe_filename
 from converters import sandbox
 from converters.base import ConversionError
@@ -105,12 +105,12 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
             finished_at=_now(),
         )
     except ConversionError as exc:
-        return await _fail(rt, job_id, exc.message, exc.hint)
+        return await fail(rt, job_id, exc.message, exc.hint)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        return await _fail(
+        return await fail(
             rt,
             job_id,
             "The conversion failed because of an internal error.",
@@ -118,17 +118,6 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
         )
     finally:
         beat.cancel()
-
-
-async def _fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) -> Job:
-    return await save_change(
-        rt,
-        job_id,
-        status=JobStatus.FAILED,
-        error=message,
-        error_hint=hint,
-        finished_at=_now(),
-    )
 
 
 def _now():  # type: ignore[no-untyped-def]

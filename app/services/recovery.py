@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from saq.job import Status
 
-from app.models import JobStatus
-from app.services.jobs import enqueue, save_change
+from app.services.jobs import enqueue, fail
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -39,12 +38,11 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
             await enqueue(rt, row["id"])
         elif queued is None or queued.status in (Status.FAILED, Status.ABORTED, Status.COMPLETE):
             log.warning("job %s was abandoned by the queue; marked failed", row["id"])
-            await save_change(
+            await fail(
                 rt,
                 row["id"],
-                status=JobStatus.FAILED,
-                error="The conversion stopped: the worker running it died on every attempt.",
-                error_hint="The file may be too demanding for this server; try a smaller one.",
+                "The conversion stopped: the worker running it died on every attempt.",
+                "The file may be too demanding for this server; try a smaller one.",
             )
         else:
             continue
