@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.api.graphql.schema import schema
-from graphql import parse, validate
+from graphql import GraphQLError, parse, validate
 from tests.conftest import OPERATIONS, ROOT
 
 
@@ -22,3 +22,13 @@ def test_operation_documents_validate_against_the_schema() -> None:
     for path in documents:
         errors = validate(schema._schema, parse(path.read_text()))
         assert not errors, f"{path.name}: {errors}"
+
+
+def test_internal_errors_are_masked_and_ours_are_not() -> None:
+    from app.api.graphql.schema import _internal
+    from app.errors import ConvertdError, ErrorCode
+
+    assert _internal(GraphQLError("boom", original_error=RuntimeError("db password wrong")))
+    ours = ConvertdError(ErrorCode.NOT_FOUND, "Job not found.", "Check the id.")
+    assert not _internal(GraphQLError("Job not found.", original_error=ours))
+    assert not _internal(GraphQLError("Cannot query field 'x'"))

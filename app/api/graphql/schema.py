@@ -6,7 +6,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
 
 from app.api.graphql.access import AccessExtension
 from app.api.graphql.account.mutations import AccountMutations
@@ -44,6 +44,12 @@ class ConvertdSchema(strawberry.Schema):
         super().process_errors([e for e in errors if e not in ours], execution_context)
 
 
+def _internal(error: GraphQLError) -> bool:
+    """Our own errors and GraphQL's (syntax, validation) speak to the caller; the rest hide."""
+    original = error.original_error
+    return original is not None and not isinstance(original, ConvertdError)
+
+
 schema = ConvertdSchema(
     query=Query,
     mutation=Mutation,
@@ -52,5 +58,6 @@ schema = ConvertdSchema(
         lambda: QueryDepthLimiter(max_depth=10),
         lambda: MaxAliasesLimiter(max_alias_count=30),
         AccessExtension,
+        lambda: MaskErrors(should_mask_error=_internal, error_message="Internal server error."),
     ],
 )
