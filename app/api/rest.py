@@ -87,6 +87,8 @@ async def info(request: web.Request) -> web.Response:
                 "POST /v1/upload",
                 "POST /v1/convert",
                 "GET /v1/status/{job_id}",
+                "GET /v1/events/{job_id}",
+                "POST /v1/cancel/{job_id}",
                 "GET /v1/download/{job_id}",
                 "GET /v1/keys/me",
                 "POST /v1/token/jwt",
@@ -169,6 +171,33 @@ async def convert(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     who = await principal(request)
     job = await jobs.get(runtime(request), who, request.match_info["job_id"])
+    return web.json_response(status_body(request, job))
+
+
+@routes.get("/v1/events/{job_id}")
+async def events(request: web.Request) -> web.StreamResponse:
+    """The job's status as server-sent events: the jobUpdates subscription for REST clients."""
+    who = await principal(request)
+    stream = jobs.watch(runtime(request), who, request.match_info["job_id"])
+    first = await anext(stream)  # an unknown job is a plain 404, before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    job = first
+    while True:
+        body = json.dumps(status_body(request, job))
+        await response.write(f"id: {job.version}\nevent: status\ndata: {body}\n\n".encode())
+        if job.terminal:
+            break
+        job = await anext(stream)
+    await stream.aclose()
+    await response.write_eof()
+    return response
+
+
+@routes.post("/v1/cancel/{job_id}")
+async def cancel(request: web.Request) -> web.Response:
+    who = await principal(request)
+    job = await jobs.cancel(runtime(request), who, request.match_info["job_id"])
     return web.json_response(status_body(request, job))
 
 

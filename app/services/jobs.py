@@ -314,16 +314,40 @@ async def fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) -
 
 
 async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
-    """Write a change to PostgreSQL (the truth), then publish it for subscribers."""
+    """Write a change to PostgreSQL (the truth), then publish it for subscribers.
+
+    A finished or failed job never changes again: a late write from a worker (a job
+    cancelled while it converted) is dropped, and the job is returned as it stands.
+    """
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
     row = await rt.pool.fetchrow(
-        f"UPDATE jobs SET {sets}, version = version + 1, updated_at = now() WHERE id = $1 RETURNING *",
+        f"UPDATE jobs SET {sets}, version = version + 1, updated_at = now()"
+        " WHERE id = $1 AND status NOT IN ('finished', 'failed') RETURNING *",
         job_id,
         *[v.value if isinstance(v, JobStatus) else v for v in fields.values()],
     )
+    if row is None:
+        return Job.from_row(await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id))
     job = Job.from_row(row)
     await events.publish(rt.redis, job)
     return job
+
+
+async def cancel(rt: Runtime, principal: Principal, job_id: str) -> Job:
+    """Stop a pending or running job of the caller's; it ends failed, its conversion refunded."""
+    job = await get(rt, principal, job_id)
+    if job.terminal:
+        raise ConvertdError(
+            ErrorCode.NOT_READY,
+            f"The job is already {job.status.value}; there is nothing to cancel.",
+            hint="Only pending or processing jobs can be cancelled.",
+        )
+    queued = await rt.queue.job(str(job.id))
+    if queued is not None:
+        # a queued job leaves the queue; a running one is cancelled by its worker, which
+        # kills the converter's whole process group
+        await rt.queue.abort(queued, error="cancelled by its owner")
+    return await fail(rt, job.id, "Cancelled by its owner.", "Convert the file again if you need it.")
 
 
 async def watch(rt: Runtime, principal: Principal, job_id: str) -> AsyncIterator[Job]:

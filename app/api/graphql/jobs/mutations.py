@@ -50,3 +50,8 @@ class JobMutations:
             files=files, file_paths=paths, input_format=input.input_format,
         )
         return Job.from_model(job)
+
+    @strawberry.mutation(description="Cancel one of your pending or running jobs; it ends FAILED.")
+    async def cancel_job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Job:
+        ctx = info.context
+        return Job.from_model(await jobs_service.cancel(ctx.rt, ctx.principal, str(id)))
