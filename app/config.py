@@ -55,6 +55,7 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     require_https: bool
     queue: QueueSettings
+    webhook_private: bool = True  # may webhooks reach loopback and private addresses?
 
     @property
     def storage_dir(self) -> Path:
@@ -77,6 +78,7 @@ class Settings:
             download_url_ttl=_int("DOWNLOAD_URL_TTL", 24 * 3600),
             trusted_proxies=_list("TRUSTED_PROXIES"),
             require_https=_bool("REQUIRE_HTTPS", False),
+            webhook_private=_bool("WEBHOOK_PRIVATE", True),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

@@ -129,6 +129,9 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    webhook_url: str | None = None
+    public_base: str | None = None
+    webhook_status: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from saq import CronJob, Worker
 
 from app.runtime import Runtime
-from app.services import processing, recovery
+from app.services import processing, recovery, webhooks
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
@@ -16,6 +16,12 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     saq_job = ctx["job"]
     job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
     return job.status.value
+
+
+async def webhook(ctx: dict[str, Any], *, job_id: str) -> str:
+    saq_job = ctx["job"]
+    last = saq_job.attempts >= saq_job.retries
+    return await webhooks.deliver(ctx["runtime"], uuid.UUID(job_id), last_attempt=last)
 
 
 async def reconcile(ctx: dict[str, Any]) -> int:
@@ -30,7 +36,7 @@ def build_worker(rt: Runtime) -> Worker:
     q = rt.settings.queue
     worker = Worker(
         rt.queue,
-        functions=[convert],
+        functions=[convert, webhook],
         cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
         concurrency=q.concurrency,
         startup=startup,

@@ -52,19 +52,20 @@ async def test_cancelling_a_running_job_stops_it_and_refunds_it(
                 break
         await asyncio.sleep(0.1)
     for _ in range(100):  # the child starts just after the job turns processing
-        if _converter_children():
+        running = {p.pid for p in _converter_children()}
+        if running:
             break
         await asyncio.sleep(0.05)
-    assert _converter_children(), "the conversion should be running in a child process"
+    assert running, "the conversion should be running in a child process"
 
     body = await gql(operation("CancelJob"), {"id": job_id}, key=account.key)
     cancelled = body["data"]["cancelJob"]
     assert cancelled["status"] == "FAILED" and "Cancelled" in cancelled["error"]
     for _ in range(100):  # the worker notices within its abort timer (1 s)
-        if not _converter_children():
+        if not running & {p.pid for p in _converter_children()}:
             break
         await asyncio.sleep(0.1)
-    assert not _converter_children(), "the converter kept running after cancel"
+    assert not running & {p.pid for p in _converter_children()}, "the converter kept running"
     final = await wait_for_status(http, base_url, account.key, job_id)
     assert final["status"] == "failed" and "Cancelled" in final["error"]
 

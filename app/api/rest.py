@@ -17,6 +17,7 @@ from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import formats as formats_service
 from app.services import jobs, keys, uploads
+from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
 VERSION = "1.0"
@@ -49,7 +50,7 @@ def upload_body(u: Upload) -> dict[str, Any]:
 
 
 def status_body(request: web.Request, job: Job) -> dict[str, Any]:
-    links = jobs.links(runtime(request), job, base_url(request))
+    links = job_links(runtime(request), job, base_url(request))
     body: dict[str, Any] = {
         "ok": job.status is not JobStatus.FAILED,
         "job_id": str(job.id),
@@ -70,6 +71,8 @@ def status_body(request: web.Request, job: Job) -> dict[str, Any]:
         )
     if job.status is JobStatus.FAILED:
         body.update(error=job.error, hint=job.error_hint)
+    if job.webhook_url:
+        body.update(webhook_url=job.webhook_url, webhook_status=job.webhook_status)
     return body
 
 
@@ -142,6 +145,8 @@ async def convert(request: web.Request) -> web.Response:
             options=body.get("options"),
             file_paths=_as_list(body.get("file_path")),
             input_format=body.get("input_format"),
+            webhook_url=body.get("webhook_url"),
+            base_url=base_url(request),
         )
     else:
         async with read_form(request, rt) as form:
@@ -154,8 +159,10 @@ async def convert(request: web.Request) -> web.Response:
                 files=form.all_files(),
                 file_paths=form.fields.get("file_path", []),
                 input_format=form.get("input_format"),
+                webhook_url=form.get("webhook_url"),
+                base_url=base_url(request),
             )
-    links = jobs.links(rt, job, base_url(request))
+    links = job_links(rt, job, base_url(request))
     return ok(
         {
             "job_id": str(job.id),

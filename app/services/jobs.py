@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from app import events
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
-from app.services import allowance, uploads
+from app.services import allowance, uploads, webhooks
 from app.services.formats import request_errors
 from converters.base import ConversionError
 from converters.registry import normalize_format, registry
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
     from app.auth.principal import Principal
     from app.runtime import Runtime
     from app.storage import IncomingFile
-
-
-@dataclasses.dataclass(frozen=True)
-class JobLinks:
-    status_url: str
-    download_url: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +90,11 @@ async def convert(
     files: Sequence[IncomingFile] = (),
     file_paths: Sequence[str] = (),
     input_format: str | None = None,
+    webhook_url: str | None = None,
+    base_url: str | None = None,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job."""
+    webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
     output_format = _required(output_format, "output_format", "The target extension, e.g. webp.")
     values = parse_options(options)
@@ -141,7 +138,8 @@ async def convert(
     stored += await uploads.store(rt, principal, list(files)) if files else []
     row = await rt.pool.fetchrow(
         "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-        " options, input_uploads) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        " options, input_uploads, webhook_url, public_base)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
         principal.account_id,
         principal.key.id if principal.key else None,
         filetype,
@@ -149,6 +147,8 @@ async def convert(
         normalize_format(output_format),
         values,
         [u.id for u in stored],
+        webhook_url,
+        (rt.settings.public_url or base_url or "").rstrip("/") or None,
     )
     job = Job.from_row(row)
     await enqueue(rt, job.id)
@@ -236,15 +236,6 @@ async def list_for(
     return JobPage(jobs, _encode_cursor(jobs[-1]) if len(rows) > first else None)
 
 
-def links(rt: Runtime, job: Job, base_url: str) -> JobLinks:
-    base = (rt.settings.public_url or base_url).rstrip("/")
-    query = rt.storage.signed_query(str(job.id), rt.settings.download_url_ttl)
-    return JobLinks(
-        status_url=f"{base}/v1/status/{job.id}",
-        download_url=f"{base}/v1/download/{job.id}?{query}",
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Download:
     path: Path
@@ -330,6 +321,8 @@ async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
         return Job.from_row(await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id))
     job = Job.from_row(row)
     await events.publish(rt.redis, job)
+    if job.terminal and job.webhook_url:
+        await webhooks.enqueue(rt, job)
     return job
 
 

@@ -21,6 +21,9 @@ class ConvertInput:
         default=None, description="Overrides the format taken from the file name."
     )
     options: JSON | None = None
+    webhook_url: str | None = strawberry.field(
+        default=None, description="POSTed the job (signed) when it finishes or fails."
+    )
 
 
 @strawberry.type
@@ -48,6 +51,7 @@ class JobMutations:
             ctx.rt, ctx.principal,
             filetype=input.filetype, output_format=input.output_format, options=input.options,
             files=files, file_paths=paths, input_format=input.input_format,
+            webhook_url=input.webhook_url, base_url=ctx.base_url,
         )
         return Job.from_model(job)
 

@@ -8,7 +8,7 @@ import strawberry
 from app.api.graphql.scalars import JSON
 from app.models import Job as JobModel
 from app.models import JobStatus as JobStatusModel
-from app.services import jobs as jobs_service
+from app.services.links import links as job_links
 
 if TYPE_CHECKING:
     from app.api.graphql.context import Context
@@ -37,17 +37,21 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    webhook_url: str | None
+    webhook_status: str | None = strawberry.field(
+        description="'delivered', or why the webhook could not be delivered."
+    )
     _model: strawberry.Private[JobModel]
 
     @strawberry.field(description="REST status URL of this job.")
     def status_url(self, info: strawberry.Info[Context, None]) -> str:
-        return jobs_service.links(info.context.rt, self._model, info.context.base_url).status_url
+        return job_links(info.context.rt, self._model, info.context.base_url).status_url
 
     @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
     def download_url(self, info: strawberry.Info[Context, None]) -> str | None:
         if self._model.status is not JobStatusModel.FINISHED:
             return None
-        return jobs_service.links(info.context.rt, self._model, info.context.base_url).download_url
+        return job_links(info.context.rt, self._model, info.context.base_url).download_url
 
     @classmethod
     def from_model(cls, job: JobModel) -> Job:
@@ -69,6 +73,8 @@ class Job:
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
+            webhook_url=job.webhook_url,
+            webhook_status=job.webhook_status,
             _model=job,
         )
 

@@ -1,0 +1,148 @@
+"""Webhooks: a job that names a URL has its end POSTed there, signed, with retries.
+
+The body is the job's status (as GET /v1/status shows it) plus an `event` name. It is signed
+like Stripe's: `X-Convertd-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+keyed with the signing secret of the API key that created the job — the secret its owner
+already holds for self-signed JWTs. Deliveries run on the job queue, so they survive a
+restart and are retried with backoff; the outcome is kept on the job (`webhook_status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from app.auth import keys
+from app.errors import ConvertdError, ErrorCode
+from app.models import Job, JobStatus
+from app.services.links import links
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 6  # about a minute and a half in all with saq's exponential backoff from 2 s
+TIMEOUT = 10  # seconds for one delivery
+
+
+def check_url(url: str | None) -> str | None:
+    """Refuse, before a job exists, a webhook URL that could never be delivered."""
+    if url is None or not url.strip():
+        return None
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"'{url[:100]}' is not a usable webhook URL.",
+            hint="Give an absolute http:// or https:// URL of at most 2048 characters.",
+            field="webhook_url",
+        )
+    return url
+
+
+def payload(job: Job) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event": f"job.{job.status.value}",
+        "job_id": str(job.id),
+        "status": job.status.value,
+        "filetype": job.filetype,
+        "input_format": job.input_format,
+        "output_format": job.output_format,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+    if job.status is JobStatus.FINISHED:
+        body.update(file_name=job.output_name, file_size=job.output_size, items=job.output_items)
+    else:
+        body.update(error=job.error, hint=job.error_hint)
+    return body
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+async def enqueue(rt: Runtime, job: Job) -> None:
+    await rt.queue.enqueue(
+        "webhook",
+        key=f"webhook:{job.id}",
+        job_id=str(job.id),
+        timeout=TIMEOUT * 2,
+        retries=ATTEMPTS,
+        retry_delay=2.0,
+        retry_backoff=True,
+    )
+
+
+class Undeliverable(Exception):
+    """Delivery cannot succeed by trying again (the address is refused by configuration)."""
+
+
+async def _refuse_private(rt: Runtime, host: str, port: int) -> None:
+    if rt.settings.webhook_private:
+        return
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
+            raise Undeliverable(f"refused: {host} is a private address (CONVERTD_WEBHOOK_PRIVATE=0)")
+
+
+async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
+    """POST the job's end to its webhook once; raise to have the queue try again."""
+    row = await rt.pool.fetchrow(
+        "SELECT j.*, k.kid FROM jobs j LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
+        job_id,
+    )
+    job = Job.from_row(row)
+    assert job.webhook_url and job.terminal
+    body = payload(job)
+    if job.public_base:
+        urls = links(rt, job, job.public_base)
+        body["status_url"] = urls.status_url
+        if job.status is JobStatus.FINISHED:
+            body["download_url"] = urls.download_url
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "X-Convertd-Event": body["event"],
+               "User-Agent": "Convertd-Webhook/1"}  # fmt: skip
+    if row["kid"] is not None:
+        secret = keys.signing_secret(rt.settings.secret, row["kid"])
+        headers["X-Convertd-Signature"] = sign(secret, int(time.time()), data)
+    parts = urlsplit(job.webhook_url)
+    try:
+        await _refuse_private(rt, parts.hostname or "", parts.port or 80)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http,
+            http.post(job.webhook_url, data=data, headers=headers, allow_redirects=False) as resp,
+        ):
+            if resp.status >= 300:
+                raise aiohttp.ClientResponseError(
+                    resp.request_info, (), status=resp.status, message=resp.reason or ""
+                )
+    except Undeliverable as exc:
+        return await _record(rt, job_id, str(exc))
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        reason = f"failed: {getattr(exc, 'status', None) or type(exc).__name__}"
+        if last_attempt:
+            return await _record(rt, job_id, reason)
+        await _record(rt, job_id, f"{reason}; retrying")
+        raise
+    return await _record(rt, job_id, "delivered")
+
+
+async def _record(rt: Runtime, job_id: uuid.UUID, outcome: str) -> str:
+    # a detail of delivery, not a change of the job: no version bump, no event
+    await rt.pool.execute("UPDATE jobs SET webhook_status = $2 WHERE id = $1", job_id, outcome)
+    return outcome

@@ -1,0 +1,131 @@
+"""Webhooks: a job's end is POSTed to the URL it names, signed, retried until delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from app.runtime import Runtime
+from app.services import webhooks
+from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
+
+
+@dataclasses.dataclass
+class Receiver:
+    url: str
+    calls: list[tuple[dict[str, str], bytes]]
+    fail_first: int = 0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    got = Receiver("", [])
+
+    async def hook(request: web.Request) -> web.Response:
+        got.calls.append((dict(request.headers), await request.read()))
+        if len(got.calls) <= got.fail_first:
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    got.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    yield got
+    await runner.cleanup()
+
+
+async def _until_called(receiver: Receiver, count: int, timeout: float = 30) -> None:
+    for _ in range(int(timeout * 10)):
+        if len(receiver.calls) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"webhook called {len(receiver.calls)} times, expected {count}")
+
+
+def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    parts = dict(p.split("=", 1) for p in headers["X-Convertd-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), parts["v1"])
+
+
+async def test_finished_job_is_posted_signed_with_the_keys_signing_secret(
+    http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"hello", filename="a.txt")
+    form.add_field("filetype", "hash")
+    form.add_field("output_format", "json")
+    form.add_field("webhook_url", receiver.url)
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
+        job_id = (await r.json())["job_id"]
+    await _until_called(receiver, 1)
+    headers, body = receiver.calls[0]
+    assert _verify(account.signing_secret, headers, body)
+    assert not _verify(account.signing_secret + "x", headers, body)
+    event = json.loads(body)
+    assert event["event"] == "job.finished" and event["job_id"] == job_id
+    async with http.get(event["download_url"]) as resp:  # signed: works without a key
+        assert hashlib.sha256(b"hello").hexdigest() in await resp.text()
+    for _ in range(50):
+        status = await wait_for_status(http, base_url, account.key, job_id)
+        if status["webhook_status"] == "delivered":
+            break
+        await asyncio.sleep(0.1)
+    assert status["webhook_status"] == "delivered"
+
+
+async def test_failed_job_is_posted_and_a_refusing_receiver_is_retried(
+    gql: GraphQL, account: Account, receiver: Receiver
+) -> None:
+    receiver.fail_first = 1
+    code, body = await gql.multipart(
+        operation("Convert"),
+        {"input": {"file": None, "filetype": "image", "outputFormat": "webp", "webhookUrl": receiver.url}},
+        {"variables.input.file": ("bad.png", png_bytes()[:60] + b"\0" * 200)},
+        key=account.key,
+    )
+    assert code == 200, body
+    await _until_called(receiver, 2)
+    first, second = (json.loads(b) for _, b in receiver.calls[:2])
+    assert first == second and second["event"] == "job.failed" and second["error"]
+
+
+async def test_unusable_webhook_url_is_refused_before_the_job(gql: GraphQL, account: Account) -> None:
+    for url in ("ftp://example.com/x", "not a url", "http://"):
+        _code, body = await gql.multipart(
+            operation("Convert"),
+            {"input": {"file": None, "filetype": "hash", "outputFormat": "txt", "webhookUrl": url}},
+            {"variables.input.file": ("a.txt", b"x")},
+            key=account.key,
+        )
+        assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST", url
+
+
+async def test_private_addresses_can_be_refused(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"x", filename="a.txt")
+    form.add_field("filetype", "hash")
+    form.add_field("output_format", "txt")
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
+        job_id = (await r.json())["job_id"]
+    await wait_for_status(http, base_url, account.key, job_id)
+    await rt.pool.execute("UPDATE jobs SET webhook_url = $2 WHERE id = $1::uuid", job_id, receiver.url)
+    strict = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, webhook_private=False))
+    import uuid
+
+    outcome = await webhooks.deliver(strict, uuid.UUID(job_id), last_attempt=False)
+    assert outcome.startswith("refused") and receiver.calls == []
