@@ -1,9 +1,15 @@
-"""The child side of `converters.sandbox`: `python -P -m converters.child <fd>`.
+"""The child side of `converters.sandbox`: `python -P -m converters.child <fd> [--warm [conv]]`.
 
-Reads the job spec (JSON) from stdin, locks itself down (resource limits, no network),
-checks the declared input type against the content, then runs the converter's `check` and
-`convert`. Progress and the outcome go to file descriptor <fd> as JSON lines, because
-converter libraries may write anything to stdout and stderr.
+Reads the job spec (JSON) from stdin, enters the job (cwd, HOME and TMPDIR in its
+directory), locks itself down (resource limits, no network), checks the declared input type
+against the content, then runs the converter's `check` and `convert`. Progress and the
+outcome go to file descriptor <fd> as JSON lines, because converter libraries may write
+anything to stdout and stderr.
+
+With `--warm` the child is started before any job exists: it imports what the next job
+likely needs (the previous job's converter module and libmagic's database) and then waits
+on stdin. Nothing it does before the spec arrives depends on a job or touches any input,
+and it still runs exactly one job and exits.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import importlib
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -108,12 +115,16 @@ class _Channel:
         self.send({"progress": value})
 
 
-def _load(spec: str) -> Any:
+def _class(spec: str) -> Any:
     module, _, cls = spec.partition(":")
     obj: Any = importlib.import_module(module)
     for part in cls.split("."):
         obj = getattr(obj, part)
-    return obj()
+    return obj
+
+
+def _load(spec: str) -> Any:
+    return _class(spec)()
 
 
 def _format_of(name: str) -> str | None:
@@ -154,6 +165,44 @@ def convert(spec: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     return {"path": os.path.relpath(path, workdir), "items": list(result.items)}
 
 
+def preload(converter: str | None) -> None:
+    """Warm start: import what the likely next job needs, before any job exists.
+
+    `converter` ("module:Class", from the parent's registry) is the previous job's: the
+    next one is likely alike, and a guess that misses only costs CPU. Step by step, and
+    only until the spec is waiting on stdin."""
+
+    def spec_waiting() -> bool:
+        return bool(select.select([sys.stdin], [], [], 0)[0])
+
+    import converters.registry  # noqa: F401  (every job needs these)
+
+    if not converter or spec_waiting():
+        return
+    cls = _class(converter)  # its module, with its libraries (Pillow, PyMuPDF...)
+    if cls.content_agnostic or spec_waiting():
+        return
+    from converters import sniff
+
+    sniff._magic(True)  # libmagic's database (the system's: HOME is no job's yet)
+    sniff._magic(False)
+
+
+def enter_job(spec: dict[str, Any]) -> None:
+    """Everything about the process that depends on the job, before any input is touched.
+
+    A cold child was started with these already; a warm one was started before the job
+    existed, so here is where it gets them. Helpers inherit them through os.environ.
+    """
+    import tempfile
+
+    workdir = Path(spec["workdir"])
+    os.chdir(workdir)
+    os.environ["HOME"] = str(workdir)
+    os.environ["TMPDIR"] = str(workdir / "tmp")
+    tempfile.tempdir = None  # never a directory cached before the job
+
+
 def die_with_parent() -> None:
     """A worker killed with SIGKILL cannot kill us: have the kernel do it (PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -167,7 +216,13 @@ def main() -> int:
     fd = int(sys.argv[1])
     os.set_inheritable(fd, False)  # helpers (ffmpeg, soffice) must not keep it open
     channel = _Channel(os.fdopen(fd, "w", encoding="utf-8"))
+    if "--warm" in sys.argv[2:3]:
+        try:
+            preload(sys.argv[3] if len(sys.argv) > 3 else None)
+        except Exception:  # the job imports what it needs itself and fails as a cold child would
+            traceback.print_exc()
     spec = json.load(sys.stdin)
+    enter_job(spec)
     apply_limits(spec["limits"])
     isolated = isolate_network()
     try:

@@ -10,18 +10,28 @@ environment and, where the kernel lets us, a private network namespace with no w
 The spec travels to the child on stdin as JSON; progress and the outcome come back as JSON
 lines on a dedicated pipe, because the libraries a converter uses may print anything on
 stdout and stderr (those are merged, and only their tail is kept, for logs).
+
+To save the interpreter's start-up and the common imports, each process keeps one or two
+"warm" children: started (with the same session, environment scrubbing and death-with-
+parent) before any job exists, they wait for a spec. A job takes one, a replacement starts
+at once; the child enters the job's directory, environment, limits and network namespace
+after the spec arrives, runs that one job and exits. CONVERTD_SANDBOX_WARM sets how many are
+kept (0 turns this off: a fresh interpreter per job, started with the job's cwd and HOME).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -96,15 +106,18 @@ def _stage_inputs(inputs: list[Path], workdir: Path) -> list[str]:
     return names
 
 
-def _child_env(workdir: Path) -> dict[str, str]:
-    """Only what a converter needs: no proxies, credentials or service configuration."""
+def _child_env(workdir: Path | None) -> dict[str, str]:
+    """Only what a converter needs: no proxies, credentials or service configuration.
+
+    Without a workdir (a warm child, started before its job exists) HOME and TMPDIR point
+    nowhere until the child sets them from the spec."""
     # The child must import the same code as we do (tests add their own modules to the path);
     # the job directory itself is never on the path (the child runs with -P).
     paths = [str(_PROJECT_ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir / "tmp"),
+        "HOME": str(workdir) if workdir else "/nonexistent",
+        "TMPDIR": str(workdir / "tmp") if workdir else "/nonexistent",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
@@ -113,13 +126,215 @@ def _child_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def _kill_group(proc: asyncio.subprocess.Process | _WarmChild) -> None:
     # The child leads its own session, so its pid is the process group id of every helper
     # it started (unless one of them called setsid itself).
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+WARM_ENV = "CONVERTD_SANDBOX_WARM"
+WARM_DEFAULT = 1
+WARM_MAX = 2
+
+
+def warm_size() -> int:
+    """How many warm children to keep (CONVERTD_SANDBOX_WARM, 0 to 2; 0: none)."""
+    value = os.environ.get(WARM_ENV, "").strip()
+    try:
+        return max(0, min(int(value), WARM_MAX)) if value else WARM_DEFAULT
+    except ValueError:
+        return WARM_DEFAULT
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _WarmChild:
+    """A `converters.child --warm` started before its job: it waits on stdin for one spec.
+
+    A plain Popen, not an asyncio subprocess: it is started in one call of `run()` and used
+    by a later one, which may run on another event loop. The loop it ends up serving reads
+    its pipes and hears of its exit through a pidfd.
+    """
+
+    def __init__(self, preload: str | None = None) -> None:
+        self.env = _child_env(None)
+        read_fd, write_fd = os.pipe()
+        hint = [preload] if preload else []
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-P", "-m", "converters.child", str(write_fd), "--warm", *hint],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                env=self.env,
+                pass_fds=(write_fd,),  # and nothing else: close_fds is on
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.read_fd = read_fd  # ours is close-on-exec: no other child inherits it
+        self.owner = os.getpid()
+        # PR_SET_PDEATHSIG fires when the *thread* that started it ends
+        self.thread = threading.current_thread()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def usable(self) -> bool:
+        """Still waiting, ours (not a copy from before a fork), started by this thread (it
+        dies with its starter) and started as we would start one now."""
+        return (
+            self.owner == os.getpid()
+            and self.thread is threading.current_thread()
+            and self.popen.poll() is None
+            and self.env == _child_env(None)
+        )
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+
+    def discard(self) -> None:
+        """Kill it, reap it and close our ends of its pipes (never used for a job)."""
+        if self.owner == os.getpid():
+            _kill_group(self)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5)
+        self.close()
+
+    def close(self) -> None:
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+
+    async def send(self, data: bytes) -> None:
+        """Write the spec to its stdin without blocking the loop, then close it."""
+        assert self.popen.stdin is not None
+        fd = self.popen.stdin.fileno()
+        os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    ready = loop.create_future()
+                    loop.add_writer(fd, _wake, ready)
+                    try:
+                        await ready
+                    finally:
+                        loop.remove_writer(fd)
+        except (BrokenPipeError, ConnectionError):
+            pass  # it died: how it ended is reported like any other child's end
+        finally:
+            self.popen.stdin.close()
+
+    async def wait(self) -> int:
+        if self.popen.returncode is not None:
+            return self.popen.returncode
+        try:
+            pidfd = os.pidfd_open(self.popen.pid)
+        except ProcessLookupError:  # reaped already
+            return self.popen.wait()
+        except OSError:  # no pidfds on this kernel
+            while self.popen.poll() is None:
+                await asyncio.sleep(0.02)
+            return self.popen.returncode  # type: ignore[return-value]
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(pidfd, _wake, exited)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return self.popen.wait()
+
+
+_warm: list[_WarmChild] = []
+_warm_lock = threading.Lock()
+
+
+def _take_warm(size: int) -> _WarmChild:
+    """A ready child from the pool (dead or stale ones are discarded), or a new one."""
+    taken, stale = None, []
+    with _warm_lock:
+        while _warm and taken is None:
+            child = _warm.pop(0)
+            if child.usable():
+                taken = child
+            else:
+                stale.append(child)
+        while len(_warm) > size:
+            stale.append(_warm.pop())
+    for child in stale:
+        child.discard()
+    return taken or _WarmChild()
+
+
+def _refill_warm(size: int, preload: str) -> None:
+    """Start replacements; they import `preload` (the converter "module:Class" of the job
+    that just started: the next one is likely alike) while they wait."""
+    try:
+        with _warm_lock:
+            while len(_warm) < size:
+                _warm.append(_WarmChild(preload))
+    except OSError:  # out of processes or fds: the next job starts its own child
+        log.warning("could not start a warm conversion child", exc_info=True)
+
+
+def close_warm() -> None:
+    """Kill every waiting warm child (at exit, when warm starts are turned off, in tests)."""
+    with _warm_lock:
+        children = list(_warm)
+        _warm.clear()
+    for child in children:
+        child.discard()
+
+
+atexit.register(close_warm)
+
+
+async def _start_cold(workdir: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """Today's fresh child, started with the job's cwd and environment; and our message fd."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-P", "-m", "converters.child", str(write_fd),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=workdir,
+            env=_child_env(workdir),
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )  # fmt: skip
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds its copy; EOF on ours means it is gone
+    return proc, read_fd
 
 
 async def _read_messages(
@@ -310,41 +525,51 @@ async def run(
     }
 
     loop = asyncio.get_running_loop()
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "converters.child", str(write_fd),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=workdir,
-            env=_child_env(workdir),
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )  # fmt: skip
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)  # the child holds its copy; EOF on ours means it is gone
+    size = warm_size()
+    if size == 0 and _warm:
+        close_warm()
+    proc: asyncio.subprocess.Process | _WarmChild
+    stdout_transport: asyncio.BaseTransport | None = None
+    if size:
+        proc = _take_warm(size)
+        read_fd, proc.read_fd = proc.read_fd, -1
+        stdout = asyncio.StreamReader(limit=2**16)
+        try:
+            assert proc.popen.stdout is not None
+            stdout_transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stdout), proc.popen.stdout
+            )
+        except BaseException:
+            os.close(read_fd)
+            proc.discard()
+            raise
+    else:
+        proc, read_fd = await _start_cold(workdir)
+        assert proc.stdout is not None
+        stdout = proc.stdout
 
     reader = asyncio.StreamReader(limit=1024 * 1024)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
-    )
+    messages = os.fdopen(read_fd, "rb", buffering=0)
+    transport: asyncio.BaseTransport | None = None
     tail = bytearray()
     timed_out = False
     final: dict[str, Any] = {}
     try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(spec).encode())
-        with contextlib.suppress(ConnectionError):
-            await proc.stdin.drain()
-        proc.stdin.close()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), messages)
+        data = json.dumps(spec).encode()
+        if isinstance(proc, _WarmChild):
+            await proc.send(data)
+            # the replacement starts up while this job runs (once its wall clock is armed)
+            loop.call_soon(_refill_warm, size, spec["converter"])
+        else:
+            assert proc.stdin is not None
+            proc.stdin.write(data)
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+            proc.stdin.close()
 
         async def supervise() -> dict[str, Any]:
-            assert proc.stdout is not None
-            drain = asyncio.ensure_future(_drain(proc.stdout, tail))
+            drain = asyncio.ensure_future(_drain(stdout, tail))
             try:
                 msg = await _read_messages(reader, on_progress)
                 await proc.wait()
@@ -363,10 +588,17 @@ async def run(
         # On success the group is normally gone already; on timeout, cancellation or any
         # error here, this is what stops a runaway converter and its helpers.
         _kill_group(proc)
-        transport.close()
+        if transport is not None:
+            transport.close()
+        else:
+            messages.close()
+        if stdout_transport is not None:
+            stdout_transport.close()
         if proc.returncode is None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(proc.wait())
+        if isinstance(proc, _WarmChild):
+            proc.close()
 
     global network_isolated
     if "isolated" in final:

@@ -3,19 +3,25 @@
 The misbehaving converters below are real code run in the real child process (the child
 imports this module by name, as it imports any converter): they really allocate, spin,
 sleep, crash or spawn helpers, and the sandbox must stop them and explain why.
+
+Every test runs twice: with a warm child (started before its job, CONVERTD_SANDBOX_WARM=1)
+and with a fresh one per job (CONVERTD_SANDBOX_WARM=0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import hashlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -33,7 +39,7 @@ from converters.sandbox import SandboxError
 
 BEHAVIOURS = frozenset(
     {"ok", "chatty", "mem", "cpu", "sleep", "segv", "error", "bigout", "spawn", "net", "env",
-     "boom", "escape", "rust_oom"}
+     "boom", "escape", "rust_oom", "state"}
 )  # fmt: skip
 
 
@@ -86,6 +92,8 @@ class MisbehavingConverter(Converter):
                 out.write_text(f"blocked: {exc}")
         elif what == "env":
             out.write_text(json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}))
+        elif what == "state":
+            out.write_text(json.dumps(_process_state()))
         elif what == "boom":
             raise RuntimeError("internal detail /secret/path")
         elif what == "escape":
@@ -96,6 +104,45 @@ class MisbehavingConverter(Converter):
 
             CalamineWorkbook.from_path(str(task.inputs[0])).get_sheet_by_index(0)
         return Result(out)
+
+
+def _process_state() -> dict[str, object]:
+    """What a job's process looks like from inside."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    with open("/proc/self/cmdline", "rb") as fh:
+        cmdline = fh.read().split(b"\0")
+    return {
+        "pid": os.getpid(),
+        "sid": os.getsid(0),
+        "cmdline": [arg.decode() for arg in cmdline],
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "tempdir": tempfile.gettempdir(),
+        "limits": {
+            name: resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
+            for name in ("AS", "CPU", "FSIZE", "CORE")
+        },
+        "netns": os.readlink("/proc/self/ns/net"),
+        "pdeathsig": _pdeathsig(),
+        "fds": fds,
+    }
+
+
+def _pdeathsig() -> int:
+    sig = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG
+    return sig.value
+
+
+@pytest.fixture(autouse=True, params=["warm", "cold"])
+def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(sandbox.WARM_ENV, "1" if request.param == "warm" else "0")
+    sandbox.close_warm()
+    yield request.param
+    sandbox.close_warm()
 
 
 @pytest.fixture
@@ -352,3 +399,147 @@ def test_no_network_without_root_either(tmp_path: Path) -> None:
     if done.stdout.startswith("False"):
         pytest.skip("this kernel allows no unprivileged user namespaces")
     assert done.stdout.split() == ["True", "blocked"], done.stdout + done.stderr
+
+
+# --- warm children: started before their job, still one job each --------------------------
+
+
+def _ready_warm_pids(timeout: float = 20) -> list[int]:
+    """The pool's children once each is past its imports and waiting for a spec on stdin."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [child.pid for child in sandbox._warm]
+        waiting = []
+        for pid in pids:
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/wchan") as fh:
+                waiting.append("pipe_read" in fh.read())
+        if pids and all(waiting):
+            return pids
+        time.sleep(0.02)
+    raise AssertionError("no warm child became ready")
+
+
+async def _state(workdir: Path, sample: Path, limits: Limits | None = None) -> dict:
+    result = await sandbox.run("probe", "bin", "state", {}, [sample], workdir, limits=limits)
+    return json.loads(result.path.read_text())
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
+async def test_a_warm_child_serves_exactly_one_job(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    await _state(tmp_path / "first", sample)  # the pool fills lazily, on first use
+    [ready] = _ready_warm_pids()
+    second = await _state(tmp_path / "second", sample)
+    assert second["pid"] == ready  # served by the child that was waiting
+    assert "--warm" in second["cmdline"]
+    await asyncio.sleep(0.1)
+    assert not _alive(ready)  # one job, then gone
+    [replacement] = _ready_warm_pids()
+    assert replacement != ready
+    third = await _state(tmp_path / "third", sample)
+    assert third["pid"] == replacement
+    assert len({second["pid"], third["pid"]}) == 2
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm", "cold"], indirect=True)
+async def test_consecutive_jobs_get_different_processes(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    pids = [(await _state(tmp_path / f"job{i}", sample))["pid"] for i in range(3)]
+    assert len(set(pids)) == 3
+    assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
+async def test_a_warm_child_takes_on_its_job_before_touching_input(
+    probe_registry: None, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("CONVERTD_DATABASE_URL", "postgresql://secret@db/convertd")
+    await _state(tmp_path / "first", sample)
+    [ready] = _ready_warm_pids()  # started, imports done, well before this job existed
+    workdir = tmp_path / "job"
+    limits = Limits(memory_bytes=700 * 1024**2, cpu_seconds=7, wall_seconds=20, output_bytes=3 * 1024**2)
+    state = await _state(workdir, sample, limits)
+    assert state["pid"] == ready
+    assert state["cwd"] == str(workdir)
+    assert state["env"]["HOME"] == str(workdir)
+    assert state["env"]["TMPDIR"] == state["tempdir"] == str(workdir / "tmp")
+    assert not {k for k in state["env"] if "proxy" in k.lower() or k.startswith("CONVERTD")}
+    assert state["limits"] == {"AS": [700 * 1024**2] * 2, "CPU": [7, 12], "FSIZE": [3 * 1024**2] * 2,
+                               "CORE": [0, 0]}  # fmt: skip
+    assert state["sid"] == state["pid"]  # its own session: the whole group can be killed
+    assert state["pdeathsig"] == 9  # SIGKILL when the worker dies
+    if sandbox.network_isolated:
+        assert state["netns"] != os.readlink("/proc/self/ns/net")
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
+async def test_a_warm_child_started_during_another_job_holds_none_of_its_files(
+    probe_registry: None, sample: Path, tmp_path: Path
+) -> None:
+    other = asyncio.ensure_future(sandbox.run("probe", "bin", "spawn", {}, [sample], tmp_path / "other"))
+    try:
+        for _ in range(200):  # the other job runs; the pool's replacement starts meanwhile
+            if (tmp_path / "other" / "pids.json").exists() and sandbox._warm:
+                break
+            await asyncio.sleep(0.05)
+        [ready] = _ready_warm_pids()
+        workdir = tmp_path / "job"
+        state = await _state(workdir, sample)
+    finally:
+        other.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await other
+    assert state["pid"] == ready
+    extra = {fd: target for fd, target in state["fds"].items() if fd not in ("0", "1", "2")}
+    pipes = [target for target in extra.values() if target.startswith("pipe:")]
+    files = [target for target in extra.values() if not target.startswith("pipe:")]
+    assert len(pipes) == 1, state["fds"]  # its own message channel, nothing of the other job
+    assert all(Path(f).is_relative_to(workdir) for f in files), state["fds"]
+    assert state["fds"]["1"] == state["fds"]["2"] != state["fds"]["0"]
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
+async def test_warm_limits_still_stop_a_job(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    # the limit tests above run in both modes; this one makes sure a child that waited does
+    await _state(tmp_path / "first", sample)
+    _ready_warm_pids()
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run("probe", "bin", "mem", {}, [sample], tmp_path / "mem")
+    assert err.value.kind == "memory"
+    _ready_warm_pids()
+    with pytest.raises(SandboxError) as err:
+        await sandbox.run(
+            "probe", "bin", "sleep", {}, [sample], tmp_path / "sleep", limits=Limits(wall_seconds=1)
+        )
+    assert err.value.kind == "timeout"
+    await _hash_ok(sample, tmp_path / "after")
+
+
+@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
+async def test_dead_warm_child_is_replaced(probe_registry: None, sample: Path, tmp_path: Path) -> None:
+    await _state(tmp_path / "first", sample)
+    [ready] = _ready_warm_pids()
+    os.kill(ready, 9)
+    await asyncio.sleep(0.1)
+    state = await _state(tmp_path / "job", sample)
+    assert state["pid"] != ready
+
+
+async def test_warm_off_starts_a_fresh_interpreter_per_job(
+    probe_registry: None, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(sandbox.WARM_ENV, "1")
+    await _state(tmp_path / "first", sample)
+    [ready] = _ready_warm_pids()
+    monkeypatch.setenv(sandbox.WARM_ENV, "0")
+    workdir = tmp_path / "job"
+    state = await _state(workdir, sample)
+    assert "--warm" not in state["cmdline"]
+    assert state["pid"] != ready
+    assert state["cwd"] == state["env"]["HOME"] == str(workdir)
+    assert sandbox._warm == []
+    await asyncio.sleep(0.1)
+    assert not _alive(ready)  # the waiting child was let go
