@@ -33,9 +33,16 @@ async def _start(
     return body["data"]["convert"]["id"]
 
 
-def _converter_children() -> list[psutil.Process]:
-    me = psutil.Process()
-    return [p for p in me.children(recursive=True) if "converters.child" in " ".join(p.cmdline() or [])]
+def _converter_children(job_id: str) -> list[psutil.Process]:
+    """The processes converting this job: they work inside its directory (idle warm children don't)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if job_id in proc.cwd():
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
 
 
 async def test_cancelling_a_running_job_stops_it_and_refunds_it(
@@ -52,7 +59,7 @@ async def test_cancelling_a_running_job_stops_it_and_refunds_it(
                 break
         await asyncio.sleep(0.1)
     for _ in range(100):  # the child starts just after the job turns processing
-        running = {p.pid for p in _converter_children()}
+        running = {p.pid for p in _converter_children(job_id)}
         if running:
             break
         await asyncio.sleep(0.05)
@@ -62,10 +69,10 @@ async def test_cancelling_a_running_job_stops_it_and_refunds_it(
     cancelled = body["data"]["cancelJob"]
     assert cancelled["status"] == "FAILED" and "Cancelled" in cancelled["error"]
     for _ in range(100):  # the worker notices within its abort timer (1 s)
-        if not running & {p.pid for p in _converter_children()}:
+        if not running & {p.pid for p in _converter_children(job_id)}:
             break
         await asyncio.sleep(0.1)
-    assert not running & {p.pid for p in _converter_children()}, "the converter kept running"
+    assert not running & {p.pid for p in _converter_children(job_id)}, "the converter kept running"
     final = await wait_for_status(http, base_url, account.key, job_id)
     assert final["status"] == "failed" and "Cancelled" in final["error"]
 
