@@ -150,21 +150,7 @@ class PandocConverter(Converter):
         check_page_range(task.options.get("pages", ""))
 
     def convert(self, task: Task) -> Result:
-        task.progress(0.0)
-        to_pdf = task.output_format == "pdf"
-        out = pandoc.convert(
-            task.inputs[0],
-            task.input_format,
-            "docx" if to_pdf else task.output_format,
-            task.workdir,
-            markdown_flavor=task.options.get("markdown_flavor"),
-            toc=bool(task.options.get("toc")),
-        )
-        if to_pdf:
-            task.progress(0.5)
-            out = docx_to_pdf(out, task.workdir, task.options)
-        task.progress(1.0)
-        return Result(office.deliver(out, task.workdir, task.inputs[0].stem))
+        return pandoc_route(task)
 
 
 class DocumentConverter(Converter):
@@ -226,6 +212,27 @@ class DocumentConverter(Converter):
 
     def convert(self, task: Task) -> Result:
         return self.engine_for(task.input_format, task.output_format).convert(task)
+
+
+def pandoc_route(task: Task, metadata: Mapping[str, str] | None = None) -> Result:
+    """pandoc to the target, or to docx and then LibreOffice when the target is pdf
+    (no LaTeX engine is installed)."""
+    task.progress(0.0)
+    to_pdf = task.output_format == "pdf"
+    out = pandoc.convert(
+        task.inputs[0],
+        task.input_format,
+        "docx" if to_pdf else task.output_format,
+        task.workdir,
+        markdown_flavor=task.options.get("markdown_flavor"),
+        toc=bool(task.options.get("toc")),
+        metadata=metadata,
+    )
+    if to_pdf:
+        task.progress(0.5)
+        out = docx_to_pdf(out, task.workdir, task.options)
+    task.progress(1.0)
+    return Result(office.deliver(out, task.workdir, task.inputs[0].stem))
 
 
 def docx_to_pdf(docx: Path, workdir: Path, options: Mapping[str, object]) -> Path:

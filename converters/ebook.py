@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from converters import office, pandoc
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
-from converters.document import PDF_OPTIONS, check_page_range, docx_to_pdf
+from converters.document import PDF_OPTIONS, check_page_range, pandoc_route
 
 EBOOK_INPUTS = frozenset({"epub", "fb2", "docx", "odt", "html", "md", "txt"})
 EBOOK_OUTPUTS = frozenset({"epub", "fb2", "docx", "odt", "html", "md", "txt"})
@@ -65,23 +65,8 @@ class EbookConverter(Converter):
         office.check_input(task.inputs[0], task.input_format)
 
     def convert(self, task: Task) -> Result:
-        task.progress(0.0)
-        to_pdf = task.output_format == "pdf"
         metadata = {key: task.options[key] for key in ("title", "author") if task.options.get(key)}
-        out = pandoc.convert(
-            task.inputs[0],
-            task.input_format,
-            "docx" if to_pdf else task.output_format,
-            task.workdir,
-            markdown_flavor=task.options.get("markdown_flavor"),
-            toc=bool(task.options.get("toc")),
-            metadata=metadata,
-        )
-        if to_pdf:
-            task.progress(0.5)
-            out = docx_to_pdf(out, task.workdir, task.options)
-        task.progress(1.0)
-        return Result(office.deliver(out, task.workdir, task.inputs[0].stem))
+        return pandoc_route(task, metadata)
 
 
 class CalibreEbookConverter(Converter):
