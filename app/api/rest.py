@@ -189,14 +189,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     first = await anext(stream)  # an unknown job is a plain 404, before the stream starts
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    job = first
-    while True:
+
+    async def send(job: Job) -> None:
         body = json.dumps(status_body(request, job))
         await response.write(f"id: {job.version}\nevent: status\ndata: {body}\n\n".encode())
-        if job.terminal:
-            break
-        job = await anext(stream)
-    await stream.aclose()
+
+    await send(first)
+    async for job in stream:  # watch() ends after the terminal status
+        await send(job)
     await response.write_eof()
     return response
 
