@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 
+from app.services import jobs
+from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL, operation, wait_for_status
 from tests.test_media_progress import make_video
 
@@ -110,3 +113,79 @@ async def test_server_sent_events_follow_a_job_to_its_end(
         f"{base_url}/v1/events/00000000-0000-0000-0000-000000000000", headers={"X-API-Key": account.key}
     ) as r:
         assert r.status == 404
+
+
+async def _conversions_used(http: aiohttp.ClientSession, base_url: str, master: str) -> int:
+    async with http.get(f"{base_url}/v1/account", headers={"Authorization": f"Bearer {master}"}) as r:
+        assert r.status == 200
+        return (await r.json())["account"]["conversions_used"]
+
+
+async def _running(gql: GraphQL, http: aiohttp.ClientSession, base_url: str, key: str, tmp_path: Path) -> str:
+    """A job that converts for many seconds and is processing now."""
+    clip = tmp_path / "long.mp4"
+    make_video(clip, seconds=30)
+    job_id = await _start(
+        gql, key, "long.mp4", clip.read_bytes(), "video", "webm", {"codec": "vp9", "preset": "slow"}
+    )
+    for _ in range(300):
+        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": key}) as r:
+            if (await r.json())["status"] == "processing":
+                return job_id
+        await asyncio.sleep(0.1)
+    raise AssertionError("the job never started")
+
+
+async def test_concurrent_cancels_refund_the_conversion_once(
+    gql: GraphQL, http: aiohttp.ClientSession, base_url: str, rt: Any, account: Account, tmp_path: Path
+) -> None:
+    master = await issue_master_token(rt.pool, account.account_id)
+    done = await _start(gql, account.key, "a.txt", b"abc", "hash", "txt")
+    assert (await wait_for_status(http, base_url, account.key, done))["status"] == "finished"
+    job_id = await _running(gql, http, base_url, account.key, tmp_path)
+    assert await _conversions_used(http, base_url, master) == 2
+
+    async def cancel() -> int:
+        async with http.post(f"{base_url}/v1/cancel/{job_id}", headers={"X-API-Key": account.key}) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(cancel() for _ in range(6)))
+    assert sorted(statuses)[0] == 200 and statuses.count(200) == 1, statuses
+    assert set(statuses) == {200, 409}, statuses  # the others find it failed already
+    assert await _conversions_used(http, base_url, master) == 1  # the finished job stays charged
+
+
+async def test_a_cancel_racing_the_finish_either_cancels_and_refunds_or_finds_it_finished(
+    gql: GraphQL, http: aiohttp.ClientSession, base_url: str, rt: Any, account: Account
+) -> None:
+    master = await issue_master_token(rt.pool, account.account_id)
+    finished = 0
+    for round_ in range(8):
+        job_id = await _start(gql, account.key, "a.txt", b"x" * 50_000, "hash", "json")
+        await asyncio.sleep(0.01 * round_)  # land the cancel at different moments of the job
+        async with http.post(f"{base_url}/v1/cancel/{job_id}", headers={"X-API-Key": account.key}) as r:
+            cancelled = r.status == 200
+        final = await wait_for_status(http, base_url, account.key, job_id)
+        async with http.get(f"{base_url}/v1/download/{job_id}", headers={"X-API-Key": account.key}) as r:
+            downloadable = r.status == 200
+        if cancelled:
+            assert final["status"] == "failed" and not downloadable, final
+        else:
+            assert final["status"] == "finished" and downloadable, final
+            finished += 1
+        # only finished work is charged, whoever won the race
+        assert await _conversions_used(http, base_url, master) == finished, round_
+
+
+async def test_failing_an_ended_job_refunds_nothing(
+    gql: GraphQL, http: aiohttp.ClientSession, base_url: str, rt: Any, account: Account
+) -> None:
+    master = await issue_master_token(rt.pool, account.account_id)
+    job_id = await _start(gql, account.key, "a.txt", b"abc", "hash", "txt")
+    assert (await wait_for_status(http, base_url, account.key, job_id))["status"] == "finished"
+    # a late failure (recovery, a worker's error path) of a job that already ended
+    job = await jobs.fail(rt, uuid.UUID(job_id), "late", None)
+    assert job.status.value == "finished"
+    assert await _conversions_used(http, base_url, master) == 1
+    async with http.get(f"{base_url}/v1/download/{job_id}", headers={"X-API-Key": account.key}) as r:
+        assert r.status == 200

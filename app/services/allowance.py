@@ -44,15 +44,17 @@ async def spend(pool: asyncpg.Pool, principal: Principal) -> None:
             )
 
 
-async def refund(pool: asyncpg.Pool, account_id: int, key_id: int | None) -> None:
-    """Give back the conversion of a job that failed: only finished work is charged."""
-    async with pool.acquire() as conn, conn.transaction():
+async def refund(conn: asyncpg.Connection, account_id: int, key_id: int | None) -> None:
+    """Give back the conversion of a job that failed: only finished work is charged.
+
+    Runs on the caller's connection, inside the transaction that ended the job, so a job
+    is refunded exactly when it is failed."""
+    await conn.execute(
+        "UPDATE accounts SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
+        account_id,
+    )
+    if key_id is not None:
         await conn.execute(
-            "UPDATE accounts SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
-            account_id,
+            "UPDATE api_keys SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
+            key_id,
         )
-        if key_id is not None:
-            await conn.execute(
-                "UPDATE api_keys SET conversions_used = greatest(conversions_used - 1, 0) WHERE id = $1",
-                key_id,
-            )

@@ -59,6 +59,8 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
         error=None,
         error_hint=None,
     )
+    if job.terminal:  # cancelled between the queue's hand-off and this update
+        return job
     uploads = await rt.pool.fetch(
         "SELECT file_name, storage_path FROM uploads WHERE id = ANY($1::bigint[])"
         " ORDER BY array_position($1::bigint[], id)",
