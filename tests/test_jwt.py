@@ -13,6 +13,8 @@ import jwt
 import pytest
 
 from app.runtime import Runtime
+from app.services.accounts import issue_master_token
+from app.services.keys import KeySpec, create_key
 from tests.conftest import Account, GraphQL, operation
 from tests.transports import TRANSPORTS, call, everywhere
 
@@ -126,7 +128,7 @@ async def test_minting_rules(
     acct: Account = await make_account("mint-rules")
     other: Account = await make_account("mint-other")
     cases = [
-        ({"kid": other.kid, "expiresInSec": 60}, "NOT_FOUND"),  # another account's key
+        ({"kid": other.kid, "expiresInSec": 60}, "FORBIDDEN"),  # another account's key
         ({"kid": acct.kid, "expiresInSec": 0}, "BAD_REQUEST"),
         ({"kid": acct.kid, "expiresInSec": 86401}, "BAD_REQUEST"),
         ({"kid": acct.kid, "expiresInSec": 60, "clientIp": "somewhere"}, "BAD_REQUEST"),
@@ -157,3 +159,51 @@ async def test_the_signing_secret_is_not_stored(rt: Runtime, make_account: Any) 
         "SELECT string_agg(t::text, ' ') FROM accounts t WHERE id = $1", acct.account_id
     )
     assert acct.signing_secret not in dump
+
+
+async def test_a_key_mints_only_for_itself_and_the_master_token_for_any_key_of_its_account(
+    http: aiohttp.ClientSession, base_url: str, gql: GraphQL, rt: Runtime, make_account: Any
+) -> None:
+    server: Account = await make_account("jwt-siblings")
+    browser = await create_key(
+        rt.pool,
+        server.account_id,
+        KeySpec(name="browser", allowed_domains=["*.example.com"]),
+        server_secret=rt.settings.secret,
+    )
+    site = {"Origin": "https://app.example.com", "X-API-Key": browser.secret}
+    other: Account = await make_account("jwt-stranger")
+
+    # the browser key asks for a JWT of the unrestricted server key: refused on both APIs
+    async with http.post(
+        f"{base_url}/v1/token/jwt", json={"Kid": server.kid, "ExpiresInSec": 60}, headers=site
+    ) as r:
+        assert r.status == 403, await r.text()
+        assert "only for itself" in (await r.json())["message"]
+    body = await gql(operation("CreateJwt"), {"kid": server.kid, "expiresInSec": 60}, headers=site)
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "data" not in body or body["data"] is None or body["data"].get("createJwt") is None
+
+    # for itself it may, and the JWT is the browser key's (still domain-restricted)
+    own = str(browser.key.kid)
+    async with http.post(
+        f"{base_url}/v1/token/jwt", json={"Kid": own, "ExpiresInSec": 60}, headers=site
+    ) as r:
+        assert r.status == 200 and (await r.json())["kid"] == own
+    body = await gql(operation("CreateJwt"), {"kid": own, "expiresInSec": 60}, headers=site)
+    assert jwt.decode(body["data"]["createJwt"]["token"], options={"verify_signature": False})["kid"] == own
+
+    # the master token mints for any key of its account, never for another account's
+    master = await issue_master_token(rt.pool, server.account_id)
+    bearer = {"Authorization": f"Bearer {master}"}
+    async with http.post(
+        f"{base_url}/v1/token/jwt", json={"Kid": server.kid, "ExpiresInSec": 60}, headers=bearer
+    ) as r:
+        assert r.status == 200, await r.text()
+        token = (await r.json())["token"]
+    async with http.get(f"{base_url}/v1/keys/me", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200
+    body = await gql(operation("CreateJwt"), {"kid": own, "expiresInSec": 60}, headers=bearer)
+    assert body["data"]["createJwt"]["kid"] == own
+    body = await gql(operation("CreateJwt"), {"kid": other.kid, "expiresInSec": 60}, headers=bearer)
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"

@@ -25,6 +25,7 @@ class Operation:
     graphql: tuple[str, ...] = ()  # root field names
     admin: bool = False  # master token only
     secret_key: bool = False  # the API key itself, not a JWT or access token made from it
+    master_too: bool = False  # the master token may call it as well
 
 
 OPERATIONS = (
@@ -35,7 +36,8 @@ OPERATIONS = (
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
     Operation("download", ("/v1/download/{job_id}",)),
     Operation("key info", ("/v1/keys/me",), ("me", "quota")),
-    Operation("jwt", ("/v1/token/jwt",), ("createJwt",), secret_key=True),
+    # a key mints only for itself, the master token for any key of its account (services/tokens.py)
+    Operation("jwt", ("/v1/token/jwt",), ("createJwt",), secret_key=True, master_too=True),
     Operation(
         "access tokens",
         ("/v1/token/create", "/v1/token/{token}"),
@@ -101,6 +103,8 @@ def require(principal: Principal, op: Operation) -> None:
             "Send the master token (mt_...) as Authorization: Bearer; API keys, JWTs and access "
             "tokens are for conversions. The operator issues it with `convertd accounts master-token`.",
         )
+    if principal.method == "master" and op.master_too:
+        return
     if not op.admin and principal.method == "master":
         raise forbidden(
             "The master token is for administration only.",

@@ -66,11 +66,24 @@ def _client_ips(value: str | None) -> str | None:
 async def create_jwt(
     rt: Runtime, principal: Principal, kid: str | None, expires_in: object, client_ip: str | None
 ) -> MintedJwt:
-    """A JWT for one of the caller's keys, signed with that key's signing secret."""
+    """A JWT for the calling key (or, for the master token, any key of the account), signed
+    with that key's signing secret.
+
+    A key never mints for its siblings: a domain-restricted browser key must not turn itself
+    into the account's unrestricted server key."""
+    own = principal.key.kid if principal.method == "api_key" and principal.key else None
+    if kid is None and own is not None:
+        kid = str(own)
     try:
         ident = uuid.UUID(str(kid))
     except ValueError as exc:
         raise bad("Kid must be a key identifier (a UUID).", "GET /v1/keys/me shows your kid.", "Kid") from exc
+    if principal.method != "master" and ident != own:
+        raise ConvertdError(
+            ErrorCode.FORBIDDEN,
+            "A key can mint JWTs only for itself.",
+            hint=f"Send the calling key's own kid ({own}), or mint with the account's master token.",
+        )
     row = await rt.pool.fetchrow(
         "SELECT revoked_at FROM api_keys WHERE kid = $1 AND account_id = $2", ident, principal.account_id
     )
