@@ -23,6 +23,9 @@ from app.storage import IncomingFile
 FORM = web.RequestKey("convertd.form", object)
 AUTH_ERROR = web.RequestKey("convertd.auth_error", ConvertdError)
 
+# A query document, its variables and extensions; uploads are separate parts and not counted
+MAX_BODY_BYTES = 256 * 1024
+
 # Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
 PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
 
@@ -76,9 +79,30 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         self, request: web.Request, subprotocol: str | None
     ) -> web.WebSocketResponse:
         # graphql-transport-ws never pings on its own: a heartbeat finds dead clients
-        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else [], heartbeat=30)
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else [], heartbeat=30, max_msg_size=MAX_BODY_BYTES
+        )
         await ws.prepare(request)
         return ws
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        """Refuse a caller without valid credentials before a byte of its document is read:
+        parsing and validating is CPU on the loop every request shares, and a keyless
+        caller must not be able to buy it."""
+        aio_request: web.Request = request.request  # type: ignore[attr-defined]
+        if AUTH_ERROR in aio_request:
+            raise aio_request[AUTH_ERROR]
+        if aio_request.method == "POST" and not aio_request.content_type.startswith("multipart/"):
+            length = aio_request.content_length
+            if length is None or length > MAX_BODY_BYTES:
+                raise ConvertdError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"A GraphQL request body is limited to {MAX_BODY_BYTES // 1024} KiB"
+                    + (" and must declare its Content-Length." if length is None else "."),
+                    hint="Send smaller documents (fragments, variables); files go as multipart "
+                    "uploads, which have their own limit.",
+                )
+        return await super().parse_http_body(request)
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
         """The GraphQL multipart request spec, with files streamed to disk."""
@@ -89,8 +113,6 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
                 "Multipart GraphQL requests need a non-simple header (CSRF protection).",
                 hint="Send your key in X-API-Key or Authorization, or add Apollo-Require-Preflight: true.",
             )
-        if AUTH_ERROR in aio_request:
-            raise aio_request[AUTH_ERROR]
         rt = runtime(aio_request)
         form_cm = read_form(aio_request, rt)
         form = await form_cm.__aenter__()

@@ -9,7 +9,7 @@ from app.services import tokens as tokens_service
 
 @strawberry.type
 class TokenMutations:
-    @strawberry.mutation(description="Mint a JWT for a key of yours (as POST /v1/token/jwt). Needs the API key.")
+    @strawberry.mutation(description="Mint a JWT for the calling key (the master token: any key of its account), as POST /v1/token/jwt.")
     async def create_jwt(
         self,
         info: strawberry.Info[Context, None],

@@ -1,0 +1,70 @@
+"""What a GraphQL document may cost: keyless callers are refused before their document is
+read, and a valid caller's document is bounded in bytes, tokens and fields."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from tests.conftest import Account, GraphQL
+
+
+def _huge_document(fields: int = 200_000) -> str:
+    return "{ " + " ".join(f"f{i}: __typename" for i in range(fields)) + " }"
+
+
+async def test_a_keyless_two_mib_document_is_refused_before_it_is_parsed(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    document = _huge_document()
+    assert len(document) > 2 * 1024**2 - 400_000
+
+    async def flood() -> list[float]:
+        took = []
+        for _ in range(5):
+            started = time.perf_counter()
+            async with http.post(f"{base_url}/graphql", json={"query": document}) as r:
+                assert r.status == 401
+                body = await r.json()
+                assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+                assert body["errors"][0]["extensions"]["hint"]
+            took.append(time.perf_counter() - started)
+        return took
+
+    async def others() -> list[int]:
+        statuses = []
+        for _ in range(10):
+            async with http.get(f"{base_url}/v1/formats", headers={"X-API-Key": account.key}) as r:
+                statuses.append(r.status)
+        return statuses
+
+    took, statuses = await asyncio.gather(flood(), others())
+    assert statuses == [200] * 10
+    # parsing this document took ~15 s of CPU; refusing it reads headers only
+    assert max(took) < 1.0, took
+
+
+async def test_a_valid_callers_document_is_bounded(
+    gql: GraphQL, http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    headers = {"X-API-Key": account.key}
+    # bytes: refused from the Content-Length, with a hint
+    async with http.post(f"{base_url}/graphql", json={"query": _huge_document()}, headers=headers) as r:
+        assert r.status == 413
+        err = (await r.json())["errors"][0]
+        assert err["extensions"]["code"] == "PAYLOAD_TOO_LARGE" and err["extensions"]["hint"]
+    # tokens: a document under the byte limit with too many tokens
+    body = await gql("{ " + "__typename " * 6000 + "}", key=account.key)
+    assert "tokens" in body["errors"][0]["message"].lower()
+    # fields: fragments spread into each other multiply; the count follows the spreads
+    fragments = ["fragment F0 on Query { __typename }"] + [
+        f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 12)
+    ]
+    query = "query { ...F11 }\n" + "\n".join(fragments)
+    body = await gql(query, key=account.key)
+    assert [e["message"] for e in body["errors"]] == ["The operation selects more than 1000 fields."]
+    # an ordinary document still runs
+    body = await gql("{ formats { filetype } }", key=account.key)
+    assert "errors" not in body and body["data"]["formats"]
