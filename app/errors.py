@@ -22,6 +22,7 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RATE_LIMITED = "RATE_LIMITED"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    CONVERSION_FAILED = "CONVERSION_FAILED"
     HTTPS_REQUIRED = "HTTPS_REQUIRED"
     INTERNAL = "INTERNAL"
 
@@ -38,6 +39,7 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: (413, "Payload Too Large"),
     ErrorCode.RATE_LIMITED: (429, "Too Many Requests"),
     ErrorCode.QUOTA_EXCEEDED: (403, "Quota Exceeded"),
+    ErrorCode.CONVERSION_FAILED: (422, "Conversion Failed"),
     ErrorCode.HTTPS_REQUIRED: (403, "HTTPS Required"),
     ErrorCode.INTERNAL: (500, "Internal Server Error"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 from typing import Any
 
 from aiohttp import web
@@ -147,6 +148,7 @@ async def convert(request: web.Request) -> web.Response:
             input_format=body.get("input_format"),
             webhook_url=body.get("webhook_url"),
             base_url=base_url(request),
+            wait=body.get("wait", request.query.get("wait")),
         )
     else:
         async with read_form(request, rt) as form:
@@ -161,7 +163,10 @@ async def convert(request: web.Request) -> web.Response:
                 input_format=form.get("input_format"),
                 webhook_url=form.get("webhook_url"),
                 base_url=base_url(request),
+                wait=form.get("wait") or request.query.get("wait"),
             )
+    if job.terminal:  # a synchronous convert (wait) that ended within its wait
+        return await _settled(request, job)
     links = job_links(rt, job, base_url(request))
     return ok(
         {
@@ -171,6 +176,35 @@ async def convert(request: web.Request) -> web.Response:
             "download_url": links.download_url,
         },
         status=202,
+    )
+
+
+async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
+    """The converted file itself (or, asked for JSON, the status); a failure is its error."""
+    headers = {"X-Job-Id": str(job.id)}
+    if job.status is JobStatus.FAILED:
+        raise ConvertdError(
+            ErrorCode.CONVERSION_FAILED,
+            job.error or "The conversion failed.",
+            hint=job.error_hint,
+            headers=headers,
+        )
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.json_response(status_body(request, job), headers=headers)
+    result = await jobs.download(runtime(request), str(job.id), principal=request[PRINCIPAL])
+    return _file_response(result, headers)
+
+
+def _file_response(result: jobs.Download, headers: dict[str, str] | None = None) -> web.FileResponse:
+    content_type = mimetypes.guess_type(result.filename)[0] or "application/octet-stream"
+    return web.FileResponse(
+        result.path,
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": _attachment(result.filename),
+            "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
+        },
     )
 
 
@@ -220,13 +254,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         expires=q.get("expires"),
         signature=q.get("signature"),
     )
-    return web.FileResponse(
-        result.path,
-        headers={
-            "Content-Disposition": _attachment(result.filename),
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return _file_response(result)
 
 
 @routes.get("/v1/keys/me")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -94,8 +96,14 @@ async def convert(
     input_format: str | None = None,
     webhook_url: str | None = None,
     base_url: str | None = None,
+    wait: object = None,
 ) -> Job:
-    """Validate the request fully, store its inputs, then queue the job."""
+    """Validate the request fully, store its inputs, then queue the job.
+
+    With `wait` (seconds) the job is returned when it ends or when the wait runs out,
+    whichever comes first; it is a job like any other either way (quota, history, events).
+    """
+    seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
     output_format = _required(output_format, "output_format", "The target extension, e.g. webp.")
@@ -154,7 +162,37 @@ async def convert(
     )
     job = Job.from_row(row)
     await enqueue(rt, job.id)
-    return job
+    return await settle(rt, principal, job, seconds) if seconds else job
+
+
+MAX_WAIT = 60
+
+
+def _wait_seconds(wait: object) -> float:
+    if wait is None or wait == "":
+        return 0.0
+    try:
+        seconds = float(str(wait))
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= MAX_WAIT:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"'wait' must be a number of seconds from 1 to {MAX_WAIT}.",
+            hint="Leave it out to get the job at once and follow it (events, jobUpdates).",
+            field="wait",
+        )
+    return seconds
+
+
+async def settle(rt: Runtime, principal: Principal, job: Job, seconds: float) -> Job:
+    """The job once it has ended, or as it stands when `seconds` have passed."""
+    last = job
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for last in watch(rt, principal, job.id):  # noqa: B007 (the last one is kept)
+                pass
+    return last
 
 
 async def enqueue(rt: Runtime, job_id: uuid.UUID) -> None:

@@ -24,6 +24,11 @@ class ConvertInput:
     webhook_url: str | None = strawberry.field(
         default=None, description="POSTed the job (signed) when it finishes or fails."
     )
+    wait: int | None = strawberry.field(
+        default=None,
+        description="Seconds (1-60) to wait for the job to end before answering: the job "
+        "comes back FINISHED or FAILED when it ended within the wait, else as it stands.",
+    )
 
 
 @strawberry.type
@@ -42,7 +47,7 @@ class JobMutations:
             for u in stored
         ]
 
-    @strawberry.mutation(description="Queue a conversion; follow it with jobUpdates.")
+    @strawberry.mutation(description="Queue a conversion; follow it with jobUpdates, or wait for it.")
     async def convert(self, info: strawberry.Info[Context, None], input: ConvertInput) -> Job:
         ctx = info.context
         files = ([input.file] if input.file else []) + list(input.files or [])
@@ -51,7 +56,7 @@ class JobMutations:
             ctx.rt, ctx.principal,
             filetype=input.filetype, output_format=input.output_format, options=input.options,
             files=files, file_paths=paths, input_format=input.input_format,
-            webhook_url=input.webhook_url, base_url=ctx.base_url,
+            webhook_url=input.webhook_url, base_url=ctx.base_url, wait=input.wait,
         )
         return Job.from_model(job)
 
