@@ -20,7 +20,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+    return await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query (UNLISTEN, RESET ALL, advisory unlock, CLOSE ALL) on every
+    release: a round trip per query, for session state our pool connections never create
+    (advisory locks and LISTEN run on connections of their own)."""
 
 
 def migration_files() -> list[tuple[int, str, Path]]:
