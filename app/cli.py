@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from app import db, embedded
+from app import db, embedded, processes
 from app.config import Settings
 from app.errors import ConvertdError
 
@@ -67,17 +67,27 @@ async def serve(args: argparse.Namespace) -> None:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         await site.start()
-        worker = build_worker(rt) if args.workers else None
+        count = processes.default_count() if args.worker_processes is None else args.worker_processes
+        children = processes.WorkerProcesses(settings, count) if args.workers and count else None
+        worker = build_worker(rt) if args.workers and not children else None
         worker_task = asyncio.create_task(worker.start()) if worker else None
+        if children:
+            await children.start()
         scheme = "https" if tls else "http"
+        where = (
+            f"{count} worker process(es)" if children else ("in-process workers" if worker else "no workers")
+        )
         print(
-            f"Convertd listening on {scheme}://{args.host}:{args.port} (GraphQL at /graphql, REST at /v1/)",
+            f"Convertd listening on {scheme}://{args.host}:{args.port} (GraphQL at /graphql, REST at /v1/),"
+            f" {where}",
             flush=True,
         )
         try:
             await _until_stopped()
         finally:
             print("Convertd stopping...", flush=True)
+            if children:
+                await children.stop()
             if worker and worker_task:
                 await worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -330,6 +340,13 @@ def parser() -> argparse.ArgumentParser:
         dest="workers",
         action="store_false",
         help="serve the API only; run `convertd worker` elsewhere",
+    )
+    s.add_argument(
+        "--worker-processes",
+        type=int,
+        default=None,
+        help="worker processes beside the API (default: 1 when the machine has more than one "
+        "core; 0 runs the workers inside the API process)",
     )
     s.set_defaults(func=serve)
 

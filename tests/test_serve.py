@@ -56,6 +56,9 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "serve did not come up"
             time.sleep(0.3)
         assert _children_using(data_dir), "embedded servers should run under the data dir"
+        workers = [p for p in psutil.Process(server.pid).children() if p.cmdline()[-1:] == ["worker"]]
+        if (os.cpu_count() or 1) > 1:  # the event loop answering HTTP does no job bookkeeping
+            assert len(workers) == 1, "serve should run its workers in a process of their own"
 
         created = subprocess.run(
             [*cli, "keys", "create", "--name", "ops", "--json"],
@@ -93,3 +96,4 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
     assert server.returncode == 0, server.stdout.read()  # type: ignore[union-attr]
     time.sleep(1)
     assert _children_using(data_dir) == [], "embedded PostgreSQL/Redis left running"
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
