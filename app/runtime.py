@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from saq import Queue
 
 from app import db
+from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
 from app.storage import Storage
@@ -22,6 +23,7 @@ class Runtime:
     queue: Queue
     storage: Storage
     hub: EventHub | None = None  # only processes that serve subscriptions need one
+    auth_cache: AuthCache | None = None  # only processes that authenticate callers need one
 
     @classmethod
     async def open(cls, settings: Settings, *, with_hub: bool = True) -> Runtime:
@@ -31,15 +33,19 @@ class Runtime:
         queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
-        hub = None
+        hub = auth_cache = None
         if with_hub:
             hub = EventHub(redis)
             await hub.start()
-        return cls(settings, pool, redis, queue, storage, hub)
+            auth_cache = AuthCache(settings.database_url)
+            await auth_cache.start()
+        return cls(settings, pool, redis, queue, storage, hub, auth_cache)
 
     async def close(self) -> None:
         if self.hub:
             await self.hub.stop()
+        if self.auth_cache:
+            await self.auth_cache.stop()
         await self.queue.disconnect()
         await self.redis.aclose()
         await self.pool.close()

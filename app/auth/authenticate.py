@@ -65,8 +65,22 @@ def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code:
     )
 
 
+async def _key_row(rt: Runtime, where: str, value: Any) -> Any:
+    """The key with its account and plan, from the auth cache when it is there."""
+    cache = rt.auth_cache
+    if cache is None:
+        return await rt.pool.fetchrow(_KEY_SELECT + where, value)
+    row = cache.get((where, value))
+    if row is None:
+        generation = cache.generation
+        row = await rt.pool.fetchrow(_KEY_SELECT + where, value)
+        if row is not None:
+            cache.put((where, value), row, generation)
+    return row
+
+
 async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> Principal:
-    row = await rt.pool.fetchrow(_KEY_SELECT + " WHERE k.key_hash = $1", keys.digest(credential))
+    row = await _key_row(rt, " WHERE k.key_hash = $1", keys.digest(credential))
     if row is None or not keys.matches(credential, row["key_hash"]):
         raise unauthenticated(
             "The API key is not valid.",
@@ -78,7 +92,7 @@ async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> P
 
 async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     kid = jwts.kid_of(token)
-    row = await rt.pool.fetchrow(_KEY_SELECT + " WHERE k.kid = $1", kid)
+    row = await _key_row(rt, " WHERE k.kid = $1", kid)
     if row is None:
         raise jwts.unknown_kid(str(kid))
     jwts.verify(token, keys.signing_secret(rt.settings.secret, kid), client_ip)
@@ -186,12 +200,18 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
             )
     key = principal.key
     if key is not None:
+        # the key's counters are read fresh here; the rest of it may come from the auth cache
         usage = await rt.pool.fetchrow(
             "UPDATE api_keys SET usage_count = usage_count + 1, last_used_at = now() WHERE id = $1"
-            " RETURNING usage_count, last_used_at",
+            " RETURNING usage_count, last_used_at, conversions_used",
             key.id,
         )
-        key = dataclasses.replace(key, usage_count=usage["usage_count"], last_used_at=usage["last_used_at"])
+        key = dataclasses.replace(
+            key,
+            usage_count=usage["usage_count"],
+            last_used_at=usage["last_used_at"],
+            conversions_used=usage["conversions_used"],
+        )
     return dataclasses.replace(principal, key=key, rate=state)
 
 
