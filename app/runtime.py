@@ -12,6 +12,7 @@ from app import db
 from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
+from app.services.usage import RequestLog
 from app.storage import Storage
 
 
@@ -22,6 +23,7 @@ class Runtime:
     redis: aioredis.Redis
     queue: Queue
     storage: Storage
+    request_log: RequestLog
     hub: EventHub | None = None  # only processes that serve subscriptions need one
     auth_cache: AuthCache | None = None  # only processes that authenticate callers need one
 
@@ -39,9 +41,10 @@ class Runtime:
             await hub.start()
             auth_cache = AuthCache(settings.database_url)
             await auth_cache.start()
-        return cls(settings, pool, redis, queue, storage, hub, auth_cache)
+        return cls(settings, pool, redis, queue, storage, RequestLog(pool), hub, auth_cache)
 
     async def close(self) -> None:
+        await self.request_log.stop()
         if self.hub:
             await self.hub.stop()
         if self.auth_cache:

@@ -10,7 +10,6 @@ from app.auth.network import is_secure
 from app.auth.principal import Principal
 from app.auth.request import Trace
 from app.errors import ConvertdError, ErrorCode
-from app.services import usage
 
 TRACE = web.RequestKey("convertd.trace", Trace)  # set once a credential is read
 PRINCIPAL = web.RequestKey("convertd.principal", Principal)  # the admitted caller
@@ -86,8 +85,7 @@ async def access_middleware(request: web.Request, handler):  # type: ignore[no-u
         route = (
             request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
         )
-        await usage.record(
-            runtime(request).pool,
+        runtime(request).request_log.record(
             trace,
             transport="rest",
             route=f"{request.method} {route}",

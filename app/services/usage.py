@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from app.errors import ConvertdError, ErrorCode
@@ -66,27 +68,73 @@ class LogPage:
     next_cursor: str | None
 
 
-async def record(
-    pool: asyncpg.Pool, trace: Trace, *, transport: str, route: str, status: int, error_code: str | None
-) -> None:
-    """One line of the request log; a failure to write it never fails the request."""
-    if trace.account_id is None or trace.credential is None:
-        return
-    try:
-        await pool.execute(
-            "INSERT INTO request_log (account_id, transport, route, status, error_code, api_key_id,"
-            " credential, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            trace.account_id,
-            transport,
-            route[:300],
-            status,
-            error_code,
-            trace.api_key_id,
-            trace.credential,
-            trace.client_ip,
-        )
-    except Exception:
-        log.exception("could not write the request log")
+class RequestLog:
+    """The request log, written in batches: one round trip per `INTERVAL` at most instead of
+    one per request. Lines wait at most that long in memory; readers of this process flush
+    first, so an account always sees its own calls."""
+
+    INTERVAL = 0.5  # seconds
+    BATCH = 1000  # lines that make a write start at once
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.lines: list[tuple[object, ...]] = []
+        self._due = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self, trace: Trace, *, transport: str, route: str, status: int, error_code: str | None
+    ) -> None:
+        if trace.account_id is None or trace.credential is None:
+            return
+        self.lines.append(
+            (
+                trace.account_id, datetime.now(UTC), transport, route[:300], status, error_code,
+                trace.api_key_id, trace.credential, trace.client_ip,
+            )
+        )  # fmt: skip
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        if len(self.lines) >= self.BATCH:
+            self._due.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.INTERVAL)
+            self._due.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what waits; a failure to write it never fails a request (logged, dropped)."""
+        lines, self.lines = self.lines, []
+        if not lines:
+            return
+        try:
+            await self.pool.execute(_INSERT_LINES, *(list(column) for column in zip(*lines, strict=True)))
+        except Exception:
+            log.exception("could not write %d lines of the request log", len(lines))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+# an account or key deleted meanwhile must not make the whole batch fail
+_INSERT_LINES = """
+INSERT INTO request_log (account_id, at, transport, route, status, error_code, api_key_id,
+                         credential, client_ip)
+SELECT l.account_id, l.at, l.transport, l.route, l.status, l.error_code,
+       (SELECT k.id FROM api_keys k WHERE k.id = l.api_key_id), l.credential, l.client_ip
+FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[],
+            $7::bigint[], $8::text[], $9::text[])
+     AS l(account_id, at, transport, route, status, error_code, api_key_id, credential, client_ip)
+WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id)
+"""
 
 
 async def statistics(rt: Runtime, principal: Principal, days: int = 30) -> Statistics:
@@ -94,6 +142,7 @@ async def statistics(rt: Runtime, principal: Principal, days: int = 30) -> Stati
         raise ConvertdError(
             ErrorCode.BAD_REQUEST, "'days' must be from 1 to 366.", "e.g. days=30", field="days"
         )
+    await rt.request_log.flush()
     since = await rt.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date - $1::int + 1", days)
     day_rows = await rt.pool.fetch(
         """
@@ -154,6 +203,7 @@ async def request_log(
     """The account's requests, newest first."""
     if not 1 <= first <= 500:
         raise ConvertdError(ErrorCode.BAD_REQUEST, "'first' must be from 1 to 500.", "Page with 'after'.")
+    await rt.request_log.flush()
     rows = await rt.pool.fetch(
         "SELECT id, at, transport, route, status, error_code, api_key_id, credential, client_ip"
         " FROM request_log WHERE account_id = $1 AND ($2::bigint IS NULL OR id < $2)"

@@ -25,7 +25,6 @@ from strawberry.extensions import SchemaExtension
 from app.auth import operations
 from app.auth.authenticate import authenticate
 from app.errors import ConvertdError
-from app.services import usage
 
 if TYPE_CHECKING:
     from graphql import ValidationContext
@@ -127,8 +126,7 @@ class AccessExtension(SchemaExtension):
                 status, code = original.status, original.code.value
                 break
         fields = ",".join(root_field_names(ec.graphql_document, ec.operation_name)) or "?"
-        await usage.record(
-            ctx.rt.pool,
+        ctx.rt.request_log.record(
             ctx.trace,
             transport=ctx.transport,
             route=f"{self._operation_type()} {fields}",

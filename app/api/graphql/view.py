@@ -17,7 +17,6 @@ from app.api.multipart import read_form
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.errors import ConvertdError, ErrorCode
-from app.services import usage
 from app.storage import IncomingFile
 
 FORM = web.RequestKey("convertd.form", object)
@@ -56,8 +55,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         context.ws_info = info
         await self._authenticate(context, info)
         err = context.auth_error
-        await usage.record(
-            context.rt.pool,
+        context.rt.request_log.record(
             context.trace,
             transport="graphql-ws",
             route="connection_init",
@@ -120,9 +118,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         aio_request[FORM] = form_cm
         operations = self.parse_json(form.get("operations") or "{}")
         mapping = self.parse_json(form.get("map") or "{}")
-        files: dict[str, IncomingFile] = {
-            name: group[-1] for name, group in form.files.items() if group
-        }
+        files: dict[str, IncomingFile] = {name: group[-1] for name, group in form.files.items() if group}
         try:
             return _place_files(operations, mapping, files)
         except (KeyError, IndexError, TypeError) as exc:
