@@ -4,6 +4,8 @@ read, and a valid caller's document is bounded in bytes, tokens and fields."""
 from __future__ import annotations
 
 import asyncio
+import json
+import statistics
 import time
 
 import aiohttp
@@ -18,14 +20,15 @@ def _huge_document(fields: int = 200_000) -> str:
 async def test_a_keyless_two_mib_document_is_refused_before_it_is_parsed(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    document = _huge_document()
+    document = json.dumps({"query": _huge_document()}).encode()
     assert len(document) > 2 * 1024**2 - 400_000
+    headers = {"Content-Type": "application/json"}
 
     async def flood() -> list[float]:
         took = []
         for _ in range(5):
             started = time.perf_counter()
-            async with http.post(f"{base_url}/graphql", json={"query": document}) as r:
+            async with http.post(f"{base_url}/graphql", data=document, headers=headers) as r:
                 assert r.status == 401
                 body = await r.json()
                 assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
@@ -42,8 +45,9 @@ async def test_a_keyless_two_mib_document_is_refused_before_it_is_parsed(
 
     took, statuses = await asyncio.gather(flood(), others())
     assert statuses == [200] * 10
-    # parsing this document took ~15 s of CPU; refusing it reads headers only
-    assert max(took) < 1.0, took
+    # parsing this document took ~15 s of CPU; refusing it reads headers only (the median:
+    # one slow answer on a loaded machine is scheduling, not parsing)
+    assert statistics.median(took) < 0.3, took
 
 
 async def test_a_valid_callers_document_is_bounded(

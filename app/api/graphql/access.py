@@ -1,9 +1,10 @@
 """GraphQL's half of the access rules: each root field is an operation (app/auth/operations.py).
 
-A validation rule made per request refuses, before anything runs, root fields the caller may
-not use: administration without the master token, conversions with it, fields outside a
-key's allowed_endpoints. On a websocket each operation is admitted again (app/auth). Validation runs for queries, mutations and subscriptions alike, over
-HTTP and the websocket. The extension also writes each operation's line in the request log.
+After validation and before anything runs, the root fields the caller may not use are
+refused: administration without the master token, conversions with it, fields outside a
+key's allowed_endpoints. On a websocket each operation is admitted again (app/auth). This
+holds for queries, mutations and subscriptions alike, over HTTP and the websocket. The
+extension also writes each operation's line in the request log.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
 )
 from strawberry.extensions import SchemaExtension
 
@@ -27,25 +29,23 @@ from app.auth.authenticate import authenticate
 from app.errors import ConvertdError
 
 if TYPE_CHECKING:
-    from graphql import ValidationContext
-
     from app.api.graphql.context import Context
     from app.auth.principal import Principal
 
 
 def _root_fields(
-    selection_set: SelectionSetNode, context: ValidationContext, seen: set[str]
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
 ) -> Iterator[FieldNode]:
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
             yield selection
         elif isinstance(selection, InlineFragmentNode):
-            yield from _root_fields(selection.selection_set, context, seen)
+            yield from _root_fields(selection.selection_set, fragments, seen)
         elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
             seen.add(selection.name.value)
-            fragment = context.get_fragment(selection.name.value)
+            fragment = fragments.get(selection.name.value)
             if fragment is not None:
-                yield from _root_fields(fragment.selection_set, context, seen)
+                yield from _root_fields(fragment.selection_set, fragments, seen)
 
 
 def root_field_names(document: Any, operation_name: str | None) -> list[str]:
@@ -60,45 +60,55 @@ def root_field_names(document: Any, operation_name: str | None) -> list[str]:
     return names
 
 
-def rule_for(principal: Principal, refusal: ConvertdError | None = None) -> type[ValidationRule]:
-    class OperationAccess(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            if refusal is not None:
-                self.report_error(GraphQLError(refusal.message, node, original_error=refusal))
-                return
-            for field in _root_fields(node.selection_set, self.context, set()):
-                name = field.name.value
-                if name in operations.OPEN_FIELDS:
-                    continue
-                try:
-                    operations.require(principal, operations.for_field(name))
-                except ConvertdError as err:
-                    self.report_error(GraphQLError(err.message, field, original_error=err))
-
-    return OperationAccess
+def refusals(document: DocumentNode, principal: Principal, refusal: ConvertdError | None) -> list[GraphQLError]:
+    """The root fields of every operation in the document that this caller may not use."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    errors: list[GraphQLError] = []
+    for node in document.definitions:
+        if not isinstance(node, OperationDefinitionNode):
+            continue
+        if refusal is not None:
+            errors.append(GraphQLError(refusal.message, node, original_error=refusal))
+            continue
+        for field in _root_fields(node.selection_set, fragments, set()):
+            name = field.name.value
+            if name in operations.OPEN_FIELDS:
+                continue
+            try:
+                operations.require(principal, operations.for_field(name))
+            except ConvertdError as err:
+                errors.append(GraphQLError(err.message, field, original_error=err))
+    return errors
 
 
 class AccessExtension(SchemaExtension):
     _logged = False
+    _principal: Principal | None = None
+    _refusal: ConvertdError | None = None
 
     async def on_operation(self) -> Any:  # type: ignore[override]
         ctx: Context = self.execution_context.context
-        principal, refusal = ctx.principal_or_none, None
-        if principal is not None and ctx.ws_info is not None:
+        self._principal, self._refusal = ctx.principal_or_none, None
+        if self._principal is not None and ctx.ws_info is not None:
             # every operation on a websocket is a call like any HTTP request: admitted and
             # counted again, so a revoked key, a refreshed master token or a spent limit
             # stops an open connection too
             try:
-                principal = await authenticate(ctx.rt, ctx.ws_info)
+                self._principal = await authenticate(ctx.rt, ctx.ws_info)
             except ConvertdError as err:
-                refusal = err
-        if principal is not None:
-            self.execution_context.validation_rules = (
-                *self.execution_context.validation_rules,
-                rule_for(principal, refusal),
-            )
+                self._refusal = err
         yield
         await self._log()
+
+    def on_validate(self) -> Any:
+        # after the document's own validation (limits.CheckedDocuments, earlier in the list)
+        # and before anything runs; a document GraphQL refuses is refused for that first
+        ec = self.execution_context
+        if self._principal is not None and not ec.pre_execution_errors and ec.graphql_document:
+            refused = refusals(ec.graphql_document, self._principal, self._refusal)
+            if refused:
+                ec.pre_execution_errors = refused
+        yield
 
     async def on_execute(self) -> Any:  # type: ignore[override]
         yield

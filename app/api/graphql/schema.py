@@ -6,13 +6,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-)
+from strawberry.extensions import MaskErrors, ParserCache
 
 from app.api.graphql.access import AccessExtension
 from app.api.graphql.account.mutations import AccountMutations
@@ -23,7 +17,7 @@ from app.api.graphql.jobs.queries import JobQueries
 from app.api.graphql.jobs.subscriptions import JobSubscriptions
 from app.api.graphql.keys.mutations import KeyMutations
 from app.api.graphql.keys.queries import KeyQueries
-from app.api.graphql.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, MaxFields
+from app.api.graphql.limits import CheckedDocuments
 from app.api.graphql.tokens.mutations import TokenMutations
 from app.errors import ConvertdError
 
@@ -62,10 +56,8 @@ schema = ConvertdSchema(
     mutation=Mutation,
     subscription=Subscription,
     extensions=[
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: AddValidationRules([MaxFields]),
+        lambda: ParserCache(maxsize=512),
+        CheckedDocuments,
         AccessExtension,
         lambda: MaskErrors(should_mask_error=_internal, error_message="Internal server error."),
     ],
