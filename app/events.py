@@ -34,7 +34,11 @@ def _default(value: Any) -> Any:
 
 
 def encode(job: Job) -> str:
-    return json.dumps(dataclasses.asdict(job), default=_default)
+    # shallow: asdict() deep-copies every value, and a job's values are plain data
+    return json.dumps({f.name: getattr(job, f.name) for f in _FIELDS}, default=_default)
+
+
+_FIELDS = dataclasses.fields(Job)
 
 
 def decode(message: str | bytes) -> Job:

@@ -9,6 +9,7 @@ Layout under the storage root:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -108,15 +109,17 @@ class Storage:
         shutil.move(source, target)
         return relative
 
-    @contextlib.contextmanager
-    def workdir(self, name: str):  # type: ignore[no-untyped-def]
+    @contextlib.asynccontextmanager
+    async def workdir(self, name: str) -> AsyncIterator[Path]:
+        """A fresh private directory for one attempt at a job, removed afterwards (in a
+        thread: deleting a tree is many system calls the event loop need not wait for)."""
         path = self.root / "work" / name
-        shutil.rmtree(path, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
         path.mkdir(parents=True)
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
 
     # signed download URLs: a browser navigating to one cannot send an API key
     def sign(self, job_id: str, expires: int) -> str:

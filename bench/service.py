@@ -32,6 +32,7 @@ class Service:
     base: str
     key: str
     pid: int
+    data_dir: str
 
 
 def _free_port() -> int:
@@ -76,7 +77,7 @@ def running(**env: str) -> Iterator[Service]:
                 check=True,
             )
             key = json.loads(made.stdout.strip().splitlines()[-1])["key"]
-            yield Service(base, key, server.pid)
+            yield Service(base, key, server.pid, tmp)
         finally:
             server.terminate()
             try:

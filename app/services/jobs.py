@@ -351,7 +351,7 @@ async def _fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) 
         if row is None:
             return None
         await allowance.refund(conn, row["account_id"], row["api_key_id"])
-    return await _announce(rt, Job.from_row(row))
+    return await announce(rt, Job.from_row(row))
 
 
 async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
@@ -363,7 +363,7 @@ async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
     row = await _update(rt.pool, job_id, **fields)
     if row is None:
         return await _current(rt, job_id)
-    return await _announce(rt, Job.from_row(row))
+    return await announce(rt, Job.from_row(row))
 
 
 async def _update(conn: Connection | Pool, job_id: uuid.UUID, **fields: Any) -> Record | None:
@@ -381,7 +381,7 @@ async def _current(rt: Runtime, job_id: uuid.UUID) -> Job:
     return Job.from_row(await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id))
 
 
-async def _announce(rt: Runtime, job: Job) -> Job:
+async def announce(rt: Runtime, job: Job) -> Job:
     """Publish a written change for subscribers; a job's end also goes to its webhook."""
     await events.publish(rt.redis, job)
     if job.terminal and job.webhook_url:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.models import Job, JobStatus
-from app.services.jobs import fail, save_change
+from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
 from converters import sandbox
 from converters.base import ConversionError
@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROGRESS_STEP = 0.01  # smallest rise worth a database write and an event
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes at most
+
+
+# Taking a job is one round trip: the move to processing (unless it has ended meanwhile)
+# and its inputs, in the order they were given.
+_START = """
+UPDATE jobs SET status = 'processing', progress = 0, attempts = attempts + 1,
+       started_at = coalesce(started_at, now()), error = NULL, error_hint = NULL,
+       version = version + 1, updated_at = now()
+WHERE id = $1 AND status NOT IN ('finished', 'failed')
+RETURNING *, (
+    SELECT coalesce(json_agg(json_build_object('file_name', u.file_name, 'storage_path', u.storage_path)
+                             ORDER BY array_position(jobs.input_uploads, u.id)), '[]')
+    FROM uploads u WHERE u.id = ANY(jobs.input_uploads)) AS inputs
+"""
 
 
 def output_name(inputs: list[str], result_path: Path, output_format: str) -> str:
@@ -42,30 +56,15 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
     `touch` keeps the queue's heartbeat alive; it is called while the converter runs even
     when the converter reports no progress, so a long silent step is not taken for death.
     """
-    row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+    row = await rt.pool.fetchrow(_START, job_id)
     if row is None:
-        log.warning("job %s vanished before it ran", job_id)
-        raise LookupError(job_id)
-    job = Job.from_row(row)
-    if job.terminal:
-        return job
-    job = await save_change(
-        rt,
-        job_id,
-        status=JobStatus.PROCESSING,
-        progress=0.0,
-        attempts=job.attempts + 1,
-        started_at=job.started_at or _now(),
-        error=None,
-        error_hint=None,
-    )
-    if job.terminal:  # cancelled between the queue's hand-off and this update
-        return job
-    uploads = await rt.pool.fetch(
-        "SELECT file_name, storage_path FROM uploads WHERE id = ANY($1::bigint[])"
-        " ORDER BY array_position($1::bigint[], id)",
-        job.input_uploads,
-    )
+        row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+        if row is None:
+            log.warning("job %s vanished before it ran", job_id)
+            raise LookupError(job_id)
+        return Job.from_row(row)  # it ended (cancelled) before a worker took it
+    job = await announce(rt, Job.from_row(row))
+    uploads = row["inputs"]
     last = {"value": 0.0, "at": 0.0}
 
     async def on_progress(fraction: float) -> None:
@@ -82,7 +81,7 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
 
     beat = asyncio.create_task(heartbeat())
     try:
-        with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
+        async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
             result = await sandbox.run(
                 job.filetype,
                 job.input_format,
