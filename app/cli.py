@@ -103,7 +103,7 @@ async def worker(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     if settings.embedded:
         sys.exit("convertd worker needs CONVERTD_DATABASE_URL and CONVERTD_REDIS_URL")
-    rt = await Runtime.open(settings, with_hub=False)
+    rt = await Runtime.open(settings, api=False)
     w = build_worker(rt)
     task = asyncio.create_task(w.start())
     try:

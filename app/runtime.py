@@ -24,21 +24,23 @@ class Runtime:
     queue: Queue
     storage: Storage
     request_log: RequestLog
-    hub: EventHub | None = None  # only processes that serve subscriptions need one
+    hub: EventHub | None = None
     auth_cache: AuthCache | None = None  # only processes that authenticate callers need one
 
     @classmethod
-    async def open(cls, settings: Settings, *, with_hub: bool = True) -> Runtime:
+    async def open(cls, settings: Settings, *, api: bool = True) -> Runtime:
+        """Everything a process needs; `api` adds what only processes answering callers use."""
         assert settings.database_url and settings.redis_url
         pool = await db.create_pool(settings.database_url)
         redis = aioredis.from_url(settings.redis_url)
         queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
-        hub = auth_cache = None
-        if with_hub:
-            hub = EventHub(redis)
-            await hub.start()
+        # workers follow their jobs' events too (a cancel stops the converter at once)
+        hub = EventHub(redis)
+        await hub.start()
+        auth_cache = None
+        if api:
             auth_cache = AuthCache(settings.database_url)
             await auth_cache.start()
         return cls(settings, pool, redis, queue, storage, RequestLog(pool), hub, auth_cache)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from app.models import Job, JobStatus
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
 from converters import sandbox
-from converters.base import ConversionError
+from converters.base import ConversionError, Result
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -50,21 +51,45 @@ def output_name(inputs: list[str], result_path: Path, output_format: str) -> str
     return safe_filename(f"{stem}.{suffix}", default=f"output.{suffix}")
 
 
+class JobEnded(Exception):
+    """The job ended elsewhere (its owner cancelled it) while it converted."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(str(job.id))
+        self.job = job
+
+
 async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[None]]) -> Job:
     """Convert one job. A failure of the conversion is recorded on the job, not raised.
 
     `touch` keeps the queue's heartbeat alive; it is called while the converter runs even
     when the converter reports no progress, so a long silent step is not taken for death.
+    The job's own events are followed meanwhile: when it ends elsewhere (a cancel), the
+    converter is stopped at once, without waiting for the queue to pass the abort on.
     """
-    row = await rt.pool.fetchrow(_START, job_id)
-    if row is None:
-        row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+    async with _changes(rt, job_id) as changes:
+        row = await rt.pool.fetchrow(_START, job_id)
         if row is None:
-            log.warning("job %s vanished before it ran", job_id)
-            raise LookupError(job_id)
-        return Job.from_row(row)  # it ended (cancelled) before a worker took it
-    job = await announce(rt, Job.from_row(row))
-    uploads = row["inputs"]
+            row = await rt.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+            if row is None:
+                log.warning("job %s vanished before it ran", job_id)
+                raise LookupError(job_id)
+            return Job.from_row(row)  # it ended (cancelled) before a worker took it
+        job = await announce(rt, Job.from_row(row))
+        try:
+            return await _convert(rt, job, row["inputs"], touch, changes)
+        except JobEnded as ended:
+            return ended.job
+
+
+async def _convert(
+    rt: Runtime,
+    job: Job,
+    uploads: list[dict[str, str]],
+    touch: Callable[[], Awaitable[None]],
+    changes: asyncio.Queue[Job] | None,
+) -> Job:
+    job_id = job.id
     last = {"value": 0.0, "at": 0.0}
 
     async def on_progress(fraction: float) -> None:
@@ -72,7 +97,6 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
         if fraction - last["value"] >= PROGRESS_STEP and now - last["at"] >= PROGRESS_INTERVAL:
             last.update(value=fraction, at=now)
             await save_change(rt, job_id, progress=min(max(fraction, 0.0), 0.99))
-        await touch()
 
     async def heartbeat() -> None:
         while True:
@@ -82,7 +106,7 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
     beat = asyncio.create_task(heartbeat())
     try:
         async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
-            result = await sandbox.run(
+            conversion = sandbox.run(
                 job.filetype,
                 job.input_format,
                 job.output_format,
@@ -91,6 +115,7 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
                 workdir,
                 on_progress,
             )
+            result = await _unless_ended(conversion, changes)
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
             relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)
@@ -107,7 +132,7 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
         )
     except ConversionError as exc:
         return await fail(rt, job_id, exc.message, exc.hint)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, JobEnded):
         raise
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
@@ -119,6 +144,39 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
         )
     finally:
         beat.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _changes(rt: Runtime, job_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Job] | None]:
+    """The job's published changes, from before the worker takes it (None: no event hub)."""
+    if rt.hub is None:
+        yield None
+        return
+    async with rt.hub.listen(job_id) as queue:
+        yield queue
+
+
+async def _unless_ended(conversion: Awaitable[Result], changes: asyncio.Queue[Job] | None) -> Result:
+    """The conversion's result, or JobEnded (the conversion killed) if the job ends first."""
+    if changes is None:
+        return await conversion
+
+    async def ended() -> Job:
+        while not (change := await changes.get()).terminal:
+            pass
+        return change
+
+    work, watch = asyncio.ensure_future(conversion), asyncio.ensure_future(ended())
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, watch):
+            if not task.done():
+                task.cancel()  # cancelling the sandbox kills the converter's process group
+        await asyncio.gather(work, watch, return_exceptions=True)
+    if watch.done() and not watch.cancelled() and watch.exception() is None:
+        raise JobEnded(watch.result())
+    return work.result()  # the conversion's result or its error
 
 
 def _now():  # type: ignore[no-untyped-def]
