@@ -199,20 +199,54 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
                 4011,
             )
     key = principal.key
-    if key is not None:
-        # the key's counters are read fresh here; the rest of it may come from the auth cache
-        usage = await rt.pool.fetchrow(
-            "UPDATE api_keys SET usage_count = usage_count + 1, last_used_at = now() WHERE id = $1"
-            " RETURNING usage_count, last_used_at, conversions_used",
-            key.id,
-        )
-        key = dataclasses.replace(
-            key,
-            usage_count=usage["usage_count"],
-            last_used_at=usage["last_used_at"],
-            conversions_used=usage["conversions_used"],
-        )
-    return dataclasses.replace(principal, key=key, rate=state)
+    if key is None:
+        return dataclasses.replace(principal, rate=state)
+    # The call is counted on the key in the same trip that reads the key, its account and
+    # its plan as they are now: an answer from the auth cache that is no longer true (the
+    # notification of a change not yet heard) is caught here, on the very next call.
+    row = await rt.pool.fetchrow(_CHARGE_KEY, key.id)
+    legacy = _LEGACY_CODES[principal.method]
+    if row is None:  # deleted with its account meanwhile
+        raise unauthenticated("The API key is not valid.", "Create a new key and use it instead.", legacy)
+    fresh = _from_key_row(row, principal.method, None, legacy)
+    if _decisive(fresh) != _decisive(principal):
+        if rt.auth_cache is not None:
+            rt.auth_cache.clear()
+        raise _Stale(dataclasses.replace(fresh, rate=state))
+    return dataclasses.replace(principal, key=fresh.key, rate=state)
+
+
+_CHARGE_KEY = """
+UPDATE api_keys k SET usage_count = k.usage_count + 1, last_used_at = now()
+FROM accounts a JOIN plans p ON p.name = a.plan
+WHERE k.id = $1 AND a.id = k.account_id
+RETURNING k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
+          p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
+"""
+_LEGACY_CODES = {"api_key": 4010, "jwt": 4012, "access_token": 4011, "master": 4010}
+
+
+def _decisive(principal: Principal) -> tuple[object, ...]:
+    """What admission depends on: all but the key's counters."""
+    key = principal.key
+    assert key is not None
+    key = dataclasses.replace(key, usage_count=0, last_used_at=None, conversions_used=0)
+    return (key, principal.account_id, principal.account_name, principal.plan)
+
+
+class _Stale(Exception):
+    """The key, its account or its plan changed since the cached answer was read."""
+
+    def __init__(self, fresh: Principal) -> None:
+        super().__init__("stale")
+        self.fresh = fresh
+
+
+def _admit(principal: Principal, info: RequestInfo, client_ip: Address | None) -> None:
+    restrictions.check(principal, info, client_ip)
+    if info.endpoint != "graphql":
+        operations.require(principal, operations.for_route(info.endpoint))
+    check_plan(principal)
 
 
 async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
@@ -222,8 +256,16 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     info.trace.account_id = principal.account_id
     info.trace.api_key_id = principal.key.id if principal.key else None
     info.trace.credential = principal.method
-    restrictions.check(principal, info, client_ip)
-    if info.endpoint != "graphql":
-        operations.require(principal, operations.for_route(info.endpoint))
-    check_plan(principal)
-    return await charge(rt, principal)
+    _admit(principal, info, client_ip)
+    try:
+        return await charge(rt, principal)
+    except _Stale as stale:
+        # admitted on what was true a moment ago: decide again on what is true now (this
+        # call was counted once already, and stays counted)
+        fresh = dataclasses.replace(
+            stale.fresh,
+            client_ip=principal.client_ip,
+            access_token_id=principal.access_token_id,
+        )
+        _admit(fresh, info, client_ip)
+        return fresh
