@@ -578,6 +578,12 @@ class ImageConverter(Converter):
     def _decode(self, task: Task) -> tuple[list[Any], list[int], dict[str, Any]]:
         with _open(task.inputs[0], task.input_format) as im:
             wanted = self._frames_to_convert(im, task)
+            target = _target_size(im.size, task.options)
+            if im.format == "JPEG" and target:
+                # shrink on load: libjpeg decodes at 1/2, 1/4 or 1/8 scale when that still
+                # covers the target (both sides, whatever the EXIF orientation turns)
+                side = max(target)
+                im.draft(im.mode, (side, side))
             frames, durations = [], []
             try:
                 for n, index in enumerate(wanted):

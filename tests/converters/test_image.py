@@ -419,3 +419,27 @@ async def test_through_the_sandbox_with_progress(inputs: dict, tmp_path: Path) -
                                tmp_path / "job", progress)  # fmt: skip
     assert Image.open(result.path).size == (32, 24)
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+async def test_a_jpeg_shrunk_on_load_keeps_its_size_orientation_and_colours(
+    tmp_path: Path, orientation: int
+) -> None:
+    # left half red, right half blue, stored 1600x800; orientation 6 shows it 800x1600
+    stored = Image.new("RGB", (1600, 800), "red")
+    stored.paste(Image.new("RGB", (800, 800), "blue"), (800, 0))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    src = tmp_path / "photo.jpg"
+    stored.save(src, quality=92, exif=exif)
+    result = await sandbox.run("image", "jpg", "png", {"width": 100}, [src], tmp_path / "job")
+    with Image.open(result.path) as out:
+        out = out.convert("RGB")
+        if orientation == 1:
+            assert out.size == (100, 50)
+            left, right = out.getpixel((10, 25)), out.getpixel((90, 25))
+        else:  # turned 90° clockwise: the stored left half is now on top
+            assert out.size == (100, 200)
+            left, right = out.getpixel((50, 20)), out.getpixel((50, 180))
+    assert left[0] > 200 and left[2] < 60, left
+    assert right[2] > 200 and right[0] < 60, right
