@@ -56,6 +56,7 @@ class Settings:
     require_https: bool
     queue: QueueSettings
     webhook_private: bool = True  # may webhooks reach loopback and private addresses?
+    introspection: bool = True  # GraphQL introspection and the GraphiQL page
 
     @property
     def storage_dir(self) -> Path:
@@ -79,6 +80,7 @@ class Settings:
             trusted_proxies=_list("TRUSTED_PROXIES"),
             require_https=_bool("REQUIRE_HTTPS", False),
             webhook_private=_bool("WEBHOOK_PRIVATE", True),
+            introspection=_bool("INTROSPECTION", True),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

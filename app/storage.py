@@ -40,7 +40,10 @@ def extension_of(name: str) -> str:
 def safe_filename(name: str, default: str = "file") -> str:
     """A plain file name: no folders, no control or quoting characters, at most 150 chars."""
     name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r'[\x00-\x1f\x7f"<>:|?*;]', "", name).strip().strip(".")
+    name = re.sub(r'[\x00-\x1f\x7f"<>:|?*;]', "", name)
+    # format characters (category Cf: U+202E and the other bidi controls, zero-width ones)
+    # make "evil\u202egpj.exe" display as "evilexe.jpg"
+    name = "".join(c for c in name if unicodedata.category(c) != "Cf").strip().strip(".")
     if not name:
         return default
     if len(name) > 150:
@@ -135,7 +138,9 @@ class Storage:
             when = int(expires)
         except ValueError:
             return False
-        return when >= time.time() and hmac.compare_digest(self.sign(job_id, when), signature)
+        # bytes: compare_digest refuses non-ASCII str, and a tampered link must be a 403
+        given = signature.encode("utf-8", "surrogateescape")
+        return when >= time.time() and hmac.compare_digest(self.sign(job_id, when).encode(), given)
 
 
 def too_large(limit: int) -> ConvertdError:

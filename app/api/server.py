@@ -21,5 +21,5 @@ def build_app(rt: Runtime) -> web.Application:
     app.router.add_routes(rest.routes)
     app.router.add_routes(rest_tokens.routes)
     app.router.add_routes(rest_admin.routes)
-    app.router.add_route("*", "/graphql", ConvertdGraphQLView())
+    app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))
     return app

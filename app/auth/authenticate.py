@@ -252,6 +252,12 @@ def _admit(principal: Principal, info: RequestInfo, client_ip: Address | None) -
 async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     client_ip = client_address(info.peer, info.headers, rt.settings.trusted_proxies)
     info.trace.client_ip = str(client_ip) if client_ip else None
+    if info.in_url and info.credential and info.credential.startswith(keys.MASTER_PREFIX):
+        raise unauthenticated(
+            "The master token is never accepted in a URL.",
+            "Send it as Authorization: Bearer <token>: URLs end up in proxy and server logs.",
+            4010,
+        )
     principal = await identify(rt, info.credential, client_ip)
     info.trace.account_id = principal.account_id
     info.trace.api_key_id = principal.key.id if principal.key else None

@@ -102,5 +102,7 @@ def is_secure(
         return True
     if not _trusted(parse_address(peer), tuple(trusted_proxies)):
         return False
-    proto = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    # a proxy that appends puts what it saw last: the rightmost value is our trusted
+    # proxy's own; anything left of it came from the client and proves nothing
+    proto = _all_values(headers, "X-Forwarded-Proto").split(",")[-1].strip().lower()
     return proto == "https"

@@ -59,7 +59,8 @@ OPERATIONS = (
 _BY_ROUTE = {route: op for op in OPERATIONS for route in op.rest}
 _BY_FIELD = {field: op for op in OPERATIONS for field in op.graphql}
 # introspection and __typename reveal nothing an endpoint restriction protects
-OPEN_FIELDS = frozenset({"__typename", "__schema", "__type"})
+INTROSPECTION = frozenset({"__schema", "__type"})  # CONVERTD_INTROSPECTION=0 refuses these
+OPEN_FIELDS = frozenset({"__typename", *INTROSPECTION})
 
 
 def for_route(template: str) -> Operation:

@@ -27,6 +27,7 @@ class RequestInfo:
     endpoint: str  # REST path template or "graphql"
     secure: bool  # reached over TLS on our own socket
     trace: Trace = dataclasses.field(default_factory=Trace)
+    in_url: bool = False  # the credential came in the query string (it ends up in logs)
 
     @property
     def origin(self) -> str | None:
@@ -58,8 +59,10 @@ def credential_from(headers: Mapping[str, str], query: Mapping[str, str]) -> str
 
 
 def from_http(request: web.Request, endpoint: str) -> RequestInfo:
+    in_headers = credential_from(request.headers, {})
     return RequestInfo(
-        credential=credential_from(request.headers, request.query),
+        credential=in_headers or credential_from({}, request.query),
+        in_url=in_headers is None and credential_from({}, request.query) is not None,
         peer=request.transport.get_extra_info("peername")[0] if request.transport else None,
         headers=request.headers,
         endpoint=endpoint,
@@ -80,4 +83,6 @@ def from_websocket(request: web.Request, params: Mapping[str, Any] | None) -> Re
     )
     info = from_http(request, "graphql")
     credential = payload_credential if isinstance(payload_credential, str) else None
-    return dataclasses.replace(info, credential=credential or info.credential)
+    if isinstance(credential, str) and credential:
+        return dataclasses.replace(info, credential=credential, in_url=False)
+    return info

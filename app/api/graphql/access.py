@@ -26,7 +26,7 @@ from strawberry.extensions import SchemaExtension
 
 from app.auth import operations
 from app.auth.authenticate import authenticate
-from app.errors import ConvertdError
+from app.errors import ConvertdError, ErrorCode
 
 if TYPE_CHECKING:
     from app.api.graphql.context import Context
@@ -60,7 +60,16 @@ def root_field_names(document: Any, operation_name: str | None) -> list[str]:
     return names
 
 
-def refusals(document: DocumentNode, principal: Principal, refusal: ConvertdError | None) -> list[GraphQLError]:
+INTROSPECTION_OFF = ConvertdError(
+    ErrorCode.FORBIDDEN,
+    "Introspection is switched off on this server.",
+    hint="The schema is published with the server (schema.graphql); ask its operator.",
+)
+
+
+def refusals(
+    document: DocumentNode, principal: Principal, refusal: ConvertdError | None, *, introspection: bool = True
+) -> list[GraphQLError]:
     """The root fields of every operation in the document that this caller may not use."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     errors: list[GraphQLError] = []
@@ -72,6 +81,9 @@ def refusals(document: DocumentNode, principal: Principal, refusal: ConvertdErro
             continue
         for field in _root_fields(node.selection_set, fragments, set()):
             name = field.name.value
+            if name in operations.INTROSPECTION and not introspection:
+                errors.append(GraphQLError(INTROSPECTION_OFF.message, field, original_error=INTROSPECTION_OFF))
+                continue
             if name in operations.OPEN_FIELDS:
                 continue
             try:
@@ -105,7 +117,10 @@ class AccessExtension(SchemaExtension):
         # and before anything runs; a document GraphQL refuses is refused for that first
         ec = self.execution_context
         if self._principal is not None and not ec.pre_execution_errors and ec.graphql_document:
-            refused = refusals(ec.graphql_document, self._principal, self._refusal)
+            introspection = self.execution_context.context.rt.settings.introspection
+            refused = refusals(
+                ec.graphql_document, self._principal, self._refusal, introspection=introspection
+            )
             if refused:
                 ec.pre_execution_errors = refused
         yield

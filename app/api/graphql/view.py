@@ -30,9 +30,10 @@ PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "
 
 
 class ConvertdGraphQLView(GraphQLView[Context, None]):
-    def __init__(self) -> None:
+    def __init__(self, *, ide: bool = True) -> None:
         super().__init__(
             schema,
+            graphql_ide="graphiql" if ide else None,
             multipart_uploads_enabled=True,
             # credentials never ride on cookies, so a page elsewhere gains nothing ambient
             allowed_origins=("*",),
