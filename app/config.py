@@ -57,6 +57,7 @@ class Settings:
     queue: QueueSettings
     webhook_private: bool = True  # may webhooks reach loopback and private addresses?
     introspection: bool = True  # GraphQL introspection and the GraphiQL page
+    jwt_max_lifetime: int = 24 * 3600  # seconds a self-signed JWT may live
 
     @property
     def storage_dir(self) -> Path:
@@ -81,6 +82,7 @@ class Settings:
             require_https=_bool("REQUIRE_HTTPS", False),
             webhook_private=_bool("WEBHOOK_PRIVATE", True),
             introspection=_bool("INTROSPECTION", True),
+            jwt_max_lifetime=_int("JWT_MAX_LIFETIME", 24 * 3600),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

@@ -85,6 +85,12 @@ def refusals(acct: Account, other: Account) -> list[tuple[str, str]]:
         (sign(acct, exp=now - 60), "expired"),
         (sign(acct, nbf=now + 3600), "not valid yet"),
         (sign(acct, iat=now + 3600), "issued in the future"),
+        (sign(acct, exp=16725225600), "lives longer than 86400 s and has no iat"),  # the year 2500
+        (sign(acct, exp=now + 3 * 86400, iat=now), "lifetime (exp - iat) is over"),
+        (sign(acct, exp=float("nan")), "exp is not a Unix time"),
+        (sign(acct, exp=float("inf")), "exp is not a Unix time"),
+        (sign(acct, exp=now + 600.5), "exp is not a Unix time"),
+        (sign(acct, iat=float("-inf")), "iat is not a Unix time"),
         (sign(acct, clientIp="203.0.113.9,198.51.100.0/24"), "may only be used from"),
         ("eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.x", "malformed"),
     ]
@@ -109,6 +115,15 @@ async def test_client_ip_lists_with_localhost_and_cidr(
     acct: Account = await make_account("jwt-ip")
     for allowed in ("localhost", "203.0.113.9, 127.0.0.1", "127.0.0.0/8", ""):
         assert all(o.ok for o in await everywhere(http, base_url, sign(acct, clientIp=allowed))), allowed
+
+
+async def test_long_lived_tokens_within_the_cap_are_accepted(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("jwt-long")
+    now = int(time.time())
+    for claims in ({"exp": now + 86000}, {"exp": now + 80000, "iat": now - 5000}, {"exp": float(now + 60)}):
+        assert (await call("rest", http, base_url, sign(acct, **claims))).ok, claims
 
 
 async def test_a_revoked_keys_jwts_are_refused(

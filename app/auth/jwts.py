@@ -5,6 +5,7 @@ Each way a token can be wrong has its own message, so a client author sees what 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from app.errors import ConvertdError, ErrorCode
 ALGORITHM = "HS256"
 LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
 MAX_MINTED_LIFETIME = 24 * 3600  # server-minted tokens are for short-lived browser use
+# self-signed ones: at most CONVERTD_JWT_MAX_LIFETIME (this by default) from iat, or from now
 
 
 def refused(message: str, hint: str) -> ConvertdError:
@@ -69,7 +71,11 @@ def unknown_kid(kid: str) -> ConvertdError:
 
 
 def verify(
-    token: str, secret: str, client_ip: network.Address | None, now: float | None = None
+    token: str,
+    secret: str,
+    client_ip: network.Address | None,
+    now: float | None = None,
+    max_lifetime: int = MAX_MINTED_LIFETIME,
 ) -> dict[str, Any]:
     """The claims of a token signed with `secret`, or the reason it is refused."""
     try:
@@ -91,16 +97,31 @@ def verify(
     exp = claims.get("exp")
     if exp is None:
         raise refused("The JWT has no exp claim.", "Add exp (Unix time) to the payload; it is required.")
-    if not _number(exp):
-        raise refused("The JWT's exp is not a Unix time.", "Set exp to a number of seconds since 1970.")
+    for name in ("exp", "nbf", "iat"):
+        if claims.get(name) is not None and not _number(claims[name]):
+            raise refused(
+                f"The JWT's {name} is not a Unix time in whole seconds.",
+                f"Set {name} to an integer number of seconds since 1970, e.g. int(time.time()).",
+            )
     if exp <= now - LEEWAY:
         raise refused("The JWT has expired.", "Mint or sign a new token.")
     nbf = claims.get("nbf")
-    if nbf is not None and (not _number(nbf) or nbf > now + LEEWAY):
+    if nbf is not None and nbf > now + LEEWAY:
         raise refused("The JWT is not valid yet (nbf is in the future).", "Check nbf and your clock.")
     iat = claims.get("iat")
-    if iat is not None and (not _number(iat) or iat > now + LEEWAY):
+    if iat is not None and iat > now + LEEWAY:
         raise refused("The JWT was issued in the future (iat).", "Check iat and your clock.")
+    # a token for the year 2500 is a key in all but name: its lifetime is capped
+    if exp - now > max_lifetime + LEEWAY and iat is None:
+        raise refused(
+            f"The JWT lives longer than {max_lifetime} s and has no iat.",
+            f"Keep exp within {max_lifetime} s of now, or add iat (and keep exp - iat within it).",
+        )
+    if iat is not None and exp - iat > max_lifetime + LEEWAY:
+        raise refused(
+            f"The JWT's lifetime (exp - iat) is over the {max_lifetime} s this server allows.",
+            "Sign shorter-lived tokens and sign new ones as they run out.",
+        )
     allowed = claims.get("clientIp")
     if allowed not in (None, ""):
         entries = allowed.split(",") if isinstance(allowed, str) else []
@@ -113,7 +134,12 @@ def verify(
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A whole number of seconds: NaN, infinities and fractions are refused."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    )
 
 
 def mint(
