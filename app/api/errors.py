@@ -28,6 +28,9 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
         else err.body()
     )
     response = web.json_response(body, status=err.status, headers=err.headers)
+    if err.code is ErrorCode.PAYLOAD_TOO_LARGE:
+        # the rest of the body was never read: close rather than wait for it to arrive
+        response.force_close()
     response[ERROR_CODE] = err.code.value
     return response
 

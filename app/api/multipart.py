@@ -7,12 +7,18 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from app.errors import ConvertdError, ErrorCode
 from app.runtime import Runtime
 from app.storage import IncomingFile
 
-MAX_FIELD_BYTES = 1024 * 1024
+# What one request may hold besides its files' bytes: enough for every documented form
+# (a few fields, options as JSON, up to a hundred inputs), never enough to fill memory.
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS_BYTES = 256 * 1024  # all text fields together
+MAX_FIELDS = 64
+MAX_FILES = 100
 _CHUNK = 256 * 1024
 
 
@@ -50,30 +56,67 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
             "Expected a multipart/form-data body.",
             hint='Send the file as a multipart field, e.g. curl -F "file=@photo.png".',
         )
+    length = request.content_length
+    limit = rt.settings.max_upload_bytes * MAX_FILES
+    if length is not None and length > limit:
+        raise _refused(f"The request is larger than {limit:,} bytes.")
     form = Form()
+    text_bytes = 0
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or not part.name:
-                continue
-            if part.filename is not None:
-                incoming = await rt.storage.receive(
-                    _chunks(part),
-                    part.filename,
-                    part.headers.get("Content-Type"),
-                    rt.settings.max_upload_bytes,
-                )
-                form.files.setdefault(part.name, []).append(incoming)
-            else:
-                data = await part.read_chunk(MAX_FIELD_BYTES + 1)
-                if len(data) > MAX_FIELD_BYTES or await part.read_chunk(1):
-                    raise ConvertdError(
-                        ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"The form field '{part.name}' is over {MAX_FIELD_BYTES:,} bytes.",
-                        hint="Send files as file parts (with a filename), not as text fields.",
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or not part.name:
+                    continue
+                if part.filename is not None:
+                    if len(form.all_files()) >= MAX_FILES:
+                        raise _refused(f"A request may carry at most {MAX_FILES} files.")
+                    incoming = await rt.storage.receive(
+                        _chunks(part),
+                        part.filename,
+                        part.headers.get("Content-Type"),
+                        rt.settings.max_upload_bytes,
                     )
+                    form.files.setdefault(part.name, []).append(incoming)
+                    continue
+                if sum(len(v) for v in form.fields.values()) >= MAX_FIELDS:
+                    raise _refused(f"A request may carry at most {MAX_FIELDS} text fields.")
+                data = await _field(part)
+                text_bytes += len(data)
+                if text_bytes > MAX_FIELDS_BYTES:
+                    raise _refused(f"The text fields together are over {MAX_FIELDS_BYTES:,} bytes.")
                 text = data.decode(part.get_charset("utf-8"), "replace")
                 form.fields.setdefault(part.name, []).append(text)
+        except (HttpProcessingError, ValueError, LookupError, AssertionError, RuntimeError) as exc:
+            # aiohttp's reader raises these on a body that does not follow the format
+            raise ConvertdError(
+                ErrorCode.BAD_REQUEST,
+                "The multipart body is malformed.",
+                hint="Send multipart/form-data as curl -F or a form library writes it.",
+            ) from exc
         yield form
     finally:
         rt.storage.discard(form.all_files())
+
+
+async def _field(part: BodyPartReader) -> bytes:
+    """A text field's bytes, refused as soon as it grows past MAX_FIELD_BYTES."""
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise _refused(
+                f"The form field '{part.name}' is over {MAX_FIELD_BYTES:,} bytes.",
+                "Send files as file parts (with a filename), not as text fields.",
+            )
+    return bytes(data)
+
+
+def _refused(message: str, hint: str | None = None) -> ConvertdError:
+    return ConvertdError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        message,
+        hint=hint
+        or "Send fewer or smaller parts; several files can be uploaded first (/v1/upload) "
+        "and converted by file_path.",
+    )
