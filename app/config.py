@@ -55,7 +55,7 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     require_https: bool
     queue: QueueSettings
-    webhook_private: bool = True  # may webhooks reach loopback and private addresses?
+    allow_private_urls: bool = False  # may webhooks reach loopback and private addresses?
     introspection: bool = True  # GraphQL introspection and the GraphiQL page
     jwt_max_lifetime: int = 24 * 3600  # seconds a self-signed JWT may live
 
@@ -80,7 +80,7 @@ class Settings:
             download_url_ttl=_int("DOWNLOAD_URL_TTL", 24 * 3600),
             trusted_proxies=_list("TRUSTED_PROXIES"),
             require_https=_bool("REQUIRE_HTTPS", False),
-            webhook_private=_bool("WEBHOOK_PRIVATE", True),
+            allow_private_urls=_bool("ALLOW_PRIVATE_URLS", False),
             introspection=_bool("INTROSPECTION", True),
             jwt_max_lifetime=_int("JWT_MAX_LIFETIME", 24 * 3600),
             queue=QueueSettings(

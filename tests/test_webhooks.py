@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from app.runtime import Runtime
-from app.services import webhooks
+from app.services import outbound, webhooks
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
 
 
@@ -113,7 +114,30 @@ async def test_unusable_webhook_url_is_refused_before_the_job(gql: GraphQL, acco
         assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST", url
 
 
-async def test_private_addresses_can_be_refused(
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "169.254.169.254", "10.1.2.3", "192.168.0.9", "100.64.0.1", "0.0.0.0", "::1",
+     "::ffff:127.0.0.1", "fd00::1", "fe80::1", "224.0.0.1", "localhost"],
+)  # fmt: skip
+async def test_only_public_addresses_by_default(host: str) -> None:
+    with pytest.raises(outbound.Refused):
+        await outbound.resolve(host, 80, allow_private=False)
+    assert await outbound.resolve(host, 80, allow_private=True)
+
+
+async def test_public_addresses_pass_and_the_connection_uses_only_them() -> None:
+    results = await outbound.resolve("93.184.215.14", 443, allow_private=False)
+    assert [r["host"] for r in results] == ["93.184.215.14"]
+    http = await outbound.session("localhost", 80, allow_private=True, timeout=1)
+    async with http:
+        resolver = http.connector._resolver  # type: ignore[union-attr]
+        # whatever name is asked later, only the addresses checked now come back
+        answered = {r["host"] for r in await resolver.resolve("localhost", 80)}
+        assert answered <= {"127.0.0.1", "::1"}
+        assert {r["host"] for r in await resolver.resolve("rebound.example", 80)} == answered
+
+
+async def test_webhooks_to_private_addresses_are_refused_by_default(
     rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
 ) -> None:
     form = aiohttp.FormData()
@@ -123,9 +147,10 @@ async def test_private_addresses_can_be_refused(
     async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
         job_id = (await r.json())["job_id"]
     await wait_for_status(http, base_url, account.key, job_id)
-    await rt.pool.execute("UPDATE jobs SET webhook_url = $2 WHERE id = $1::uuid", job_id, receiver.url)
-    strict = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, webhook_private=False))
-    import uuid
-
-    outcome = await webhooks.deliver(strict, uuid.UUID(job_id), last_attempt=False)
-    assert outcome.startswith("refused") and receiver.calls == []
+    for url in (receiver.url, "http://169.254.169.254/latest/meta-data/", "http://[::1]:6379/"):
+        await rt.pool.execute("UPDATE jobs SET webhook_url = $2 WHERE id = $1::uuid", job_id, url)
+        default = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, allow_private_urls=False))
+        outcome = await webhooks.deliver(default, uuid.UUID(job_id), last_attempt=True)
+        # no port or path scanning: every private target gets the same answer, nothing is sent
+        assert outcome.startswith("refused:") and "non-public" in outcome, outcome
+    assert receiver.calls == []

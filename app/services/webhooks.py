@@ -9,10 +9,8 @@ restart and are retried with backoff; the outcome is kept on the job (`webhook_s
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -25,6 +23,7 @@ import aiohttp
 from app.auth import keys
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus
+from app.services import outbound
 from app.services.links import links
 
 if TYPE_CHECKING:
@@ -86,20 +85,6 @@ async def enqueue(rt: Runtime, job: Job) -> None:
     )
 
 
-class Undeliverable(Exception):
-    """Delivery cannot succeed by trying again (the address is refused by configuration)."""
-
-
-async def _refuse_private(rt: Runtime, host: str, port: int) -> None:
-    if rt.settings.webhook_private:
-        return
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-            raise Undeliverable(f"refused: {host} is a private address (CONVERTD_WEBHOOK_PRIVATE=0)")
-
-
 async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     """POST the job's end to its webhook once; raise to have the queue try again."""
     row = await rt.pool.fetchrow(
@@ -121,18 +106,21 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
         secret = keys.signing_secret(rt.settings.secret, row["kid"])
         headers["X-Convertd-Signature"] = sign(secret, int(time.time()), data)
     parts = urlsplit(job.webhook_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        await _refuse_private(rt, parts.hostname or "", parts.port or 80)
+        http = await outbound.session(
+            parts.hostname or "", port, allow_private=rt.settings.allow_private_urls, timeout=TIMEOUT
+        )
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http,
+            http,
             http.post(job.webhook_url, data=data, headers=headers, allow_redirects=False) as resp,
         ):
             if resp.status >= 300:
                 raise aiohttp.ClientResponseError(
                     resp.request_info, (), status=resp.status, message=resp.reason or ""
                 )
-    except Undeliverable as exc:
-        return await _record(rt, job_id, str(exc))
+    except outbound.Refused as exc:
+        return await _record(rt, job_id, f"refused: {exc}")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         reason = f"failed: {getattr(exc, 'status', None) or type(exc).__name__}"
         if last_attempt:
