@@ -141,3 +141,30 @@ async def test_each_websocket_operation_is_a_counted_call(
     refused = await sub.next_message()
     assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
     await sub.ws.close()
+
+
+async def test_each_graphql_root_field_is_a_call(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    plan = await make_plan(calls_per_minute=40, calls_per_day=1000)
+    acct: Account = await make_account("aliases", plan)
+    headers = {"X-API-Key": acct.key}
+    many = "{ " + " ".join(f"q{i}: quota {{ usedThisMinute }}" for i in range(30)) + " }"
+    async with http.post(f"{base_url}/graphql", json={"query": many}, headers=headers) as r:
+        body = await r.json()
+    assert "errors" not in body and len(body["data"]) == 30
+    async with http.post(
+        f"{base_url}/graphql", json={"query": "{ quota { usedThisMinute } }"}, headers=headers
+    ) as r:
+        used = (await r.json())["data"]["quota"]["usedThisMinute"]
+    assert used == 31  # 30 fields, then this one
+    # 30 more do not fit in the 9 calls left: refused whole, nothing runs, nothing spent
+    async with http.post(f"{base_url}/graphql", json={"query": many}, headers=headers) as r:
+        body = await r.json()
+    assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert "counts as 29 calls" in body["errors"][0]["extensions"]["hint"]
+    assert body.get("data") is None
+    async with http.post(
+        f"{base_url}/graphql", json={"query": "{ quota { usedThisMinute } }"}, headers=headers
+    ) as r:
+        assert (await r.json())["data"]["quota"]["usedThisMinute"] == 33  # the refused one: 1

@@ -165,15 +165,18 @@ def check_plan(principal: Principal) -> None:
         )
 
 
-async def charge(rt: Runtime, principal: Principal) -> Principal:
-    """Count the call against the rate limits, then spend one request of an access token."""
+async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.RateState:
+    """Count `cost` calls against the caller's rate limits, or refuse with 429."""
     if principal.method == "master":
-        state = await ratelimit.hit(rt.redis, f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None)
+        scope, per_minute, per_day = f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None
     else:
         plan = principal.plan
-        state = await ratelimit.hit(
-            rt.redis, f"account:{principal.account_id}", plan.calls_per_minute, plan.calls_per_day
+        scope, per_minute, per_day = (
+            f"account:{principal.account_id}",
+            plan.calls_per_minute,
+            plan.calls_per_day,
         )
+    state = await ratelimit.hit(rt.redis, scope, per_minute, per_day, cost=cost)
     if state.refused:
         per = "minute" if state.refused == "minute" else "day"
         window = state.minute if per == "minute" else state.day
@@ -184,9 +187,16 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
             f"Rate limit reached: {window.limit} {what} per {per}{whose}.",
             f"Retry after {state.retry_after} s"
             + (" (daily counters reset at midnight UTC)." if per == "day" else ".")
-            + " GET /v1/keys/me shows your remaining quota.",
+            + " GET /v1/keys/me shows your remaining quota."
+            + (f" This request counts as {cost} calls (one per root field)." if cost > 1 else ""),
             headers=state.headers(),
         )
+    return state
+
+
+async def charge(rt: Runtime, principal: Principal) -> Principal:
+    """Count the call against the rate limits, then spend one request of an access token."""
+    state = await limit(rt, principal)
     if principal.access_token_id is not None:
         left = await rt.pool.fetchval(
             "UPDATE access_tokens SET requests_left = requests_left - 1"

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 WINDOW_MS = 60_000
 
 # KEYS[1]: sorted set of the calls in the rolling minute (score: ms); KEYS[2]: today's counter.
-# ARGV: now_ms, per_minute (-1: unlimited), per_day (-1: unlimited), member, day_ttl_s, hit (1/0).
+# ARGV: now_ms, per_minute (-1: unlimited), per_day (-1: unlimited), member, day_ttl_s, hit (1/0),
+# cost (how many calls this one counts for: a GraphQL document with several root fields).
 # Returns {refused (0 no, 1 minute, 2 day), used this minute, used today, ms when the minute
 # window next has room (0: it has room), ms of the oldest call in the window (0: none)}.
 _SCRIPT = """
@@ -31,17 +32,20 @@ local per_day = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
 local minute = redis.call('ZCARD', KEYS[1])
 local day = tonumber(redis.call('GET', KEYS[2]) or '0')
+local cost = tonumber(ARGV[7])
 local refused = 0
 if ARGV[6] == '1' then
-  if per_day >= 0 and day >= per_day then
+  if per_day >= 0 and day + cost > per_day then
     refused = 2
-  elseif per_minute >= 0 and minute >= per_minute then
+  elseif per_minute >= 0 and minute + cost > per_minute then
     refused = 1
   else
-    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    for i = 1, cost do
+      redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i)
+    end
     redis.call('PEXPIRE', KEYS[1], 60000)
-    minute = minute + 1
-    day = redis.call('INCR', KEYS[2])
+    minute = minute + cost
+    day = redis.call('INCRBY', KEYS[2], cost)
     redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
   end
 end
@@ -116,6 +120,7 @@ async def _run(
     *,
     hit: bool,
     now: float | None = None,
+    cost: int = 1,
 ) -> RateState:
     now = time.time() if now is None else now
     now_ms = int(now * 1000)
@@ -131,6 +136,7 @@ async def _run(
             # kept an hour past midnight so a call at 23:59:59 still reads its own day
             int(midnight - now) + 3600,
             1 if hit else 0,
+            max(cost, 1),
         ],
     )
     frees_ms, oldest_ms = float(frees_at), float(oldest)
@@ -154,9 +160,10 @@ async def hit(
     per_day: int | None,
     *,
     now: float | None = None,
+    cost: int = 1,
 ) -> RateState:
-    """Count one call if both windows have room; `refused` says which one had none."""
-    return await _run(redis, scope, per_minute, per_day, hit=True, now=now)
+    """Count `cost` calls if both windows have room for all; `refused` says which had none."""
+    return await _run(redis, scope, per_minute, per_day, hit=True, now=now, cost=cost)
 
 
 async def peek(

@@ -25,7 +25,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from app.auth import operations
-from app.auth.authenticate import authenticate
+from app.auth.authenticate import authenticate, limit
 from app.errors import ConvertdError, ErrorCode
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class AccessExtension(SchemaExtension):
         yield
         await self._log()
 
-    def on_validate(self) -> Any:
+    async def on_validate(self) -> Any:  # type: ignore[override]
         # after the document's own validation (limits.CheckedDocuments, earlier in the list)
         # and before anything runs; a document GraphQL refuses is refused for that first
         ec = self.execution_context
@@ -123,7 +123,28 @@ class AccessExtension(SchemaExtension):
             )
             if refused:
                 ec.pre_execution_errors = refused
+            else:
+                await self._count_fields(ec.graphql_document, ec.operation_name)
         yield
+
+    async def _count_fields(self, document: DocumentNode, operation_name: str | None) -> None:
+        """Each root field is a call, as each would be a REST request: the request itself
+        was counted when it was admitted, the others are counted here."""
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        fields = [
+            field.name.value
+            for node in document.definitions
+            if isinstance(node, OperationDefinitionNode)
+            and (operation_name is None or (node.name and node.name.value == operation_name))
+            for field in _root_fields(node.selection_set, fragments, set())
+            if field.name.value not in operations.OPEN_FIELDS
+        ]
+        if len(fields) > 1 and self._principal is not None:
+            ctx: Context = self.execution_context.context
+            try:
+                await limit(ctx.rt, self._principal, cost=len(fields) - 1)
+            except ConvertdError as err:
+                self.execution_context.pre_execution_errors = [GraphQLError(err.message, original_error=err)]
 
     async def on_execute(self) -> Any:  # type: ignore[override]
         yield
