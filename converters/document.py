@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
+import pymupdf  # here, not in _check_pdf: a warm sandbox child imports it before its job
+
 from converters import office, pandoc
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 
@@ -263,8 +265,6 @@ def _filter_options(task: Task) -> str:
 
 
 def _check_pdf(path: Path, pages: str) -> None:
-    import pymupdf
-
     with pymupdf.open(path) as doc:
         count = doc.page_count
     if count == 0:

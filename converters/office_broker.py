@@ -120,6 +120,8 @@ class JobBroker:
 
     def close(self) -> None:
         self.closed.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the acceptor
         self.sock.close()
         self.acceptor.join(5)
         for thread in self.threads:
