@@ -559,18 +559,21 @@ def _copy_file_to_fd(src: Path, fd: int, limit: int) -> None:
 # -------------------------------------------------------------- the process's pool
 
 _pool: Pool | None = None
+_users = 0  # workers of this process that started the pool (it closes with the last one)
 _pool_lock = threading.Lock()
 
 
 def start(default_instances: int = 2) -> Pool | None:
     """Start this process's pool (the worker's startup hook). None when LibreOffice or its
     jail is unavailable here, or CONVERTD_OFFICE_INSTANCES=0: office jobs then run cold."""
-    global _pool
+    global _pool, _users
     with _pool_lock:
+        _users += 1
         if _pool is not None:
             return _pool
-        if unavailable() is not None:
-            log.warning("LibreOffice pool off: %s", unavailable())
+        reason = unavailable()
+        if reason is not None:
+            log.warning("LibreOffice pool off: %s", reason)
             return None
         settings = PoolSettings.from_env(default_instances)
         if settings.instances == 0:
@@ -580,9 +583,13 @@ def start(default_instances: int = 2) -> Pool | None:
         return _pool
 
 
-def stop() -> None:
-    global _pool
+def stop(force: bool = False) -> None:
+    """The worker's shutdown hook: the last worker of the process closes the pool."""
+    global _pool, _users
     with _pool_lock:
+        _users = 0 if force else max(0, _users - 1)
+        if _users:
+            return
         pool, _pool = _pool, None
     if pool is not None:
         pool.close()
@@ -596,3 +603,39 @@ def unavailable() -> str | None:
     if office.soffice_path() is None:
         return office.unavailable()
     return office_jail.tools_missing()
+
+
+def probe(default_instances: int) -> tuple[PoolSettings, dict[str, Any], str]:
+    """Start one instance as the pool would, read back its isolation, stop it (doctor)."""
+    settings = PoolSettings.from_env(default_instances)
+    if (reason := unavailable()) is not None:
+        return settings, {}, reason
+    pool = Pool(dataclasses.replace(settings, instances=1))
+    try:
+        pool.start()
+        pool.wait_ready(START_TIMEOUT + 10)
+        layers = pool.layers()
+        return settings, layers, "" if layers else pool.instances[0].error or "did not start"
+    finally:
+        pool.close()
+
+
+def describe(settings: PoolSettings, layers: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(ok, sentence) per isolation layer, from what a running instance reported."""
+    gib = settings.memory / 1024**3
+    uid = layers.get("uid")
+    return [
+        (bool(uid), f"runs as uid {uid}" + (" (its own per instance slot)" if uid else " (root of a user namespace)")),
+        (True, "own mount, PID, IPC and UTS namespaces: only /usr, fonts and its spool exist, only the spool is writable")
+        if layers.get("writable") == ["/spool", "/tmp"] and layers.get("pid") == 1
+        else (False, f"file system not confined as intended (writable: {layers.get('writable')})"),
+        (not layers.get("interfaces_up"), "own network namespace, no interface up; UNO over a pipe inside the jail, no TCP port")
+        if layers.get("interfaces") is not None
+        else (False, "network namespace unknown"),
+        (bool(layers.get("no_new_privs")), "no_new_privs" if layers.get("no_new_privs") else "no_new_privs NOT set"),
+        (bool(layers.get("seccomp")), "seccomp filter" if layers.get("seccomp") else "no seccomp filter (libseccomp missing?)"),
+        (True, f"RLIMIT_AS {gib:g} GiB per process")
+        if layers.get("memory_limit") == settings.memory
+        else (False, "no memory rlimit"),
+        (bool(layers.get("cgroup")), f"cgroup: memory {gib:g} GiB, 1 CPU" if layers.get("cgroup") else "no cgroup (memory and CPU only bounded by rlimits and the job timeout)"),
+    ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from app.models import Job, JobStatus
 from app.services.jobs import fail, save_change
 from app.storage import safe_filename
-from converters import sandbox
+from converters import office_broker, sandbox
 from converters.base import ConversionError
 
 if TYPE_CHECKING:
@@ -81,15 +81,18 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
     beat = asyncio.create_task(heartbeat())
     try:
         with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
-            result = await sandbox.run(
-                job.filetype,
-                job.input_format,
-                job.output_format,
-                job.options,
-                [rt.storage.path(u["storage_path"]) for u in uploads],
-                workdir,
-                on_progress,
-            )
+            # LibreOffice work reaches this worker's warm pool through a door bound to the
+            # job's account (converters/office_broker.py); a no-op when no pool runs here
+            async with office_broker.serve_job(workdir, job.account_id):
+                result = await sandbox.run(
+                    job.filetype,
+                    job.input_format,
+                    job.output_format,
+                    job.options,
+                    [rt.storage.path(u["storage_path"]) for u in uploads],
+                    workdir,
+                    on_progress,
+                )
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
             relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)
