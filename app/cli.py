@@ -318,7 +318,7 @@ async def doctor(args: argparse.Namespace) -> None:
 
 
 def _doctor_office_pool(concurrency: int) -> None:
-    from converters import office_pool
+    from converters import office_jail, office_pool
 
     try:
         settings, layers, error = office_pool.probe(concurrency)
@@ -331,16 +331,17 @@ def _doctor_office_pool(concurrency: int) -> None:
         "all": "instances shared by all accounts: single-tenant deployments only",
     }
     if settings.instances == 0:
-        print("warning  LibreOffice pool off (CONVERTD_OFFICE_INSTANCES=0): every office job starts soffice cold")
+        print("warning  LibreOffice pool off (CONVERTD_OFFICE_INSTANCES=0): office jobs start soffice cold")
         return
     print(
-        f"ok       LibreOffice pool: {settings.instances} warm instance(s) per worker, reuse={settings.reuse} "
-        f"({modes[settings.reuse]}), restart after {settings.restart_after} conversions"
+        f"ok       LibreOffice pool: {settings.instances} warm instance(s) per worker, "
+        f"reuse={settings.reuse} ({modes[settings.reuse]}), "
+        f"restart after {settings.restart_after} conversions"
     )
     if error:
         print(f"warning  LibreOffice pool cannot start an instance: {error}")
         return
-    for ok, text in office_pool.describe(settings, layers):
+    for ok, text in office_jail.describe(settings.memory, layers):
         print(f"{'ok      ' if ok else 'warning '} LibreOffice instance: {text}")
 
 

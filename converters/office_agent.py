@@ -23,6 +23,7 @@ The first line written is {"ready": true, "layers": {...}} once LibreOffice answ
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import glob
@@ -79,7 +80,10 @@ def load_seccomp() -> bool:
     if not ctx:
         return False
     try:
-        for names, action in ((DENIED_SYSCALLS, _SCMP_ACT_ERRNO_EPERM), (KILLED_SYSCALLS, _SCMP_ACT_KILL_PROCESS)):
+        for names, action in (
+            (DENIED_SYSCALLS, _SCMP_ACT_ERRNO_EPERM),
+            (KILLED_SYSCALLS, _SCMP_ACT_KILL_PROCESS),
+        ):
             for name in names:
                 nr = lib.seccomp_syscall_resolve_name(name.encode())
                 if nr >= 0:  # unknown on this architecture: nothing to deny
@@ -92,11 +96,13 @@ def load_seccomp() -> bool:
 def apply_limits(memory: int, nproc: int) -> None:
     # RLIMIT_AS per process (soffice.bin is one big process); no core dumps of documents;
     # a process cap per uid (every instance has a uid of its own) stops fork bombs
-    for which, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, nproc)):
-        try:
+    for which, value in (
+        (resource.RLIMIT_AS, memory),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, nproc),
+    ):
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(which, (value, value))
-        except (ValueError, OSError):
-            pass
 
 
 def status_field(pid: int | str, name: str) -> str:
@@ -227,7 +233,9 @@ class Office:
         }
         if req.get("import_options"):
             load["FilterOptions"] = req["import_options"]
-        doc = self.desktop.loadComponentFromURL(uno.systemPathToFileUrl(req["input"]), "_blank", 0, props(**load))
+        doc = self.desktop.loadComponentFromURL(
+            uno.systemPathToFileUrl(req["input"]), "_blank", 0, props(**load)
+        )
         if doc is None:
             raise RuntimeError("LibreOffice could not open the document")
         try:
@@ -273,7 +281,14 @@ def main() -> int:
             say({"ok": True, "output": out, "rss": rss_bytes()})
         except Exception as exc:  # a UNO error: the document, not us
             alive = office.proc is not None and office.proc.poll() is None
-            say({"ok": False, "error": str(exc)[:500] or type(exc).__name__, "alive": alive, "rss": rss_bytes()})
+            say(
+                {
+                    "ok": False,
+                    "error": str(exc)[:500] or type(exc).__name__,
+                    "alive": alive,
+                    "rss": rss_bytes(),
+                }
+            )
             if not alive:
                 return 1
     return 0

@@ -131,11 +131,14 @@ class JobBroker:
 
 
 @contextlib.asynccontextmanager
-async def serve_job(workdir: Path, account: object) -> AsyncIterator[None]:
-    """Open the job's door to the pool while the block runs (no-op without a pool)."""
+async def serve_job(
+    workdir: Path, account: object, pool: office_pool.Pool | None = None
+) -> AsyncIterator[None]:
+    """Open the job's door to the pool (this process's, unless given) while the block runs;
+    a no-op without a pool."""
     import asyncio
 
-    pool = office_pool.current()
+    pool = pool or office_pool.current()
     if pool is None:
         yield
         return
@@ -236,7 +239,9 @@ def find(workdir: Path) -> Path | None:
         return None
 
 
-def convert(door: Path, src: Path, input_format: str, output_format: str, filter_options: str, dest: Path) -> None:
+def convert(
+    door: Path, src: Path, input_format: str, output_format: str, filter_options: str, dest: Path
+) -> None:
     """Ask the worker's pool to convert src into dest (created here). Raises ConversionError."""
     in_fd = os.open(src, os.O_RDONLY)
     try:
@@ -248,7 +253,11 @@ def convert(door: Path, src: Path, input_format: str, output_format: str, filter
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(address)
-            request = {"input_format": input_format, "output_format": output_format, "filter_options": filter_options}
+            request = {
+                "input_format": input_format,
+                "output_format": output_format,
+                "filter_options": filter_options,
+            }
             socket.send_fds(sock, [json.dumps(request).encode()], [in_fd, out_fd])
             os.close(in_fd)
             os.close(out_fd)

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from converters import office
 
@@ -237,3 +238,48 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def describe(memory: int, layers: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(ok, sentence) per isolation layer, from what a running instance reported."""
+    gib = memory / 1024**3
+    uid = layers.get("uid")
+    return [
+        (
+            bool(uid),
+            f"runs as uid {uid}" + (" (its own per instance slot)" if uid else " (root of a user namespace)"),
+        ),
+        (
+            True,
+            "own mount, PID, IPC and UTS namespaces: only /usr, fonts and its spool exist, "
+            "only the spool is writable",
+        )
+        if layers.get("writable") == ["/spool", "/tmp"] and layers.get("pid") == 1
+        else (False, f"file system not confined as intended (writable: {layers.get('writable')})"),
+        (
+            not layers.get("interfaces_up"),
+            "own network namespace, no interface up; UNO over a pipe inside the jail, no TCP port",
+        )
+        if layers.get("interfaces") is not None
+        else (False, "network namespace unknown"),
+        (
+            bool(layers.get("no_new_privs")),
+            "no_new_privs" if layers.get("no_new_privs") else "no_new_privs NOT set",
+        ),
+        (
+            bool(layers.get("seccomp")),
+            "seccomp filter" if layers.get("seccomp") else "no seccomp filter (libseccomp missing?)",
+        ),
+        (True, f"RLIMIT_AS {gib:g} GiB per process")
+        if layers.get("memory_limit") == memory
+        else (False, "no memory rlimit"),
+        (
+            bool(layers.get("cgroup")),
+            f"cgroup: memory {gib:g} GiB, 1 CPU"
+            if layers.get("cgroup")
+            else "no cgroup (memory and CPU only bounded by rlimits and the job timeout)",
+        ),
+    ]

@@ -25,15 +25,10 @@ whatever event loop (or none) the worker and the tests use.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import os
-import select
 import shutil
-import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -43,26 +38,21 @@ from typing import Any, Literal
 
 from converters import office, office_jail
 from converters.base import ConversionError
+from converters.office_instance import (
+    OUTPUT_LIMIT,
+    START_TIMEOUT,
+    Abandoned,
+    Instance,
+    InstanceDied,
+    Job,
+    TimedOut,
+    copy_fd_to_file,
+    copy_file_to_fd,
+)
 
 log = logging.getLogger(__name__)
 
 Reuse = Literal["account", "none", "all"]
-State = Literal["starting", "ready", "busy", "stopped", "broken"]
-
-START_TIMEOUT = 60.0
-OUTPUT_LIMIT = 2 * 1024**3  # bytes copied back for one output at most
-
-
-class InstanceDied(Exception):
-    """The instance ended (crash, OOM kill, someone killed it) while we waited on it."""
-
-
-class TimedOut(Exception):
-    pass
-
-
-class Abandoned(Exception):
-    """The job went away (its sandbox child was killed or cancelled) mid-conversion."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,167 +88,6 @@ class PoolSettings:
         )
 
 
-class Instance:
-    """One jail with its agent and soffice. Its fields are guarded by the pool's lock."""
-
-    def __init__(self, pool: Pool, slot: int) -> None:
-        self.pool = pool
-        self.slot = slot
-        self.dir = pool.root / f"slot-{slot}"
-        self.spool = self.dir / "spool"
-        self.state: State = "stopped"
-        self.account: object = None  # None: fresh, has served nobody since it started
-        self.jobs = 0
-        self.generation = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.cgroups: list[Path] = []
-        self.layers: dict[str, Any] = {}
-        self.error = ""
-        self.rss = 0  # resident bytes of the whole jail after its last conversion
-        self.recycled: dict[str, int] = {}  # why it was restarted, how often (for tests, doctor)
-        self._buffer = bytearray()
-
-    # ------------------------------------------------------------------ life cycle
-
-    def launch(self) -> None:
-        """Start a new jail (blocking, about a second). Raises RuntimeError on failure."""
-        settings = self.pool.settings
-        self.shutdown()
-        office_jail.prepare_spool(self.spool, self.slot)
-        profile = self.spool / "profile"
-        if self.pool.template is not None:
-            shutil.copytree(self.pool.template, profile, symlinks=True)
-        else:
-            office.write_profile(profile)
-        if office_jail.as_root():
-            for path in [profile, *profile.rglob("*")]:
-                office_jail.give(path, self.slot)
-        config = json.dumps(
-            {
-                "memory": settings.memory,
-                "nproc": office_jail.NPROC_LIMIT,
-                "profile": "file:///spool/profile",
-                "soffice": office_jail.soffice_bin(),
-                "start_timeout": START_TIMEOUT,
-            }
-        )
-        self.cgroups = office_jail.make_cgroup(self.slot, settings.memory)
-        cgroups = self.cgroups
-        self._buffer.clear()
-        self.proc = subprocess.Popen(
-            office_jail.command(self.spool, self.slot, config),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=office_jail.environment(),
-            cwd="/",
-            start_new_session=True,
-            preexec_fn=lambda: office_jail.preexec(cgroups),
-        )
-        try:
-            hello = self._read(time.monotonic() + START_TIMEOUT + 5, lambda: False)
-        except (InstanceDied, TimedOut) as exc:
-            self.shutdown()
-            raise RuntimeError(f"LibreOffice did not start ({type(exc).__name__})") from None
-        if not hello.get("ready"):
-            self.shutdown()
-            raise RuntimeError(f"LibreOffice did not start: {hello.get('error')}")
-        self.layers = dict(hello.get("layers") or {})
-        self.layers["cgroup"] = bool(self.cgroups)
-
-    def shutdown(self) -> None:
-        if self.proc is not None:
-            office_jail.kill(self.proc)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-            self.proc = None
-        office_jail.remove_cgroup(self.cgroups)
-        self.cgroups = []
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def host_pids(self) -> list[int]:
-        """Every process of this jail as the host sees it (for tests and diagnostics)."""
-        if self.proc is None:
-            return []
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found
-
-    # ------------------------------------------------------------------- requests
-
-    def request(self, msg: dict[str, Any], deadline: float, abandoned: Callable[[], bool]) -> dict[str, Any]:
-        proc = self.proc
-        if proc is None or proc.stdin is None:
-            raise InstanceDied
-        try:
-            proc.stdin.write((json.dumps(msg) + "\n").encode())
-            proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise InstanceDied from None
-        return self._read(deadline, abandoned)
-
-    def _read(self, deadline: float, abandoned: Callable[[], bool]) -> dict[str, Any]:
-        """The next JSON line from the agent, watching the deadline and the job."""
-        proc = self.proc
-        assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            if b"\n" in self._buffer:
-                line, _, rest = bytes(self._buffer).partition(b"\n")
-                self._buffer[:] = rest
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(msg, dict):
-                    return msg
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimedOut
-            if abandoned():
-                raise Abandoned
-            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise InstanceDied
-                self._buffer += chunk
-                if len(self._buffer) > 1024 * 1024:
-                    raise InstanceDied  # not our agent speaking any more
-
-
-@dataclasses.dataclass
-class Job:
-    """One conversion as the broker hands it over: open files, never paths of the child's."""
-
-    input_fd: int
-    output_fd: int
-    input_format: str
-    output_format: str
-    import_filter: str
-    import_options: str
-    export_filter: str
-    export_options: str
-    filter_data: dict[str, tuple[str, Any]]
-
-
 class Pool:
     def __init__(self, settings: PoolSettings, root_dir: str | None = None) -> None:
         self.settings = settings
@@ -270,6 +99,8 @@ class Pool:
         self.waiting = 0
         self.closed = False
         self.conversions = 0
+        # (account, slot, generation, jail pid) of every conversion attempt, oldest first
+        self.history: list[tuple[object, int, int, int]] = []
 
     # ------------------------------------------------------------------ life cycle
 
@@ -450,8 +281,18 @@ class Pool:
         for d in (in_dir, out_dir):
             d.mkdir(mode=0o700)
             office_jail.give(d, inst.slot)
+        with self.lock:
+            self.history.append(
+                (
+                    inst.account if self.settings.reuse == "account" else None,
+                    inst.slot,
+                    inst.generation,
+                    inst.proc.pid if inst.proc else 0,
+                )
+            )
+            del self.history[:-1000]
         staged = in_dir / f"document.{job.input_format}"
-        _copy_fd_to_file(job.input_fd, staged, None)
+        copy_fd_to_file(job.input_fd, staged, None)
         office_jail.give(staged, inst.slot)
         reply = inst.request(
             {
@@ -478,7 +319,7 @@ class Pool:
         out = office._find_output(out_dir, job.output_format)
         if out is None:
             raise _failed(job, "")
-        _copy_file_to_fd(out, job.output_fd, OUTPUT_LIMIT)
+        copy_file_to_fd(out, job.output_fd, OUTPUT_LIMIT)
 
     # -------------------------------------------------------------------- reporting
 
@@ -527,33 +368,6 @@ def _failed(job: Job, detail: str) -> ConversionError:
             + (f" LibreOffice said: {detail}" if detail else "")
         ),
     )
-
-
-def _copy_fd_to_file(fd: int, dest: Path, limit: int | None) -> None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    with open(dest, "xb") as out:
-        while chunk := os.read(fd, 1024 * 1024):
-            out.write(chunk)
-            if limit is not None and out.tell() > limit:
-                raise ConversionError("The output is too large.")
-
-
-def _copy_file_to_fd(src: Path, fd: int, limit: int) -> None:
-    # the output is the jail's file: never follow a link it may have put there
-    in_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
-            raise ConversionError("LibreOffice wrote something that is not a file.")
-        if os.fstat(in_fd).st_size > limit:
-            raise ConversionError("The output grew larger than the limit for one conversion.")
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        while chunk := os.read(in_fd, 1024 * 1024):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    finally:
-        os.close(in_fd)
 
 
 # -------------------------------------------------------------- the process's pool
@@ -618,24 +432,3 @@ def probe(default_instances: int) -> tuple[PoolSettings, dict[str, Any], str]:
         return settings, layers, "" if layers else pool.instances[0].error or "did not start"
     finally:
         pool.close()
-
-
-def describe(settings: PoolSettings, layers: dict[str, Any]) -> list[tuple[bool, str]]:
-    """(ok, sentence) per isolation layer, from what a running instance reported."""
-    gib = settings.memory / 1024**3
-    uid = layers.get("uid")
-    return [
-        (bool(uid), f"runs as uid {uid}" + (" (its own per instance slot)" if uid else " (root of a user namespace)")),
-        (True, "own mount, PID, IPC and UTS namespaces: only /usr, fonts and its spool exist, only the spool is writable")
-        if layers.get("writable") == ["/spool", "/tmp"] and layers.get("pid") == 1
-        else (False, f"file system not confined as intended (writable: {layers.get('writable')})"),
-        (not layers.get("interfaces_up"), "own network namespace, no interface up; UNO over a pipe inside the jail, no TCP port")
-        if layers.get("interfaces") is not None
-        else (False, "network namespace unknown"),
-        (bool(layers.get("no_new_privs")), "no_new_privs" if layers.get("no_new_privs") else "no_new_privs NOT set"),
-        (bool(layers.get("seccomp")), "seccomp filter" if layers.get("seccomp") else "no seccomp filter (libseccomp missing?)"),
-        (True, f"RLIMIT_AS {gib:g} GiB per process")
-        if layers.get("memory_limit") == settings.memory
-        else (False, "no memory rlimit"),
-        (bool(layers.get("cgroup")), f"cgroup: memory {gib:g} GiB, 1 CPU" if layers.get("cgroup") else "no cgroup (memory and CPU only bounded by rlimits and the job timeout)"),
-    ]
