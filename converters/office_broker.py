@@ -151,8 +151,9 @@ async def serve_job(
 
 def _peer_gone(conn: socket.socket) -> bool:
     # the child sends nothing after its request: readable means it hung up
-    readable, _, _ = select.select([conn], [], [], 0)
-    if not readable:
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLHUP)
+    if not poller.poll(0):
         return False
     try:
         return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""

@@ -91,16 +91,21 @@ class Instance:
         )
         cgroups = office_jail.make_cgroup(self.slot, settings.memory)
         self._buffer.clear()
-        proc = subprocess.Popen(
-            office_jail.command(self.spool, self.slot, config),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=office_jail.environment(),
-            cwd="/",
-            start_new_session=True,
-            preexec_fn=lambda: office_jail.preexec(cgroups),
-        )
+        log_fd = os.open(self.dir / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = self.pool.spawn(
+                office_jail.command(self.spool, self.slot, config),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                # kept beside the spool (outside the jail) for the log line when it dies
+                stderr=log_fd,
+                env=office_jail.environment(),
+                cwd="/",
+                start_new_session=True,
+                preexec_fn=lambda: office_jail.preexec(cgroups),
+            )
+        finally:
+            os.close(log_fd)
         with self._life:
             self.proc, self.cgroups = proc, cgroups
         if self.pool.closed:
@@ -132,6 +137,14 @@ class Instance:
                         stream.close()
         office_jail.remove_cgroup(cgroups)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stderr_tail(self) -> str:
+        try:
+            with open(self.dir / "stderr.log", "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 2000))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def host_pids(self) -> list[int]:
         """Every process of this jail as the host sees it (for tests and diagnostics)."""
@@ -189,10 +202,13 @@ class Instance:
             if abandoned():
                 raise Abandoned
             try:
-                ready, _, _ = select.select([fd], [], [], min(left, 0.2))
+                # poll, not select: a busy worker may hold descriptors above FD_SETSIZE
+                poller = select.poll()
+                poller.register(fd, select.POLLIN | select.POLLHUP)
+                ready = poller.poll(min(left, 0.2) * 1000)
                 chunk = os.read(fd, 65536) if ready else None
-            except (OSError, ValueError):  # closed under us by shutdown()
-                raise InstanceDied from None
+            except (OSError, ValueError) as exc:  # closed under us by shutdown()
+                raise InstanceDied(str(exc)) from None
             if chunk is not None:
                 if not chunk:
                     raise InstanceDied

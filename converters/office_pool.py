@@ -28,11 +28,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +102,14 @@ class Pool:
         self.waiting = 0
         self.closed = False
         self.conversions = 0
+        # PR_SET_PDEATHSIG fires when the *thread* that forked a child ends: jails are
+        # forked by this one thread, which lives as long as the pool, so that they die
+        # with the worker but not with the short-lived thread that asked for them
+        self._spawns: queue.SimpleQueue[tuple[list[str], dict[str, Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._spawner = threading.Thread(target=self._spawn_loop, name="office-spawner", daemon=True)
+        self._spawner.start()
         # (account, slot, generation, jail pid) of every conversion attempt, oldest first
         self.history: list[tuple[object, int, int, int]] = []
 
@@ -108,6 +119,22 @@ class Pool:
         """Start every instance in the background; returns at once."""
         for inst in self.instances:
             self._restart(inst, None)
+
+    def spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """subprocess.Popen(argv, **kwargs), forked by the pool's spawner thread."""
+        done: Future[Any] = Future()
+        self._spawns.put((argv, kwargs, done))
+        if self.closed:
+            raise RuntimeError("the pool closed")
+        return done.result(60)  # type: ignore[no-any-return]
+
+    def _spawn_loop(self) -> None:
+        while (item := self._spawns.get()) is not None:
+            argv, kwargs, done = item
+            try:
+                done.set_result(subprocess.Popen(argv, **kwargs))
+            except BaseException as exc:
+                done.set_exception(exc)
 
     def wait_ready(self, timeout: float = 120) -> bool:
         """Block until every instance is ready or broken (tests, doctor, benchmarks)."""
@@ -125,6 +152,8 @@ class Pool:
         for inst in self.instances:
             inst.shutdown()
             inst.state = "stopped"
+        self._spawns.put(None)
+        self._spawner.join(10)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _restart(self, inst: Instance, reason: str | None) -> None:
@@ -240,9 +269,17 @@ class Pool:
                 raise ConversionError("The job was stopped.") from None
             try:
                 self._convert_on(inst, job, deadline, abandoned)
-            except InstanceDied:
+            except InstanceDied as exc:
                 self._finish(inst, "died")
-                log.warning("LibreOffice instance %s died mid-conversion (attempt %s)", inst.slot, attempt)
+                proc = inst.proc
+                log.warning(
+                    "LibreOffice instance %s died mid-conversion (attempt %s, %r, exit %s): %s",
+                    inst.slot,
+                    attempt,
+                    exc,
+                    proc.poll() if proc else None,
+                    inst.stderr_tail()[-500:],
+                )
                 continue
             except TimedOut:
                 self._finish(inst, "timeout")
@@ -314,6 +351,7 @@ class Pool:
         inst.rss = int(reply.get("rss") or 0)
         if not reply.get("ok"):
             if reply.get("alive") is False:
+                log.warning("LibreOffice instance %s: %s", inst.slot, reply.get("error"))
                 raise InstanceDied
             raise _failed(job, str(reply.get("error") or ""))
         out = office._find_output(out_dir, job.output_format)
