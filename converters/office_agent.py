@@ -212,6 +212,16 @@ class Office:
                 time.sleep(0.05)
         self.desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
 
+    def alive(self) -> bool:
+        """Whether soffice still answers (a killed one leaves a disposed bridge behind)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            self.desktop.getComponents()
+        except Exception:
+            return False
+        return True
+
     def convert(self, req: dict[str, Any]) -> str:
         import uno
         from com.sun.star.beans import PropertyValue
@@ -279,8 +289,8 @@ def main() -> int:
         try:
             out = office.convert(req)
             say({"ok": True, "output": out, "rss": rss_bytes()})
-        except Exception as exc:  # a UNO error: the document, not us
-            alive = office.proc is not None and office.proc.poll() is None
+        except Exception as exc:  # a UNO error: the document's fault, or soffice died
+            alive = office.alive()
             say(
                 {
                     "ok": False,

@@ -114,8 +114,9 @@ class Instance:
         try:
             hello = self._read(time.monotonic() + START_TIMEOUT + 5, lambda: False)
         except (InstanceDied, TimedOut) as exc:
+            tail = self.stderr_tail()[-300:]
             self.shutdown()
-            raise RuntimeError(f"LibreOffice did not start ({type(exc).__name__})") from None
+            raise RuntimeError(f"LibreOffice did not start ({exc!r}): {tail}") from None
         if not hello.get("ready"):
             self.shutdown()
             raise RuntimeError(f"LibreOffice did not start: {hello.get('error')}")

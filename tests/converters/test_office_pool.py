@@ -270,10 +270,11 @@ async def test_instance_dying_twice_fails_the_job_clearly(tmp_path: Path) -> Non
 
 
 async def test_hanging_document_is_stopped_at_the_timeout(tmp_path: Path) -> None:
-    src = long_odt(tmp_path / "long.odt")
-    with running_pool(instances=2, timeout=1.0) as pool:
+    # far more than 3 s of layout work for LibreOffice: to the pool, a hanging document
+    src = long_odt(tmp_path / "long.odt", paragraphs=6000)
+    with running_pool(instances=2, timeout=3.0) as pool:
         started = time.monotonic()
-        with pytest.raises(ConversionError, match="longer than 1 seconds"):
+        with pytest.raises(ConversionError, match="longer than 3 seconds"):
             await job(pool, 1, src, tmp_path / "job")
         assert time.monotonic() - started < 30  # stopped, not waited out
         assert sum(i.recycled.get("timeout", 0) for i in pool.instances) == 1
