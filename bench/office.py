@@ -82,12 +82,12 @@ def make_documents(root: Path, uno: Unoserver) -> dict[str, Path]:
     ws.append(["Item", "Quantity", "Price", "Total"])
     for n in range(1, 200):
         ws.append([f"item {n}", n % 17, 3.5 + n % 9, f"=B{n + 1}*C{n + 1}"])
-    docs["xlsx"] = root / "sheet.xlsx"
-    wb.save(docs["xlsx"])
     odp = root / "slides.odp"
     odp.write_bytes(_odp(12))
     docs["pptx"] = root / "slides.pptx"
     uno.convert(odp, docs["pptx"], "pptx")
+    docs["xlsx"] = root / "sheet.xlsx"  # last: unoserver's soffice may crash on it
+    wb.save(docs["xlsx"])
     return docs
 
 
@@ -280,12 +280,10 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def latency(
-    args: argparse.Namespace, root: Path, docs: dict[str, Path], uno: Unoserver, svc: Service
-) -> None:
+async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], svc: Service) -> None:
     pool = office_pool.current()
     assert pool is not None
-    engines: dict[str, Callable[[Path], Awaitable[object]]] = {}
+    uno = [Unoserver(root)]
 
     async def cold(src: Path) -> None:
         with scratch(root) as out:
@@ -293,31 +291,48 @@ async def latency(
 
     async def warm(src: Path) -> None:
         with scratch(root) as out:
-            await asyncio.to_thread(uno.convert, src, out / "out.pdf")
+            await asyncio.to_thread(uno[0].convert, src, out / "out.pdf")
 
     async def converter(src: Path) -> None:
         with scratch(root) as work:
             async with office_broker.serve_job(work, "bench", pool=pool):
                 await sandbox.run("document", src.suffix[1:], "pdf", {}, [src], work)
 
-    engines = {"cold": cold, "unoserver": warm, "converter": converter, "whole job": svc.job}
+    engines: dict[str, Callable[[Path], Awaitable[object]]] = {
+        "cold": cold, "unoserver": warm, "converter": converter, "whole job": svc.job,
+    }  # fmt: skip
     results: dict[str, dict[str, list[float]]] = {d: {e: [] for e in engines} for d in docs}
-    for name, src in docs.items():
-        for fn in engines.values():  # one untimed pass: caches, warm children, lazy imports
-            await fn(src)
-        for _ in range(args.rounds):
-            for engine, fn in engines.items():
-                results[name][engine].append(await timed(lambda fn=fn, src=src: fn(src)))  # type: ignore[misc]
+    failed: dict[tuple[str, str], str] = {}
+    try:
+        for name, src in docs.items():
+            for _ in range(args.rounds + 1):  # the first round is untimed: caches, lazy imports
+                for engine, fn in engines.items():
+                    if (name, engine) in failed:
+                        continue
+                    try:
+                        took = await timed(lambda fn=fn, src=src: fn(src))  # type: ignore[misc]
+                    except Exception as exc:  # reported, not fatal: the others still compare
+                        failed[(name, engine)] = f"{type(exc).__name__}: {str(exc)[:90]}"
+                        if engine == "unoserver":  # its soffice may be gone: a new one
+                            uno[0].stop()
+                            uno[0] = Unoserver(root)
+                        continue
+                    if _ > 0:
+                        results[name][engine].append(took)
+    finally:
+        uno[0].stop()
     print(f"\nlatency, one client, median of {args.rounds} (ms; ratio to unoserver)")
     print(f"{'document':<10} {'cold':>14} {'unoserver':>10} {'converter':>16} {'whole job':>16}")
     for name, per in results.items():
-        med = {e: statistics.median(v) * 1000 for e, v in per.items()}
+        med = {e: statistics.median(v) * 1000 if v else float("nan") for e, v in per.items()}
         base = med["unoserver"]
         print(
             f"{name:<10} {med['cold']:>7.0f} ({med['cold'] / base:4.1f}x) {base:>10.0f} "
             f"{med['converter']:>8.0f} ({med['converter'] / base:4.2f}x) "
             f"{med['whole job']:>8.0f} ({med['whole job'] / base:4.2f}x)"
         )
+    for (name, engine), why in failed.items():
+        print(f"  {name} through {engine} failed: {why}")
 
 
 async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Service) -> None:
@@ -351,7 +366,7 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
     print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs each run")
     print(f"two unoservers driven directly: {uno_rate:.2f} and {uno_rate2:.2f} docs/s")
     print(
-        f"Convertd whole jobs (2 workers' slots, 2 pool instances): {svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
+        f"Convertd whole jobs (2 job slots, 2 pool instances): {svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
     )
 
 
@@ -361,14 +376,12 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         uno = Unoserver(root)
         try:
-            docs = make_documents(root, uno)
-            async with Service(root) as svc:
-                await latency(args, root, docs, uno, svc)
-                uno.stop()
-                await throughput(args, root, docs["docx-1p"], svc)
+            docs = make_documents(root, uno)  # pptx is written by LibreOffice itself
         finally:
-            if uno.proc.poll() is None:
-                uno.stop()
+            uno.stop()
+        async with Service(root) as svc:
+            await latency(args, root, docs, svc)
+            await throughput(args, root, docs["docx-1p"], svc)
 
 
 if __name__ == "__main__":
