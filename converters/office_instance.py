@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 State = Literal["starting", "ready", "busy", "stopped", "broken"]
 
 START_TIMEOUT = 60.0
+FRESH = object()  # an instance's account before its first job (any account value may be None)
 OUTPUT_LIMIT = 2 * 1024**3  # bytes copied back for one output at most
 
 
@@ -53,7 +54,7 @@ class Instance:
         self.dir = pool.root / f"slot-{slot}"
         self.spool = self.dir / "spool"
         self.state: State = "stopped"
-        self.account: object = None  # None: fresh, has served nobody since it started
+        self.account: object = FRESH  # the account it serves; FRESH: nobody since it started
         self.jobs = 0
         self.generation = 0
         self.proc: subprocess.Popen[bytes] | None = None

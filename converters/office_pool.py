@@ -42,6 +42,7 @@ from typing import Any, Literal
 from converters import office, office_jail
 from converters.base import ConversionError
 from converters.office_instance import (
+    FRESH,
     OUTPUT_LIMIT,
     START_TIMEOUT,
     Abandoned,
@@ -159,7 +160,7 @@ class Pool:
     def _restart(self, inst: Instance, reason: str | None) -> None:
         """Replace the instance's jail in a thread (caller may hold the lock)."""
         inst.state = "starting"
-        inst.account = None
+        inst.account = FRESH
         inst.jobs = 0
         if reason:
             inst.recycled[reason] = inst.recycled.get(reason, 0) + 1
@@ -194,10 +195,10 @@ class Pool:
         reuse = self.settings.reuse
         if reuse == "all":
             return ready[0] if ready else None
-        fresh = [i for i in ready if i.account is None]
+        fresh = [i for i in ready if i.account is FRESH]
         if reuse == "none":
             return fresh[0] if fresh else None
-        mine = [i for i in ready if i.account == account]
+        mine = [i for i in ready if i.account is not FRESH and i.account == account]
         return (mine or fresh or [None])[0]
 
     def acquire(self, account: object, deadline: float, abandoned: Callable[[], bool]) -> Instance:
@@ -268,18 +269,16 @@ class Pool:
             except Abandoned:
                 raise ConversionError("The job was stopped.") from None
             try:
-                self._convert_on(inst, job, deadline, abandoned)
+                self._convert_on(inst, account, job, deadline, abandoned)
             except InstanceDied as exc:
-                self._finish(inst, "died")
-                proc = inst.proc
                 log.warning(
-                    "LibreOffice instance %s died mid-conversion (attempt %s, %r, exit %s): %s",
+                    "LibreOffice instance %s died mid-conversion (attempt %s, %r): %s",
                     inst.slot,
                     attempt,
                     exc,
-                    proc.poll() if proc else None,
                     inst.stderr_tail()[-500:],
                 )
+                self._finish(inst, "died")  # replaced in the background; the retry takes another
                 continue
             except TimedOut:
                 self._finish(inst, "timeout")
@@ -312,7 +311,9 @@ class Pool:
             shutil.rmtree(inst.spool / "job" / sub, ignore_errors=True)
         self.release(inst, reason)
 
-    def _convert_on(self, inst: Instance, job: Job, deadline: float, abandoned: Callable[[], bool]) -> None:
+    def _convert_on(
+        self, inst: Instance, account: object, job: Job, deadline: float, abandoned: Callable[[], bool]
+    ) -> None:
         jobdir = inst.spool / "job"
         in_dir, out_dir = jobdir / "in", jobdir / "out"
         for d in (in_dir, out_dir):
@@ -321,7 +322,7 @@ class Pool:
         with self.lock:
             self.history.append(
                 (
-                    inst.account if self.settings.reuse == "account" else None,
+                    account,
                     inst.slot,
                     inst.generation,
                     inst.proc.pid if inst.proc else 0,
