@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-import pymupdf  # here, not in _check_pdf: a warm sandbox child imports it before its job
-
 from converters import office, pandoc
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 
@@ -264,7 +262,27 @@ def _filter_options(task: Task) -> str:
     return ""
 
 
+# A page object in the uncompressed dictionaries LibreOffice writes ("/Type/Page", not
+# "/Type/Pages"): finding one settles that the PDF is not empty without importing PyMuPDF,
+# whose import alone costs several times the conversion of a one-page document.
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def _has_page_object(path: Path) -> bool:
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            if _PAGE_OBJECT.search(tail + chunk):
+                return True
+            tail = chunk[-32:]
+    return False
+
+
 def _check_pdf(path: Path, pages: str) -> None:
+    if _has_page_object(path):
+        return
+    import pymupdf  # the rare case: let a real PDF reader decide
+
     with pymupdf.open(path) as doc:
         count = doc.page_count
     if count == 0:

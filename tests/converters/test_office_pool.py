@@ -408,3 +408,24 @@ def test_hostile_office_files_through_the_pool(
         assert shared_pool.conversions == before + 1
     if name.endswith("that-is-html"):
         assert outcome == "refused"  # the declared format's filter, not LibreOffice's guess
+
+
+def test_empty_pdf_is_still_refused(tmp_path: Path) -> None:
+    """_check_pdf skips PyMuPDF when a page object is there, and still refuses a PDF without pages."""
+    from converters.document import _check_pdf, _has_page_object
+
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+        b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    )
+    assert not _has_page_object(empty)
+    with pytest.raises(ConversionError, match="came out empty"):
+        _check_pdf(empty, "")
+    one = tmp_path / "one.pdf"
+    with pymupdf.open() as doc:
+        doc.new_page()
+        doc.save(one)
+    assert _has_page_object(one)
+    _check_pdf(one, "")
