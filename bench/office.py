@@ -6,14 +6,16 @@ One run measures, on the same generated files and interleaved round by round:
              job cost before the pool);
 - unoserver: one warm soffice driven by unoserver's XML-RPC `convert` (what Gotenberg,
              JODConverter and unoserver users get), called directly from this script;
+- pool:      the worker's warm pool alone, through a job's door from this process (no
+             sandbox child, no service): what the pool itself costs;
 - converter: Convertd's converter path as the worker runs it (door to the warm pool +
              `sandbox.run`), without HTTP, database or storage;
 - whole job: the running service (embedded PostgreSQL and Redis, REST API, in-process
              worker with its pool): POST /v1/convert, follow the job's events over the
              GraphQL subscription until it ends, download the PDF.
 
-and then throughput at concurrency 4: whole jobs from 4 clients against 4 clients spread
-over two unoserver instances driven directly. Figures are printed as ratios to unoserver.
+and then throughput at concurrency 4: whole jobs from 4 clients, and the pool alone, against
+4 clients spread over two unoserver instances driven directly. Figures are printed as ratios to unoserver.
 
 unoserver's server must run under Debian's python (it imports `uno` from python3-uno):
 
@@ -185,6 +187,17 @@ def cold_soffice(src: Path, outdir: Path) -> None:
         raise RuntimeError(f"cold soffice wrote nothing for {src.name}")
 
 
+def pool_direct(pool: office_pool.Pool, src: Path, work: Path) -> None:
+    """The pool alone, through a job's door, from this process (no sandbox child)."""
+    broker = office_broker.JobBroker(pool, work, "bench")  # the converter column's account too
+    try:
+        door = office_broker.find(work)
+        assert door is not None
+        office_broker.convert(door, src, src.suffix[1:], "pdf", "", work / "out.pdf")
+    finally:
+        broker.close()
+
+
 class Service:
     """The whole Convertd service in this process: embedded servers, API, worker + pool."""
 
@@ -293,13 +306,17 @@ async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], s
         with scratch(root) as out:
             await asyncio.to_thread(uno[0].convert, src, out / "out.pdf")
 
+    async def door(src: Path) -> None:
+        with scratch(root) as work:
+            await asyncio.to_thread(pool_direct, pool, src, work)
+
     async def converter(src: Path) -> None:
         with scratch(root) as work:
             async with office_broker.serve_job(work, "bench", pool=pool):
                 await sandbox.run("document", src.suffix[1:], "pdf", {}, [src], work)
 
     engines: dict[str, Callable[[Path], Awaitable[object]]] = {
-        "cold": cold, "unoserver": warm, "converter": converter, "whole job": svc.job,
+        "cold": cold, "unoserver": warm, "pool": door, "converter": converter, "whole job": svc.job,
     }  # fmt: skip
     results: dict[str, dict[str, list[float]]] = {d: {e: [] for e in engines} for d in docs}
     failed: dict[tuple[str, str], str] = {}
@@ -322,12 +339,13 @@ async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], s
     finally:
         uno[0].stop()
     print(f"\nlatency, one client, median of {args.rounds} (ms; ratio to unoserver)")
-    print(f"{'document':<10} {'cold':>14} {'unoserver':>10} {'converter':>16} {'whole job':>16}")
+    print(f"{'document':<10} {'cold':>14} {'unoserver':>10} {'pool':>16} {'converter':>16} {'whole job':>16}")
     for name, per in results.items():
         med = {e: statistics.median(v) * 1000 if v else float("nan") for e, v in per.items()}
         base = med["unoserver"]
         print(
             f"{name:<10} {med['cold']:>7.0f} ({med['cold'] / base:4.1f}x) {base:>10.0f} "
+            f"{med['pool']:>8.0f} ({med['pool'] / base:4.2f}x) "
             f"{med['converter']:>8.0f} ({med['converter'] / base:4.2f}x) "
             f"{med['whole job']:>8.0f} ({med['whole job'] / base:4.2f}x)"
         )
@@ -356,8 +374,15 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
             with scratch(root) as out:
                 await asyncio.to_thread(unos[n % 2].convert, src, out / "out.pdf")
 
+        async def via_pool(n: int) -> None:
+            with scratch(root) as work:
+                await asyncio.to_thread(pool_direct, pool, src, work)
+
+        pool = office_pool.current()
+        assert pool is not None
         uno_rate = await run(4, via_unoserver)
         svc_rate = await run(4, lambda n: svc.job(src))
+        pool_rate = await run(4, via_pool)
         uno_rate2 = await run(4, via_unoserver)  # again, to see the drift of a shared machine
     finally:
         for uno in unos:
@@ -368,6 +393,7 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
     print(
         f"Convertd whole jobs (2 job slots, 2 pool instances): {svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
     )
+    print(f"the worker's pool alone, through job doors: {pool_rate:.2f} docs/s ({pool_rate / base:.2f}x)")
 
 
 async def main(args: argparse.Namespace) -> None:
