@@ -322,8 +322,37 @@ async def doctor(args: argparse.Namespace) -> None:
         print("ok       LibreOffice and pandoc run in their own namespaces (only /usr visible)")
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")
+    _doctor_office_pool(Settings.from_env().queue.concurrency)
     if reg.missing:  # a whole engine is gone; optional formats (calibre's) are only reported
         sys.exit(1)
+
+
+def _doctor_office_pool(concurrency: int) -> None:
+    from converters import office_jail, office_pool
+
+    try:
+        settings, layers, error = office_pool.probe(concurrency)
+    except ValueError as exc:  # a bad CONVERTD_OFFICE_* setting
+        print(f"error    LibreOffice pool: {exc}")
+        return
+    modes = {
+        "account": "an instance serves one account at a time, restarted before another",
+        "none": "a fresh instance for every job",
+        "all": "instances shared by all accounts: single-tenant deployments only",
+    }
+    if settings.instances == 0:
+        print("warning  LibreOffice pool off (CONVERTD_OFFICE_INSTANCES=0): office jobs start soffice cold")
+        return
+    print(
+        f"ok       LibreOffice pool: {settings.instances} warm instance(s) per worker, "
+        f"reuse={settings.reuse} ({modes[settings.reuse]}), "
+        f"restart after {settings.restart_after} conversions"
+    )
+    if error:
+        print(f"warning  LibreOffice pool cannot start an instance: {error}")
+        return
+    for ok, text in office_jail.describe(settings.memory, layers):
+        print(f"{'ok      ' if ok else 'warning '} LibreOffice instance: {text}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -9,6 +10,7 @@ from saq import CronJob, Worker
 
 from app.runtime import Runtime
 from app.services import processing, recovery, webhooks
+from converters import office_pool
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
@@ -31,7 +33,13 @@ async def reconcile(ctx: dict[str, Any]) -> int:
 def build_worker(rt: Runtime) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = rt
+        # warm LibreOffice instances, one per concurrent job unless configured (they start
+        # in the background; office jobs wait for the first one ready)
+        await asyncio.to_thread(office_pool.start, rt.settings.queue.concurrency)
         await recovery.reconcile(rt)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await asyncio.to_thread(office_pool.stop)
 
     q = rt.settings.queue
     worker = Worker(
@@ -40,6 +48,7 @@ def build_worker(rt: Runtime) -> Worker:
         cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
         concurrency=q.concurrency,
         startup=startup,
+        shutdown=shutdown,
         timers={"sweep": q.sweep_interval},
         shutdown_grace_period_s=10,
     )

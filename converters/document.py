@@ -262,8 +262,26 @@ def _filter_options(task: Task) -> str:
     return ""
 
 
+# A page object in the uncompressed dictionaries LibreOffice writes ("/Type/Page", not
+# "/Type/Pages"): finding one settles that the PDF is not empty without importing PyMuPDF,
+# whose import alone costs several times the conversion of a one-page document.
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def _has_page_object(path: Path) -> bool:
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            if _PAGE_OBJECT.search(tail + chunk):
+                return True
+            tail = chunk[-32:]
+    return False
+
+
 def _check_pdf(path: Path, pages: str) -> None:
-    import pymupdf
+    if _has_page_object(path):
+        return
+    import pymupdf  # the rare case: let a real PDF reader decide
 
     with pymupdf.open(path) as doc:
         count = doc.page_count

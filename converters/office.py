@@ -192,6 +192,10 @@ def convert(
 ) -> Path:
     """Convert src (already passed through guard_links) to output_format; return the output path.
 
+    When the worker opened a door to its warm pool in workdir (converters/office_broker.py),
+    the pool converts; otherwise (no pool in this process: tools, some tests) a cold soffice
+    runs here, isolated by `run_isolated`.
+
     src is linked under a fixed name so the output name is predictable and no name chosen
     by the uploader reaches the command line.
     """
@@ -202,6 +206,16 @@ def convert(
     export = EXPORT_FILTERS[app].get(output_format)
     if export is None:
         raise ConversionError(f"LibreOffice cannot write {output_format} from {input_format}.")
+    from converters import office_broker  # (it imports this module)
+
+    door = office_broker.find(workdir)
+    if door is not None:
+        # the worker runs a warm pool: its instance converts, in its own jail
+        dest = fresh_dir(workdir / "lo-run")
+        final = dest.with_name(f"{dest.name}.{output_format}")
+        dest.rmdir()
+        office_broker.convert(door, src, input_format, output_format, filter_options, final)
+        return final
     if filter_options:
         target = f"{output_format}:{export.split(':')[0]}:{filter_options}"
     else:

@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# python3-uno: the warm LibreOffice pool's agent runs under /usr/bin/python3 with it;
+# util-linux (unshare, setpriv) and libseccomp2 build each instance's jail
 DEBIAN_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno
+  util-linux libseccomp2
   libmagic1 libarchive13 fonts-dejavu-core openssl
 )
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from app.models import Job, JobStatus
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
-from converters import sandbox
+from converters import office_broker, sandbox
 from converters.base import ConversionError, Result
 
 if TYPE_CHECKING:
@@ -106,16 +106,19 @@ async def _convert(
     beat = asyncio.create_task(heartbeat())
     try:
         async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
-            conversion = sandbox.run(
-                job.filetype,
-                job.input_format,
-                job.output_format,
-                job.options,
-                [rt.storage.path(u["storage_path"]) for u in uploads],
-                workdir,
-                on_progress,
-            )
-            result = await _unless_ended(conversion, changes)
+            # LibreOffice work reaches this worker's warm pool through a door bound to the
+            # job's account (converters/office_broker.py); a no-op when no pool runs here
+            async with office_broker.serve_job(workdir, job.account_id):
+                conversion = sandbox.run(
+                    job.filetype,
+                    job.input_format,
+                    job.output_format,
+                    job.options,
+                    [rt.storage.path(u["storage_path"]) for u in uploads],
+                    workdir,
+                    on_progress,
+                )
+                result = await _unless_ended(conversion, changes)
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
             relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)

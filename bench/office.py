@@ -1,0 +1,425 @@
+"""Office conversions side by side: Convertd's warm pool against LibreOffice cold and warm.
+
+One run measures, on the same generated files and interleaved round by round:
+
+- cold:      `soffice --convert-to pdf` with a fresh profile per file (what every office
+             job cost before the pool);
+- unoserver: one warm soffice driven by unoserver's XML-RPC `convert` (what Gotenberg,
+             JODConverter and unoserver users get), called directly from this script;
+- pool:      the worker's warm pool alone, through a job's door from this process (no
+             sandbox child, no service): what the pool itself costs;
+- converter: Convertd's converter path as the worker runs it (door to the warm pool +
+             `sandbox.run`), without HTTP, database or storage;
+- whole job: the running service (embedded PostgreSQL and Redis, REST API, in-process
+             worker with its pool): POST /v1/convert, follow the job's events over the
+             GraphQL subscription until it ends, download the PDF.
+
+and then throughput at concurrency 4: whole jobs from 4 clients, and the pool alone, against
+4 clients spread over two unoserver instances driven directly. Figures are printed as ratios to unoserver.
+
+unoserver's server must run under Debian's python (it imports `uno` from python3-uno):
+
+    /usr/bin/python3 -m venv --system-site-packages .bench/unoserver-venv
+    .bench/unoserver-venv/bin/pip install unoserver==3.7
+
+then (bytecode allowed, as on users' machines; see PITFALLS.md):
+
+    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/office.py [--rounds 7] [--jobs 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+import zipfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import openpyxl
+import pypandoc
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app import db, embedded  # noqa: E402
+from app.api.server import build_app  # noqa: E402
+from app.config import QueueSettings, Settings  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
+from app.services.keys import create_account_with_key  # noqa: E402
+from app.worker import build_worker  # noqa: E402
+from converters import office, office_broker, office_pool, sandbox  # noqa: E402
+
+UNOSERVER_VENV = ROOT / ".bench" / "unoserver-venv"
+
+
+# ----------------------------------------------------------------------- documents
+
+
+def make_documents(root: Path, uno: Unoserver) -> dict[str, Path]:
+    docs: dict[str, Path] = {}
+    one = "# Quarterly note\n\n" + "A one-page letter with a heading and a few paragraphs of text. " * 12
+    docs["docx-1p"] = root / "one-page.docx"
+    pypandoc.convert_text(one, "docx", format="md", outputfile=str(docs["docx-1p"]))
+    long = "\n\n".join(
+        f"## Section {n}\n\n" + "This is a long report with many paragraphs of plain text. " * 40
+        for n in range(120)
+    )
+    docs["docx-60p"] = root / "long.docx"
+    pypandoc.convert_text(long, "docx", format="md", outputfile=str(docs["docx-60p"]))
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Item", "Quantity", "Price", "Total"])
+    for n in range(1, 200):
+        ws.append([f"item {n}", n % 17, 3.5 + n % 9, f"=B{n + 1}*C{n + 1}"])
+    odp = root / "slides.odp"
+    odp.write_bytes(_odp(12))
+    docs["pptx"] = root / "slides.pptx"
+    uno.convert(odp, docs["pptx"], "pptx")
+    docs["xlsx"] = root / "sheet.xlsx"  # last: unoserver's soffice may crash on it
+    wb.save(docs["xlsx"])
+    return docs
+
+
+def _odp(slides: int) -> bytes:
+    ns = (
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0"'
+    )
+    pages = "".join(
+        f'<draw:page draw:name="p{n}"><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" '
+        f'svg:height="4cm"><draw:text-box><text:p>Slide {n}: quarterly figures</text:p>'
+        "</draw:text-box></draw:frame></draw:page>"
+        for n in range(slides)
+    )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
+        f"<office:body><office:presentation>{pages}</office:presentation></office:body>"
+        "</office:document-content>"
+    )
+    mime = "application/vnd.oasis.opendocument.presentation"
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
+        '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{mime}"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), mime)
+        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------- engines
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Unoserver:
+    """One unoserver (one warm soffice), driven over its XML-RPC API."""
+
+    def __init__(self, root: Path) -> None:
+        exe = UNOSERVER_VENV / "bin" / "unoserver"
+        if not exe.exists():
+            sys.exit(f"unoserver is not installed in {UNOSERVER_VENV}: see this script's docstring")
+        self.port, uno_port = free_port(), free_port()
+        profile = root / f"unoserver-profile-{self.port}"
+        self.proc = subprocess.Popen(
+            [str(exe), "--interface", "127.0.0.1", "--port", str(self.port), "--uno-port", str(uno_port),
+             "--user-installation", str(profile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}", allow_none=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.rpc.info()
+                break
+            except (OSError, xmlrpc.client.Fault):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("unoserver did not start") from None
+                time.sleep(0.2)
+
+    def convert(self, src: Path, dest: Path, fmt: str = "pdf") -> None:
+        # a client of its own per call: ServerProxy is not safe to share between threads
+        rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}", allow_none=True)
+        rpc.convert(str(src), None, str(dest), fmt)
+        if not dest.exists() or dest.stat().st_size == 0:
+            raise RuntimeError(f"unoserver wrote nothing for {src.name}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+
+
+def cold_soffice(src: Path, outdir: Path) -> None:
+    profile = outdir / "profile"
+    soffice = office.soffice_path()
+    assert soffice
+    subprocess.run(
+        [soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--norestore",
+         "--convert-to", "pdf", "--outdir", str(outdir), str(src)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    if not (outdir / f"{src.stem}.pdf").exists():
+        raise RuntimeError(f"cold soffice wrote nothing for {src.name}")
+
+
+def pool_direct(pool: office_pool.Pool, src: Path, work: Path) -> None:
+    """The pool alone, through a job's door, from this process (no sandbox child)."""
+    broker = office_broker.JobBroker(pool, work, "bench")  # the converter column's account too
+    try:
+        door = office_broker.find(work)
+        assert door is not None
+        office_broker.convert(door, src, src.suffix[1:], "pdf", "", work / "out.pdf")
+    finally:
+        broker.close()
+
+
+class Service:
+    """The whole Convertd service in this process: embedded servers, API, worker + pool."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    async def __aenter__(self) -> Service:
+        self.servers = embedded.start(self.tmp / "data")
+        settings = Settings(
+            data_dir=self.tmp / "data",
+            database_url=self.servers.database_url,
+            redis_url=self.servers.redis_url,
+            public_url=None,
+            secret="bench",
+            max_upload_bytes=50 * 1024**2,
+            download_url_ttl=600,
+            trusted_proxies=(),
+            require_https=False,
+            queue=QueueSettings(concurrency=2),
+        )
+        await db.migrate(self.servers.database_url)
+        self.rt = await Runtime.open(settings)
+        self.key = (await create_account_with_key(self.rt.pool, "bench")).secret
+        self.runner = web.AppRunner(build_app(self.rt), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.worker = build_worker(self.rt)
+        self.task = asyncio.create_task(self.worker.start())
+        self.http = aiohttp.ClientSession()
+        while (pool := office_pool.current()) is None:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(pool.wait_ready)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.close()
+        await self.worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.runner.cleanup()
+        await self.rt.close()
+        self.servers.stop()
+
+    async def job(self, src: Path) -> int:
+        """POST, follow the events to the end, download; returns the PDF's size."""
+        form = aiohttp.FormData()
+        form.add_field("file", src.read_bytes(), filename=src.name)
+        form.add_field("filetype", "document")
+        form.add_field("output_format", "pdf")
+        headers = {"X-API-Key": self.key}
+        async with self.http.post(f"{self.base}/v1/convert", data=form, headers=headers) as r:
+            job = await r.json()
+            if r.status >= 300:
+                raise RuntimeError(job)
+        async with self.http.ws_connect(f"{self.base}/graphql", protocols=["graphql-transport-ws"]) as ws:
+            await ws.send_json({"type": "connection_init", "payload": {"apiKey": self.key}})
+            await ws.receive_json()
+            query = "subscription($id: ID!) { jobUpdates(jobId: $id) { status error } }"
+            await ws.send_json(
+                {"id": "1", "type": "subscribe",
+                 "payload": {"query": query, "variables": {"id": job["job_id"]}}}
+            )  # fmt: skip
+            while True:
+                msg = await ws.receive_json()
+                if msg["type"] == "complete":
+                    break
+                if msg["type"] == "next" and msg["payload"]["data"]["jobUpdates"]["status"] == "FAILED":
+                    raise RuntimeError(msg["payload"]["data"]["jobUpdates"]["error"])
+        async with self.http.get(f"{self.base}/v1/download/{job['job_id']}", headers=headers) as r:
+            body = await r.read()
+            if r.status != 200 or not body.startswith(b"%PDF"):
+                raise RuntimeError(f"download failed: {r.status}")
+        return len(body)
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+@contextlib.contextmanager
+def scratch(root: Path) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def timed(fn: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
+
+
+async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], svc: Service) -> None:
+    pool = office_pool.current()
+    assert pool is not None
+    uno = [Unoserver(root)]
+
+    async def cold(src: Path) -> None:
+        with scratch(root) as out:
+            await asyncio.to_thread(cold_soffice, src, out)
+
+    async def warm(src: Path) -> None:
+        with scratch(root) as out:
+            await asyncio.to_thread(uno[0].convert, src, out / "out.pdf")
+
+    async def door(src: Path) -> None:
+        with scratch(root) as work:
+            await asyncio.to_thread(pool_direct, pool, src, work)
+
+    async def converter(src: Path) -> None:
+        with scratch(root) as work:
+            async with office_broker.serve_job(work, "bench", pool=pool):
+                await sandbox.run("document", src.suffix[1:], "pdf", {}, [src], work)
+
+    engines: dict[str, Callable[[Path], Awaitable[object]]] = {
+        "cold": cold, "unoserver": warm, "pool": door, "converter": converter, "whole job": svc.job,
+    }  # fmt: skip
+    results: dict[str, dict[str, list[float]]] = {d: {e: [] for e in engines} for d in docs}
+    failed: dict[tuple[str, str], str] = {}
+    try:
+        for name, src in docs.items():
+            for _ in range(args.rounds + 1):  # the first round is untimed: caches, lazy imports
+                for engine, fn in engines.items():
+                    if (name, engine) in failed:
+                        continue
+                    try:
+                        took = await timed(lambda fn=fn, src=src: fn(src))  # type: ignore[misc]
+                    except Exception as exc:  # reported, not fatal: the others still compare
+                        failed[(name, engine)] = f"{type(exc).__name__}: {str(exc)[:90]}"
+                        if engine == "unoserver":  # its soffice may be gone: a new one
+                            uno[0].stop()
+                            uno[0] = Unoserver(root)
+                        continue
+                    if _ > 0:
+                        results[name][engine].append(took)
+    finally:
+        uno[0].stop()
+    print(f"\nlatency, one client, median of {args.rounds} (ms; ratio to unoserver)")
+    print(f"{'document':<10} {'cold':>14} {'unoserver':>10} {'pool':>16} {'converter':>16} {'whole job':>16}")
+    for name, per in results.items():
+        med = {e: statistics.median(v) * 1000 if v else float("nan") for e, v in per.items()}
+        base = med["unoserver"]
+        print(
+            f"{name:<10} {med['cold']:>7.0f} ({med['cold'] / base:4.1f}x) {base:>10.0f} "
+            f"{med['pool']:>8.0f} ({med['pool'] / base:4.2f}x) "
+            f"{med['converter']:>8.0f} ({med['converter'] / base:4.2f}x) "
+            f"{med['whole job']:>8.0f} ({med['whole job'] / base:4.2f}x)"
+        )
+    for (name, engine), why in failed.items():
+        print(f"  {name} through {engine} failed: {why}")
+
+
+async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Service) -> None:
+    unos = [Unoserver(root), Unoserver(root)]
+    try:
+        for uno in unos:
+            await asyncio.to_thread(uno.convert, src, root / "warmup.pdf")
+
+        async def run(clients: int, one: Callable[[int], Awaitable[object]]) -> float:
+            todo = list(range(args.jobs))
+
+            async def client() -> None:
+                while todo:
+                    await one(todo.pop())
+
+            # untimed warm-up: in the default reuse=account mode the first jobs of an account
+            # restart instances that served another account (the latency runs' accounts)
+            await asyncio.gather(*(one(-1 - k) for k in range(clients)))
+            start = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            return args.jobs / (time.perf_counter() - start)
+
+        async def via_unoserver(n: int) -> None:
+            with scratch(root) as out:
+                await asyncio.to_thread(unos[n % 2].convert, src, out / "out.pdf")
+
+        async def via_pool(n: int) -> None:
+            with scratch(root) as work:
+                await asyncio.to_thread(pool_direct, pool, src, work)
+
+        pool = office_pool.current()
+        assert pool is not None
+        uno_rate = await run(4, via_unoserver)
+        svc_rate = await run(4, lambda n: svc.job(src))
+        pool_rate = await run(4, via_pool)
+        uno_rate2 = await run(4, via_unoserver)  # again, to see the drift of a shared machine
+    finally:
+        for uno in unos:
+            uno.stop()
+    base = (uno_rate + uno_rate2) / 2
+    print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs each run")
+    print(f"two unoservers driven directly: {uno_rate:.2f} and {uno_rate2:.2f} docs/s")
+    print(
+        f"Convertd whole jobs (2 job slots, 2 pool instances): {svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
+    )
+    print(f"the worker's pool alone, through job doors: {pool_rate:.2f} docs/s ({pool_rate / base:.2f}x)")
+    recycled: dict[str, int] = {}
+    for slot in pool.status()["slots"]:
+        for why, n in slot["recycled"].items():
+            recycled[why] = recycled.get(why, 0) + n
+    print(f"pool restarts during the whole run, by reason: {recycled or 'none'}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("CONVERTD_OFFICE_INSTANCES", "2")
+    with tempfile.TemporaryDirectory(prefix="cdoffice") as tmp:
+        root = Path(tmp)
+        uno = Unoserver(root)
+        try:
+            docs = make_documents(root, uno)  # pptx is written by LibreOffice itself
+        finally:
+            uno.stop()
+        async with Service(root) as svc:
+            await latency(args, root, docs, svc)
+            await throughput(args, root, docs["docx-1p"], svc)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--jobs", type=int, default=24)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,308 @@
+"""The inside of one warm LibreOffice instance: `/usr/bin/python3 office_agent.py`.
+
+This file runs under Debian's /usr/bin/python3 (it imports `uno` from python3-uno), inside
+the instance's jail (see converters/office_jail.py): as the instance's own unprivileged
+uid, in its own mount, PID, IPC, UTS and network namespaces, with no_new_privs set. It
+must not import anything from the project: only the standard library and `uno`.
+
+It locks itself down further (seccomp, resource limits), starts soffice with a UNO
+acceptor on a *pipe* (a Unix socket under this jail's private /tmp, which nothing outside
+the jail can see) and then serves the worker over its own stdin/stdout: one JSON request
+per line, one JSON reply per line. The worker reaches LibreOffice only through these
+inherited pipes; there is no TCP port and no socket path outside the jail.
+
+Requests:
+  {"op": "convert", "input": "/spool/job/in/document.docx", "output": "/spool/job/out/document.pdf",
+   "import_filter": "...", "import_options": "", "export_filter": "...",
+   "export_options": "", "filter_data": {"PageRange": ["string", "1-2"]}}
+  {"op": "ping"}
+Replies: {"ok": true, "output": path, "rss": bytes} or {"ok": false, "error": text, "rss": bytes}.
+The first line written is {"ready": true, "layers": {...}} once LibreOffice answers, or
+{"ready": false, "error": text}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+PIPE_NAME = "convertd"
+RESTART_REQUESTED = 81  # soffice.bin's exit code after preparing a new profile (oosplash restarts it)
+CONNECT = f"uno:pipe,name={PIPE_NAME};urp;StarOffice.ComponentContext"
+
+# Syscalls LibreOffice never needs and a compromised one would use to break out or spy:
+# answered with EPERM (ptrace with death, as a probe of the filter is itself suspicious).
+DENIED_SYSCALLS = (
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount",
+    "open_tree", "fsopen", "fsmount", "fspick", "mount_setattr",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd",
+    "process_vm_readv", "process_vm_writev", "open_by_handle_at", "name_to_handle_at",
+    "swapon", "swapoff", "reboot", "acct", "quotactl", "syslog", "iopl", "ioperm",
+    "personality", "lookup_dcookie", "settimeofday", "clock_settime", "adjtimex",
+    "clock_adjtime", "sethostname", "setdomainname", "vhangup", "nfsservctl",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+)  # fmt: skip
+KILLED_SYSCALLS = ("ptrace",)
+
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_KILL_PROCESS = 0x80000000
+_SCMP_ACT_ERRNO_EPERM = 0x00050000 | errno.EPERM
+
+
+def say(msg: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def load_seccomp() -> bool:
+    """A deny-list filter through libseccomp (ctypes: no Python binding needed)."""
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return False
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        return False
+    try:
+        for names, action in (
+            (DENIED_SYSCALLS, _SCMP_ACT_ERRNO_EPERM),
+            (KILLED_SYSCALLS, _SCMP_ACT_KILL_PROCESS),
+        ):
+            for name in names:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if nr >= 0:  # unknown on this architecture: nothing to deny
+                    lib.seccomp_rule_add(ctx, action, nr, 0)
+        return lib.seccomp_load(ctx) == 0
+    finally:
+        lib.seccomp_release(ctx)
+
+
+def apply_limits(memory: int, nproc: int) -> None:
+    # RLIMIT_AS per process (soffice.bin is one big process); no core dumps of documents;
+    # a process cap per uid (every instance has a uid of its own) stops fork bombs
+    for which, value in (
+        (resource.RLIMIT_AS, memory),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, nproc),
+    ):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(which, (value, value))
+
+
+def status_field(pid: int | str, name: str) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(name + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def rss_bytes() -> int:
+    """Resident memory of every process in this jail (its PID namespace holds only us)."""
+    total = 0
+    for status in glob.glob("/proc/[0-9]*/status"):
+        value = status_field(status.split("/")[2], "VmRSS")
+        if value.endswith("kB"):
+            total += int(value[:-2]) * 1024
+    return total
+
+
+def interfaces_up() -> list[str]:
+    """Network interfaces of this namespace that are up (there should be none)."""
+    up = []
+    for name in os.listdir("/sys/class/net") if os.path.isdir("/sys/class/net") else []:
+        try:
+            with open(f"/sys/class/net/{name}/flags") as fh:
+                if int(fh.read(), 16) & 1:
+                    up.append(name)
+        except OSError:
+            continue
+    if not up and not os.path.isdir("/sys/class/net"):
+        # no /sys in the jail: ask the kernel through a socket ioctl instead
+        import fcntl
+        import socket
+        import struct
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            for _index, name in socket.if_nameindex():
+                try:
+                    raw = fcntl.ioctl(sock, 0x8913, struct.pack("16sH22x", name.encode(), 0))
+                except OSError:
+                    continue
+                if struct.unpack("16sH22x", raw)[1] & 1:
+                    up.append(name)
+    return up
+
+
+def layers(seccomp_loaded: bool) -> dict[str, Any]:
+    """What this jail actually is, read from the kernel (reported by `convertd doctor`)."""
+    import socket
+
+    return {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "no_new_privs": status_field("self", "NoNewPrivs") == "1",
+        "seccomp": seccomp_loaded and status_field("self", "Seccomp") == "2",
+        "interfaces": [name for _i, name in socket.if_nameindex()],
+        "interfaces_up": interfaces_up(),
+        "pid": os.getpid(),  # 1: we are the init of our own PID namespace
+        "memory_limit": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "writable": [p for p in ("/", "/usr", "/etc", "/spool", "/tmp") if os.access(p, os.W_OK)],
+    }
+
+
+class Office:
+    def __init__(self, soffice: str, profile: str) -> None:
+        self.soffice = soffice
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.desktop: Any = None
+
+    def launch(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.soffice,
+                f"-env:UserInstallation={self.profile}",
+                "--headless", "--invisible", "--nologo", "--norestore", "--nodefault",
+                "--nolockcheck", "--nofirststartwizard",
+                f"--accept=pipe,name={PIPE_NAME};urp;StarOffice.ComponentContext",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno(),  # our stdout is the worker's reply channel
+            stderr=sys.stderr.fileno(),
+        )  # fmt: skip
+
+    def start(self, deadline: float) -> None:
+        import uno
+
+        self.launch()
+        local = uno.getComponentContext()
+        resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
+        while True:
+            try:
+                ctx = resolver.resolve(CONNECT)
+                break
+            except Exception:
+                assert self.proc is not None
+                if self.proc.poll() == RESTART_REQUESTED:
+                    self.launch()  # a new profile was just set up: soffice.bin wants a restart
+                elif self.proc.poll() is not None:
+                    raise RuntimeError(f"soffice exited with {self.proc.returncode} while starting") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("soffice did not answer in time") from None
+                time.sleep(0.05)
+        self.desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
+
+    def alive(self) -> bool:
+        """Whether soffice still answers (a killed one leaves a disposed bridge behind)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            self.desktop.getComponents()
+        except Exception:
+            return False
+        return True
+
+    def convert(self, req: dict[str, Any]) -> str:
+        import uno
+        from com.sun.star.beans import PropertyValue
+
+        def props(**values: Any) -> tuple[Any, ...]:
+            out = []
+            for name, value in values.items():
+                prop = PropertyValue()
+                prop.Name, prop.Value = name, value
+                out.append(prop)
+            return tuple(out)
+
+        load = {
+            "Hidden": True,
+            "ReadOnly": True,
+            "FilterName": req["import_filter"],
+            "MacroExecutionMode": 0,  # css.document.MacroExecMode.NEVER_EXECUTE
+            "UpdateDocMode": 0,  # css.document.UpdateDocMode.NO_UPDATE: links stay as stored
+        }
+        if req.get("import_options"):
+            load["FilterOptions"] = req["import_options"]
+        doc = self.desktop.loadComponentFromURL(
+            uno.systemPathToFileUrl(req["input"]), "_blank", 0, props(**load)
+        )
+        if doc is None:
+            raise RuntimeError("LibreOffice could not open the document")
+        try:
+            store: dict[str, Any] = {"FilterName": req["export_filter"], "Overwrite": True}
+            if req.get("export_options"):
+                store["FilterOptions"] = req["export_options"]
+            data = req.get("filter_data") or {}
+            if data:
+                typed = []
+                for name, (kind, value) in data.items():
+                    typed.append(props(**{name: uno.Any(kind, value) if kind != "string" else value})[0])
+                store["FilterData"] = uno.Any("[]com.sun.star.beans.PropertyValue", tuple(typed))
+            uno.invoke(doc, "storeToURL", (uno.systemPathToFileUrl(req["output"]), props(**store)))
+        finally:
+            try:
+                doc.close(True)
+            except Exception:
+                doc.dispose()
+        return req["output"]
+
+
+def main() -> int:
+    config = json.loads(sys.argv[1])
+    apply_limits(int(config["memory"]), int(config["nproc"]))
+    seccomp_loaded = load_seccomp() if config.get("seccomp", True) else False
+    office = Office(config["soffice"], config["profile"])
+    try:
+        office.start(time.monotonic() + float(config.get("start_timeout", 60)))
+    except Exception as exc:
+        say({"ready": False, "error": str(exc)})
+        return 1
+    say({"ready": True, "layers": layers(seccomp_loaded)})
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        if req.get("op") == "ping":
+            say({"ok": True, "rss": rss_bytes()})
+            continue
+        try:
+            out = office.convert(req)
+            say({"ok": True, "output": out, "rss": rss_bytes()})
+        except Exception as exc:  # a UNO error: the document's fault, or soffice died
+            alive = office.alive()
+            say(
+                {
+                    "ok": False,
+                    "error": str(exc)[:500] or type(exc).__name__,
+                    "alive": alive,
+                    "rss": rss_bytes(),
+                }
+            )
+            if not alive:
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

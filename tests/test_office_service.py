@@ -1,0 +1,82 @@
+"""Office jobs through the running service: the worker's warm pool, bound to each job's account."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pymupdf
+import pytest
+
+from converters import office_pool
+from tests.conftest import Account, wait_for_status
+
+pytestmark = pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice or jail tools")
+
+
+def odt(text: str) -> bytes:
+    mime = "application/vnd.oasis.opendocument.text"
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        f"<office:body><office:text><text:p>{text}</text:p></office:text></office:body>"
+        "</office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
+        '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{mime}"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), mime)
+        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+async def convert(http: aiohttp.ClientSession, base_url: str, who: Account, text: str) -> str:
+    form = aiohttp.FormData()
+    form.add_field("file", odt(text), filename="letter.odt")
+    form.add_field("filetype", "document")
+    form.add_field("output_format", "pdf")
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": who.key}) as r:
+        job = await r.json()
+        assert r.status < 300, job
+    status = await wait_for_status(http, base_url, who.key, job["job_id"], timeout=180)
+    assert status["status"] == "finished", status
+    async with http.get(f"{base_url}/v1/download/{job['job_id']}", headers={"X-API-Key": who.key}) as r:
+        body = await r.read()
+    with pymupdf.open(stream=body, filetype="pdf") as doc:
+        return " ".join(page.get_text() for page in doc)
+
+
+async def test_office_jobs_run_in_the_workers_pool_per_account(
+    http: aiohttp.ClientSession, base_url: str, make_account: Callable[..., Any]
+) -> None:
+    alice, bob = await make_account("alice"), await make_account("bob")
+    pool = office_pool.current()
+    assert pool is not None, "the worker did not start its LibreOffice pool"
+    before = len(pool.history)
+    texts = await asyncio.gather(
+        convert(http, base_url, alice, "Quokka from Alice"),
+        convert(http, base_url, bob, "Zephyr from Bob"),
+        convert(http, base_url, alice, "Wombat from Alice"),
+    )
+    assert "Quokka from Alice" in texts[0] and "Zephyr from Bob" in texts[1] and "Wombat" in texts[2]
+    mine = pool.history[before:]
+    # the job's account (from the job row, not from the sandbox child) reached the pool
+    assert sorted(str(a) for a, *_ in mine) == sorted(
+        str(a) for a in (alice.account_id, bob.account_id, alice.account_id)
+    )
+    jails: dict[tuple[int, int, int], set[object]] = {}
+    for account, slot, gen, pid in pool.history:
+        jails.setdefault((slot, gen, pid), set()).add(account)
+    assert all(len(accounts) == 1 for accounts in jails.values()), jails
