@@ -263,10 +263,13 @@ def _filter_options(task: Task) -> str:
 
 
 def _check_pdf(path: Path, pages: str) -> None:
-    import pymupdf
+    import pypdfium2
 
-    with pymupdf.open(path) as doc:
-        count = doc.page_count
+    doc = pypdfium2.PdfDocument(path)
+    try:
+        count = len(doc)
+    finally:
+        doc.close()
     if count == 0:
         raise ConversionError(
             "The PDF came out empty.",

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
-import fitz
 import openpyxl
 import pytest
 from PIL import Image
 
 from converters.base import ConversionError
 from converters.sniff import check_declared, compatible, detect
+from tests.pdf_samples import pdf_bytes
 
 
 def _image(fmt: str) -> Callable[[Path], None]:
@@ -31,9 +31,7 @@ def _zip(members: dict[str, str]) -> Callable[[Path], None]:
 
 
 def _pdf(path: Path) -> None:
-    doc = fitz.open()
-    doc.new_page().insert_text((72, 72), "hello")
-    doc.save(path)
+    path.write_bytes(pdf_bytes(1, "hello"))
 
 
 def _xlsx(path: Path) -> None:
