@@ -18,18 +18,13 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from converters import jxl
+from converters import heif, jxl
 from converters.base import ConversionError, Converter, Option, Result, Task
 from converters.jxl import jxl_size
 from converters.sniff import check_declared
 
-try:  # HEIF/HEIC: optional plugin
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    HAVE_HEIF = True
-except ImportError:  # pragma: no cover - depends on the machine
-    HAVE_HEIF = False
+HAVE_HEIF = heif.register_decoder()  # HEIF/HEIC in: pi-heif (LGPL libheif, no encoder)
+HAVE_HEIF_OUT = HAVE_HEIF and heif.register_encoder()  # out: the separate heif-enc program
 try:  # SVG input
     import resvg_py
 
@@ -62,6 +57,7 @@ WRITE: dict[str, str] = {
 }  # fmt: skip
 if HAVE_HEIF:
     READ |= {"heic": ("HEIF",), "heif": ("HEIF",)}
+if HAVE_HEIF_OUT:
     WRITE |= {"heic": "HEIF", "heif": "HEIF"}
 if HAVE_JXL:
     READ["jxl"] = ("JXL",)
@@ -417,6 +413,17 @@ def svg_render(data: bytes, opts: Mapping[str, Any], limit: int, workdir: Path) 
 class ImageConverter(Converter):
     filetype: ClassVar[str] = "image"
     engine: ClassVar[str] = "pillow"
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        missing = {}
+        if not HAVE_HEIF:
+            missing["heic"] = missing["heif"] = "pi-heif is not installed, so heic/heif are not offered"
+        elif not HAVE_HEIF_OUT:
+            missing["heic"] = missing["heif"] = (
+                "heif-enc is not installed, so heic/heif are offered as inputs only "
+                "(Debian package libheif-examples)"
+            )
+        return missing
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outputs = frozenset(WRITE)
