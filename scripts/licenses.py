@@ -31,8 +31,28 @@ _COPYLEFT_SPDX = re.compile(r"^A?GPL-", re.I)
 _WHEEL_STATEMENT = re.compile(r"^License for .{0,80}binary wheels?:\s*(.+)$", re.I | re.M)
 _TOKEN = re.compile(r"\(|\)|[A-Za-z0-9.+:-]+")
 
-# Reviewed exceptions: package -> why it is acceptable although the rules above flag it.
-ALLOWED: dict[str, str] = {}
+# Native libraries under the GPL that wheels bundle (auditwheel puts them in <pkg>.libs/):
+# loaded into our process as soon as the package is imported.
+GPL_LIBRARIES: dict[str, str] = {
+    "libx264": "x264, GPL-2.0-or-later",
+    "libx265": "x265, GPL-2.0-or-later",
+    "libpostproc": "FFmpeg's libpostproc, GPL-2.0-or-later",
+    "libxvidcore": "Xvid, GPL-2.0-or-later",
+    "librubberband": "Rubber Band, GPL-2.0-or-later",
+}
+_GPL_LIBRARY = re.compile(r"^(" + "|".join(map(re.escape, GPL_LIBRARIES)) + r")[-.]")
+
+# Reviewed exceptions: package -> why it is tolerated for now although the rules above flag
+# it. Each is printed on every run, so it cannot be forgotten.
+ALLOWED: dict[str, str] = {
+    "av": (
+        "PyAV (BSD-3-Clause; its FFmpeg build reports LGPL-3.0-or-later) bundles x264 and "
+        "x265 for encoding, which Convertd never does in-process: it only probes files with "
+        "PyAV and encodes with the separate ffmpeg program. The libraries are still loaded, "
+        "so whoever redistributes an installed Convertd must treat that PyAV as GPL. To do: "
+        "probe with the ffmpeg program and drop PyAV (docs/third-party.md)."
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class Verdict:
     version: str
     licence: str  # what the package declares, for people
     forbidden: str | None  # why it may not be installed, or None
+    tolerated: str | None = None  # flagged, but reviewed and listed in ALLOWED
 
 
 # ------------------------------------------------------------------ SPDX expressions
@@ -198,7 +219,19 @@ def forbidden_reason(dist: md.Distribution) -> str | None:
     for statement in _wheel_statements(dist):
         if _COPYLEFT_TEXT.search(statement):
             reason = f"its binary wheel says: {statement[:100]!r}"
+    libraries = bundled_gpl_libraries(dist)
+    if libraries:
+        reason = "bundles " + "; ".join(libraries)
     return reason
+
+
+def bundled_gpl_libraries(dist: md.Distribution) -> list[str]:
+    found = {}
+    for file in dist.files or []:
+        match = _GPL_LIBRARY.match(file.name)
+        if match and (".so" in file.name or file.name.endswith((".dll", ".dylib"))):
+            found[match.group(1)] = f"{GPL_LIBRARIES[match.group(1)]} ({file.name})"
+    return sorted(found.values())
 
 
 def _name(dist: md.Distribution) -> str:
@@ -212,9 +245,10 @@ def verdicts(dists: Iterable[md.Distribution]) -> list[Verdict]:
         if not name or name in out:  # the first on the path is the one imported
             continue
         reason = forbidden_reason(dist)
+        tolerated = None
         if reason and name in ALLOWED:
-            reason = None
-        out[name] = Verdict(name, dist.version, describe(dist), reason)
+            reason, tolerated = None, f"{reason}. Tolerated: {ALLOWED[name]}"
+        out[name] = Verdict(name, dist.version, describe(dist), reason, tolerated)
     return sorted(out.values(), key=lambda v: v.name)
 
 
@@ -228,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         for v in found:
             print(f"  {v.name} {v.version}: {v.licence}")
+    for v in found:
+        if v.tolerated:
+            print(f"licence check: warning: {v.name} {v.version}: {v.tolerated}", file=sys.stderr)
     if bad:
         print(f"licence check: {len(bad)} package(s) under the GPL or AGPL are installed:", file=sys.stderr)
         for v in bad:

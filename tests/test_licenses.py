@@ -93,6 +93,8 @@ def test_permissive_and_lgpl_packages_pass(tmp_path: Path) -> None:
          "binary wheel: GPLv2"),
         ("gpl-file-only", {}, {"LICENSE": "    GNU GENERAL PUBLIC LICENSE\n    Version 3, 29 June 2007\n"},
          "GPL (from its licence file)"),
+        ("gpl-inside", {"License-Expression": "BSD-3-Clause"}, {"../gpl_inside.libs/libx265-1a2b.so.216": ""},
+         "bundles x265, GPL-2.0-or-later (libx265-1a2b.so.216)"),
     ],
 )  # fmt: skip
 def test_gpl_and_agpl_packages_fail_by_name_and_licence(
@@ -111,3 +113,10 @@ def test_this_environment_passes() -> None:
     # what CI runs before pytest; here so that a local run of the suite says it too
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_reviewed_exception_passes_with_a_warning(tmp_path: Path) -> None:
+    fake_dist(tmp_path, "av", {"License-Expression": "BSD-3-Clause"}, {"../av.libs/libx264-0f.so.165": ""})
+    done = run_check(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning: av 1.0: bundles x264" in done.stderr and "Tolerated: PyAV" in done.stderr
