@@ -35,19 +35,15 @@ def open_pdf(source: Path | bytes) -> pikepdf.Pdf:
 
 
 def keep_pages(pdf: pikepdf.Pdf, indexes: list[int]) -> None:
-    """Keep only these 0-based pages, in this order (a page may come twice), in place, so
-    outlines, forms and metadata of the document stay."""
+    """Keep only these 0-based pages, in this order, in place, so outlines, forms and
+    metadata of the document stay. A page asked twice is appended twice: pikepdf then
+    adds a copy of the page dictionary (a page tree may not hold one object twice)."""
     pages = list(pdf.pages)
     wanted = [pages[i] for i in indexes]
-    for _ in range(len(pdf.pages)):
+    for _ in range(len(pages)):
         del pdf.pages[-1]
-    used: set[int] = set()
-    for index, page in zip(indexes, wanted, strict=True):
-        if index in used:  # the same page object cannot sit twice in the page tree
-            page = pikepdf.Page(pdf.copy_foreign(page.obj) if page.obj.is_indirect else page.obj)
-            page = pikepdf.Page(pdf.make_indirect(page.obj))
+    for page in wanted:
         pdf.pages.append(page)
-        used.add(index)
 
 
 def merge(sources: Iterable[pikepdf.Pdf], progress: Callable[[int], None]) -> pikepdf.Pdf:

@@ -403,3 +403,58 @@ async def test_pages_to_images_through_the_sandbox(three_pages: Path, tmp_path: 
     assert result.items == ["page-001.png", "page-002.png", "page-003.png"]
     with zipfile.ZipFile(result.path) as zf:
         assert zf.namelist() == result.items
+
+
+# ------------------------------------------------------------ the engines' corners
+
+
+def test_pdfium_runs_no_javascript() -> None:
+    import pypdfium2.version
+
+    # V8 and XFA builds of PDFium can run a document's scripts; ours has neither
+    assert not {"V8", "XFA"} & set(pypdfium2.version.PDFIUM_INFO.flags)
+
+
+def test_a_page_may_come_twice_and_the_outline_stays(tmp_path: Path) -> None:
+    src = make_pdf(tmp_path / "book.pdf", pages=3)
+    with pikepdf.open(src, allow_overwriting_input=True) as pdf:
+        with pdf.open_outline() as outline:
+            outline.root.append(pikepdf.OutlineItem("Chapter two", 1))
+        pdf.save(src)
+    result = run(task([src], "pdf", "pdf", tmp_path / "job", pages="2,2,1"))
+    assert page_texts(result.path) == ["Page 2 Quokka", "Page 2 Quokka", "Page 1 Quokka"]
+    with pikepdf.open(result.path) as pdf, pdf.open_outline() as outline:
+        assert [item.title for item in outline.root] == ["Chapter two"]
+
+
+def test_compress_finds_images_inside_forms(tmp_path: Path) -> None:
+    """The photo is drawn by a form XObject scaled by its own /Matrix: 1200 px over 2 inches."""
+    noise = Image.effect_noise((1200, 1200), 80).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    src = tmp_path / "form.pdf"
+    with pikepdf.new() as pdf:
+        page = add_page(pdf, (300, 300), "Quokka")
+        image = pdf.make_stream(buf.getvalue(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                                Width=1200, Height=1200, ColorSpace=pikepdf.Name.DeviceRGB,
+                                BitsPerComponent=8, Filter=pikepdf.Name.DCTDecode)  # fmt: skip
+        form = pdf.make_stream(b"q 1 0 0 1 0 0 cm /Im1 Do Q", Type=pikepdf.Name.XObject,
+                               Subtype=pikepdf.Name.Form, BBox=[0, 0, 1, 1], Matrix=[144, 0, 0, 144, 0, 0],
+                               Resources=pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=image)))  # fmt: skip
+        page.obj.Resources.XObject = pikepdf.Dictionary(Fm1=form)
+        page.contents_add(pdf.make_stream(b"q /Fm1 Do Q"), prepend=False)
+        pdf.save(src)
+    small = run(task([src], "pdf", "pdf", tmp_path / "job", compress=True, image_dpi=72))
+    (img,) = embedded_images(small.path)
+    assert img.width <= 160
+    kept = run(task([src], "pdf", "pdf", tmp_path / "kept", compress=True, image_dpi=600))
+    (img,) = embedded_images(kept.path)
+    assert img.width == 1200  # drawn at exactly 600 dpi: nothing to gain
+
+
+@pytest.mark.parametrize("fmt", ["txt", "png", "pdf", "zip"])
+def test_damaged_pdf_fails_cleanly_for_every_output(fmt: str, tmp_path: Path) -> None:
+    src = tmp_path / "x.pdf"
+    src.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 100)
+    with pytest.raises(ConversionError, match="cannot be read"):
+        run(task([src], "pdf", fmt, tmp_path / "job"))
