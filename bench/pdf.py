@@ -9,8 +9,10 @@ Columns, each the median of --runs after one untimed warm-up, same 20-page PDF:
   sandbox.run       the whole job as the worker runs it: child process, limits, checks
   pymupdf alone     PyMuPDF get_pixmap + its PNG encoder / get_text(sort=True)
   old converter     converters/pdf.py as it was with PyMuPDF (from git, --old-rev)
-and ratios new/old. The sandbox overhead does not depend on the engine, so the old whole
-job is estimated as old converter + (sandbox.run - converter).
+and ratios new/old on CPU time, which a busy machine disturbs far less than wall time
+(both are printed). A job's CPU is ours plus its child's (RUSAGE_CHILDREN, summed over the
+runs: warm children are reaped one job late). The sandbox's own cost does not depend on the
+engine, so the old whole job is estimated as sandbox.run - converter + old converter.
 
 PyMuPDF is AGPL and not installed by Convertd; for the comparison put it beside the venv
 without installing it into it (nothing else changes, the licence check keeps passing):
@@ -29,6 +31,7 @@ import asyncio
 import importlib.util
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -172,22 +175,28 @@ def old_converter(rev: str) -> Any | None:
 # --------------------------------------------------------------------------- timing
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Timing:
-    """Median wall and CPU time (this process only: a sandbox child's CPU is not seen)."""
+    """Median wall and CPU time of a job; CPU counts this process and its reaped children."""
 
     def __init__(self, job: Callable[[], None], runs: int) -> None:
         job()  # warm-up: imports, caches, the sandbox's warm children
         walls, cpus = [], []
+        children = _children_cpu()
         for _ in range(runs):
             wall, cpu = time.perf_counter(), time.process_time()
             job()
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         self.wall = statistics.median(walls) * 1000
-        self.cpu = statistics.median(cpus) * 1000
+        self.cpu = (statistics.median(cpus) + (_children_cpu() - children) / runs) * 1000
 
-    def cell(self, cpu: bool = True) -> str:
-        return f"{self.wall:.0f} ms (cpu {self.cpu:.0f})" if cpu else f"{self.wall:.0f} ms"
+    def cell(self) -> str:
+        return f"{self.wall:.0f} ms (cpu {self.cpu:.0f})"
 
 
 def ratio(new: float, old: float) -> str:
@@ -207,8 +216,7 @@ def main() -> None:
           f"PyMuPDF {pymupdf.__version__ if pymupdf else 'not importable (see --help)'}; "
           f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}, "
           f"median of {args.runs} runs, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
-    print("ratios new/old: 'alone' and 'converter' on CPU time (steady on a busy machine), "
-          "'job' on wall time with the old job estimated (see --help)")  # fmt: skip
+    print("times: median wall (CPU); ratios new/old on CPU, the old job estimated (see --help)")
     with tempfile.TemporaryDirectory(prefix="pdfbench") as tmp:
         root = Path(tmp)
         src = root / "report.pdf"
@@ -221,15 +229,15 @@ def main() -> None:
             new_conv = Timing(converter_job(PdfConverter(), src, fmt, root), args.runs)
             new_job = Timing(sandbox_job(src, fmt, root), args.runs)
             row = [f"pdf->{fmt} ({PAGES} pages{f', {DPI} dpi' if fmt == 'png' else ''})",
-                   new_alone.cell(), new_conv.cell(), new_job.cell(cpu=False)]  # fmt: skip
+                   new_alone.cell(), new_conv.cell(), new_job.cell()]  # fmt: skip
             if pymupdf:
                 old_alone = Timing((mupdf_png if fmt == "png" else mupdf_text)(pymupdf, src), args.runs)
                 row.append(old_alone.cell())
                 if old is not None:
                     old_conv = Timing(converter_job(old, src, fmt, root), args.runs)
-                    old_job = old_conv.wall + (new_job.wall - new_conv.wall)
+                    old_job = new_job.cpu - new_conv.cpu + old_conv.cpu
                     row += [old_conv.cell(), ratio(new_alone.cpu, old_alone.cpu),
-                            ratio(new_conv.cpu, old_conv.cpu), ratio(new_job.wall, old_job)]  # fmt: skip
+                            ratio(new_conv.cpu, old_conv.cpu), ratio(new_job.cpu, old_job)]  # fmt: skip
                 else:
                     row += ["(no git)", ratio(new_alone.cpu, old_alone.cpu), "", ""]
             print(" | ".join(row))
