@@ -164,7 +164,7 @@ class PdfConverter(Converter):
         if out_fmt == "zip":
             with pdf_edit.open_pdf(task.inputs[0]) as doc:
                 return _split(doc, parse_pages(task.options.get("pages", ""), len(doc.pages)), task)
-        with _open_pdf(task.inputs[0]) as doc:
+        with _open_pdf(task.inputs[0], forms=out_fmt in RENDER_FORMATS) as doc:
             pages = parse_pages(task.options.get("pages", ""), len(doc))
             if out_fmt in RENDER_FORMATS:
                 return _render(doc, pages, task)
@@ -201,8 +201,9 @@ def _is_pdf(path: Path) -> bool:
 
 
 @contextmanager
-def _open_pdf(path: Path) -> Iterator[pdfium.PdfDocument]:
-    """Open for rendering and text; refuse damaged and password-protected files."""
+def _open_pdf(path: Path, forms: bool = False) -> Iterator[pdfium.PdfDocument]:
+    """Open for rendering (`forms`: with form fields drawn) and text; refuse damaged and
+    password-protected files."""
     try:
         doc = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as exc:
@@ -215,8 +216,8 @@ def _open_pdf(path: Path) -> Iterator[pdfium.PdfDocument]:
             "This PDF cannot be read.", hint=f"It may be damaged or not a PDF ({exc})."
         ) from None
     try:
-        # draw form fields as viewers do; PDFium here has no JavaScript engine to run
-        doc.init_forms()
+        if forms:  # draw form fields as viewers do; this PDFium has no JavaScript to run
+            doc.init_forms()
         yield doc
     finally:
         doc.close()
