@@ -25,7 +25,7 @@ import pikepdf
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
-from converters import pdf_edit
+from converters import pdf_edit, pdf_forms
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 
 RENDER_FORMATS = frozenset({"png", "jpg", "webp"})
@@ -146,6 +146,8 @@ class PdfConverter(Converter):
                     if task.output_format in RENDER_FORMATS:
                         pages = parse_pages(task.options.get("pages", ""), len(doc))
                         _check_render_size(doc, pages, int(task.options.get("dpi", 150)))
+                if task.output_format in RENDER_FORMATS or task.output_format == "txt":
+                    pdf_forms.check_form_nesting(path)  # before PDFium loads any page
             else:
                 _check_image(path)
                 total_pages += 1

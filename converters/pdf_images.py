@@ -43,6 +43,7 @@ def _matrix(values: object) -> Matrix | None:
 class _Walker:
     def __init__(self) -> None:
         self.found: dict[tuple[int, int], PlacedImage] = {}
+        self.open: set[tuple[int, int]] = set()  # forms being walked
         self.budget = MAX_OPERATORS
 
     def walk(self, owner: pikepdf.Object, resources: pikepdf.Object, ctm: Matrix, depth: int) -> None:
@@ -87,9 +88,11 @@ class _Walker:
             key = xobj.objgen
             if key not in self.found or dpi < self.found[key].dpi:
                 self.found[key] = PlacedImage(xobj, dpi)
-        elif subtype == "/Form":
+        elif subtype == "/Form" and xobj.objgen not in self.open:  # (a form inside itself: once)
             inner = _matrix(xobj.get("/Matrix", IDENTITY)) or IDENTITY
+            self.open.add(xobj.objgen)
             self.walk(xobj, xobj.get("/Resources", resources), _multiply(inner, ctm), depth + 1)
+            self.open.discard(xobj.objgen)
 
 
 def placed_images(pdf: pikepdf.Pdf) -> dict[tuple[int, int], PlacedImage]:

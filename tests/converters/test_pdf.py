@@ -438,9 +438,10 @@ def test_compress_finds_images_inside_forms(tmp_path: Path) -> None:
         image = pdf.make_stream(buf.getvalue(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
                                 Width=1200, Height=1200, ColorSpace=pikepdf.Name.DeviceRGB,
                                 BitsPerComponent=8, Filter=pikepdf.Name.DCTDecode)  # fmt: skip
+        inner = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=image))
         form = pdf.make_stream(b"q 1 0 0 1 0 0 cm /Im1 Do Q", Type=pikepdf.Name.XObject,
                                Subtype=pikepdf.Name.Form, BBox=[0, 0, 1, 1], Matrix=[144, 0, 0, 144, 0, 0],
-                               Resources=pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=image)))  # fmt: skip
+                               Resources=inner)  # fmt: skip
         page.obj.Resources.XObject = pikepdf.Dictionary(Fm1=form)
         page.contents_add(pdf.make_stream(b"q /Fm1 Do Q"), prepend=False)
         pdf.save(src)
@@ -458,3 +459,55 @@ def test_damaged_pdf_fails_cleanly_for_every_output(fmt: str, tmp_path: Path) ->
     src.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 100)
     with pytest.raises(ConversionError, match="cannot be read"):
         run(task([src], "pdf", fmt, tmp_path / "job"))
+
+
+def nested_forms_pdf(path: Path, fan_out: int, depth: int) -> Path:
+    """A page drawing a form that draws the next one `fan_out` times, `depth` deep; with
+    depth 0 the form draws itself `fan_out` times."""
+    with pikepdf.new() as pdf:
+
+        def form(content: bytes) -> pikepdf.Stream:
+            return pdf.make_stream(content, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Form,
+                                   BBox=[0, 0, 300, 300])  # fmt: skip
+
+        page = add_page(pdf, (300, 300), "Quokka")
+        if depth == 0:
+            top = form(b"/Fm1 Do " * fan_out)
+            top.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Fm1=top))
+        else:
+            top = form(b"0 0 1 rg 0 0 10 10 re f")
+            for _ in range(depth):
+                inner = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Fm1=top))
+                top = form(b"/Fm1 Do " * fan_out)
+                top.Resources = inner
+        page.obj.Resources.XObject = pikepdf.Dictionary(Fm1=top)
+        page.contents_add(pdf.make_stream(b"/Fm1 Do"), prepend=False)
+        pdf.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fan_out", "depth", "message"),
+    [(2, 0, "draws itself"), (1, 0, "draws itself"), (2, 40, "more than 200,000 form drawings")],
+    ids=["self-twice", "self-once", "doubling-chain"],
+)
+@pytest.mark.parametrize("fmt", ["png", "txt"])
+def test_forms_nesting_without_end_are_refused_before_rendering(
+    fan_out: int, depth: int, message: str, fmt: str, tmp_path: Path
+) -> None:
+    # PDFium would spend hours on the first page of the doubling ones (2^40 drawings)
+    src = nested_forms_pdf(tmp_path / "nest.pdf", fan_out, depth)
+    with pytest.raises(ConversionError, match=message):
+        CONVERTER.check(task([src], "pdf", fmt, tmp_path / "job"))
+
+
+def test_modest_nesting_renders(tmp_path: Path) -> None:
+    src = nested_forms_pdf(tmp_path / "nest.pdf", 2, 6)  # 127 form drawings
+    result = run(task([src], "pdf", "png", tmp_path / "job", dpi=36))
+    assert Image.open(result.path).size == (150, 150)
+
+
+def test_compress_survives_a_form_that_draws_itself(tmp_path: Path) -> None:
+    src = nested_forms_pdf(tmp_path / "loop.pdf", 2, 0)
+    result = run(task([src], "pdf", "pdf", tmp_path / "job", compress=True, image_dpi=72))
+    assert page_count(result.path) == 1
