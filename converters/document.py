@@ -281,10 +281,13 @@ def _has_page_object(path: Path) -> bool:
 def _check_pdf(path: Path, pages: str) -> None:
     if _has_page_object(path):
         return
-    import pymupdf  # the rare case: let a real PDF reader decide
+    import pypdfium2  # the rare case: let a real PDF reader decide
 
-    with pymupdf.open(path) as doc:
-        count = doc.page_count
+    doc = pypdfium2.PdfDocument(path)
+    try:
+        count = len(doc)
+    finally:
+        doc.close()
     if count == 0:
         raise ConversionError(
             "The PDF came out empty.",

@@ -18,28 +18,22 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
+from converters import heif, jxl
 from converters.base import ConversionError, Converter, Option, Result, Task
+from converters.jxl import jxl_size
 from converters.sniff import check_declared
 
-try:  # HEIF/HEIC: optional plugin
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    HAVE_HEIF = True
-except ImportError:  # pragma: no cover - depends on the machine
-    HAVE_HEIF = False
+HAVE_HEIF = heif.register_decoder()  # HEIF/HEIC in: pi-heif (LGPL libheif, no encoder)
+HAVE_HEIF_OUT = HAVE_HEIF and heif.register_encoder()  # out: the separate heif-enc program
 try:  # SVG input
     import resvg_py
 
     HAVE_RESVG = True
 except ImportError:  # pragma: no cover
     HAVE_RESVG = False
-try:  # JPEG XL: importing the plugin registers it
-    import pillow_jxl  # noqa: F401
-
-    HAVE_JXL = True
-except ImportError:  # pragma: no cover
-    HAVE_JXL = False
+HAVE_JXL = jxl.available()  # JPEG XL through imagecodecs, imported on first use
+if HAVE_JXL:
+    jxl.register()
 
 PIXEL_LIMIT: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # per frame, as Pillow's own guard
 ANIMATION_PIXEL_LIMIT = 200_000_000  # all frames of an animation kept together
@@ -63,6 +57,7 @@ WRITE: dict[str, str] = {
 }  # fmt: skip
 if HAVE_HEIF:
     READ |= {"heic": ("HEIF",), "heif": ("HEIF",)}
+if HAVE_HEIF_OUT:
     WRITE |= {"heic": "HEIF", "heif": "HEIF"}
 if HAVE_JXL:
     READ["jxl"] = ("JXL",)
@@ -96,7 +91,8 @@ FITS = ("inside", "outside", "contain", "cover", "fill")
 def _open(path: Path, fmt: str) -> Image.Image:
     """Open (header only) with the declared format's plugin and the size guards on."""
     if fmt == "jxl":
-        # the JXL plugin decodes the whole image in open(): measure its header first
+        # the JXL plugin decodes the whole image in open(): refuse by the header first, with
+        # our message (the plugin itself stops at Pillow's bomb limit)
         size = jxl_size(path.read_bytes()[:4096])
         if size is None:
             raise ConversionError(
@@ -143,49 +139,6 @@ def _strict() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
-
-
-def jxl_size(head: bytes) -> tuple[int, int] | None:
-    """Width and height from a JPEG XL SizeHeader (bare codestream or ISO BMFF container)."""
-    code = head
-    if head[:4] == b"\0\0\0\x0c" and head[4:8] == b"JXL ":
-        code, pos = b"", 0
-        while pos + 8 <= len(head):
-            size = int.from_bytes(head[pos : pos + 4], "big")
-            kind, body = head[pos + 4 : pos + 8], pos + 8
-            if size == 1:
-                size, body = int.from_bytes(head[pos + 8 : pos + 16], "big"), pos + 16
-            if kind == b"jxlc":
-                code = head[body:]
-                break
-            if kind == b"jxlp":
-                code = head[body + 4 :]
-                break
-            if size < 8:
-                return None
-            pos += size
-    if code[:2] != b"\xff\x0a":
-        return None
-    bits = int.from_bytes(code[2:16], "little")
-    pos = 0
-
-    def read(n: int) -> int:
-        nonlocal pos
-        value = (bits >> pos) & ((1 << n) - 1)
-        pos += n
-        return value
-
-    def u32() -> int:
-        return read((9, 13, 18, 30)[read(2)]) + 1
-
-    div8 = read(1)
-    height = (read(5) + 1) * 8 if div8 else u32()
-    ratio = read(3)
-    if ratio:
-        num, den = ((1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))[ratio - 1]
-        return height * num // den, height
-    width = (read(5) + 1) * 8 if div8 else u32()
-    return width, height
 
 
 def _frame_count(im: Image.Image) -> int:
@@ -460,6 +413,17 @@ def svg_render(data: bytes, opts: Mapping[str, Any], limit: int, workdir: Path) 
 class ImageConverter(Converter):
     filetype: ClassVar[str] = "image"
     engine: ClassVar[str] = "pillow"
+
+    def unavailable_formats(self) -> Mapping[str, str]:
+        missing = {}
+        if not HAVE_HEIF:
+            missing["heic"] = missing["heif"] = "pi-heif is not installed, so heic/heif are not offered"
+        elif not HAVE_HEIF_OUT:
+            missing["heic"] = missing["heif"] = (
+                "heif-enc is not installed, so heic/heif are offered as inputs only "
+                "(Debian package libheif-examples)"
+            )
+        return missing
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outputs = frozenset(WRITE)

@@ -1,27 +1,31 @@
 """PDF pages to images or text, PDF merge/split/compress, images to PDF.
 
-PyMuPDF renders and edits, img2pdf wraps images into PDF pages without re-encoding them.
-Sizes are checked before anything is rendered: the page count, and each page's declared
-size times the requested dpi against a pixel limit (a 200-inch page at 600 dpi would
-need 14 billion pixels). Nothing embedded in a PDF is ever opened or run: MuPDF neither
-follows /Launch or /URI actions nor reads external streams, and we never touch
-embedded files.
+pypdfium2 (PDFium) renders and extracts text, pikepdf (qpdf) does the page work
+(converters.pdf_edit), img2pdf wraps images into PDF pages without re-encoding them; all
+three are under permissive licences (see docs/decisions.md). Sizes are checked before
+anything is rendered: the page count, and each page's declared size times the requested
+dpi against a pixel limit (a 200-inch page at 600 dpi would need 14 billion pixels).
+Nothing embedded in a PDF is ever opened or run: PDFium is built without JavaScript and
+neither follows /Launch or /URI actions nor reads external streams, qpdf only copies
+objects, and we never touch embedded files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 import img2pdf
-import pymupdf
+import pikepdf
+import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
+from converters import pdf_edit, pdf_forms
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 
 RENDER_FORMATS = frozenset({"png", "jpg", "webp"})
@@ -32,6 +36,10 @@ MAX_RENDER_PAGES = 500
 MAX_PAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 MAX_TOTAL_PIXELS = 2_500_000_000  # over all rendered pages of one job
 MAX_IMAGES = 1_000
+# zlib level of rendered pages: Pillow's default 6 costs ~50% more CPU than 3 and gives
+# larger files on rendered pages with photos (its filter choice changes above 3);
+# 3 beats PyMuPDF's own encoder in time for ~9% larger files (bench/pdf.py)
+PNG_LEVEL = 3
 
 PAGES_OPTION = Option(
     "string",
@@ -70,7 +78,7 @@ def parse_pages(spec: str, count: int) -> list[int]:
 
 class PdfConverter(Converter):
     filetype: ClassVar[str] = "pdf"
-    engine: ClassVar[str] = "pymupdf"
+    engine: ClassVar[str] = "pdfium"
     multi_input: ClassVar[bool] = True
     limits: ClassVar[Limits] = Limits(memory_bytes=2 * 1024**3, cpu_seconds=600, wall_seconds=900)
 
@@ -102,7 +110,8 @@ class PdfConverter(Converter):
                 "pages": PAGES_OPTION,
                 "compress": Option(
                     "boolean",
-                    "Compress: drop unused objects, deflate streams, subset fonts",
+                    "Compress: drop unused objects and resources, deflate streams, pack objects "
+                    "into object streams",
                     default=False,
                 ),
                 "image_dpi": Option(
@@ -133,10 +142,12 @@ class PdfConverter(Converter):
         for path in task.inputs:
             if _is_pdf(path):
                 with _open_pdf(path) as doc:
-                    total_pages += doc.page_count
+                    total_pages += len(doc)
                     if task.output_format in RENDER_FORMATS:
-                        pages = parse_pages(task.options.get("pages", ""), doc.page_count)
+                        pages = parse_pages(task.options.get("pages", ""), len(doc))
                         _check_render_size(doc, pages, int(task.options.get("dpi", 150)))
+                if task.output_format in RENDER_FORMATS or task.output_format == "txt":
+                    pdf_forms.check_form_nesting(path)  # before PDFium loads any page
             else:
                 _check_image(path)
                 total_pages += 1
@@ -152,38 +163,33 @@ class PdfConverter(Converter):
         out_fmt = task.output_format
         if out_fmt == "pdf":
             return self._to_pdf(task)
-        with _open_pdf(task.inputs[0]) as doc:
-            pages = parse_pages(task.options.get("pages", ""), doc.page_count)
+        if out_fmt == "zip":
+            with pdf_edit.open_pdf(task.inputs[0]) as doc:
+                return _split(doc, parse_pages(task.options.get("pages", ""), len(doc.pages)), task)
+        with _open_pdf(task.inputs[0], forms=out_fmt in RENDER_FORMATS) as doc:
+            pages = parse_pages(task.options.get("pages", ""), len(doc))
             if out_fmt in RENDER_FORMATS:
                 return _render(doc, pages, task)
-            if out_fmt == "txt":
-                return _text(doc, pages, task)
-            return _split(doc, pages, task)
+            return _text(doc, pages, task)
 
     def _to_pdf(self, task: Task) -> Result:
         out = _output_path(task, "pdf")
-        single = len(task.inputs) == 1 and _is_pdf(task.inputs[0])
-        if single and not task.options.get("pages"):
-            doc = _open_pdf(task.inputs[0])  # keep bookmarks, forms and metadata as they are
-        else:
-            doc = pymupdf.open()
-            for n, path in enumerate(task.inputs):
-                if _is_pdf(path):
-                    with _open_pdf(path) as src:
-                        doc.insert_pdf(src)
-                else:
-                    with pymupdf.open("pdf", _image_pdf(path, task)) as src:
-                        doc.insert_pdf(src)
-                task.progress(0.8 * (n + 1) / len(task.inputs))
-            if task.options.get("pages"):
-                doc.select(parse_pages(task.options["pages"], doc.page_count))
-        with doc:
-            if task.options.get("compress"):
-                _compress(doc, task.options)
-                doc.save(out, garbage=4, deflate=True, deflate_images=True,
-                         deflate_fonts=True, clean=True, use_objstms=1)  # fmt: skip
+        with ExitStack() as stack:
+            if len(task.inputs) == 1 and _is_pdf(task.inputs[0]):
+                # the document itself: bookmarks, forms and metadata stay as they are
+                doc = stack.enter_context(pdf_edit.open_pdf(task.inputs[0]))
             else:
-                doc.save(out, garbage=1, deflate=True)
+                sources = []
+                for n, path in enumerate(task.inputs):
+                    source = path if _is_pdf(path) else _image_pdf(path, task)
+                    sources.append(stack.enter_context(pdf_edit.open_pdf(source)))
+                    task.progress(0.4 * (n + 1) / len(task.inputs))
+                doc = stack.enter_context(
+                    pdf_edit.merge(sources, lambda n: task.progress(0.4 + 0.4 * n / len(sources)))
+                )
+            if task.options.get("pages"):
+                pdf_edit.keep_pages(doc, parse_pages(task.options["pages"], len(doc.pages)))
+            pdf_edit.save(doc, out, task.options)
         task.progress(1.0)
         return Result(out)
 
@@ -196,37 +202,45 @@ def _is_pdf(path: Path) -> bool:
         return b"%PDF-" in fh.read(1024)
 
 
-def _open_pdf(path: Path) -> pymupdf.Document:
+@contextmanager
+def _open_pdf(path: Path, forms: bool = False) -> Iterator[pdfium.PdfDocument]:
+    """Open for rendering (`forms`: with form fields drawn) and text; refuse damaged and
+    password-protected files."""
     try:
-        doc = pymupdf.open(path, filetype="pdf")
-    except (pymupdf.FileDataError, RuntimeError, ValueError) as exc:
+        doc = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code == pdfium.raw.FPDF_ERR_PASSWORD:
+            raise ConversionError(
+                "This PDF is password-protected.",
+                hint="Remove the password (print to PDF, or save without encryption) and retry.",
+            ) from None
         raise ConversionError(
             "This PDF cannot be read.", hint=f"It may be damaged or not a PDF ({exc})."
         ) from None
-    if doc.needs_pass:
+    try:
+        if forms:  # draw form fields as viewers do; this PDFium has no JavaScript to run
+            doc.init_forms()
+        yield doc
+    finally:
         doc.close()
-        raise ConversionError(
-            "This PDF is password-protected.",
-            hint="Remove the password (print to PDF, or save without encryption) and retry.",
-        )
-    return doc
 
 
-def _check_render_size(doc: pymupdf.Document, pages: list[int], dpi: int) -> None:
+def _check_render_size(doc: pdfium.PdfDocument, pages: list[int], dpi: int) -> None:
     if len(pages) > MAX_RENDER_PAGES:
         raise ConversionError(
             f"{len(pages)} pages to render is over the limit of {MAX_RENDER_PAGES}.",
             hint="Choose fewer pages with the 'pages' option.",
         )
-    total = 0
+    total = 0.0
     scale = dpi / 72
     for index in pages:
-        rect = doc[index].rect  # declared size; nothing is drawn yet
-        width, height = rect.width * scale, rect.height * scale
+        # declared size (crop box, turned by /Rotate), read without loading the page
+        page_w, page_h = doc.get_page_size(index)
+        width, height = page_w * scale, page_h * scale
         pixels = width * height
         if pixels > MAX_PAGE_PIXELS:
             raise ConversionError(
-                f"Page {index + 1} is {rect.width / 72:.0f}x{rect.height / 72:.0f} inches: "
+                f"Page {index + 1} is {page_w / 72:.0f}x{page_h / 72:.0f} inches: "
                 f"at {dpi} dpi that is {pixels / 1e6:,.0f} million pixels, over the "
                 f"{MAX_PAGE_PIXELS / 1e6:.0f} million pixel limit.",
                 hint="Lower the 'dpi' option.",
@@ -267,18 +281,24 @@ def _output_path(task: Task, ext: str) -> Path:
     return path if path not in task.inputs else task.workdir / f"{stem}-converted.{ext}"
 
 
-def _render(doc: pymupdf.Document, pages: list[int], task: Task) -> Result:
+def _render(doc: pdfium.PdfDocument, pages: list[int], task: Task) -> Result:
     fmt = task.output_format
     dpi = int(task.options.get("dpi", 150))
     quality = int(task.options.get("quality", 85))
 
     def image(index: int) -> bytes:
-        pix = doc[index].get_pixmap(dpi=dpi, alpha=False)
-        if fmt == "png":
-            return pix.tobytes("png")
-        img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        page = doc[index]
+        try:
+            # RGB in PIL's byte order, no alpha: white page under transparent content
+            bitmap = page.render(scale=dpi / 72, may_draw_forms=True, rev_byteorder=True)
+            img = bitmap.to_pil()
+        finally:
+            page.close()
         buf = io.BytesIO()
-        img.save(buf, "JPEG" if fmt == "jpg" else "WEBP", quality=quality)
+        if fmt == "png":
+            img.save(buf, "PNG", compress_level=PNG_LEVEL)
+        else:
+            img.save(buf, "JPEG" if fmt == "jpg" else "WEBP", quality=quality)
         return buf.getvalue()
 
     if len(pages) == 1:
@@ -300,46 +320,39 @@ def _render(doc: pymupdf.Document, pages: list[int], task: Task) -> Result:
     return Result(out, names)
 
 
-def _text(doc: pymupdf.Document, pages: list[int], task: Task) -> Result:
+def _text(doc: pdfium.PdfDocument, pages: list[int], task: Task) -> Result:
     out = _output_path(task, "txt")
     with out.open("w", encoding="utf-8") as fh:
         for n, index in enumerate(pages):
             if n:
                 fh.write("\f")  # page break, as pdftotext writes it
-            fh.write(doc[index].get_text("text", sort=True))
+            page = doc[index]
+            try:
+                textpage = page.get_textpage()
+                text = textpage.get_text_bounded()  # whole page, full Unicode
+                textpage.close()
+            finally:
+                page.close()
+            fh.write(text.replace("\r\n", "\n").replace("\r", "\n"))
+            if text and not text.endswith(("\n", "\r")):
+                fh.write("\n")
             task.progress((n + 1) / len(pages))
     return Result(out)
 
 
-def _split(doc: pymupdf.Document, pages: list[int], task: Task) -> Result:
+def _split(doc: pikepdf.Pdf, pages: list[int], task: Task) -> Result:
     out = _output_path(task, "zip")
     width = max(3, len(str(max(pages) + 1)))
     names: list[str] = []
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for n, index in enumerate(pages):
-            with pymupdf.open() as part:
-                part.insert_pdf(doc, from_page=index, to_page=index)
-                data = part.tobytes(garbage=3, deflate=True)
             name = f"page-{index + 1:0{width}d}.pdf"
             if name in names:
                 name = f"page-{index + 1:0{width}d}-{n + 1}.pdf"
-            zf.writestr(name, data)
+            zf.writestr(name, pdf_edit.single_page(doc, index))
             names.append(name)
             task.progress((n + 1) / len(pages))
     return Result(out, names)
-
-
-def _compress(doc: pymupdf.Document, options: Mapping[str, object]) -> None:
-    dpi = int(options.get("image_dpi") or 0)
-    if dpi:
-        doc.rewrite_images(
-            dpi_threshold=dpi + 1,
-            dpi_target=dpi,
-            quality=int(options.get("image_quality") or 75),
-        )
-    # a font that cannot be subset stays whole
-    with contextlib.suppress(RuntimeError, ValueError):
-        doc.subset_fonts()
 
 
 def _image_pdf(path: Path, task: Task) -> bytes:

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno
   util-linux libseccomp2
-  libmagic1 libarchive13 fonts-dejavu-core openssl
+  libmagic1 libarchive13 fonts-dejavu-core openssl libheif-examples
 )
 
 if command -v apt-get >/dev/null 2>&1; then

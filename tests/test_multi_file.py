@@ -6,10 +6,10 @@ import io
 import zipfile
 
 import aiohttp
-import fitz  # PyMuPDF
 import pytest
 
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
+from tests.pdf_samples import page_count, page_texts, pdf_bytes
 
 
 async def _convert(
@@ -62,10 +62,7 @@ async def test_one_input_for_a_single_input_conversion(
 
 
 def _pdf(pages: int, label: str) -> bytes:
-    doc = fitz.open()
-    for i in range(pages):
-        doc.new_page().insert_text((72, 72), f"{label} page {i + 1}")
-    return doc.tobytes()
+    return pdf_bytes(pages, label)
 
 
 @pytest.mark.usefixtures("base_url")
@@ -76,15 +73,13 @@ async def test_images_into_one_pdf_and_pdf_merge_and_pages_to_images(
     images = [("one.png", png_bytes((100, 80), "red")), ("two.png", png_bytes((60, 90), "blue"))]
     status = await _convert(http, base_url, account.key, images, "pdf", "pdf")
     assert status["status"] == "finished", status
-    with fitz.open(stream=await _download(http, status["download_url"]), filetype="pdf") as doc:
-        assert doc.page_count == 2
+    assert page_count(await _download(http, status["download_url"])) == 2
 
     merged = await _convert(
         http, base_url, account.key, [("a.pdf", _pdf(2, "first")), ("b.pdf", _pdf(1, "second"))], "pdf", "pdf"
     )
     assert merged["status"] == "finished", merged
-    with fitz.open(stream=await _download(http, merged["download_url"]), filetype="pdf") as doc:
-        texts = [page.get_text() for page in doc]
+    texts = page_texts(await _download(http, merged["download_url"]))
     assert len(texts) == 3 and "first page 1" in texts[0] and "second page 1" in texts[2]
 
     # one pdf, three pages -> a zip of three PNGs, listed on the job (GraphQL this time)

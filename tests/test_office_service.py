@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pymupdf
 import pytest
 
 from converters import office_pool
 from tests.conftest import Account, wait_for_status
+from tests.pdf_samples import page_texts
 
 pytestmark = pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice or jail tools")
 
@@ -54,8 +54,7 @@ async def convert(http: aiohttp.ClientSession, base_url: str, who: Account, text
     assert status["status"] == "finished", status
     async with http.get(f"{base_url}/v1/download/{job['job_id']}", headers={"X-API-Key": who.key}) as r:
         body = await r.read()
-    with pymupdf.open(stream=body, filetype="pdf") as doc:
-        return " ".join(page.get_text() for page in doc)
+    return " ".join(page_texts(body))
 
 
 async def test_office_jobs_run_in_the_workers_pool_per_account(

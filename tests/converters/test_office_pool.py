@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pymupdf
 import pytest
 from test_document import (
     ALL_PAIRS,
@@ -36,6 +35,7 @@ from test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa:
 from converters import office, office_broker, office_jail, office_pool, sandbox
 from converters.base import ConversionError, Limits
 from converters.document import LibreOfficeConverter
+from tests.pdf_samples import make_pdf, page_texts
 
 pytestmark = pytest.mark.skipif(
     office_pool.unavailable() is not None, reason="no LibreOffice or no jail tools"
@@ -118,8 +118,7 @@ def busy_instance(pool: office_pool.Pool, timeout: float = 60) -> office_pool.In
 
 
 def pdf_text(path: Path) -> str:
-    with pymupdf.open(path) as doc:
-        return " ".join(page.get_text() for page in doc)
+    return " ".join(page_texts(path))
 
 
 # ------------------------------------------------------------------------- accounts
@@ -424,8 +423,6 @@ def test_empty_pdf_is_still_refused(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="came out empty"):
         _check_pdf(empty, "")
     one = tmp_path / "one.pdf"
-    with pymupdf.open() as doc:
-        doc.new_page()
-        doc.save(one)
+    make_pdf(one, pages=1)
     assert _has_page_object(one)
     _check_pdf(one, "")

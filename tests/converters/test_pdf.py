@@ -9,7 +9,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import pymupdf
+import pikepdf
 import pytest
 from PIL import Image
 
@@ -18,10 +18,20 @@ from converters import sandbox
 from converters.base import ConversionError, RequestError, Task
 from converters.pdf import PdfConverter
 from converters.registry import Registry
+from tests.pdf_samples import (
+    PAGE_COLORS,
+    add_page,
+    embedded_images,
+    image_pdf,
+    make_pdf,
+    page_count,
+    page_sizes,
+    page_texts,
+    render,
+)
 
 CONVERTER = PdfConverter()
 REGISTRY = Registry([CONVERTER])
-PAGE_COLORS = [(1, 0, 0), (0, 0.6, 0), (0, 0, 1), (1, 0.5, 0)]
 
 
 class Recorder:
@@ -30,18 +40,6 @@ class Recorder:
 
     def __call__(self, fraction: float) -> None:
         self.seen.append(fraction)
-
-
-def make_pdf(path: Path, pages: int = 3, size: tuple[float, float] = (300, 400)) -> Path:
-    """Page n says 'Page n Quokka' over a large rectangle of its own colour."""
-    with pymupdf.open() as doc:
-        for n in range(pages):
-            page = doc.new_page(width=size[0], height=size[1])
-            page.draw_rect(pymupdf.Rect(20, 60, size[0] - 20, size[1] - 20),
-                           color=None, fill=PAGE_COLORS[n % len(PAGE_COLORS)])  # fmt: skip
-            page.insert_text((20, 40), f"Page {n + 1} Quokka", fontsize=14)
-        doc.save(path)
-    return path
 
 
 def task(paths: list[Path], in_fmt: str, out_fmt: str, workdir: Path, **options: object) -> Task:
@@ -74,11 +72,6 @@ def center_color(img: Image.Image) -> tuple[int, int, int]:
 
 def close_to(color: tuple[int, int, int], fraction: tuple[float, float, float]) -> bool:
     return all(abs(c - f * 255) < 40 for c, f in zip(color, fraction, strict=True))
-
-
-def page_texts(path: Path) -> list[str]:
-    with pymupdf.open(path) as doc:
-        return [page.get_text().strip() for page in doc]
 
 
 @pytest.fixture
@@ -158,9 +151,7 @@ def test_split(three_pages: Path, tmp_path: Path) -> None:
     assert result.items == ["page-001.pdf", "page-002.pdf", "page-003.pdf"]
     with zipfile.ZipFile(result.path) as zf:
         for n, name in enumerate(result.items):
-            with pymupdf.open("pdf", zf.read(name)) as part:
-                assert part.page_count == 1
-                assert part[0].get_text().strip() == f"Page {n + 1} Quokka"
+            assert page_texts(zf.read(name)) == [f"Page {n + 1} Quokka"]
     assert seen(t)[-1] == 1.0 and len(seen(t)) == 3
 
 
@@ -181,11 +172,8 @@ def test_merge_pdf_and_image(tmp_path: Path) -> None:
     Image.new("RGB", (200, 100), (0, 0, 255)).save(img)
     t = task([a, img], "pdf", "pdf", tmp_path / "job")
     result = run(t)
-    with pymupdf.open(result.path) as doc:
-        assert doc.page_count == 2
-        pix = doc[1].get_pixmap(dpi=72)
-    page2 = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-    assert close_to(center_color(page2), (0, 0, 1))
+    assert page_count(result.path) == 2
+    assert close_to(center_color(render(result.path, 1)), (0, 0, 1))
 
 
 def test_only_pdf_output_takes_several_files(three_pages: Path, tmp_path: Path) -> None:
@@ -198,12 +186,7 @@ def noisy_image_pdf(path: Path) -> Path:
     noise = Image.effect_noise((1200, 1200), 80).convert("RGB")
     buf = io.BytesIO()
     noise.save(buf, "JPEG", quality=95)
-    with pymupdf.open() as doc:
-        page = doc.new_page(width=300, height=300)
-        page.insert_image(pymupdf.Rect(0, 0, 144, 144), stream=buf.getvalue())
-        page.insert_text((20, 200), "Quokka")
-        doc.save(path)
-    return path
+    return image_pdf(path, buf.getvalue(), (1200, 1200), 144)
 
 
 def test_compress_downsamples_images(tmp_path: Path) -> None:
@@ -211,11 +194,9 @@ def test_compress_downsamples_images(tmp_path: Path) -> None:
     plain = run(task([src], "pdf", "pdf", tmp_path / "a"))
     small = run(task([src], "pdf", "pdf", tmp_path / "b", compress=True, image_dpi=72))
     assert small.path.stat().st_size < plain.path.stat().st_size / 4
-    with pymupdf.open(small.path) as doc:
-        ((xref, *_),) = doc[0].get_images()
-        width = doc.extract_image(xref)["width"]
-        assert width <= 160  # 2 inches at 72 dpi, give or take
-        assert "Quokka" in doc[0].get_text()
+    (image,) = embedded_images(small.path)
+    assert image.width <= 160  # 2 inches at 72 dpi, give or take
+    assert "Quokka" in page_texts(small.path)[0]
 
 
 # --------------------------------------------------------------------- images
@@ -228,15 +209,12 @@ def test_image_to_pdf(fmt: str, tmp_path: Path) -> None:
         src, {"jpg": "JPEG", "tiff": "TIFF"}.get(fmt, fmt.upper()), dpi=(72, 72)
     )
     result = run(task([src], fmt, "pdf", tmp_path / "job"))
-    with pymupdf.open(result.path) as doc:
-        assert doc.page_count == 1
-        # 160x120 pixels: at their 72 dpi, or at img2pdf's 96 dpi when the format has none
-        assert doc[0].rect.width / doc[0].rect.height == pytest.approx(4 / 3, rel=0.01)
-        if fmt in ("jpg", "png", "tiff", "bmp"):
-            assert doc[0].rect.width == pytest.approx(160, abs=1)
-        pix = doc[0].get_pixmap(dpi=72)
-    img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-    assert close_to(center_color(img), (0, 0.59, 0))
+    ((width, height),) = page_sizes(result.path)
+    # 160x120 pixels: at their 72 dpi, or at img2pdf's 96 dpi when the format has none
+    assert width / height == pytest.approx(4 / 3, rel=0.01)
+    if fmt in ("jpg", "png", "tiff", "bmp"):
+        assert width == pytest.approx(160, abs=1)
+    assert close_to(center_color(render(result.path, 0)), (0, 0.59, 0))
 
 
 def test_alpha_png_is_flattened_onto_white(tmp_path: Path) -> None:
@@ -245,9 +223,7 @@ def test_alpha_png_is_flattened_onto_white(tmp_path: Path) -> None:
     img.paste((255, 0, 0, 255), (0, 0, 50, 100))  # opaque red left half
     img.save(src)
     result = run(task([src], "png", "pdf", tmp_path / "job"))
-    with pymupdf.open(result.path) as doc:
-        pix = doc[0].get_pixmap(dpi=72)
-    page = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    page = render(result.path, 0)
     mid = page.height // 2
     assert close_to(page.getpixel((page.width // 4, mid)), (1, 0, 0))  # type: ignore[arg-type]
     assert close_to(page.getpixel((page.width * 3 // 4, mid)), (1, 1, 1))  # type: ignore[arg-type]
@@ -260,11 +236,11 @@ def test_several_images_on_a4(tmp_path: Path) -> None:
         Image.new("RGB", (300, 200), color).save(paths[-1])
     t = task(paths, "jpg", "pdf", tmp_path / "job", page_size="a4")
     result = run(t)
-    with pymupdf.open(result.path) as doc:
-        assert doc.page_count == 3
-        for page in doc:
-            # landscape images turn the A4 page to landscape
-            assert sorted((round(page.rect.width), round(page.rect.height))) == [595, 842]
+    sizes = page_sizes(result.path)
+    assert len(sizes) == 3
+    for width, height in sizes:
+        # landscape images turn the A4 page to landscape
+        assert sorted((round(width), round(height))) == [595, 842]
     assert len(seen(t)) >= 3 and seen(t)[-1] == 1.0
 
 
@@ -319,13 +295,29 @@ def test_image_bomb_is_refused_by_its_header(tmp_path: Path) -> None:
         CONVERTER.check(task([src], "png", "pdf", tmp_path / "job"))
 
 
-def test_password_protected_pdf(tmp_path: Path) -> None:
-    src = tmp_path / "locked.pdf"
-    with pymupdf.open() as doc:
-        doc.new_page().insert_text((50, 50), "Quokka")
-        doc.save(src, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="u", owner_pw="o")
+def locked_pdf(path: Path, user: str) -> Path:
+    with pikepdf.new() as pdf:
+        add_page(pdf, text="Quokka")
+        pdf.save(path, encryption=pikepdf.Encryption(user=user, owner="o", R=6))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["txt", "png", "pdf", "zip"])
+def test_password_protected_pdf(fmt: str, tmp_path: Path) -> None:
+    src = locked_pdf(tmp_path / "locked.pdf", user="u")
     with pytest.raises(ConversionError, match="password"):
-        CONVERTER.check(task([src], "pdf", "txt", tmp_path / "job"))
+        CONVERTER.check(task([src], "pdf", fmt, tmp_path / "check"))
+    with pytest.raises(ConversionError, match="password"):
+        CONVERTER.convert(task([src], "pdf", fmt, tmp_path / "convert"))
+
+
+def test_owner_password_alone_does_not_lock(tmp_path: Path) -> None:
+    # encrypted with an empty user password: every viewer opens it, and so do we
+    src = locked_pdf(tmp_path / "owner-only.pdf", user="")
+    result = run(task([src], "pdf", "txt", tmp_path / "job"))
+    assert result.path.read_text(encoding="utf-8").strip() == "Quokka"
+    merged = run(task([src, src], "pdf", "pdf", tmp_path / "merge"))
+    assert page_texts(merged.path) == ["Quokka", "Quokka"]
 
 
 def test_not_a_pdf(tmp_path: Path) -> None:
@@ -337,23 +329,17 @@ def test_not_a_pdf(tmp_path: Path) -> None:
 
 def external_stream_pdf(path: Path, target: Path, inline: bool) -> Path:
     """A page drawing an 8x8 RGB image whose samples live in `target` (/F), or inline."""
-    with pymupdf.open() as doc:
-        page = doc.new_page(width=200, height=200)
-        page.insert_text((20, 20), "Quokka")
-        xref = doc.get_new_xref()
-        doc.update_object(xref, "<< /Type /XObject /Subtype /Image /Width 8 /Height 8 "
-                                "/ColorSpace /DeviceRGB /BitsPerComponent 8 >>")  # fmt: skip
-        if inline:
-            doc.update_stream(xref, target.read_bytes(), compress=False)
-        else:
-            doc.update_stream(xref, b"", compress=False)
-            doc.xref_set_key(xref, "F", pymupdf.get_pdf_str(str(target)))
-        content = doc.get_new_xref()
-        doc.update_object(content, "<< >>")
-        doc.update_stream(content, b"q 100 0 0 100 50 50 cm /Im1 Do Q")
-        doc.xref_set_key(page.xref, "Resources", f"<< /XObject << /Im1 {xref} 0 R >> >>")
-        doc.xref_set_key(page.xref, "Contents", f"{content} 0 R")
-        doc.save(path)
+    with pikepdf.new() as pdf:
+        page = add_page(pdf, (200, 200), "Quokka")
+        data = target.read_bytes() if inline else b""
+        image = pdf.make_stream(data, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                                Width=8, Height=8, ColorSpace=pikepdf.Name.DeviceRGB,
+                                BitsPerComponent=8)  # fmt: skip
+        if not inline:
+            image.F = pikepdf.String(str(target))
+        page.obj.Resources.XObject = pikepdf.Dictionary(Im1=image)
+        page.contents_add(pdf.make_stream(b"q 100 0 0 100 50 50 cm /Im1 Do Q"), prepend=False)
+        pdf.save(path)
     return path
 
 
@@ -373,20 +359,26 @@ def test_external_stream_is_not_read(inline: bool, tmp_path: Path) -> None:
 def test_actions_and_attachments_are_not_run(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     src = tmp_path / "active.pdf"
-    with pymupdf.open() as doc:
-        page = doc.new_page()
-        page.insert_text((50, 50), "Quokka")
-        doc.embfile_add("payload.sh", f"touch {pwned}\n".encode(), filename="payload.sh")
-        launch = doc.get_new_xref()
-        doc.update_object(launch, f"<< /S /Launch /F (/usr/bin/touch) /Win << /F (cmd.exe) >> "
-                                  f"/Unix << /F (/usr/bin/touch) /P ({pwned}) >> >>")  # fmt: skip
-        js = doc.get_new_xref()
-        doc.update_object(js, "<< /S /JavaScript /JS (app.launchURL('http://127.0.0.1:9/')) >>")
-        doc.xref_set_key(doc.pdf_catalog(), "OpenAction", f"{launch} 0 R")
-        doc.xref_set_key(launch, "Next", f"{js} 0 R")
-        page.insert_link({"kind": pymupdf.LINK_LAUNCH, "from": pymupdf.Rect(0, 0, 200, 200),
-                          "file": "/usr/bin/touch"})  # fmt: skip
-        doc.save(src)
+    with pikepdf.new() as pdf:
+        page = add_page(pdf, (612, 792), "Quokka")
+        payload = pikepdf.AttachedFileSpec(pdf, f"touch {pwned}\n".encode(), filename="payload.sh")
+        pdf.attachments["payload.sh"] = payload
+        js = pdf.make_indirect(pikepdf.Dictionary(
+            S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.launchURL('http://127.0.0.1:9/')")
+        ))  # fmt: skip
+        launch = pdf.make_indirect(pikepdf.Dictionary(
+            S=pikepdf.Name.Launch, F=pikepdf.String("/usr/bin/touch"),
+            Win=pikepdf.Dictionary(F=pikepdf.String("cmd.exe")),
+            Unix=pikepdf.Dictionary(F=pikepdf.String("/usr/bin/touch"), P=pikepdf.String(str(pwned))),
+            Next=js,
+        ))  # fmt: skip
+        pdf.Root.OpenAction = launch
+        link = pikepdf.Dictionary(
+            Type=pikepdf.Name.Annot, Subtype=pikepdf.Name.Link, Rect=[0, 0, 200, 200],
+            A=pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("/usr/bin/touch")),
+        )  # fmt: skip
+        page.obj.Annots = pdf.make_indirect(pikepdf.Array([pdf.make_indirect(link)]))
+        pdf.save(src)
     for fmt in ("png", "txt", "pdf", "zip"):
         result = run(task([src], "pdf", fmt, tmp_path / fmt))
         assert result.path.stat().st_size > 0
@@ -411,3 +403,111 @@ async def test_pages_to_images_through_the_sandbox(three_pages: Path, tmp_path: 
     assert result.items == ["page-001.png", "page-002.png", "page-003.png"]
     with zipfile.ZipFile(result.path) as zf:
         assert zf.namelist() == result.items
+
+
+# ------------------------------------------------------------ the engines' corners
+
+
+def test_pdfium_runs_no_javascript() -> None:
+    import pypdfium2.version
+
+    # V8 and XFA builds of PDFium can run a document's scripts; ours has neither
+    assert not {"V8", "XFA"} & set(pypdfium2.version.PDFIUM_INFO.flags)
+
+
+def test_a_page_may_come_twice_and_the_outline_stays(tmp_path: Path) -> None:
+    src = make_pdf(tmp_path / "book.pdf", pages=3)
+    with pikepdf.open(src, allow_overwriting_input=True) as pdf:
+        with pdf.open_outline() as outline:
+            outline.root.append(pikepdf.OutlineItem("Chapter two", 1))
+        pdf.save(src)
+    result = run(task([src], "pdf", "pdf", tmp_path / "job", pages="2,2,1"))
+    assert page_texts(result.path) == ["Page 2 Quokka", "Page 2 Quokka", "Page 1 Quokka"]
+    with pikepdf.open(result.path) as pdf, pdf.open_outline() as outline:
+        assert [item.title for item in outline.root] == ["Chapter two"]
+
+
+def test_compress_finds_images_inside_forms(tmp_path: Path) -> None:
+    """The photo is drawn by a form XObject scaled by its own /Matrix: 1200 px over 2 inches."""
+    noise = Image.effect_noise((1200, 1200), 80).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    src = tmp_path / "form.pdf"
+    with pikepdf.new() as pdf:
+        page = add_page(pdf, (300, 300), "Quokka")
+        image = pdf.make_stream(buf.getvalue(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                                Width=1200, Height=1200, ColorSpace=pikepdf.Name.DeviceRGB,
+                                BitsPerComponent=8, Filter=pikepdf.Name.DCTDecode)  # fmt: skip
+        inner = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=image))
+        form = pdf.make_stream(b"q 1 0 0 1 0 0 cm /Im1 Do Q", Type=pikepdf.Name.XObject,
+                               Subtype=pikepdf.Name.Form, BBox=[0, 0, 1, 1], Matrix=[144, 0, 0, 144, 0, 0],
+                               Resources=inner)  # fmt: skip
+        page.obj.Resources.XObject = pikepdf.Dictionary(Fm1=form)
+        page.contents_add(pdf.make_stream(b"q /Fm1 Do Q"), prepend=False)
+        pdf.save(src)
+    small = run(task([src], "pdf", "pdf", tmp_path / "job", compress=True, image_dpi=72))
+    (img,) = embedded_images(small.path)
+    assert img.width <= 160
+    kept = run(task([src], "pdf", "pdf", tmp_path / "kept", compress=True, image_dpi=600))
+    (img,) = embedded_images(kept.path)
+    assert img.width == 1200  # drawn at exactly 600 dpi: nothing to gain
+
+
+@pytest.mark.parametrize("fmt", ["txt", "png", "pdf", "zip"])
+def test_damaged_pdf_fails_cleanly_for_every_output(fmt: str, tmp_path: Path) -> None:
+    src = tmp_path / "x.pdf"
+    src.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 100)
+    with pytest.raises(ConversionError, match="cannot be read"):
+        run(task([src], "pdf", fmt, tmp_path / "job"))
+
+
+def nested_forms_pdf(path: Path, fan_out: int, depth: int) -> Path:
+    """A page drawing a form that draws the next one `fan_out` times, `depth` deep; with
+    depth 0 the form draws itself `fan_out` times."""
+    with pikepdf.new() as pdf:
+
+        def form(content: bytes) -> pikepdf.Stream:
+            return pdf.make_stream(content, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Form,
+                                   BBox=[0, 0, 300, 300])  # fmt: skip
+
+        page = add_page(pdf, (300, 300), "Quokka")
+        if depth == 0:
+            top = form(b"/Fm1 Do " * fan_out)
+            top.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Fm1=top))
+        else:
+            top = form(b"0 0 1 rg 0 0 10 10 re f")
+            for _ in range(depth):
+                inner = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Fm1=top))
+                top = form(b"/Fm1 Do " * fan_out)
+                top.Resources = inner
+        page.obj.Resources.XObject = pikepdf.Dictionary(Fm1=top)
+        page.contents_add(pdf.make_stream(b"/Fm1 Do"), prepend=False)
+        pdf.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fan_out", "depth", "message"),
+    [(2, 0, "draws itself"), (1, 0, "draws itself"), (2, 40, "more than 200,000 form drawings")],
+    ids=["self-twice", "self-once", "doubling-chain"],
+)
+@pytest.mark.parametrize("fmt", ["png", "txt"])
+def test_forms_nesting_without_end_are_refused_before_rendering(
+    fan_out: int, depth: int, message: str, fmt: str, tmp_path: Path
+) -> None:
+    # PDFium would spend hours on the first page of the doubling ones (2^40 drawings)
+    src = nested_forms_pdf(tmp_path / "nest.pdf", fan_out, depth)
+    with pytest.raises(ConversionError, match=message):
+        CONVERTER.check(task([src], "pdf", fmt, tmp_path / "job"))
+
+
+def test_modest_nesting_renders(tmp_path: Path) -> None:
+    src = nested_forms_pdf(tmp_path / "nest.pdf", 2, 6)  # 127 form drawings
+    result = run(task([src], "pdf", "png", tmp_path / "job", dpi=36))
+    assert Image.open(result.path).size == (150, 150)
+
+
+def test_compress_survives_a_form_that_draws_itself(tmp_path: Path) -> None:
+    src = nested_forms_pdf(tmp_path / "loop.pdf", 2, 0)
+    result = run(task([src], "pdf", "pdf", tmp_path / "job", compress=True, image_dpi=72))
+    assert page_count(result.path) == 1
