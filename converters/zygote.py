@@ -1,0 +1,389 @@
+"""The fork server: `python -P -m converters.zygote <control fd>`, one per worker process.
+
+It imports every converter and their heavy libraries once (Pillow and its plugins, PyAV,
+PyMuPDF, pypdf, py7zr, libarchive, openpyxl, libmagic's database...), then forks one child
+per job: no interpreter start and no import per job, still one process per job (no job
+ever shares memory with another), and each child isolates itself before touching input
+(`converters.isolation`).
+
+It stays single-threaded (fork in a threaded process copies locks held by other threads)
+and talks to its worker over a SOCK_SEQPACKET control socket. A job request is one message:
+the spec as JSON plus three descriptors (SCM_RIGHTS): the message pipe and the output pipe
+the child writes to, and a status socket. On the status socket the zygote answers
+``{"pid": n}`` and, once the child is reaped, ``{"status": exit code, ...}``; the worker
+writes ``kill`` there, or just closes it, to have the job killed. The zygote kills all its
+jobs and exits when the control socket closes (its worker is gone).
+
+As root each job gets its own pid namespace: the zygote unshares CLONE_NEWPID before the
+fork and returns to its own with setns after it. Pid 1 of that namespace is a `sleep`
+spawned with posix_spawn (vfork: cheap): the converter is pid 2, so the kernel's special
+treatment of pid 1 (signals without a handler are ignored: SIGXCPU, SIGABRT) does not
+change how a job ends, and killing pid 1 kills every process the job started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import importlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from converters import child, isolation
+
+MAX_FDS = 3  # message pipe, output pipe, status socket
+DISK_CHECK_SECONDS = 0.5
+
+# The heavy libraries the converters import lazily, or whose plugins load on first use.
+PRELOAD: tuple[str, ...] = (
+    "PIL.Image", "PIL.ImageOps", "PIL.ImageCms", "pillow_heif", "pillow_jxl", "av", "pymupdf",
+    "pypdf", "img2pdf", "py7zr", "libarchive", "openpyxl", "python_calamine", "magic", "yaml",
+    "defusedxml.ElementTree", "tomli_w", "ffmpeg", "imageio_ffmpeg", "resvg_py", "tempfile",
+    "converters.sniff", "converters.child", "converters.seccomp",
+)  # fmt: skip
+
+
+def preload() -> None:
+    """Import what jobs use, so a forked child starts with it in memory."""
+    from converters.registry import CONVERTERS, registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in PRELOAD + tuple(c.partition(":")[0] for c in CONVERTERS):
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+        with contextlib.suppress(Exception):
+            from PIL import Image
+
+            Image.init()  # every format plugin, not only the five Pillow loads at first
+        with contextlib.suppress(Exception):
+            registry()
+        with contextlib.suppress(Exception):
+            from converters import seccomp
+
+            seccomp._lib()  # loaded once here, not by each job inside its tree
+        with contextlib.suppress(Exception):
+            from converters import sniff
+
+            sniff._magic(True)
+            sniff._magic(False)
+    # objects made so far are never freed: keep the collector from touching (and so
+    # copying) their pages in every child
+    gc.collect()
+    gc.freeze()
+
+
+@dataclasses.dataclass
+class _Job:
+    pid: int
+    init_pid: int | None
+    status: socket.socket
+    workdir: Path
+    disk_bytes: int
+    next_check: float
+    disk_exceeded: bool = False
+
+
+def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One message and the descriptors it carries (close-on-exec: no helper inherits them)."""
+    size = 4 * MAX_FDS
+    msg, anc, _flags, _addr = sock.recvmsg(1 << 20, socket.CMSG_SPACE(size), socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
+    return msg, fds
+
+
+def _disk_usage(path: Path, cap: int) -> int:
+    """Bytes allocated under path, counting stops once over cap."""
+    total = 0
+    stack = [str(path)]
+    while stack and total <= cap:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as it:
+            for entry in it:
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+    return total
+
+
+class Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.pid = os.getpid()
+        self.jobs: dict[int, _Job] = {}
+        self.inits: set[int] = set()
+        self.selector = selectors.DefaultSelector()
+        # where each job mounts its tree, inside its own mount namespace (never in ours)
+        self.mount_point = tempfile.mkdtemp(prefix="convertd-root-")
+        self.sleep = shutil.which("sleep") or "/bin/sleep"
+        self.pidns_fd = self._pid_namespaces()
+
+    def _pid_namespaces(self) -> int | None:
+        """Our pid namespace's fd when we may make one per job (root), else None."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            isolation.unshare(isolation.CLONE_NEWPID)
+            isolation.setns(fd, isolation.CLONE_NEWPID)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    # ------------------------------------------------------------------- the job child
+
+    def _child(self, spec: dict[str, Any], msg_fd: int, out_fd: int, in_pid_ns: bool) -> None:
+        code = 1
+        try:
+            os.setsid()  # a process group of its own, which the worker's kill reaches
+            isolation.die_with_parent()
+            if os.getppid() != self.pid and not in_pid_ns:
+                os._exit(1)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+            os.dup2(msg_fd, 3, inheritable=False)  # helpers (ffmpeg, soffice) must not keep it
+            # nothing of the zygote or of other jobs (their sockets and pipes) stays open
+            os.closerange(4, 1 << 20)
+            channel = child._Channel(os.fdopen(3, "w", encoding="utf-8"))
+            code = child.run_job(spec, channel, self.mount_point, in_pid_ns)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    # ------------------------------------------------------------------- the server side
+
+    def _start(self, data: bytes, fds: list[int]) -> None:
+        if len(fds) != MAX_FDS:
+            for fd in fds:
+                os.close(fd)
+            return
+        msg_fd, out_fd, status_fd = fds
+        status = socket.socket(fileno=status_fd)
+        try:
+            spec = json.loads(data)
+            workdir = Path(spec["workdir"])
+            disk_bytes = int(spec["limits"].get("disk_bytes", 0))
+            init_pid = None
+            if self.pidns_fd is not None:
+                isolation.unshare(isolation.CLONE_NEWPID)
+                try:
+                    init_pid = os.posix_spawn(self.sleep, [self.sleep, "infinity"], {}, setsid=True)
+                except OSError:
+                    isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+                    raise
+                self.inits.add(init_pid)
+            spec["uid"] = isolation.UID_BASE + init_pid if init_pid else None
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                pid = os.fork()
+            except OSError:
+                if init_pid:
+                    os.kill(init_pid, signal.SIGKILL)
+                raise
+            finally:
+                if self.pidns_fd is not None and os.getpid() == self.pid:
+                    isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+            if pid == 0:
+                self._child(spec, msg_fd, out_fd, init_pid is not None)
+        except Exception as exc:
+            # the worker hears of it at once; nothing was started
+            with contextlib.suppress(OSError):
+                status.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            status.close()
+            return
+        finally:
+            os.close(msg_fd)
+            os.close(out_fd)
+        job = _Job(pid, init_pid, status, workdir, disk_bytes, time.monotonic() + DISK_CHECK_SECONDS)
+        self.jobs[pid] = job
+        with contextlib.suppress(OSError):
+            status.send(json.dumps({"pid": pid}).encode())
+        self.selector.register(status, selectors.EVENT_READ, ("status", pid))
+
+    def _kill(self, job: _Job) -> None:
+        # pid 1 of the job's namespace first: the kernel then kills everything in it
+        if job.init_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job.init_pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job.pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.inits.discard(pid)
+            job = self.jobs.pop(pid, None)
+            if job is None:
+                continue
+            if job.init_pid:  # helpers the job left behind go with its namespace
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(job.init_pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            reply = {"status": os.waitstatus_to_exitcode(status), "disk": job.disk_exceeded}
+            with contextlib.suppress(OSError, ValueError):
+                job.status.send(json.dumps(reply).encode())
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(job.status)
+            job.status.close()
+
+    def _check_disks(self) -> None:
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.disk_bytes <= 0 or job.disk_exceeded or now < job.next_check:
+                continue
+            started = time.monotonic()
+            if _disk_usage(job.workdir, job.disk_bytes) > job.disk_bytes:
+                job.disk_exceeded = True
+                self._kill(job)
+            # a huge tree is walked less often: the watch must not slow the server down
+            spent = time.monotonic() - started
+            job.next_check = time.monotonic() + max(DISK_CHECK_SECONDS, 20 * spent)
+
+    def _timeout(self) -> float | None:
+        checks = [j.next_check for j in self.jobs.values() if j.disk_bytes > 0 and not j.disk_exceeded]
+        return max(0.0, min(checks) - time.monotonic()) if checks else None
+
+    def serve(self, ready: dict[str, Any]) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(self.control, selectors.EVENT_READ, ("control", 0))
+        self.selector.register(wake_r, selectors.EVENT_READ, ("wake", 0))
+        self.control.send(json.dumps(ready).encode())
+        try:
+            while True:
+                for key, _ in self.selector.select(self._timeout()):
+                    what, pid = key.data
+                    if what == "control":
+                        data, fds = _recv(self.control)
+                        if not data and not fds:
+                            return  # the worker is gone
+                        self._start(data, fds)
+                    elif what == "wake":
+                        with contextlib.suppress(BlockingIOError):
+                            while os.read(wake_r, 512):
+                                pass
+                        self._reap()
+                    elif what == "status":
+                        job = self.jobs.get(pid)
+                        try:
+                            request = key.fileobj.recv(64)  # type: ignore[union-attr]
+                        except OSError:
+                            request = b""
+                        if job is not None:
+                            self._kill(job)
+                        if not request:
+                            # the worker let go of this job: nobody to answer
+                            self.selector.unregister(key.fileobj)
+                self._reap()
+                self._check_disks()
+        finally:
+            for job in self.jobs.values():
+                self._kill(job)
+            for pid in self.inits:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.mount_point)
+
+    def probe(self) -> dict[str, bool]:
+        """Run the isolation once, as a job would, and report which layers held."""
+        with tempfile.TemporaryDirectory(prefix="convertd-probe-") as tmp:
+            workdir = Path(tmp) / "job"
+            (workdir / "tmp").mkdir(parents=True)
+            (workdir / "in").mkdir()
+            read_fd, write_fd = os.pipe()
+            init_pid = None
+            if self.pidns_fd is not None:
+                isolation.unshare(isolation.CLONE_NEWPID)
+                with contextlib.suppress(OSError):
+                    init_pid = os.posix_spawn(self.sleep, [self.sleep, "infinity"], {}, setsid=True)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(read_fd)
+                    limits = {"memory_bytes": 1 << 31, "cpu_seconds": 10, "output_bytes": 1 << 20}
+                    uid = isolation.UID_BASE + init_pid if init_pid else None
+                    in_ns = init_pid is not None
+                    layers = isolation.enter(
+                        workdir, limits, self.mount_point, in_pid_ns=in_ns, strict=False, uid=uid
+                    )
+                    layers["uid"] = layers["uid"] and os.getuid() != 0
+                    os.write(write_fd, json.dumps(layers).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            if self.pidns_fd is not None:
+                isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+            os.close(write_fd)
+            with os.fdopen(read_fd, "rb") as fh:
+                data = fh.read()
+            os.waitpid(pid, 0)
+            if init_pid:
+                os.kill(init_pid, signal.SIGKILL)
+                os.waitpid(init_pid, 0)
+        try:
+            layers = json.loads(data)
+        except ValueError:
+            layers = {}
+        return {name: bool(layers.get(name)) for name in isolation.LAYERS}
+
+
+def main() -> int:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(control.fileno(), False)
+    os.chdir("/")
+    preload()
+    zygote = Zygote(control)
+    try:
+        layers = zygote.probe()
+    except Exception:
+        traceback.print_exc()
+        layers = dict.fromkeys(isolation.LAYERS, False)
+    threads = threading.active_count()
+    zygote.serve({"ready": True, "layers": layers, "threads": threads, "pid": os.getpid()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
