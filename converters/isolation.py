@@ -187,7 +187,7 @@ def build_root(
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{root}/dev/{name}")
     for path in extra_ro:
-        if path.exists():
+        if os.access(path, os.R_OK | os.X_OK):  # one we cannot read would be of no use inside
             _bind(root, path)
     # the job's directory, at the same path (the spec's paths stay true); inputs read-only
     _bind(root, workdir, writable=True)
