@@ -33,6 +33,17 @@ from pathlib import Path
 
 LAYERS: tuple[str, ...] = ("uid", "mount", "pid", "net", "nnp", "seccomp", "limits", "disk")
 
+LAYER_DESCRIPTIONS: dict[str, str] = {
+    "uid": "jobs run under an unprivileged uid of their own, never root",
+    "mount": "jobs see only /usr, Python and their own directory (no data dir, secret, other jobs)",
+    "pid": "jobs have their own pid namespace and /proc (the server's processes are invisible)",
+    "net": "jobs have a network namespace with no interface up (no network, no loopback)",
+    "nnp": "no_new_privs: no setuid program can raise a job's privileges",
+    "seccomp": "a seccomp filter kills a job that calls ptrace, mount, unshare, bpf, keyctl...",
+    "limits": "rlimits on memory, CPU time, file size, core dumps and processes",
+    "disk": "the fork server stops a job whose directory outgrows its disk cap",
+}
+
 UID_BASE = 1_900_000_000  # + the job's pid (< 2**22): a uid no account on the host uses
 MAX_PROCESSES = 256  # RLIMIT_NPROC counts threads too: ffmpeg and LibreOffice use dozens
 ROOT_TMPFS_BYTES = 1024 * 1024  # the read-only skeleton: directories and a few small files

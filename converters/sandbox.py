@@ -200,8 +200,8 @@ class _Zygote:
             and self.env == _zygote_env()
         )
 
-    def submit(self, spec: dict[str, Any], fds: list[int]) -> None:
-        data = json.dumps(spec).encode()
+    def submit(self, header: dict[str, Any], fds: list[int]) -> None:
+        data = json.dumps(header).encode()
         try:
             with self.send_lock:
                 self.control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -539,16 +539,23 @@ async def run(
             detail="missing sandbox layers: " + ", ".join(zygote.missing),
         )
 
+    # the spec goes to the job's process alone, in a memfd the fork server passes on unread
+    spec_fd = os.memfd_create("convertd-spec", os.MFD_CLOEXEC)
+    os.write(spec_fd, json.dumps(spec).encode())
+    os.lseek(spec_fd, 0, os.SEEK_SET)
+    workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     msg_r, msg_w = os.pipe()
     out_r, out_w = os.pipe()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    header = {"disk_bytes": spec["limits"]["disk_bytes"]}
+    fds = [spec_fd, msg_w, out_w, theirs.fileno(), workdir_fd]
     try:
         try:
-            zygote.submit(spec, [msg_w, out_w, theirs.fileno()])
+            zygote.submit(header, fds)
         except ZygoteDied:
             zygote.dead = True  # started again at once: this job need not fail for it
             zygote = await loop.run_in_executor(None, _get_zygote)
-            zygote.submit(spec, [msg_w, out_w, theirs.fileno()])
+            zygote.submit(header, fds)
     except BaseException:
         for fd in (msg_r, out_r):
             os.close(fd)
@@ -556,8 +563,8 @@ async def run(
         raise
     finally:
         # the child holds its copies: EOF on ours means it and its helpers are gone
-        os.close(msg_w)
-        os.close(out_w)
+        for fd in (spec_fd, msg_w, out_w, workdir_fd):
+            os.close(fd)
         theirs.close()
 
     status = _Status(ours)

@@ -8,8 +8,11 @@ ever shares memory with another), and each child isolates itself before touching
 
 It stays single-threaded (fork in a threaded process copies locks held by other threads)
 and talks to its worker over a SOCK_SEQPACKET control socket. A job request is one message:
-the spec as JSON plus three descriptors (SCM_RIGHTS): the message pipe and the output pipe
-the child writes to, and a status socket. On the status socket the zygote answers
+its disk cap as JSON plus five descriptors (SCM_RIGHTS): a memfd holding the spec, the
+message pipe and the output pipe the child writes to, a status socket, and the job's
+directory. The zygote never reads the spec: no job's options, names or paths ever sit in
+its memory, so no later child (another tenant's job) inherits them. On the status socket the
+zygote answers
 ``{"pid": n}`` and, once the child is reaped, ``{"status": exit code, ...}``; the worker
 writes ``kill`` there, or just closes it, to have the job killed. The zygote kills all its
 jobs and exits when the control socket closes (its worker is gone).
@@ -44,7 +47,7 @@ from typing import Any
 
 from converters import child, isolation
 
-MAX_FDS = 3  # message pipe, output pipe, status socket
+MAX_FDS = 5  # spec memfd, message pipe, output pipe, status socket, job directory
 DISK_CHECK_SECONDS = 0.5
 
 # The heavy libraries the converters import lazily, or whose plugins load on first use.
@@ -74,7 +77,7 @@ def preload() -> None:
         with contextlib.suppress(Exception):
             from converters import seccomp
 
-            seccomp._lib()  # loaded once here, not by each job inside its tree
+            seccomp.compiled()  # built once here, not by each job inside its tree
         with contextlib.suppress(Exception):
             from converters import sniff
 
@@ -91,7 +94,7 @@ class _Job:
     pid: int
     init_pid: int | None
     status: socket.socket
-    workdir: Path
+    workdir_fd: int
     disk_bytes: int
     next_check: float
     disk_exceeded: bool = False
@@ -108,19 +111,24 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def _disk_usage(path: Path, cap: int) -> int:
-    """Bytes allocated under path, counting stops once over cap."""
+def _disk_usage(dir_fd: int, cap: int) -> int:
+    """Bytes allocated under the directory dir_fd, counting stops once over cap."""
     total = 0
-    stack = [str(path)]
-    while stack and total <= cap:
-        with contextlib.suppress(OSError), os.scandir(stack.pop()) as it:
-            for entry in it:
-                with contextlib.suppress(OSError):
-                    st = entry.stat(follow_symlinks=False)
-                    total += st.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+    for _top, dirs, files, top_fd in os.fwalk(".", dir_fd=dir_fd):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=top_fd, follow_symlinks=False).st_blocks * 512
+        if total > cap:
+            break
     return total
+
+
+def _read_spec(fd: int) -> dict[str, Any]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
 
 
 class Zygote:
@@ -153,7 +161,7 @@ class Zygote:
 
     # ------------------------------------------------------------------- the job child
 
-    def _child(self, spec: dict[str, Any], msg_fd: int, out_fd: int, in_pid_ns: bool) -> None:
+    def _child(self, spec_fd: int, msg_fd: int, out_fd: int, uid: int | None, in_pid_ns: bool) -> None:
         code = 1
         try:
             os.setsid()  # a process group of its own, which the worker's kill reaches
@@ -167,9 +175,12 @@ class Zygote:
             os.dup2(out_fd, 1)
             os.dup2(out_fd, 2)
             os.dup2(msg_fd, 3, inheritable=False)  # helpers (ffmpeg, soffice) must not keep it
+            os.dup2(spec_fd, 4, inheritable=False)
             # nothing of the zygote or of other jobs (their sockets and pipes) stays open
-            os.closerange(4, 1 << 20)
+            os.closerange(5, 1 << 20)
             channel = child._Channel(os.fdopen(3, "w", encoding="utf-8"))
+            spec = _read_spec(4)
+            spec["uid"] = uid
             code = child.run_job(spec, channel, self.mount_point, in_pid_ns)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -187,12 +198,11 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             return
-        msg_fd, out_fd, status_fd = fds
+        spec_fd, msg_fd, out_fd, status_fd, workdir_fd = fds
         status = socket.socket(fileno=status_fd)
+        pid = 0
         try:
-            spec = json.loads(data)
-            workdir = Path(spec["workdir"])
-            disk_bytes = int(spec["limits"].get("disk_bytes", 0))
+            disk_bytes = int(json.loads(data)["disk_bytes"])
             init_pid = None
             if self.pidns_fd is not None:
                 isolation.unshare(isolation.CLONE_NEWPID)
@@ -202,7 +212,7 @@ class Zygote:
                     isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
                     raise
                 self.inits.add(init_pid)
-            spec["uid"] = isolation.UID_BASE + init_pid if init_pid else None
+            uid = isolation.UID_BASE + init_pid if init_pid else None
             sys.stdout.flush()
             sys.stderr.flush()
             try:
@@ -215,17 +225,18 @@ class Zygote:
                 if self.pidns_fd is not None and os.getpid() == self.pid:
                     isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
             if pid == 0:
-                self._child(spec, msg_fd, out_fd, init_pid is not None)
+                self._child(spec_fd, msg_fd, out_fd, uid, init_pid is not None)
         except Exception as exc:
             # the worker hears of it at once; nothing was started
             with contextlib.suppress(OSError):
                 status.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
             status.close()
+            os.close(workdir_fd)
             return
         finally:
-            os.close(msg_fd)
-            os.close(out_fd)
-        job = _Job(pid, init_pid, status, workdir, disk_bytes, time.monotonic() + DISK_CHECK_SECONDS)
+            for fd in (spec_fd, msg_fd, out_fd):
+                os.close(fd)
+        job = _Job(pid, init_pid, status, workdir_fd, disk_bytes, time.monotonic() + DISK_CHECK_SECONDS)
         self.jobs[pid] = job
         with contextlib.suppress(OSError):
             status.send(json.dumps({"pid": pid}).encode())
@@ -264,6 +275,7 @@ class Zygote:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(job.status)
             job.status.close()
+            os.close(job.workdir_fd)
 
     def _check_disks(self) -> None:
         now = time.monotonic()
@@ -271,7 +283,7 @@ class Zygote:
             if job.disk_bytes <= 0 or job.disk_exceeded or now < job.next_check:
                 continue
             started = time.monotonic()
-            if _disk_usage(job.workdir, job.disk_bytes) > job.disk_bytes:
+            if _disk_usage(job.workdir_fd, job.disk_bytes) > job.disk_bytes:
                 job.disk_exceeded = True
                 self._kill(job)
             # a huge tree is walked less often: the watch must not slow the server down

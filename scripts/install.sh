@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno
   libmagic1 libarchive13 fonts-dejavu-core openssl
+  # the conversion sandbox: libseccomp (loaded with ctypes), unshare/setpriv, sleep as pid 1
+  libseccomp2 util-linux coreutils
 )
 
 if command -v apt-get >/dev/null 2>&1; then
