@@ -154,7 +154,13 @@ def run_job(spec: dict[str, Any], channel: _Channel, mount_point: str, in_pid_ns
         # live outside the tree the job will see): done before isolation, input untouched
         converter = _load(spec["converter"])
         layers = isolation.enter(
-            workdir, spec["limits"], mount_point, in_pid_ns=in_pid_ns, strict=strict, uid=spec.get("uid")
+            workdir,
+            spec["limits"],
+            mount_point,
+            in_pid_ns=in_pid_ns,
+            strict=strict,
+            uid=spec.get("uid"),
+            parent=spec.get("parent"),
         )
     except isolation.LayerError as exc:
         channel.send({"error": {"kind": "isolation", "layer": exc.layer, "detail": str(exc)}})

@@ -241,6 +241,7 @@ def enter(
     in_pid_ns: bool,
     strict: bool,
     uid: int | None = None,
+    parent: int | None = None,
 ) -> dict[str, bool]:
     """Enter every layer we can, in order; return which are active.
 
@@ -311,6 +312,11 @@ def enter(
     # limits first: as root we may set any, after the drop only lower them
     active["limits"] = attempt("limits", lambda: apply_limits(limits))
     active["uid"] = attempt("uid", drop)
+    # a change of credentials clears the parent-death signal: arm it again, then make sure
+    # the zygote did not die in between (in a pid namespace its pid 1 covers that case)
+    die_with_parent()
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
     if root and os.getuid() == 0:
         # never run a converter as root, whatever else failed
         raise LayerError("uid", "could not leave uid 0")

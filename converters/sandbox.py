@@ -587,7 +587,11 @@ async def run(
             drain = asyncio.ensure_future(_drain(stdout, tail))
             try:
                 msg = await _read_messages(reader, on_progress)
-                await status.wait()
+                if "result" not in msg:
+                    # how it ended says why it failed; after a result the process only exits
+                    # (it closed its channel first), and tearing down its memory takes a few
+                    # ms this job need not wait for
+                    await status.wait()
                 # a helper left running in the background may hold stdout open: don't wait
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(drain), 2)
@@ -605,9 +609,11 @@ async def run(
         # On success the job is gone already; on timeout, cancellation or any error here,
         # this is what stops a runaway converter and every process it started.
         if not status.done:
+            # the fork server kills the job's whole pid namespace (or process group)
             status.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(status.wait()), 10)
+            if "result" not in final:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(status.wait()), 10)
         ours.close()
         for transport in transports:
             transport.close()
@@ -642,7 +648,7 @@ async def run(
             kind="output_size",
             detail=tail_text,
         )
-    if isinstance(result, dict) and status.returncode == 0:
+    if isinstance(result, dict) and status.returncode in (0, None):
         items = result.get("items") or []
         return Result(_result_path(str(result.get("path", "")), workdir), [str(i) for i in items])
     raise _failure(final, status.returncode, limits, tail_text)

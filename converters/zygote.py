@@ -140,7 +140,12 @@ class Zygote:
         self.selector = selectors.DefaultSelector()
         # where each job mounts its tree, inside its own mount namespace (never in ours)
         self.mount_point = tempfile.mkdtemp(prefix="convertd-root-")
-        self.sleep = shutil.which("sleep") or "/bin/sleep"
+        sleep = shutil.which("sleep") or "/bin/sleep"
+        setpriv = shutil.which("setpriv")
+        # pid 1 of a job's namespace dies with us, and with it every process of the job
+        self.init_argv = [sleep, "infinity"]
+        if setpriv:
+            self.init_argv = [setpriv, "--pdeathsig", "KILL", "--", *self.init_argv]
         self.pidns_fd = self._pid_namespaces()
 
     def _pid_namespaces(self) -> int | None:
@@ -181,6 +186,7 @@ class Zygote:
             channel = child._Channel(os.fdopen(3, "w", encoding="utf-8"))
             spec = _read_spec(4)
             spec["uid"] = uid
+            spec["parent"] = None if in_pid_ns else self.pid
             code = child.run_job(spec, channel, self.mount_point, in_pid_ns)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -189,6 +195,10 @@ class Zygote:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
                 sys.stderr.flush()
+            # close our ends before exiting: the worker hears the job is over now, not after
+            # the kernel has torn down this process's memory
+            with contextlib.suppress(OSError):
+                os.closerange(1, 5)
             os._exit(code)
 
     # ------------------------------------------------------------------- the server side
@@ -207,7 +217,7 @@ class Zygote:
             if self.pidns_fd is not None:
                 isolation.unshare(isolation.CLONE_NEWPID)
                 try:
-                    init_pid = os.posix_spawn(self.sleep, [self.sleep, "infinity"], {}, setsid=True)
+                    init_pid = os.posix_spawn(self.init_argv[0], self.init_argv, {}, setsid=True)
                 except OSError:
                     isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
                     raise
@@ -348,7 +358,7 @@ class Zygote:
             if self.pidns_fd is not None:
                 isolation.unshare(isolation.CLONE_NEWPID)
                 with contextlib.suppress(OSError):
-                    init_pid = os.posix_spawn(self.sleep, [self.sleep, "infinity"], {}, setsid=True)
+                    init_pid = os.posix_spawn(self.init_argv[0], self.init_argv, {}, setsid=True)
             pid = os.fork()
             if pid == 0:
                 code = 1
