@@ -61,6 +61,16 @@ def _inputs(root: Path) -> dict[str, tuple[str, str, str, dict[str, Any], Path]]
     }
 
 
+def _phases(into: dict[str, list[float]]) -> None:
+    t = getattr(sandbox, "last_timings", None)
+    if not t:
+        return
+    steps = (("to start", "submitted", "started"), ("isolate", "started", "isolated"),
+             ("convert", "isolated", "converted"), ("report", "converted", "returned"))  # fmt: skip
+    for label, start, end in steps:
+        into.setdefault(label, []).append((t[end] - t[start]) * 1000)
+
+
 async def main(args: argparse.Namespace) -> None:
     print(f"converters from {converters.__path__[0]}")
     with tempfile.TemporaryDirectory(prefix="cdlat") as tmp:
@@ -73,21 +83,25 @@ async def main(args: argparse.Namespace) -> None:
         if layers is not None:
             print("layers: " + ", ".join(f"{k}={'on' if v else 'OFF'}" for k, v in layers.items()))
         print(f"{'case':<22} {'raw ms':>8} {'sandbox ms':>11} {'ratio':>7} {'+ms/job':>8}")
-        for name, (filetype, src, dst, options, path) in cases.items():
+        phases: dict[str, list[float]] = {}
+        for n, (name, (filetype, src, dst, options, path)) in enumerate(cases.items()):
             raw: list[float] = []
             boxed: list[float] = []
             for i in range(args.jobs + 1):
-                workdir = root / f"{filetype}-{dst}-raw-{i}"
                 t0 = time.perf_counter()
-                _raw(filetype, src, dst, options, path, workdir)
+                _raw(filetype, src, dst, options, path, root / f"{n}-raw-{i}")
                 t1 = time.perf_counter()
-                await sandbox.run(filetype, src, dst, options, [path], root / f"{filetype}-{dst}-box-{i}")
+                await sandbox.run(filetype, src, dst, options, [path], root / f"{n}-box-{i}")
                 t2 = time.perf_counter()
                 if i:  # the first of each is a warm-up
                     raw.append((t1 - t0) * 1000)
                     boxed.append((t2 - t1) * 1000)
+                    _phases(phases)
             r, b = statistics.median(raw), statistics.median(boxed)
             print(f"{name:<22} {r:>8.1f} {b:>11.1f} {b / r:>7.2f} {b - r:>8.1f}")
+        if phases:
+            print("median phases of a sandboxed job (ms): " + ", ".join(
+                f"{k} {statistics.median(v):.1f}" for k, v in phases.items()))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -143,8 +143,9 @@ def report_failure(channel: _Channel, exc: BaseException, extra: dict[str, Any])
     channel.send({"error": error, **extra})
 
 
-def run_job(spec: dict[str, Any], channel: _Channel, mount_point: str, in_pid_ns: bool) -> int:
-    """Resolve the converter, isolate, convert; report on the channel. Returns the exit code."""
+def run_job(spec: dict[str, Any], channel: _Channel, prep: Any, started: float) -> int:
+    """Resolve the converter, finish the isolation `prep` began, convert; report on the
+    channel. Returns the exit code."""
     from converters import isolation
 
     workdir = Path(spec["workdir"])
@@ -153,15 +154,7 @@ def run_job(spec: dict[str, Any], channel: _Channel, mount_point: str, in_pid_ns
         # importing is running the server's own code (a converter a test registered may
         # live outside the tree the job will see): done before isolation, input untouched
         converter = _load(spec["converter"])
-        layers = isolation.enter(
-            workdir,
-            spec["limits"],
-            mount_point,
-            in_pid_ns=in_pid_ns,
-            strict=strict,
-            uid=spec.get("uid"),
-            parent=spec.get("parent"),
-        )
+        layers = isolation.finish(prep, workdir, spec["limits"], strict=strict, parent=spec.get("parent"))
     except isolation.LayerError as exc:
         channel.send({"error": {"kind": "isolation", "layer": exc.layer, "detail": str(exc)}})
         return 2
@@ -169,11 +162,14 @@ def run_job(spec: dict[str, Any], channel: _Channel, mount_point: str, in_pid_ns
         report_failure(channel, exc, {})
         return 1
     enter_job(workdir, isolated=layers["mount"] and layers["seccomp"])
+    isolated = time.monotonic()
     extra = {"layers": layers, "isolated": layers["net"]}
     try:
         result = convert(spec, channel, converter)
     except BaseException as exc:
         report_failure(channel, exc, extra)
         return 1
+    # monotonic clock readings (one clock for every process): where a job's time goes
+    extra["times"] = {"started": started, "isolated": isolated, "converted": time.monotonic()}
     channel.send({"result": result, **extra})
     return 0

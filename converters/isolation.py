@@ -23,6 +23,7 @@ Layers (names reported to `convertd doctor` and checked by CONVERTD_SANDBOX=stri
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
 import resource
@@ -176,10 +177,8 @@ def _skeleton_files(root: str, uid: int, gid: int) -> None:
         os.chmod(f"{root}/etc/{name}", 0o644)
 
 
-def build_root(
-    root: str, workdir: Path, extra_ro: Iterable[Path], uid: int, gid: int, with_proc: bool
-) -> None:
-    """Mount a minimal tree at root: read-only system parts and one writable job dir."""
+def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with_proc: bool) -> None:
+    """Mount the job-independent part of the tree at root (done before the job arrives)."""
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES},mode=755")
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/" + top)
@@ -190,7 +189,7 @@ def build_root(
         path = Path("/etc") / name
         if path.exists():
             _bind(root, path)
-    os.makedirs(root + "/dev", mode=0o755)
+    os.makedirs(root + "/dev/shm", mode=0o755)
     for dev in DEVICES:
         if stat.S_ISCHR(os.stat(f"/dev/{dev}").st_mode):
             _bind(root, Path("/dev") / dev, writable=True)
@@ -200,7 +199,14 @@ def build_root(
     for path in extra_ro:
         if os.access(path, os.R_OK | os.X_OK):  # one we cannot read would be of no use inside
             _bind(root, path)
-    # the job's directory, at the same path (the spec's paths stay true); inputs read-only
+    if with_proc:  # the /proc of the job's own pid namespace (we are in it already)
+        os.makedirs(root + "/proc", mode=0o555)
+        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def bind_job(root: str, workdir: Path) -> None:
+    """Add the job's directory to the tree, then make the tree's own tmpfs read-only."""
+    # at the same path (the spec's paths stay true); inputs read-only
     _bind(root, workdir, writable=True)
     if (workdir / "in").is_dir():
         _bind(root, workdir / "in")
@@ -210,9 +216,6 @@ def build_root(
         _bind(root, tmp, writable=True, dest=Path("/dev/shm"))
         if not workdir.is_relative_to("/tmp"):  # else /tmp holds the path to the job dir
             _bind(root, tmp, writable=True, dest=Path("/tmp"))
-    if with_proc:
-        os.makedirs(root + "/proc", mode=0o555)
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES}")
 
 
@@ -233,23 +236,22 @@ def _write(path: str, text: str) -> None:
         fh.write(text)
 
 
-def enter(
-    workdir: Path,
-    limits: dict[str, int],
-    mount_point: str,
-    *,
-    in_pid_ns: bool,
-    strict: bool,
-    uid: int | None = None,
-    parent: int | None = None,
-) -> dict[str, bool]:
-    """Enter every layer we can, in order; return which are active.
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare` achieved: the layers that do not depend on the job."""
 
-    With strict, the first layer that fails raises LayerError (the job is refused);
-    otherwise the job goes on with what worked, and the caller reports what did not.
-    """
-    active = dict.fromkeys(LAYERS, False)
-    active["pid"] = in_pid_ns
+    mount_point: str
+    root: bool
+    uid: int
+    gid: int
+    active: dict[str, bool]
+    errors: dict[str, str]
+
+
+def prepare(mount_point: str, *, in_pid_ns: bool, uid: int | None = None) -> Prepared:
+    """Namespaces and the job-independent tree: done ahead, before any job exists.
+
+    Never raises: what failed is recorded, and `finish` decides (strict or not)."""
     root = os.geteuid() == 0
     real_uid, real_gid = os.getuid(), os.getgid()
     if root:
@@ -257,50 +259,66 @@ def enter(
         uid = gid = uid or UID_BASE + os.getpid()
     else:
         uid, gid = real_uid, real_gid
+    prep = Prepared(mount_point, root, uid, gid, dict.fromkeys(LAYERS, False), {})
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    try:
+        unshare(flags if root else flags | CLONE_NEWUSER)
+        if not root:
+            # map ourselves to ourselves: files keep their owner, and we are no one's root
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{real_uid} {real_uid} 1")
+            _write("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
+        prep.active["net"] = True  # a fresh network namespace: its loopback stays down
+    except OSError as exc:
+        prep.errors["net"] = prep.errors["mount"] = str(exc)
+        return prep
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        build_skeleton(mount_point, python_paths(), uid, gid, with_proc=in_pid_ns)
+        prep.active["mount"] = True
+        prep.active["pid"] = in_pid_ns
+    except OSError as exc:
+        prep.errors["mount"] = str(exc)
+    return prep
+
+
+def finish(
+    prep: Prepared, workdir: Path, limits: dict[str, int], *, strict: bool, parent: int | None = None
+) -> dict[str, bool]:
+    """The job's part, in order: its directory into the tree and pivot, limits, drop to the
+    job's uid, no_new_privs, seccomp. Returns which layers are active.
+
+    With strict, the first missing layer raises LayerError (the job is refused); otherwise
+    the job goes on with what worked, and the caller reports what did not.
+    """
+    active = dict(prep.active)
+    uid, gid = prep.uid, prep.gid
 
     def attempt(layer: str, fn) -> bool:  # type: ignore[no-untyped-def]
         try:
             fn()
             return True
         except OSError as exc:
-            if strict:
-                raise exc if isinstance(exc, LayerError) else LayerError(layer, str(exc)) from exc
-            print(f"convertd sandbox: layer {layer} not entered: {exc}", file=sys.stderr)
+            prep.errors[layer] = str(exc)
             return False
 
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    if not root:
-        flags |= CLONE_NEWUSER
-
-    def namespaces() -> None:
-        unshare(flags)
-        if not root:
-            # map ourselves to ourselves: files keep their owner, and we are no one's root
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{real_uid} {real_uid} 1")
-            _write("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
-
-    in_ns = attempt("net", namespaces)
-    active["net"] = in_ns  # a fresh network namespace: its loopback stays down
+    if prep.root:
+        # the job's uid must own its directory; inputs and in/ stay ours, read-only to it
+        for path in (workdir, workdir / "tmp"):
+            if path.exists():
+                os.chown(path, uid, gid)
 
     def tree() -> None:
-        if not in_ns:
-            raise LayerError("mount", "no mount namespace")
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-        if root:
-            # the job's uid must own its directory; inputs and in/ stay ours, read-only to it
-            for path in (workdir, workdir / "tmp"):
-                if path.exists():
-                    os.chown(path, uid, gid)
-        build_root(mount_point, workdir, python_paths(), uid, gid, with_proc=in_pid_ns)
-        pivot_into(mount_point)
+        bind_job(prep.mount_point, workdir)
+        pivot_into(prep.mount_point)
 
-    active["mount"] = attempt("mount", tree)
+    if active["mount"]:
+        active["mount"] = attempt("mount", tree)
     if not active["mount"]:
         active["pid"] = False  # the host's /proc is still in view
 
     def drop() -> None:
-        if root:
+        if prep.root:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
@@ -317,7 +335,7 @@ def enter(
     die_with_parent()
     if parent is not None and os.getppid() != parent:
         os._exit(1)
-    if root and os.getuid() == 0:
+    if os.getuid() == 0 or os.geteuid() == 0:
         # never run a converter as root, whatever else failed
         raise LayerError("uid", "could not leave uid 0")
     os.chdir(workdir)
@@ -334,7 +352,28 @@ def enter(
 
     active["seccomp"] = attempt("seccomp", filter_)
     active["disk"] = True  # the zygote watches the directory's size from outside
+    missing = [layer for layer in LAYERS if not active[layer]]
+    if missing:
+        detail = "; ".join(f"{layer}: {prep.errors.get(layer, 'not available')}" for layer in missing)
+        if strict:
+            raise LayerError(missing[0], detail)
+        print(f"convertd sandbox: layers not entered: {detail}", file=sys.stderr)
     return active
+
+
+def enter(
+    workdir: Path,
+    limits: dict[str, int],
+    mount_point: str,
+    *,
+    in_pid_ns: bool,
+    strict: bool,
+    uid: int | None = None,
+    parent: int | None = None,
+) -> dict[str, bool]:
+    """`prepare` then `finish`, in one go (the probe job; tests)."""
+    prep = prepare(mount_point, in_pid_ns=in_pid_ns, uid=uid)
+    return finish(prep, workdir, limits, strict=strict, parent=parent)
 
 
 def _drop_capabilities() -> None:

@@ -57,6 +57,10 @@ _ALLOC_FAILURES = ("memory allocation of", "std::bad_alloc", "Cannot allocate me
 
 _FICLONE = 0x40049409
 
+last_timings: dict[str, float] = {}
+"""Monotonic readings of the last successful job (submitted, forked, isolated, converted,
+returned): for `bench/sandbox_latency.py`."""
+
 network_isolated: bool | None = None
 """Whether the last child got its own network namespace (None: none has run yet).
 
@@ -540,6 +544,7 @@ async def run(
         )
 
     # the spec goes to the job's process alone, in a memfd the fork server passes on unread
+    submitted = time.monotonic()
     spec_fd = os.memfd_create("convertd-spec", os.MFD_CLOEXEC)
     os.write(spec_fd, json.dumps(spec).encode())
     os.lseek(spec_fd, 0, os.SEEK_SET)
@@ -624,6 +629,9 @@ async def run(
     global network_isolated
     if "isolated" in final:
         network_isolated = bool(final["isolated"])
+    if isinstance(final.get("times"), dict):
+        last_timings.clear()
+        last_timings.update(submitted=submitted, **final["times"], returned=time.monotonic())
     tail_text = tail.decode("utf-8", "replace")
     if lost:
         raise SandboxError(

@@ -26,6 +26,7 @@ change how a job ends, and killing pid 1 kills every process the job started.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import gc
@@ -90,6 +91,13 @@ def preload() -> None:
 
 
 @dataclasses.dataclass
+class _Spare:
+    pid: int
+    init_pid: int | None
+    sock: socket.socket
+
+
+@dataclasses.dataclass
 class _Job:
     pid: int
     init_pid: int | None
@@ -147,6 +155,7 @@ class Zygote:
         if setpriv:
             self.init_argv = [setpriv, "--pdeathsig", "KILL", "--", *self.init_argv]
         self.pidns_fd = self._pid_namespaces()
+        self.spare: _Spare | None = None
 
     def _pid_namespaces(self) -> int | None:
         """Our pid namespace's fd when we may make one per job (root), else None."""
@@ -164,9 +173,11 @@ class Zygote:
             return None
         return fd
 
-    # ------------------------------------------------------------------- the job child
+    # --------------------------------------------------------------- the job's process
 
-    def _child(self, spec_fd: int, msg_fd: int, out_fd: int, uid: int | None, in_pid_ns: bool) -> None:
+    def _spare_main(self, sock_fd: int, uid: int | None, in_pid_ns: bool) -> None:
+        """A job's process, forked before its job: it enters every layer that does not
+        depend on the job, waits for one, finishes isolating itself, runs it and exits."""
         code = 1
         try:
             os.setsid()  # a process group of its own, which the worker's kill reaches
@@ -175,19 +186,25 @@ class Zygote:
                 os._exit(1)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.dup2(sock_fd, 3, inheritable=False)
+            # nothing of the zygote or of other jobs (their sockets and pipes) stays open
+            os.closerange(4, 1 << 20)
+            prep = isolation.prepare(self.mount_point, in_pid_ns=in_pid_ns, uid=uid)
+            _data, fds = _recv(socket.socket(fileno=3))
+            if len(fds) != 3:
+                os._exit(0)  # let go unused (the zygote is stopping)
+            started = time.monotonic()
+            spec_fd, msg_fd, out_fd = fds
             os.dup2(out_fd, 1)
             os.dup2(out_fd, 2)
-            os.dup2(msg_fd, 3, inheritable=False)  # helpers (ffmpeg, soffice) must not keep it
-            os.dup2(spec_fd, 4, inheritable=False)
-            # nothing of the zygote or of other jobs (their sockets and pipes) stays open
-            os.closerange(5, 1 << 20)
-            channel = child._Channel(os.fdopen(3, "w", encoding="utf-8"))
-            spec = _read_spec(4)
-            spec["uid"] = uid
+            os.close(out_fd)
+            channel = child._Channel(os.fdopen(msg_fd, "w", encoding="utf-8"))
+            spec = _read_spec(spec_fd)
             spec["parent"] = None if in_pid_ns else self.pid
-            code = child.run_job(spec, channel, self.mount_point, in_pid_ns)
+            code = child.run_job(spec, channel, prep, started)
         except BaseException:
             with contextlib.suppress(Exception):
                 traceback.print_exc()
@@ -198,22 +215,14 @@ class Zygote:
             # close our ends before exiting: the worker hears the job is over now, not after
             # the kernel has torn down this process's memory
             with contextlib.suppress(OSError):
-                os.closerange(1, 5)
+                os.closerange(1, 1 << 20)
             os._exit(code)
 
-    # ------------------------------------------------------------------- the server side
-
-    def _start(self, data: bytes, fds: list[int]) -> None:
-        if len(fds) != MAX_FDS:
-            for fd in fds:
-                os.close(fd)
-            return
-        spec_fd, msg_fd, out_fd, status_fd, workdir_fd = fds
-        status = socket.socket(fileno=status_fd)
-        pid = 0
+    def _spawn_spare(self) -> _Spare:
+        """Fork the next job's process (in a new pid namespace when we can)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        init_pid = None
         try:
-            disk_bytes = int(json.loads(data)["disk_bytes"])
-            init_pid = None
             if self.pidns_fd is not None:
                 isolation.unshare(isolation.CLONE_NEWPID)
                 try:
@@ -235,7 +244,40 @@ class Zygote:
                 if self.pidns_fd is not None and os.getpid() == self.pid:
                     isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
             if pid == 0:
-                self._child(spec_fd, msg_fd, out_fd, uid, init_pid is not None)
+                self._spare_main(theirs.fileno(), uid, init_pid is not None)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            if os.getpid() == self.pid:
+                theirs.close()
+        return _Spare(pid, init_pid, ours)
+
+    def _take_spare(self) -> _Spare:
+        spare, self.spare = self.spare, None
+        return spare if spare is not None else self._spawn_spare()
+
+    # ------------------------------------------------------------------- the server side
+
+    def _start(self, data: bytes, fds: list[int]) -> None:
+        if len(fds) != MAX_FDS:
+            for fd in fds:
+                os.close(fd)
+            return
+        spec_fd, msg_fd, out_fd, status_fd, workdir_fd = fds
+        status = socket.socket(fileno=status_fd)
+        try:
+            disk_bytes = int(json.loads(data)["disk_bytes"])
+            for attempt in (1, 2):
+                spare = self._take_spare()
+                try:
+                    spare.sock.sendmsg([b"job"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", [spec_fd, msg_fd, out_fd]))])  # fmt: skip
+                    break
+                except OSError:  # it died waiting: fork another
+                    self._discard(spare)
+                    if attempt == 2:
+                        raise
         except Exception as exc:
             # the worker hears of it at once; nothing was started
             with contextlib.suppress(OSError):
@@ -246,11 +288,20 @@ class Zygote:
         finally:
             for fd in (spec_fd, msg_fd, out_fd):
                 os.close(fd)
-        job = _Job(pid, init_pid, status, workdir_fd, disk_bytes, time.monotonic() + DISK_CHECK_SECONDS)
-        self.jobs[pid] = job
+        spare.sock.close()
+        job = _Job(spare.pid, spare.init_pid, status, workdir_fd, disk_bytes,
+                   time.monotonic() + DISK_CHECK_SECONDS)  # fmt: skip
+        self.jobs[spare.pid] = job
         with contextlib.suppress(OSError):
-            status.send(json.dumps({"pid": pid}).encode())
-        self.selector.register(status, selectors.EVENT_READ, ("status", pid))
+            status.send(json.dumps({"pid": spare.pid}).encode())
+        self.selector.register(status, selectors.EVENT_READ, ("status", spare.pid))
+
+    def _discard(self, spare: _Spare) -> None:
+        spare.sock.close()
+        for pid in (spare.init_pid, spare.pid):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _kill(self, job: _Job) -> None:
         # pid 1 of the job's namespace first: the kernel then kills everything in it
@@ -271,6 +322,9 @@ class Zygote:
             if pid == 0:
                 return
             self.inits.discard(pid)
+            if self.spare is not None and pid == self.spare.pid:  # died waiting: make another
+                spare, self.spare = self.spare, None
+                self._discard(spare)
             job = self.jobs.pop(pid, None)
             if job is None:
                 continue
@@ -338,7 +392,15 @@ class Zygote:
                             self.selector.unregister(key.fileobj)
                 self._reap()
                 self._check_disks()
+                if self.spare is None:
+                    # the next job's process, forked and half-isolated while this one runs
+                    try:
+                        self.spare = self._spawn_spare()
+                    except OSError:
+                        traceback.print_exc()  # out of processes: the next job forks its own
         finally:
+            if self.spare is not None:
+                self._discard(self.spare)
             for job in self.jobs.values():
                 self._kill(job)
             for pid in self.inits:
