@@ -380,16 +380,20 @@ class Zygote:
                                 pass
                         self._reap()
                     elif what == "status":
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        if sock.fileno() < 0:  # its job was reaped earlier in this round
+                            continue
                         job = self.jobs.get(pid)
                         try:
-                            request = key.fileobj.recv(64)  # type: ignore[union-attr]
+                            request = sock.recv(64)
                         except OSError:
                             request = b""
                         if job is not None:
                             self._kill(job)
                         if not request:
                             # the worker let go of this job: nobody to answer
-                            self.selector.unregister(key.fileobj)
+                            self.selector.unregister(sock)
                 self._reap()
                 self._check_disks()
                 if self.spare is None:
