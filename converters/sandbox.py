@@ -180,6 +180,7 @@ class _Zygote:
         self.control = ours
         self.owner = os.getpid()
         self.dead = False
+        self.jobs = 0
         self.send_lock = threading.Lock()
         # it answers once everything is imported and its probe job has run
         ours.settimeout(ZYGOTE_START_SECONDS)
@@ -202,18 +203,25 @@ class _Zygote:
             and self.owner == os.getpid()
             and self.popen.poll() is None
             and self.env == _zygote_env()
+            and self.jobs < recycle_after()
         )
 
     def submit(self, header: dict[str, Any], fds: list[int]) -> None:
         data = json.dumps(header).encode()
+        self.jobs += 1
         try:
             with self.send_lock:
                 self.control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         except OSError as exc:
             raise ZygoteDied(str(exc)) from exc
 
+    def retire(self) -> None:
+        """Let it go without waiting: it serves the jobs it runs to their end, then exits."""
+        with contextlib.suppress(OSError):
+            self.control.close()
+
     def close(self) -> None:
-        """Let it go: it kills its jobs and exits when its socket closes."""
+        """Let it go and wait for it to exit."""
         with contextlib.suppress(OSError):
             self.control.close()
         if self.owner == os.getpid():
@@ -225,7 +233,23 @@ class _Zygote:
 
 
 _zygote: _Zygote | None = None
+_retired: list[_Zygote] = []
 _zygote_lock = threading.Lock()
+RECYCLE_ENV = "CONVERTD_ZYGOTE_JOBS"
+RECYCLE_DEFAULT = 1000
+
+
+def recycle_after() -> int:
+    """Jobs one fork server serves before another replaces it (CONVERTD_ZYGOTE_JOBS).
+
+    Every child shares its fork server's address-space layout and hash seed: a job that
+    learns them (a memory leak in a library) learns them for the next jobs too. A new fork
+    server re-randomises both, at the cost of one start-up (~1-2 s of CPU, off the job path
+    only for the job that triggers it)."""
+    value = os.environ.get(RECYCLE_ENV, "").strip()
+    return max(1, int(value)) if value.isdigit() else RECYCLE_DEFAULT
+
+
 layers: dict[str, bool] | None = None
 """Which isolation layers the fork server's probe job got (None: none started yet)."""
 
@@ -238,11 +262,17 @@ def _get_zygote() -> _Zygote:
         if current is not None and current.alive():
             return current
         _zygote = None
+        _retired[:] = [old for old in _retired if old.popen.poll() is None]  # reaps them
         if current is not None:
-            if current.owner == os.getpid():
+            if current.owner != os.getpid():
+                pass  # the parent's, after a fork: not ours to stop
+            elif current.popen.poll() is None and current.jobs >= recycle_after():
+                current.retire()  # a fresh address-space layout for the next jobs
+                _retired.append(current)
+            else:
                 log.warning("the conversion fork server stopped (exit %s); starting another",
                             current.popen.poll())  # fmt: skip
-            current.close()
+                current.close()
         started = _Zygote()
         layers = started.layers
         if started.missing:

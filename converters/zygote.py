@@ -365,6 +365,7 @@ class Zygote:
         self.selector.register(self.control, selectors.EVENT_READ, ("control", 0))
         self.selector.register(wake_r, selectors.EVENT_READ, ("wake", 0))
         self.control.send(json.dumps(ready).encode())
+        draining = False
         try:
             while True:
                 for key, _ in self.selector.select(self._timeout()):
@@ -372,7 +373,11 @@ class Zygote:
                     if what == "control":
                         data, fds = _recv(self.control)
                         if not data and not fds:
-                            return  # the worker is gone
+                            # retired, or the worker is gone: no new jobs; the running ones
+                            # end on their own, or are killed when their status socket closes
+                            self.selector.unregister(self.control)
+                            draining = True
+                            continue
                         self._start(data, fds)
                     elif what == "wake":
                         with contextlib.suppress(BlockingIOError):
@@ -396,7 +401,10 @@ class Zygote:
                             self.selector.unregister(sock)
                 self._reap()
                 self._check_disks()
-                if self.spare is None:
+                if draining:
+                    if not self.jobs:
+                        return
+                elif self.spare is None:
                     # the next job's process, forked and half-isolated while this one runs
                     try:
                         self.spare = self._spawn_spare()

@@ -312,3 +312,22 @@ def test_jobs_from_other_loops_threads_and_a_forked_worker(tmp_path: Path) -> No
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert convert(tmp_path / "b") == digest  # and the parent's still works
+
+
+async def test_a_fork_server_is_replaced_after_its_job_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every child shares its fork server's memory layout: a new one re-randomises it
+    monkeypatch.setenv(sandbox.RECYCLE_ENV, "2")
+    await _hash_ok(tmp_path / "a")  # may start a server (an earlier one had served more)
+    first = sandbox._zygote
+    assert first is not None
+    while first.jobs < 2:
+        await _hash_ok(tmp_path / f"fill{first.jobs}")
+    await _hash_ok(tmp_path / "b")
+    assert sandbox._zygote is not first
+    for _ in range(100):  # the retired one leaves once its jobs are done
+        if first.popen.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert first.popen.poll() is not None
