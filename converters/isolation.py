@@ -48,6 +48,7 @@ LAYER_DESCRIPTIONS: dict[str, str] = {
 UID_BASE = 1_900_000_000  # + the job's pid (< 2**22): a uid no account on the host uses
 MAX_PROCESSES = 256  # RLIMIT_NPROC counts threads too: ffmpeg and LibreOffice use dozens
 ROOT_TMPFS_BYTES = 1024 * 1024  # the read-only skeleton: directories and a few small files
+TMP_TMPFS_BYTES = 16 * 1024 * 1024  # /tmp: pipes and lock files, not the job's real work
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -140,7 +141,9 @@ def _mkdirs(root: str, path: Path) -> str:
     return target
 
 
-def _bind(root: str, src: Path, *, writable: bool = False, dest: Path | None = None) -> None:
+def _bind(
+    root: str, src: Path, *, writable: bool = False, dest: Path | None = None, device: bool = False
+) -> None:
     """Bind src at the same path in the tree (read-only unless writable)."""
     if src.is_symlink() and dest is None:
         # a symlinked top-level directory (/lib -> usr/lib on merged-/usr systems)
@@ -159,7 +162,7 @@ def _bind(root: str, src: Path, *, writable: bool = False, dest: Path | None = N
             with open(target, "w"):
                 pass
     mount(str(src), target, None, MS_BIND | MS_REC)
-    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if device else MS_NODEV) | (0 if writable else MS_RDONLY)
     mount(None, target, None, flags)
 
 
@@ -192,13 +195,17 @@ def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with
     os.makedirs(root + "/dev/shm", mode=0o755)
     for dev in DEVICES:
         if stat.S_ISCHR(os.stat(f"/dev/{dev}").st_mode):
-            _bind(root, Path("/dev") / dev, writable=True)
+            _bind(root, Path("/dev") / dev, writable=True, device=True)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{root}/dev/{name}")
     for path in extra_ro:
         if os.access(path, os.R_OK | os.X_OK):  # one we cannot read would be of no use inside
             _bind(root, path)
+    # tools insist on a writable /tmp (LibreOffice puts its pipe there, whatever TMPDIR
+    # says): a small one of its own; TMPDIR points into the job directory for real work
+    os.makedirs(root + "/tmp", mode=0o755)
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMP_TMPFS_BYTES},mode=1777")
     if with_proc:  # the /proc of the job's own pid namespace (we are in it already)
         os.makedirs(root + "/proc", mode=0o555)
         mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -210,12 +217,10 @@ def bind_job(root: str, workdir: Path) -> None:
     _bind(root, workdir, writable=True)
     if (workdir / "in").is_dir():
         _bind(root, workdir / "in")
-    # /tmp and /dev/shm are the job's own tmp: what a tool writes there counts as its disk
+    # /dev/shm is the job's own tmp: what a tool writes there counts as its disk
     tmp = workdir / "tmp"
     if tmp.is_dir():
         _bind(root, tmp, writable=True, dest=Path("/dev/shm"))
-        if not workdir.is_relative_to("/tmp"):  # else /tmp holds the path to the job dir
-            _bind(root, tmp, writable=True, dest=Path("/tmp"))
     mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES}")
 
 

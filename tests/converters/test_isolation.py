@@ -96,6 +96,8 @@ class IntruderConverter(Converter):
                 "write_root": _try(lambda: _write("/intruder")),
                 "write_data_dir": _try(lambda: _write(os.path.join(targets["data_dir"], "intruder"))),
                 "write_workdir": _try(lambda: _write(str(task.workdir / "mine.txt"))),
+                "write_devnull": _try(lambda: _write("/dev/null")),
+                "read_urandom": _try(lambda: len(_read("/dev/urandom"))),
                 "connect_loopback": _try(lambda: _connect(targets["port"])),
                 "interfaces_up": _try(lambda: Path("/proc/net/dev").read_text()),
                 "visible_root": sorted(os.listdir("/")),
@@ -191,11 +193,15 @@ async def test_every_layer_holds_from_inside_a_job(intruder_registry: None, serv
     # only the path down to its own directory exists of the data directory
     assert "secret" not in seen["list_data_dir"] and "uploads" not in seen["list_data_dir"]
     for attempt in ("read_secret", "read_other_job", "list_other_job", "read_upload",
-                    "server_environ", "server_proc", "write_input", "write_in_dir", "write_tmp",
+                    "server_environ", "server_proc", "write_input", "write_in_dir",
                     "write_etc", "write_usr", "write_root", "write_data_dir",
                     "connect_loopback"):  # fmt: skip
         assert _failed(seen[attempt]), (attempt, seen[attempt])
     assert seen["write_workdir"] == "ok: 8"
+    # its /tmp is a small tmpfs of its own (LibreOffice needs one): nothing reaches the host's
+    assert not Path("/tmp/intruder").exists()
+    # what tools need still works: /dev/null (subprocess opens it), /dev/urandom
+    assert seen["write_devnull"] == "ok: 8" and seen["read_urandom"] == "ok: 64"
     # the staged input is a copy: not the upload's inode, no second name
     assert seen["input_links"] == 1
     assert seen["input_inode"] != upload.stat().st_ino
