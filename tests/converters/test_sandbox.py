@@ -402,8 +402,22 @@ if pid == 0:
     os.write(write_fd, json.dumps(layers).encode())
     os._exit(0)
 os.close(write_fd)
-print(os.read(read_fd, 65536).decode())
+report = json.loads(os.read(read_fd, 65536).decode())
 os.waitpid(pid, 0)
+# strict: the same job is refused, naming the first missing layer (no pid namespace here)
+read_fd, write_fd = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        isolation.enter(workdir, {"memory_bytes": 2**31, "cpu_seconds": 10, "output_bytes": 2**20},
+                        tempfile.mkdtemp(), in_pid_ns=False, strict=True)
+        os.write(write_fd, b"converted")
+    except isolation.LayerError as exc:
+        os.write(write_fd, f"refused: {exc.layer}".encode())
+    os._exit(0)
+os.close(write_fd)
+report["strict"] = os.read(read_fd, 65536).decode()
+print(json.dumps(report))
 """
 
 
@@ -426,3 +440,5 @@ def test_layers_without_root(tmp_path: Path) -> None:
     assert layers["uid_now"] == 65534
     assert layers["mount"] and layers["nnp"] and layers["seccomp"], layers
     assert "work" not in layers["visible"] or "wt-engine" not in str(layers["visible"])
+    assert layers["pid"] is False  # only root gets a pid namespace per job
+    assert layers["strict"] == "refused: pid"
