@@ -511,6 +511,11 @@ def _result_path(rel: str, workdir: Path) -> Path:
             kind="internal",
             detail=f"converter returned an invalid output path: {rel!r}",
         )
+    if os.geteuid() == 0 and path.stat().st_uid != 0:
+        # what we hand back is ours again, not the job's uid (a chown also drops any
+        # set-id bit the job put on it); nothing of the job can still write to it
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644)
     return path
 
 

@@ -261,6 +261,7 @@ async def test_jobs_run_under_distinct_unprivileged_uids(
         workdir = server["workdir"] / str(i)
         result = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], workdir)
         uids.append(json.loads(result.path.read_text())["uid"])
+        assert result.path.stat().st_uid == os.getuid()  # handed back as the server's own
     assert 0 not in uids
     if os.getuid() == 0:
         assert len(set(uids)) == 3  # a uid per job: no job can signal or read another's files
