@@ -199,13 +199,14 @@ def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{root}/dev/{name}")
+    # tools insist on a writable /tmp (LibreOffice puts its pipe there, whatever TMPDIR
+    # says): a small one of its own; TMPDIR points into the job directory for real work
+    os.makedirs(root + "/tmp", mode=0o755, exist_ok=True)
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMP_TMPFS_BYTES},mode=1777")
+    # (first: a Python install or checkout under /tmp is then bound inside it)
     for path in extra_ro:
         if os.access(path, os.R_OK | os.X_OK):  # one we cannot read would be of no use inside
             _bind(root, path)
-    # tools insist on a writable /tmp (LibreOffice puts its pipe there, whatever TMPDIR
-    # says): a small one of its own; TMPDIR points into the job directory for real work
-    os.makedirs(root + "/tmp", mode=0o755)
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMP_TMPFS_BYTES},mode=1777")
     if with_proc:  # the /proc of the job's own pid namespace (we are in it already)
         os.makedirs(root + "/proc", mode=0o555)
         mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

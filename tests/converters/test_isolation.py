@@ -338,3 +338,11 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
             break
         await asyncio.sleep(0.05)
     assert first.popen.poll() is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="every layer needs root (no pid namespace otherwise)")
+async def test_as_root_every_layer_is_active(tmp_path: Path) -> None:
+    # a layer that silently failed to come up would leave every other test here green
+    await _hash_ok(tmp_path)
+    assert sandbox.layers is not None
+    assert [name for name, on in sandbox.layers.items() if not on] == []
