@@ -368,6 +368,12 @@ class Zygote:
         draining = False
         try:
             while True:
+                if self.spare is None and not draining:
+                    # the next job's process, forked and half-isolated before it is needed
+                    try:
+                        self.spare = self._spawn_spare()
+                    except OSError:
+                        traceback.print_exc()  # out of processes: the next job forks its own
                 for key, _ in self.selector.select(self._timeout()):
                     what, pid = key.data
                     if what == "control":
@@ -401,15 +407,8 @@ class Zygote:
                             self.selector.unregister(sock)
                 self._reap()
                 self._check_disks()
-                if draining:
-                    if not self.jobs:
-                        return
-                elif self.spare is None:
-                    # the next job's process, forked and half-isolated while this one runs
-                    try:
-                        self.spare = self._spawn_spare()
-                    except OSError:
-                        traceback.print_exc()  # out of processes: the next job forks its own
+                if draining and not self.jobs:
+                    return
         finally:
             if self.spare is not None:
                 self._discard(self.spare)

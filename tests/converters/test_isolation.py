@@ -346,3 +346,17 @@ async def test_as_root_every_layer_is_active(tmp_path: Path) -> None:
     await _hash_ok(tmp_path)
     assert sandbox.layers is not None
     assert [name for name, on in sandbox.layers.items() if not on] == []
+
+
+async def test_concurrent_jobs_each_get_their_own_process(
+    intruder_registry: None, server: dict[str, Any]
+) -> None:
+    jobs = [
+        sandbox.run("intruder", "json", "uid", {}, [server["upload"]], server["workdir"] / f"c{i}")
+        for i in range(4)
+    ]
+    results = await asyncio.gather(*jobs)
+    uids = [json.loads(r.path.read_text())["uid"] for r in results]
+    assert 0 not in uids
+    if os.geteuid() == 0:
+        assert len(set(uids)) == 4
