@@ -1,8 +1,10 @@
 """The job's side of `converters.sandbox`: what runs in the process forked for one job.
 
-`converters.zygote` forks this process and calls `run_job`: it enters the job (cwd, HOME and
-TMPDIR in its directory), enters every isolation layer (`converters.isolation`), checks the
-declared input type against the content, then runs the converter's `check` and `convert`.
+`converters.zygote` forks this process ahead of its job (it enters the job-independent
+isolation layers while it waits) and calls `run_job` when the job arrives: it resolves the
+converter, finishes the isolation (`converters.isolation.finish`), enters the job (cwd, HOME
+and TMPDIR in its directory), checks the declared input type against the content, then
+runs the converter's `check` and `convert`.
 Progress and the outcome go to a dedicated pipe as JSON lines, because converter libraries
 may write anything to stdout and stderr.
 """
