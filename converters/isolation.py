@@ -344,7 +344,16 @@ def finish(
     if os.getuid() == 0 or os.geteuid() == 0:
         # never run a converter as root, whatever else failed
         raise LayerError("uid", "could not leave uid 0")
-    os.chdir(workdir)
+    try:
+        os.chdir(workdir)
+    except PermissionError:
+        # no mount namespace (a container without CAP_SYS_ADMIN): the job's uid meets the
+        # data directory's own permissions on the way to its directory
+        raise LayerError(
+            "mount",
+            "no mount namespace, and the job's uid cannot reach its directory: allow "
+            "namespaces (CAP_SYS_ADMIN) or let others search (o+x) the directories above it",
+        ) from None
 
     def nnp() -> None:
         _check("nnp", "prctl(PR_SET_NO_NEW_PRIVS)", _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))

@@ -427,8 +427,8 @@ def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail
             return _memory_error(limits, detail)
         if kind == "isolation":
             return SandboxError(
-                "This server refuses to convert: its sandbox is incomplete.",
-                "The operator set CONVERTD_SANDBOX=strict; `convertd doctor` lists what is missing.",
+                "This server cannot convert safely: its sandbox is incomplete.",
+                "An operator must fix it; `convertd doctor` lists what is missing.",
                 kind="internal",
                 detail=detail,
             )
