@@ -48,7 +48,8 @@ LAYER_DESCRIPTIONS: dict[str, str] = {
 UID_BASE = 1_900_000_000  # + the job's pid (< 2**22): a uid no account on the host uses
 MAX_PROCESSES = 256  # RLIMIT_NPROC counts threads too: ffmpeg and LibreOffice use dozens
 ROOT_TMPFS_BYTES = 1024 * 1024  # the read-only skeleton: directories and a few small files
-TMP_TMPFS_BYTES = 16 * 1024 * 1024  # /tmp: pipes and lock files, not the job's real work
+TMP_TMPFS_BYTES = 16 * 1024 * 1024
+OLD_ROOT = "/.old"  # /tmp: pipes and lock files, not the job's real work
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -59,7 +60,6 @@ CLONE_NEWNET = 0x40000000
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
 SYS_PIVOT_ROOT = 155  # x86_64
@@ -183,6 +183,7 @@ def _skeleton_files(root: str, uid: int, gid: int) -> None:
 def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with_proc: bool) -> None:
     """Mount the job-independent part of the tree at root (done before the job arrives)."""
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES},mode=755")
+    os.mkdir(root + OLD_ROOT, mode=0)  # where pivot_root puts the host's tree, to be covered
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/" + top)
         if os.path.lexists(path):
@@ -226,12 +227,19 @@ def bind_job(root: str, workdir: Path) -> None:
 
 
 def pivot_into(root: str) -> None:
-    """Make root the process's / and drop every view of the host's tree."""
+    """Make root the process's / and cover the host's tree, leaving no path to it.
+
+    The old root is put under /.old and covered by an empty read-only tmpfs rather than
+    detached: detaching waits for an RCU grace period (measured 1 to 100+ ms on a busy
+    2-core VM), covering costs one mount. Nothing in the job can uncover it: it holds no
+    capability and seccomp kills umount, mount, open_tree and move_mount; no descriptor
+    into the host's tree is left open. Only /proc/self/mountinfo still names the host's
+    mount points. The namespace, with the host's mounts in it, goes when the job exits.
+    """
     os.chdir(root)
-    # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours
-    _check("mount", "pivot_root", _libc.syscall(SYS_PIVOT_ROOT, b".", b"."))
-    _check("mount", "umount old root", _libc.umount2(b".", MNT_DETACH))
+    _check("mount", "pivot_root", _libc.syscall(SYS_PIVOT_ROOT, b".", OLD_ROOT[1:].encode()))
     os.chdir("/")
+    mount("tmpfs", OLD_ROOT, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=000")
 
 
 # ------------------------------------------------------------------------------ layers

@@ -101,6 +101,8 @@ class IntruderConverter(Converter):
                 "connect_loopback": _try(lambda: _connect(targets["port"])),
                 "interfaces_up": _try(lambda: Path("/proc/net/dev").read_text()),
                 "visible_root": sorted(os.listdir("/")),
+                "list_old_root": _try(lambda: os.listdir("/.old")),
+                "read_old_secret": _try(lambda: _read("/.old" + targets["secret"])),
                 "no_new_privs": Path("/proc/self/status").read_text().split("NoNewPrivs:")[1].split()[0],
                 "seccomp": Path("/proc/self/status").read_text().split("Seccomp:")[1].split()[0],
                 "nproc": __import__("resource").getrlimit(__import__("resource").RLIMIT_NPROC),
@@ -195,7 +197,7 @@ async def test_every_layer_holds_from_inside_a_job(intruder_registry: None, serv
     for attempt in ("read_secret", "read_other_job", "list_other_job", "read_upload",
                     "server_environ", "server_proc", "write_input", "write_in_dir",
                     "write_etc", "write_usr", "write_root", "write_data_dir",
-                    "connect_loopback"):  # fmt: skip
+                    "connect_loopback", "list_old_root", "read_old_secret"):  # fmt: skip
         assert _failed(seen[attempt]), (attempt, seen[attempt])
     assert seen["write_workdir"] == "ok: 8"
     # its /tmp is a small tmpfs of its own (LibreOffice needs one): nothing reaches the host's
