@@ -66,9 +66,11 @@ def _phases(into: dict[str, list[float]]) -> None:
     if not t:
         return
     steps = (("to start", "submitted", "started"), ("isolate", "started", "isolated"),
-             ("convert", "isolated", "converted"), ("report", "converted", "returned"))  # fmt: skip
+             ("convert", "isolated", "converted"), ("report", "converted", "returned"),
+             ("(spare: prepare)", "forked", "prepared"))  # fmt: skip
     for label, start, end in steps:
-        into.setdefault(label, []).append((t[end] - t[start]) * 1000)
+        if start in t and end in t:
+            into.setdefault(label, []).append((t[end] - t[start]) * 1000)
 
 
 async def main(args: argparse.Namespace) -> None:

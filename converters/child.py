@@ -172,6 +172,11 @@ def run_job(spec: dict[str, Any], channel: _Channel, prep: Any, started: float) 
         report_failure(channel, exc, extra)
         return 1
     # monotonic clock readings (one clock for every process): where a job's time goes
-    extra["times"] = {"started": started, "isolated": isolated, "converted": time.monotonic()}
+    extra["times"] = {
+        **spec.get("spare_times", {}),
+        "started": started,
+        "isolated": isolated,
+        "converted": time.monotonic(),
+    }
     channel.send({"result": result, **extra})
     return 0

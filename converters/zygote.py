@@ -192,7 +192,9 @@ class Zygote:
             os.dup2(sock_fd, 3, inheritable=False)
             # nothing of the zygote or of other jobs (their sockets and pipes) stays open
             os.closerange(4, 1 << 20)
+            forked = time.monotonic()
             prep = isolation.prepare(self.mount_point, in_pid_ns=in_pid_ns, uid=uid)
+            prepared = time.monotonic()
             _data, fds = _recv(socket.socket(fileno=3))
             if len(fds) != 3:
                 os._exit(0)  # let go unused (the zygote is stopping)
@@ -204,6 +206,7 @@ class Zygote:
             channel = child._Channel(os.fdopen(msg_fd, "w", encoding="utf-8"))
             spec = _read_spec(spec_fd)
             spec["parent"] = None if in_pid_ns else self.pid
+            spec["spare_times"] = {"forked": forked, "prepared": prepared}
             code = child.run_job(spec, channel, prep, started)
         except BaseException:
             with contextlib.suppress(Exception):
