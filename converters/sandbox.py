@@ -569,7 +569,15 @@ async def run(
     loop = asyncio.get_running_loop()
     zygote = _zygote
     if zygote is None or not zygote.alive():
-        zygote = await loop.run_in_executor(None, _get_zygote)
+        try:
+            zygote = await loop.run_in_executor(None, _get_zygote)
+        except (ZygoteDied, OSError) as exc:
+            raise SandboxError(
+                "The conversion could not start: the sandbox is not available.",
+                "Try again; if it keeps failing, the operator should run `convertd doctor`.",
+                kind="internal",
+                detail=f"starting the fork server failed: {exc}",
+            ) from exc
     if spec["strict"] and zygote.missing:
         raise SandboxError(
             "This server refuses to convert: its sandbox is incomplete.",
