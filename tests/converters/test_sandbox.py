@@ -442,3 +442,22 @@ def test_layers_without_root(tmp_path: Path) -> None:
     assert "work" not in layers["visible"] or "wt-engine" not in str(layers["visible"])
     assert layers["pid"] is False  # only root gets a pid namespace per job
     assert layers["strict"] == "refused: pid"
+
+
+def test_inputs_are_private_read_only_copies_and_sparse_stays_sparse(tmp_path: Path) -> None:
+    src = tmp_path / "upload.bin"
+    with open(src, "wb") as fh:  # 1 GiB apparent, a few bytes of data: an upload can be sparse
+        fh.write(b"head")
+        fh.truncate(1024**3)
+        fh.seek(512 * 1024**2)
+        fh.write(b"middle")
+    [name] = sandbox._stage_inputs([src], tmp_path / "job")
+    staged = tmp_path / "job" / "in" / name
+    assert staged.stat().st_ino != src.stat().st_ino and staged.stat().st_nlink == 1
+    assert staged.stat().st_mode & 0o777 == 0o444
+    assert staged.stat().st_size == 1024**3
+    assert staged.stat().st_blocks * 512 < 64 * 1024**2  # the holes were not written out
+    with open(staged, "rb") as fh:
+        assert fh.read(4) == b"head"
+        fh.seek(512 * 1024**2)
+        assert fh.read(6) == b"middle"
