@@ -311,14 +311,32 @@ async def doctor(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.txt"
         probe.write_text("convertd")
-        await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
-    if sandbox.network_isolated:
-        print("ok       conversions run in a private network namespace (no network)")
-    else:
-        print("warning  conversions can reach the network: the kernel refused a network namespace")
+        try:
+            await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
+        except sandbox.SandboxError as exc:
+            print(f"error    a test conversion failed: {exc.message} ({exc.detail.strip()[:200]})")
+    from converters import isolation
+
+    layers = sandbox.layers or {}
+    for name in isolation.LAYERS:
+        state = "ok      " if layers.get(name) else "warning "
+        print(f"{state} sandbox layer {name}: {isolation.LAYER_DESCRIPTIONS[name]}"
+              + ("" if layers.get(name) else " -- NOT ACTIVE on this machine"))  # fmt: skip
+    missing_layers = [name for name in isolation.LAYERS if not layers.get(name)]
+    if sandbox.strict():
+        print(
+            "ok       CONVERTD_SANDBOX=strict: conversions are refused while a layer is missing"
+            if not missing_layers
+            else f"error    CONVERTD_SANDBOX=strict and {', '.join(missing_layers)} missing: "
+            "every conversion is refused"
+        )
+    elif missing_layers:
+        print("warning  conversions run without the layers above (CONVERTD_SANDBOX=strict would refuse)")
     from converters import office
 
-    if office.isolation_used():
+    if layers.get("mount") and layers.get("seccomp"):
+        print("ok       LibreOffice and pandoc run inside each job's sandbox")
+    elif office.isolation_used():
         print("ok       LibreOffice and pandoc run in their own namespaces (only /usr visible)")
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")

@@ -1,36 +1,40 @@
-"""Run one conversion in a fresh, limited child process.
+"""Run one conversion in its own isolated process, forked from a preloaded fork server.
 
 The service never calls a converter in its own process: a hostile file may crash a C
-library, eat all memory or spin forever, and that must cost one job, never the worker.
-`run()` starts `python -m converters.child` in its own session (so the whole process group,
-helpers such as ffmpeg or soffice included, can be killed), with memory, CPU, file-size and
-core limits, a wall-clock timeout, the job's directory as cwd and HOME, a minimal
-environment and, where the kernel lets us, a private network namespace with no way out.
+library, eat all memory, spin forever or try to escape, and that must cost one job, never
+the worker or another tenant. Each worker process keeps one fork server
+(`converters.zygote`) that imported every converter and its libraries once; `run()` asks it
+for a child per job, and that child enters the job's isolation (`converters.isolation`:
+own uid, mount/pid/network namespaces where only its job directory is writable, rlimits,
+no_new_privs, seccomp) before it touches input, runs that one job and exits.
 
-The spec travels to the child on stdin as JSON; progress and the outcome come back as JSON
-lines on a dedicated pipe, because the libraries a converter uses may print anything on
-stdout and stderr (those are merged, and only their tail is kept, for logs).
+The spec travels to the zygote as JSON with three descriptors: progress and the outcome
+come back as JSON lines on a message pipe, because the libraries a converter uses may
+print anything on stdout and stderr (those go to a second pipe, and only their tail is
+kept, for logs); the exit status comes on a status socket, which is also how we kill a job
+(timeout, cancellation). A zygote that died is started again by the next job; a job whose
+process died fails with a clear error.
 
-To save the interpreter's start-up and the common imports, each process keeps one or two
-"warm" children: started (with the same session, environment scrubbing and death-with-
-parent) before any job exists, they wait for a spec. A job takes one, a replacement starts
-at once; the child enters the job's directory, environment, limits and network namespace
-after the spec arrives, runs that one job and exits. CONVERTD_SANDBOX_WARM sets how many are
-kept (0 turns this off: a fresh interpreter per job, started with the job's cwd and HOME).
+CONVERTD_SANDBOX=strict refuses to convert when a layer is missing; by default jobs run
+with the layers this machine allows, and the missing ones are logged when the zygote starts
+(`convertd doctor` lists them).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +53,12 @@ STDERR_TAIL = 8192  # bytes of the child's stdout/stderr kept for the logs
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _ALLOC_FAILURES = ("memory allocation of", "std::bad_alloc", "Cannot allocate memory",
                    "out of memory")  # fmt: skip
+
+_FICLONE = 0x40049409
+
+last_timings: dict[str, float] = {}
+"""Monotonic readings of the last successful job (submitted, forked, isolated, converted,
+returned): for `bench/sandbox_latency.py`."""
 
 network_isolated: bool | None = None
 """Whether the last child got its own network namespace (None: none has run yet).
@@ -78,8 +88,42 @@ def _human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+def _copy_input(src: Path, dst: Path) -> None:
+    """A private copy (a reflink where the file system shares blocks), never a hard link:
+    a job must not be able to reach the stored upload, even to rewrite it."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+        except OSError:
+            _copy_data(fin.fileno(), fout.fileno(), os.fstat(fin.fileno()).st_size)
+    os.chmod(dst, 0o444)
+
+
+def _copy_data(fin: int, fout: int, size: int) -> None:
+    """Copy in the kernel, only the parts that hold data: a sparse file stays sparse (and
+    cheap), where reading it would write every zero of its holes."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fin, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(fin, start, os.SEEK_HOLE)
+        while start < end:
+            try:
+                done = os.copy_file_range(fin, fout, end - start, start, start)
+            except OSError:  # across file systems on some kernels: copy it ourselves
+                chunk = os.pread(fin, min(end - start, 1 << 20), start)
+                done = os.pwrite(fout, chunk, start) if chunk else 0
+            if done <= 0:
+                break
+            start += done
+        pos = end
+    os.ftruncate(fout, size)
+
+
 def _stage_inputs(inputs: list[Path], workdir: Path) -> list[str]:
-    """Hard-link (or copy) the inputs into workdir/in/, keeping their names; return those."""
+    """Copy the inputs into workdir/in/ (read-only to the job), keeping their names; return those."""
     indir = workdir / "in"
     indir.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
@@ -97,244 +141,238 @@ def _stage_inputs(inputs: list[Path], workdir: Path) -> list[str]:
         while name in names or (indir / name).exists():
             n += 1
             name = f"{stem}-{n}{suffix}"
-        dst = indir / name
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
+        _copy_input(src, indir / name)
         names.append(name)
     return names
 
 
-def _child_env(workdir: Path | None) -> dict[str, str]:
-    """Only what a converter needs: no proxies, credentials or service configuration.
+def _zygote_env() -> dict[str, str]:
+    """The fork server's environment: nothing of ours (database URLs, keys, proxies).
 
-    Without a workdir (a warm child, started before its job exists) HOME and TMPDIR point
-    nowhere until the child sets them from the spec."""
-    # The child must import the same code as we do (tests add their own modules to the path);
-    # the job directory itself is never on the path (the child runs with -P).
+    Each job replaces it with its own (`child.job_environment`)."""
+    # The zygote must import the same code as we do (tests add their own modules to the
+    # path); no job directory is ever on the path (it runs with -P).
     paths = [str(_PROJECT_ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": str(workdir) if workdir else "/nonexistent",
-        "TMPDIR": str(workdir / "tmp") if workdir else "/nonexistent",
+        "HOME": "/nonexistent",
+        "TMPDIR": tempfile.gettempdir(),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
-        "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONIOENCODING": "utf-8",
+        **({"PYTHONDONTWRITEBYTECODE": "1"} if os.environ.get("PYTHONDONTWRITEBYTECODE") else {}),
     }
 
 
-def _kill_group(proc: asyncio.subprocess.Process | _WarmChild) -> None:
-    # The child leads its own session, so its pid is the process group id of every helper
-    # it started (unless one of them called setsid itself).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+SANDBOX_ENV = "CONVERTD_SANDBOX"  # "strict": refuse to convert when a layer is missing
+DISK_ENV = "CONVERTD_JOB_DISK_BYTES"  # per-job disk cap; default 2 x output limit + inputs
+ZYGOTE_START_SECONDS = 120
 
 
-WARM_ENV = "CONVERTD_SANDBOX_WARM"
-WARM_DEFAULT = 1
-WARM_MAX = 2
+def strict() -> bool:
+    return os.environ.get(SANDBOX_ENV, "").strip().lower() == "strict"
 
 
-def warm_size() -> int:
-    """How many warm children to keep (CONVERTD_SANDBOX_WARM, 0 to 2; 0: none)."""
-    value = os.environ.get(WARM_ENV, "").strip()
-    try:
-        return max(0, min(int(value), WARM_MAX)) if value else WARM_DEFAULT
-    except ValueError:
-        return WARM_DEFAULT
+class ZygoteDied(Exception):
+    """The fork server went away (it is started again for the next job)."""
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+class _Zygote:
+    """Our handle on one fork server: its process and the control socket to it."""
 
-
-class _WarmChild:
-    """A `converters.child --warm` started before its job: it waits on stdin for one spec.
-
-    A plain Popen, not an asyncio subprocess: it is started in one call of `run()` and used
-    by a later one, which may run on another event loop. The loop it ends up serving reads
-    its pipes and hears of its exit through a pidfd.
-    """
-
-    def __init__(self, preload: str | None = None) -> None:
-        self.env = _child_env(None)
-        read_fd, write_fd = os.pipe()
-        hint = [preload] if preload else []
+    def __init__(self) -> None:
+        self.env = _zygote_env()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-P", "-m", "converters.child", str(write_fd), "--warm", *hint],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                [sys.executable, "-P", "-m", "converters.zygote", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 cwd="/",
                 env=self.env,
-                pass_fds=(write_fd,),  # and nothing else: close_fds is on
-                start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # a Ctrl-C meant for us reaches it through its socket
             )
         except BaseException:
-            os.close(read_fd)
+            ours.close()
             raise
         finally:
-            os.close(write_fd)
-        self.read_fd = read_fd  # ours is close-on-exec: no other child inherits it
+            theirs.close()
+        self.control = ours
         self.owner = os.getpid()
-        # PR_SET_PDEATHSIG fires when the *thread* that started it ends
-        self.thread = threading.current_thread()
+        self.dead = False
+        self.jobs = 0
+        self.send_lock = threading.Lock()
+        # it answers once everything is imported and its probe job has run
+        ours.settimeout(ZYGOTE_START_SECONDS)
+        try:
+            hello = json.loads(ours.recv(65536) or b"{}")
+        except (OSError, ValueError):
+            hello = {}
+        ours.settimeout(None)
+        if not hello.get("ready"):
+            self.close()
+            raise ZygoteDied("the conversion fork server did not start")
+        self.layers: dict[str, bool] = {k: bool(v) for k, v in hello.get("layers", {}).items()}
+        self.missing = [name for name, on in self.layers.items() if not on]
+        if hello.get("threads", 1) != 1:
+            log.warning("the conversion fork server runs %s threads; forking it is unsafe", hello["threads"])
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.returncode
-
-    def usable(self) -> bool:
-        """Still waiting, ours (not a copy from before a fork), started by this thread (it
-        dies with its starter) and started as we would start one now."""
+    def alive(self) -> bool:
         return (
-            self.owner == os.getpid()
-            and self.thread is threading.current_thread()
+            not self.dead
+            and self.owner == os.getpid()
             and self.popen.poll() is None
-            and self.env == _child_env(None)
+            and self.env == _zygote_env()
+            and self.jobs < recycle_after()
         )
 
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.kill()
+    def submit(self, header: dict[str, Any], fds: list[int]) -> None:
+        data = json.dumps(header).encode()
+        self.jobs += 1
+        try:
+            with self.send_lock:
+                self.control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        except OSError as exc:
+            raise ZygoteDied(str(exc)) from exc
 
-    def discard(self) -> None:
-        """Kill it, reap it and close our ends of its pipes (never used for a job)."""
-        if self.owner == os.getpid():
-            _kill_group(self)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(5)
-        self.close()
+    def retire(self) -> None:
+        """Let it go without waiting: it serves the jobs it runs to their end, then exits."""
+        with contextlib.suppress(OSError):
+            self.control.close()
 
     def close(self) -> None:
-        for stream in (self.popen.stdin, self.popen.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        if self.read_fd >= 0:
-            os.close(self.read_fd)
-            self.read_fd = -1
-
-    async def send(self, data: bytes) -> None:
-        """Write the spec to its stdin without blocking the loop, then close it."""
-        assert self.popen.stdin is not None
-        fd = self.popen.stdin.fileno()
-        os.set_blocking(fd, False)
-        loop = asyncio.get_running_loop()
-        view = memoryview(data)
-        try:
-            while view:
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    ready = loop.create_future()
-                    loop.add_writer(fd, _wake, ready)
-                    try:
-                        await ready
-                    finally:
-                        loop.remove_writer(fd)
-        except (BrokenPipeError, ConnectionError):
-            pass  # it died: how it ended is reported like any other child's end
-        finally:
-            self.popen.stdin.close()
-
-    async def wait(self) -> int:
-        if self.popen.returncode is not None:
-            return self.popen.returncode
-        try:
-            pidfd = os.pidfd_open(self.popen.pid)
-        except ProcessLookupError:  # reaped already
-            return self.popen.wait()
-        except OSError:  # no pidfds on this kernel
-            while self.popen.poll() is None:
-                await asyncio.sleep(0.02)
-            return self.popen.returncode  # type: ignore[return-value]
-        loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        loop.add_reader(pidfd, _wake, exited)
-        try:
-            await exited
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-        return self.popen.wait()
+        """Let it go and wait for it to exit."""
+        with contextlib.suppress(OSError):
+            self.control.close()
+        if self.owner == os.getpid():
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
 
 
-_warm: list[_WarmChild] = []
-_warm_lock = threading.Lock()
+_zygote: _Zygote | None = None
+_retired: list[_Zygote] = []
+_zygote_lock = threading.Lock()
+RECYCLE_ENV = "CONVERTD_ZYGOTE_JOBS"
+RECYCLE_DEFAULT = 1000
 
 
-def _take_warm(size: int) -> _WarmChild:
-    """A ready child from the pool (dead or stale ones are discarded), or a new one."""
-    taken, stale = None, []
-    with _warm_lock:
-        while _warm and taken is None:
-            child = _warm.pop(0)
-            if child.usable():
-                taken = child
+def recycle_after() -> int:
+    """Jobs one fork server serves before another replaces it (CONVERTD_ZYGOTE_JOBS).
+
+    Every child shares its fork server's address-space layout and hash seed: a job that
+    learns them (a memory leak in a library) learns them for the next jobs too. A new fork
+    server re-randomises both, at the cost of one start-up (~1-2 s of CPU, off the job path
+    only for the job that triggers it)."""
+    value = os.environ.get(RECYCLE_ENV, "").strip()
+    return max(1, int(value)) if value.isdigit() else RECYCLE_DEFAULT
+
+
+layers: dict[str, bool] | None = None
+"""Which isolation layers the fork server's probe job got (None: none started yet)."""
+
+
+def _get_zygote() -> _Zygote:
+    """The running fork server, started (or started again) when needed. Thread-safe."""
+    global _zygote, layers
+    with _zygote_lock:
+        current = _zygote
+        if current is not None and current.alive():
+            return current
+        _zygote = None
+        _retired[:] = [old for old in _retired if old.popen.poll() is None]  # reaps them
+        if current is not None:
+            if current.owner != os.getpid():
+                pass  # the parent's, after a fork: not ours to stop
+            elif current.popen.poll() is None and current.jobs >= recycle_after():
+                current.retire()  # a fresh address-space layout for the next jobs
+                _retired.append(current)
             else:
-                stale.append(child)
-        while len(_warm) > size:
-            stale.append(_warm.pop())
-    for child in stale:
-        child.discard()
-    return taken or _WarmChild()
+                log.warning("the conversion fork server stopped (exit %s); starting another",
+                            current.popen.poll())  # fmt: skip
+                current.close()
+        started = _Zygote()
+        layers = started.layers
+        if started.missing:
+            (log.error if strict() else log.warning)(
+                "conversions run WITHOUT these sandbox layers: %s%s",
+                ", ".join(started.missing),
+                " (CONVERTD_SANDBOX=strict: conversions are refused)" if strict() else "",
+            )
+        _zygote = started
+        return started
 
 
-def _refill_warm(size: int, preload: str) -> None:
-    """Start replacements; they import `preload` (the converter "module:Class" of the job
-    that just started: the next one is likely alike) while they wait."""
-    try:
-        with _warm_lock:
-            while len(_warm) < size:
-                _warm.append(_WarmChild(preload))
-    except OSError:  # out of processes or fds: the next job starts its own child
-        log.warning("could not start a warm conversion child", exc_info=True)
+def close_zygote() -> None:
+    """Stop this process's fork server (at exit; in tests)."""
+    global _zygote
+    with _zygote_lock:
+        current, _zygote = _zygote, None
+    if current is not None:
+        current.close()
 
 
-def close_warm() -> None:
-    """Kill every waiting warm child (at exit, when warm starts are turned off, in tests)."""
-    with _warm_lock:
-        children = list(_warm)
-        _warm.clear()
-    for child in children:
-        child.discard()
+def _forget_after_fork() -> None:
+    # a forked worker starts its own zygote; the parent's stays the parent's (our copy of
+    # its socket is closed so the parent's exit still ends it)
+    global _zygote, _zygote_lock
+    _zygote_lock = threading.Lock()
+    if _zygote is not None:
+        with contextlib.suppress(OSError):
+            _zygote.control.close()
+        _zygote = None
 
 
-atexit.register(close_warm)
+atexit.register(close_zygote)
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-async def _start_cold(workdir: Path) -> tuple[asyncio.subprocess.Process, int]:
-    """Today's fresh child, started with the job's cwd and environment; and our message fd."""
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "converters.child", str(write_fd),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=workdir,
-            env=_child_env(workdir),
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )  # fmt: skip
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)  # the child holds its copy; EOF on ours means it is gone
-    return proc, read_fd
+async def prestart() -> dict[str, bool]:
+    """Start the fork server now (worker start-up) rather than with the first job."""
+    return (await asyncio.get_running_loop().run_in_executor(None, _get_zygote)).layers
+
+
+class _Status:
+    """The job's status socket: its pid, then how it ended; writing `kill` ends it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.pid: int | None = None
+        self.returncode: int | None = None
+        self.disk_exceeded = False
+        self.done = False
+
+    async def wait(self) -> int | None:
+        """The exit code (negative: killed by that signal). Raises ZygoteDied."""
+        loop = asyncio.get_running_loop()
+        while not self.done:
+            try:
+                data = await loop.sock_recv(self.sock, 65536)
+            except OSError as exc:
+                raise ZygoteDied(str(exc)) from exc
+            if not data:
+                self.done = True
+                raise ZygoteDied("the fork server closed the job's status socket")
+            msg = json.loads(data)
+            if "pid" in msg:
+                self.pid = int(msg["pid"])
+            elif "error" in msg:
+                self.done = True
+                raise ZygoteDied(str(msg["error"]))
+            elif "status" in msg:
+                self.returncode = int(msg["status"])
+                self.disk_exceeded = bool(msg.get("disk"))
+                self.done = True
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(b"kill")
 
 
 async def _read_messages(
@@ -409,6 +447,13 @@ def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail
             )
         if kind == "memory":
             return _memory_error(limits, detail)
+        if kind == "isolation":
+            return SandboxError(
+                "This server cannot convert safely: its sandbox is incomplete.",
+                "An operator must fix it; `convertd doctor` lists what is missing.",
+                kind="internal",
+                detail=detail,
+            )
         if kind == "output_size":
             return SandboxError(
                 f"The output grew larger than {_human_bytes(limits.output_bytes)}, "
@@ -430,6 +475,15 @@ def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail
                 f"The conversion used more than {limits.cpu_seconds} s of CPU time and was stopped.",
                 "Try a smaller file or lighter options.",
                 kind="cpu",
+                detail=tail,
+            )
+        if sig == signal.SIGSYS:
+            # the seccomp filter killed it: a system call no converter needs
+            return SandboxError(
+                "The conversion was stopped: the converter attempted an operation the sandbox "
+                "forbids (a blocked system call).",
+                "The file may be crafted to attack the converter.",
+                kind="crash",
                 detail=tail,
             )
         if sig == signal.SIGKILL:
@@ -479,6 +533,11 @@ def _result_path(rel: str, workdir: Path) -> Path:
             kind="internal",
             detail=f"converter returned an invalid output path: {rel!r}",
         )
+    if os.geteuid() == 0 and path.stat().st_uid != 0:
+        # what we hand back is ours again, not the job's uid (a chown also drops any
+        # set-id bit the job put on it); nothing of the job can still write to it
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644)
     return path
 
 
@@ -508,7 +567,9 @@ async def run(
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
-    names = _stage_inputs([Path(p) for p in inputs], workdir)
+    loop = asyncio.get_running_loop()
+    # copies can take seconds (large uploads): never on the event loop
+    names = await loop.run_in_executor(None, _stage_inputs, [Path(p) for p in inputs], workdir)
     spec = {
         "converter": f"{type(conv).__module__}:{type(conv).__qualname__}",
         "filetype": filetype,
@@ -524,55 +585,84 @@ async def run(
         },
     }
 
-    loop = asyncio.get_running_loop()
-    size = warm_size()
-    if size == 0 and _warm:
-        close_warm()
-    proc: asyncio.subprocess.Process | _WarmChild
-    stdout_transport: asyncio.BaseTransport | None = None
-    if size:
-        proc = _take_warm(size)
-        read_fd, proc.read_fd = proc.read_fd, -1
-        stdout = asyncio.StreamReader(limit=2**16)
-        try:
-            assert proc.popen.stdout is not None
-            stdout_transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(stdout), proc.popen.stdout
-            )
-        except BaseException:
-            os.close(read_fd)
-            proc.discard()
-            raise
-    else:
-        proc, read_fd = await _start_cold(workdir)
-        assert proc.stdout is not None
-        stdout = proc.stdout
+    inputs_total = sum((workdir / "in" / name).stat().st_size for name in names)
+    disk = os.environ.get(DISK_ENV, "").strip()
+    spec["limits"]["disk_bytes"] = int(disk) if disk.isdigit() else 2 * limits.output_bytes + inputs_total
+    spec["strict"] = strict()
 
+    zygote = _zygote
+    if zygote is None or not zygote.alive():
+        try:
+            zygote = await loop.run_in_executor(None, _get_zygote)
+        except (ZygoteDied, OSError) as exc:
+            raise SandboxError(
+                "The conversion could not start: the sandbox is not available.",
+                "Try again; if it keeps failing, the operator should run `convertd doctor`.",
+                kind="internal",
+                detail=f"starting the fork server failed: {exc}",
+            ) from exc
+    if spec["strict"] and zygote.missing:
+        raise SandboxError(
+            "This server refuses to convert: its sandbox is incomplete.",
+            "The operator set CONVERTD_SANDBOX=strict; `convertd doctor` lists what is missing.",
+            kind="internal",
+            detail="missing sandbox layers: " + ", ".join(zygote.missing),
+        )
+
+    # the spec goes to the job's process alone, in a memfd the fork server passes on unread
+    submitted = time.monotonic()
+    spec_fd = os.memfd_create("convertd-spec", os.MFD_CLOEXEC)
+    os.write(spec_fd, json.dumps(spec).encode())
+    os.lseek(spec_fd, 0, os.SEEK_SET)
+    workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    msg_r, msg_w = os.pipe()
+    out_r, out_w = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    header = {"disk_bytes": spec["limits"]["disk_bytes"]}
+    fds = [spec_fd, msg_w, out_w, theirs.fileno(), workdir_fd]
+    try:
+        try:
+            zygote.submit(header, fds)
+        except ZygoteDied:
+            zygote.dead = True  # started again at once: this job need not fail for it
+            zygote = await loop.run_in_executor(None, _get_zygote)
+            zygote.submit(header, fds)
+    except BaseException:
+        for fd in (msg_r, out_r):
+            os.close(fd)
+        ours.close()
+        raise
+    finally:
+        # the child holds its copies: EOF on ours means it and its helpers are gone
+        for fd in (spec_fd, msg_w, out_w, workdir_fd):
+            os.close(fd)
+        theirs.close()
+
+    status = _Status(ours)
     reader = asyncio.StreamReader(limit=1024 * 1024)
-    messages = os.fdopen(read_fd, "rb", buffering=0)
-    transport: asyncio.BaseTransport | None = None
+    stdout = asyncio.StreamReader(limit=2**16)
+    messages = os.fdopen(msg_r, "rb", buffering=0)
+    output = os.fdopen(out_r, "rb", buffering=0)
+    transports: list[asyncio.BaseTransport] = []
     tail = bytearray()
-    timed_out = False
+    timed_out = lost = False
     final: dict[str, Any] = {}
     try:
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), messages)
-        data = json.dumps(spec).encode()
-        if isinstance(proc, _WarmChild):
-            await proc.send(data)
-            # the replacement starts up while this job runs (once its wall clock is armed)
-            loop.call_soon(_refill_warm, size, spec["converter"])
-        else:
-            assert proc.stdin is not None
-            proc.stdin.write(data)
-            with contextlib.suppress(ConnectionError):
-                await proc.stdin.drain()
-            proc.stdin.close()
+        for stream, pipe in ((reader, messages), (stdout, output)):
+            transport, _ = await loop.connect_read_pipe(
+                lambda stream=stream: asyncio.StreamReaderProtocol(stream), pipe
+            )
+            transports.append(transport)
 
         async def supervise() -> dict[str, Any]:
             drain = asyncio.ensure_future(_drain(stdout, tail))
             try:
                 msg = await _read_messages(reader, on_progress)
-                await proc.wait()
+                if "result" not in msg:
+                    # how it ended says why it failed; after a result the process only exits
+                    # (it closed its channel first), and tearing down its memory takes a few
+                    # ms this job need not wait for
+                    await status.wait()
                 # a helper left running in the background may hold stdout open: don't wait
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(drain), 2)
@@ -584,28 +674,38 @@ async def run(
             final = await asyncio.wait_for(supervise(), timeout=limits.wall_seconds)
         except TimeoutError:
             timed_out = True
+        except ZygoteDied:
+            lost = True
     finally:
-        # On success the group is normally gone already; on timeout, cancellation or any
-        # error here, this is what stops a runaway converter and its helpers.
-        _kill_group(proc)
-        if transport is not None:
+        # On success the job is gone already; on timeout, cancellation or any error here,
+        # this is what stops a runaway converter and every process it started.
+        if not status.done:
+            # the fork server kills the job's whole pid namespace (or process group)
+            status.kill()
+            if "result" not in final:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(status.wait()), 10)
+        ours.close()
+        for transport in transports:
             transport.close()
-        else:
-            messages.close()
-        if stdout_transport is not None:
-            stdout_transport.close()
-        if proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
-        if isinstance(proc, _WarmChild):
-            proc.close()
+        for pipe in (messages, output):
+            if len(transports) < 2:
+                pipe.close()
 
     global network_isolated
     if "isolated" in final:
-        if network_isolated is not False and not final["isolated"]:
-            log.warning("conversions run without network isolation (unshare not permitted)")
         network_isolated = bool(final["isolated"])
+    if isinstance(final.get("times"), dict):
+        last_timings.clear()
+        last_timings.update(submitted=submitted, **final["times"], returned=time.monotonic())
     tail_text = tail.decode("utf-8", "replace")
+    if lost:
+        raise SandboxError(
+            "The conversion was interrupted: the process running it was lost.",
+            "Try again.",
+            kind="crash",
+            detail=f"the sandbox's fork server stopped during the job\n{tail_text}",
+        )
     if timed_out:
         raise SandboxError(
             f"The conversion took longer than {limits.wall_seconds} s and was stopped.",
@@ -614,7 +714,15 @@ async def run(
             detail=tail_text,
         )
     result = final.get("result")
-    if isinstance(result, dict) and proc.returncode == 0:
+    if status.disk_exceeded:
+        raise SandboxError(
+            f"The conversion wrote more than {_human_bytes(spec['limits']['disk_bytes'])} to disk, "
+            "the limit for one conversion.",
+            "Try a smaller file or ask for a smaller output.",
+            kind="output_size",
+            detail=tail_text,
+        )
+    if isinstance(result, dict) and status.returncode in (0, None):
         items = result.get("items") or []
         return Result(_result_path(str(result.get("path", "")), workdir), [str(i) for i in items])
-    raise _failure(final, proc.returncode, limits, tail_text)
+    raise _failure(final, status.returncode, limits, tail_text)

@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # util-linux (unshare, setpriv) and libseccomp2 build each instance's jail
 DEBIAN_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno
-  util-linux libseccomp2
   libmagic1 libarchive13 fonts-dejavu-core openssl libheif-examples
+  # the conversion sandbox and the LibreOffice pool: libseccomp (loaded with ctypes),
+  # unshare/setpriv, sleep as pid 1
+  libseccomp2 util-linux coreutils
 )
 
 if command -v apt-get >/dev/null 2>&1; then

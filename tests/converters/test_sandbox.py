@@ -4,8 +4,8 @@ The misbehaving converters below are real code run in the real child process (th
 imports this module by name, as it imports any converter): they really allocate, spin,
 sleep, crash or spawn helpers, and the sandbox must stop them and explain why.
 
-Every test runs twice: with a warm child (started before its job, CONVERTD_SANDBOX_WARM=1)
-and with a fresh one per job (CONVERTD_SANDBOX_WARM=0).
+Every job's process is forked from the fork server (`converters.zygote`); the tests that
+prove the isolation layers from inside a job are in test_isolation.py.
 """
 
 from __future__ import annotations
@@ -137,14 +137,6 @@ def _pdeathsig() -> int:
     return sig.value
 
 
-@pytest.fixture(autouse=True, params=["warm", "cold"])
-def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv(sandbox.WARM_ENV, "1" if request.param == "warm" else "0")
-    sandbox.close_warm()
-    yield request.param
-    sandbox.close_warm()
-
-
 @pytest.fixture
 def probe_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(registry_module, "_registry", Registry([MisbehavingConverter(), HashConverter()]))
@@ -156,6 +148,23 @@ def sample(tmp_path: Path) -> Path:
     path = tmp_path / "sample.bin"
     path.write_bytes(os.urandom(300_000))
     return path
+
+
+def _job_pids(workdir: Path, count: int) -> list[int]:
+    """The host's pids of the processes working inside workdir (a job sees only its own
+    pid namespace, so it cannot tell us these), once `count` of them are there."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(f"/proc/{entry}/cwd")).is_relative_to(workdir):
+                        found.append(int(entry))
+        if len(found) >= count and (workdir / "pids.json").exists():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} processes working in {workdir}")
 
 
 def _alive(pid: int) -> bool:
@@ -233,16 +242,17 @@ async def test_cpu_limit(probe_registry: None, sample: Path, tmp_path: Path) -> 
 async def test_wall_timeout_kills_the_whole_group(probe_registry: None, sample: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "job"
     started = time.monotonic()
+    job = asyncio.ensure_future(
+        sandbox.run("probe", "bin", "spawn", {}, [sample], workdir, limits=Limits(wall_seconds=3))
+    )
+    pids = await asyncio.to_thread(_job_pids, workdir, 2)  # the child and its `sleep 300`
     with pytest.raises(SandboxError) as err:
-        await sandbox.run("probe", "bin", "spawn", {}, [sample], workdir,
-                          limits=Limits(wall_seconds=2))  # fmt: skip
+        await job
     assert time.monotonic() - started < 10
     assert err.value.kind == "timeout"
-    assert err.value.message == "The conversion took longer than 2 s and was stopped."
-    child, helper = json.loads((workdir / "pids.json").read_text())
+    assert err.value.message == "The conversion took longer than 3 s and was stopped."
     await asyncio.sleep(0.2)
-    assert not _alive(child)
-    assert not _alive(helper)  # the grandchild (a `sleep 300`) went with it
+    assert not any(_alive(pid) for pid in pids)  # the grandchild went with it
     await _hash_ok(sample, tmp_path / "after")
 
 
@@ -280,19 +290,13 @@ async def test_output_outside_workdir_is_refused(probe_registry: None, sample: P
 async def test_cancel_kills_child_and_helpers(probe_registry: None, sample: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "job"
     task = asyncio.ensure_future(sandbox.run("probe", "bin", "spawn", {}, [sample], workdir))
-    pids = workdir / "pids.json"
-    for _ in range(100):
-        if pids.exists() and pids.read_text():
-            break
-        await asyncio.sleep(0.05)
-    child, helper = json.loads(pids.read_text())
-    assert _alive(child) and _alive(helper)
+    pids = await asyncio.to_thread(_job_pids, workdir, 2)
+    assert all(_alive(pid) for pid in pids)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.2)
-    assert not _alive(child)
-    assert not _alive(helper)
+    assert not any(_alive(pid) for pid in pids)
 
 
 async def test_environment_is_minimal(
@@ -305,7 +309,10 @@ async def test_environment_is_minimal(
     seen = json.loads(result.path.read_text())
     assert seen["cwd"] == str(workdir)
     assert seen["env"]["HOME"] == str(workdir)
-    assert not {k for k in seen["env"] if "proxy" in k.lower() or k.startswith("CONVERTD")}
+    # the one setting a job gets: LibreOffice and pandoc must not nest namespaces again
+    leaked = {k for k in seen["env"] if "proxy" in k.lower() or k.startswith("CONVERTD")}
+    assert leaked <= {"CONVERTD_TOOL_ISOLATION"}
+    assert seen["env"].get("CONVERTD_TOOL_ISOLATION", "off") == "off"
 
 
 async def test_no_network(probe_registry: None, tmp_path: Path) -> None:
@@ -374,172 +381,83 @@ async def test_mismatched_content_refused_in_the_child(tmp_path: Path) -> None:
     assert err.value.message == "The file is not a png: its content is a jpg file."
 
 
+_UNPRIVILEGED_JOB = """
+import json, os, socket, sys, tempfile
+from pathlib import Path
+from converters import isolation
+workdir = Path(tempfile.mkdtemp()) / "job"
+(workdir / "tmp").mkdir(parents=True)
+read_fd, write_fd = os.pipe()
+pid = os.fork()
+if pid == 0:
+    layers = isolation.enter(workdir, {"memory_bytes": 2**31, "cpu_seconds": 10, "output_bytes": 2**20},
+                             tempfile.mkdtemp(), in_pid_ns=False, strict=False)
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+        layers["reached"] = True
+    except OSError:
+        layers["reached"] = False
+    layers["uid_now"] = os.getuid()
+    layers["visible"] = sorted(os.listdir("/"))
+    os.write(write_fd, json.dumps(layers).encode())
+    os._exit(0)
+os.close(write_fd)
+report = json.loads(os.read(read_fd, 65536).decode())
+os.waitpid(pid, 0)
+# strict: the same job is refused, naming the first missing layer (no pid namespace here)
+read_fd, write_fd = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        isolation.enter(workdir, {"memory_bytes": 2**31, "cpu_seconds": 10, "output_bytes": 2**20},
+                        tempfile.mkdtemp(), in_pid_ns=False, strict=True)
+        os.write(write_fd, b"converted")
+    except isolation.LayerError as exc:
+        os.write(write_fd, f"refused: {exc.layer}".encode())
+    os._exit(0)
+os.close(write_fd)
+report["strict"] = os.read(read_fd, 65536).decode()
+print(json.dumps(report))
+"""
+
+
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root")
-def test_no_network_without_root_either(tmp_path: Path) -> None:
-    # As an unprivileged user the child falls back to a user namespace for its netns.
-    script = (
-        "import socket, sys\n"
-        "from converters.child import isolate_network\n"
-        "isolated = isolate_network()\n"
-        "try:\n"
-        "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
-        "    print(isolated, 'reached')\n"
-        "except OSError:\n"
-        "    print(isolated, 'blocked')\n"
-    )
+def test_layers_without_root(tmp_path: Path) -> None:
+    # As an unprivileged user the job's namespaces come from a user namespace of its own.
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         done = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-             "-c", script, str(server.getsockname()[1])],
+             "-c", _UNPRIVILEGED_JOB, str(server.getsockname()[1])],
             capture_output=True, text=True, cwd="/", timeout=30,
             env={"PYTHONPATH": str(Path(sandbox.__file__).parent.parent), "PATH": "/usr/bin"},
         )  # fmt: skip
-    if done.stdout.startswith("False"):
-        pytest.skip("this kernel allows no unprivileged user namespaces")
-    assert done.stdout.split() == ["True", "blocked"], done.stdout + done.stderr
+    layers = json.loads(done.stdout or "{}")
+    if not layers.get("net"):
+        pytest.skip(f"this kernel allows no unprivileged user namespaces: {done.stderr}")
+    assert layers["reached"] is False
+    assert layers["uid_now"] == 65534
+    assert layers["mount"] and layers["nnp"] and layers["seccomp"], layers
+    assert "work" not in layers["visible"] or "wt-engine" not in str(layers["visible"])
+    assert layers["pid"] is False  # only root gets a pid namespace per job
+    assert layers["strict"] == "refused: pid"
 
 
-# --- warm children: started before their job, still one job each --------------------------
-
-
-def _ready_warm_pids(timeout: float = 20) -> list[int]:
-    """The pool's children once each is past its imports and waiting for a spec on stdin."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [child.pid for child in sandbox._warm]
-        waiting = []
-        for pid in pids:
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/wchan") as fh:
-                waiting.append("pipe_read" in fh.read())
-        if pids and all(waiting):
-            return pids
-        time.sleep(0.02)
-    raise AssertionError("no warm child became ready")
-
-
-async def _state(workdir: Path, sample: Path, limits: Limits | None = None) -> dict:
-    result = await sandbox.run("probe", "bin", "state", {}, [sample], workdir, limits=limits)
-    return json.loads(result.path.read_text())
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
-async def test_a_warm_child_serves_exactly_one_job(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
-    await _state(tmp_path / "first", sample)  # the pool fills lazily, on first use
-    [ready] = _ready_warm_pids()
-    second = await _state(tmp_path / "second", sample)
-    assert second["pid"] == ready  # served by the child that was waiting
-    assert "--warm" in second["cmdline"]
-    await asyncio.sleep(0.1)
-    assert not _alive(ready)  # one job, then gone
-    [replacement] = _ready_warm_pids()
-    assert replacement != ready
-    third = await _state(tmp_path / "third", sample)
-    assert third["pid"] == replacement
-    assert len({second["pid"], third["pid"]}) == 2
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm", "cold"], indirect=True)
-async def test_consecutive_jobs_get_different_processes(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
-    pids = [(await _state(tmp_path / f"job{i}", sample))["pid"] for i in range(3)]
-    assert len(set(pids)) == 3
-    assert not any(_alive(pid) for pid in pids)
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
-async def test_a_warm_child_takes_on_its_job_before_touching_input(
-    probe_registry: None, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    monkeypatch.setenv("CONVERTD_DATABASE_URL", "postgresql://secret@db/convertd")
-    await _state(tmp_path / "first", sample)
-    [ready] = _ready_warm_pids()  # started, imports done, well before this job existed
-    workdir = tmp_path / "job"
-    limits = Limits(memory_bytes=700 * 1024**2, cpu_seconds=7, wall_seconds=20, output_bytes=3 * 1024**2)
-    state = await _state(workdir, sample, limits)
-    assert state["pid"] == ready
-    assert state["cwd"] == str(workdir)
-    assert state["env"]["HOME"] == str(workdir)
-    assert state["env"]["TMPDIR"] == state["tempdir"] == str(workdir / "tmp")
-    assert not {k for k in state["env"] if "proxy" in k.lower() or k.startswith("CONVERTD")}
-    assert state["limits"] == {"AS": [700 * 1024**2] * 2, "CPU": [7, 12], "FSIZE": [3 * 1024**2] * 2,
-                               "CORE": [0, 0]}  # fmt: skip
-    assert state["sid"] == state["pid"]  # its own session: the whole group can be killed
-    assert state["pdeathsig"] == 9  # SIGKILL when the worker dies
-    if sandbox.network_isolated:
-        assert state["netns"] != os.readlink("/proc/self/ns/net")
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
-async def test_a_warm_child_started_during_another_job_holds_none_of_its_files(
-    probe_registry: None, sample: Path, tmp_path: Path
-) -> None:
-    other = asyncio.ensure_future(sandbox.run("probe", "bin", "spawn", {}, [sample], tmp_path / "other"))
-    try:
-        for _ in range(200):  # the other job runs; the pool's replacement starts meanwhile
-            if (tmp_path / "other" / "pids.json").exists() and sandbox._warm:
-                break
-            await asyncio.sleep(0.05)
-        [ready] = _ready_warm_pids()
-        workdir = tmp_path / "job"
-        state = await _state(workdir, sample)
-    finally:
-        other.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await other
-    assert state["pid"] == ready
-    extra = {fd: target for fd, target in state["fds"].items() if fd not in ("0", "1", "2")}
-    pipes = [target for target in extra.values() if target.startswith("pipe:")]
-    files = [target for target in extra.values() if not target.startswith("pipe:")]
-    assert len(pipes) == 1, state["fds"]  # its own message channel, nothing of the other job
-    assert all(Path(f).is_relative_to(workdir) for f in files), state["fds"]
-    assert state["fds"]["1"] == state["fds"]["2"] != state["fds"]["0"]
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
-async def test_warm_limits_still_stop_a_job(probe_registry: None, sample: Path, tmp_path: Path) -> None:
-    # the limit tests above run in both modes; this one makes sure a child that waited does
-    await _state(tmp_path / "first", sample)
-    _ready_warm_pids()
-    with pytest.raises(SandboxError) as err:
-        await sandbox.run("probe", "bin", "mem", {}, [sample], tmp_path / "mem")
-    assert err.value.kind == "memory"
-    _ready_warm_pids()
-    with pytest.raises(SandboxError) as err:
-        await sandbox.run(
-            "probe", "bin", "sleep", {}, [sample], tmp_path / "sleep", limits=Limits(wall_seconds=1)
-        )
-    assert err.value.kind == "timeout"
-    await _hash_ok(sample, tmp_path / "after")
-
-
-@pytest.mark.parametrize("sandbox_mode", ["warm"], indirect=True)
-async def test_dead_warm_child_is_replaced(probe_registry: None, sample: Path, tmp_path: Path) -> None:
-    await _state(tmp_path / "first", sample)
-    [ready] = _ready_warm_pids()
-    os.kill(ready, 9)
-    await asyncio.sleep(0.1)
-    state = await _state(tmp_path / "job", sample)
-    assert state["pid"] != ready
-
-
-async def test_warm_off_starts_a_fresh_interpreter_per_job(
-    probe_registry: None, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(sandbox.WARM_ENV, "1")
-    await _state(tmp_path / "first", sample)
-    [ready] = _ready_warm_pids()
-    monkeypatch.setenv(sandbox.WARM_ENV, "0")
-    workdir = tmp_path / "job"
-    state = await _state(workdir, sample)
-    assert "--warm" not in state["cmdline"]
-    assert state["pid"] != ready
-    assert state["cwd"] == state["env"]["HOME"] == str(workdir)
-    assert sandbox._warm == []
-    await asyncio.sleep(0.1)
-    assert not _alive(ready)  # the waiting child was let go
+def test_inputs_are_private_read_only_copies_and_sparse_stays_sparse(tmp_path: Path) -> None:
+    src = tmp_path / "upload.bin"
+    with open(src, "wb") as fh:  # 1 GiB apparent, a few bytes of data: an upload can be sparse
+        fh.write(b"head")
+        fh.truncate(1024**3)
+        fh.seek(512 * 1024**2)
+        fh.write(b"middle")
+    [name] = sandbox._stage_inputs([src], tmp_path / "job")
+    staged = tmp_path / "job" / "in" / name
+    assert staged.stat().st_ino != src.stat().st_ino and staged.stat().st_nlink == 1
+    assert staged.stat().st_mode & 0o777 == 0o444
+    assert staged.stat().st_size == 1024**3
+    assert staged.stat().st_blocks * 512 < 64 * 1024**2  # the holes were not written out
+    with open(staged, "rb") as fh:
+        assert fh.read(4) == b"head"
+        fh.seek(512 * 1024**2)
+        assert fh.read(6) == b"middle"
