@@ -10,7 +10,7 @@ from saq import CronJob, Worker
 
 from app.runtime import Runtime
 from app.services import processing, recovery, webhooks
-from converters import office_pool
+from converters import office_pool, sandbox
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
@@ -36,6 +36,9 @@ def build_worker(rt: Runtime) -> Worker:
         # warm LibreOffice instances, one per concurrent job unless configured (they start
         # in the background; office jobs wait for the first one ready)
         await asyncio.to_thread(office_pool.start, rt.settings.queue.concurrency)
+        # the fork server imports every converter now, not in front of the first job, and
+        # says at start which isolation layers this machine lacks
+        await sandbox.prestart()
         await recovery.reconcile(rt)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
