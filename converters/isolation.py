@@ -321,6 +321,11 @@ def finish(
         for path in (workdir, workdir / "tmp"):
             if path.exists():
                 os.chown(path, uid, gid)
+        # and the doors the worker opened for this job alone (the office pool's socket,
+        # mode 0600: only this uid may connect)
+        for entry in os.scandir(workdir):
+            if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                os.chown(entry.path, uid, gid)
 
     def tree() -> None:
         bind_job(prep.mount_point, workdir)
