@@ -283,11 +283,15 @@ def _check_pdf(path: Path, pages: str) -> None:
         return
     import pypdfium2  # the rare case: let a real PDF reader decide
 
-    doc = pypdfium2.PdfDocument(path)
     try:
-        count = len(doc)
-    finally:
-        doc.close()
+        doc = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError:
+        count = 0  # not even a readable PDF: as good as empty to whoever downloads it
+    else:
+        try:
+            count = len(doc)
+        finally:
+            doc.close()
     if count == 0:
         raise ConversionError(
             "The PDF came out empty.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -109,7 +110,8 @@ async def test_keys_create_json_carries_key_kid_and_signing_secret_and_the_key_w
     refused = await call("rest", http, base_url, out["key"], path="/v1/formats")
     assert (refused.status, refused.code) == (403, "FORBIDDEN")
     # the signing secret signs a JWT the service accepts
-    token = jwt.encode({"kid": out["kid"], "exp": 2_000_000_000}, out["signing_secret"], algorithm="HS256")
+    exp = int(time.time()) + 600
+    token = jwt.encode({"kid": out["kid"], "exp": exp}, out["signing_secret"], algorithm="HS256")
     assert (await call("rest", http, base_url, token)).ok
 
 
