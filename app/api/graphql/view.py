@@ -78,8 +78,13 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         self, request: web.Request, subprotocol: str | None
     ) -> web.WebSocketResponse:
         # graphql-transport-ws never pings on its own: a heartbeat finds dead clients
+        # no permessage-deflate: job updates are a few hundred bytes, and compressing each
+        # frame for each subscriber costs CPU on the fan-out path
         ws = web.WebSocketResponse(
-            protocols=[subprotocol] if subprotocol else [], heartbeat=30, max_msg_size=MAX_BODY_BYTES
+            protocols=[subprotocol] if subprotocol else [],
+            heartbeat=30,
+            max_msg_size=MAX_BODY_BYTES,
+            compress=False,
         )
         await ws.prepare(request)
         return ws
