@@ -15,6 +15,9 @@ from app.events import EventHub
 from app.services.usage import RequestLog
 from app.storage import Storage
 
+REDIS_CONNECTIONS = 64  # per process
+REDIS_WAIT = 20  # seconds a command waits for a free connection before it fails
+
 
 @dataclasses.dataclass
 class Runtime:
@@ -32,7 +35,13 @@ class Runtime:
         """Everything a process needs; `api` adds what only processes answering callers use."""
         assert settings.database_url and settings.redis_url
         pool = await db.create_pool(settings.database_url)
-        redis = aioredis.from_url(settings.redis_url)
+        # a blocking pool: a burst of callers waits for a connection instead of failing
+        # with "Too many connections" (which took down websocket handshakes under load)
+        redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT
+            )
+        )
         queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)

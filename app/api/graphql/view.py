@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
@@ -19,8 +21,10 @@ from app.auth.authenticate import authenticate
 from app.errors import ConvertdError, ErrorCode
 from app.storage import IncomingFile
 
+log = logging.getLogger(__name__)
 FORM = web.RequestKey("convertd.form", object)
 AUTH_ERROR = web.RequestKey("convertd.auth_error", ConvertdError)
+SOCKET = web.RequestKey("convertd.websocket", web.WebSocketResponse)
 
 # A query document, its variables and extensions; uploads are separate parts and not counted
 MAX_BODY_BYTES = 256 * 1024
@@ -87,6 +91,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             compress=False,
         )
         await ws.prepare(request)
+        request[SOCKET] = ws
         return ws
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
@@ -138,6 +143,16 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
             return await super().__call__(request)
+        except Exception:
+            ws = request.get(SOCKET)
+            if ws is None:
+                raise
+            # after the upgrade an HTTP error page would be written into the websocket
+            # stream as garbage: close the socket as a websocket does (1011)
+            log.exception("websocket connection failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            return ws
         finally:
             form_cm = request.get(FORM)
             if form_cm is not None:
