@@ -8,13 +8,16 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app import db, embedded, processes
+from app import db, embedded, logs, processes
 from app.config import Settings
 from app.errors import ConvertdError
 
@@ -449,9 +452,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics_folder(data_dir: Path) -> None:
+    """Multiprocess metrics (app/metrics.py): a fresh folder the API and its worker processes
+    share, named before anything imports prometheus_client (it reads the variable once, on
+    import). A folder the operator named is used as it is: they empty it between runs."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)  # counts start again with the service
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     args = parser().parse_args(argv)
+    if args.command == "serve":
+        _metrics_folder(Settings.from_env().data_dir)
     if (args.tls_cert if hasattr(args, "tls_cert") else False) and not args.tls_key:
         sys.exit("--tls-cert needs --tls-key")
     result = args.func(args)

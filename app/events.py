@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from app import metrics
 from app.models import Job
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _FIELDS = dataclasses.fields(Job)
 def decode(message: str | bytes) -> Job:
     data = json.loads(message)
     data["id"] = uuid.UUID(data["id"])
-    for name in ("created_at", "started_at", "finished_at", "updated_at"):
+    for name in ("created_at", "started_at", "finished_at", "updated_at", "expired_at"):
         if data[name] is not None:
             data[name] = datetime.fromisoformat(data[name])
     return Job.from_row(data)
@@ -52,6 +53,7 @@ def decode(message: str | bytes) -> Job:
 
 async def publish(redis: aioredis.Redis, job: Job) -> None:
     await redis.publish(CHANNEL, encode(job))
+    metrics.EVENTS.inc()
 
 
 class EventHub:

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 from saq import CronJob, Worker
 
+from app import logs, metrics
 from app.runtime import Runtime
 from app.services import processing, recovery, webhooks
 from converters import office_pool, sandbox
+
+log = logging.getLogger("convertd.jobs")
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
-    job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    # the job's log lines carry the id of the request that created it (app/logs.py)
+    request_id = await rt.pool.fetchval("SELECT request_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
+    with logs.job_context(job_id, request_id):
+        log.info("job taken", extra={"attempt": saq_job.attempts})
+        job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+        metrics.job_ended(job)
+        log.info("job %s", job.status.value, extra={"status": job.status.value, "error": job.error})
     return job.status.value
 
 

@@ -28,7 +28,7 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
         else err.body()
     )
     response = web.json_response(body, status=err.status, headers=err.headers)
-    if err.code is ErrorCode.PAYLOAD_TOO_LARGE:
+    if err.code in (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.STORAGE_QUOTA_EXCEEDED):
         # the rest of the body was never read: close rather than wait for it to arrive
         response.force_close()
     response[ERROR_CODE] = err.code.value

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app import metrics
 from app.models import Job, JobStatus
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
@@ -134,6 +135,7 @@ async def _convert(
             finished_at=_now(),
         )
     except ConversionError as exc:
+        metrics.conversion_failed(exc)  # counts sandbox failures by kind
         return await fail(rt, job_id, exc.message, exc.hint)
     except (asyncio.CancelledError, JobEnded):
         raise

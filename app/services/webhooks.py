@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from app import metrics
 from app.auth import keys
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus
@@ -91,6 +92,8 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
         "SELECT j.*, k.kid FROM jobs j LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
         job_id,
     )
+    if row is None:  # deleted by its owner meanwhile (DELETE /v1/jobs/{id})
+        return "job deleted"
     job = Job.from_row(row)
     assert job.webhook_url and job.terminal
     body = payload(job)
@@ -132,5 +135,6 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
 
 async def _record(rt: Runtime, job_id: uuid.UUID, outcome: str) -> str:
     # a detail of delivery, not a change of the job: no version bump, no event
+    metrics.webhook_outcome(outcome)
     await rt.pool.execute("UPDATE jobs SET webhook_status = $2 WHERE id = $1", job_id, outcome)
     return outcome
