@@ -234,6 +234,31 @@ def _limit(value: str) -> int | None:
         raise argparse.ArgumentTypeError("a whole number or 'unlimited'") from exc
 
 
+_FOREVER = ("forever", "unlimited", "none", "off")
+
+
+def _duration(value: str) -> int | None:
+    from app.services.plans import parse_duration
+
+    if value.lower() in _FOREVER:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'forever'") from exc
+
+
+def _size(value: str) -> int | None:
+    from app.services.plans import parse_size
+
+    if value.lower() in _FOREVER:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'unlimited'") from exc
+
+
 def _on_off(value: str) -> bool:
     if value.lower() not in ("on", "off"):
         raise argparse.ArgumentTypeError("on or off")
@@ -245,7 +270,10 @@ async def plans_set(args: argparse.Namespace) -> None:
 
     given = {
         name: getattr(args, name)
-        for name in ("api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions")
+        for name in (
+            "api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions",
+            "retention", "storage_quota", "max_pending",
+        )
         if getattr(args, name) is not _NOT_GIVEN
     }
     async with _pool() as (_, pool):
@@ -269,14 +297,20 @@ def _print_plans(plans: list[Plan], as_json: bool) -> None:
         print(json.dumps([dataclasses.asdict(p) for p in plans]))
         return
 
+    from app.services.plans import human_duration
+
     def show(value: int | None) -> str:
         return "unlimited" if value is None else f"{value:,}"
 
-    print(f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}")
+    print(
+        f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}"
+        f" {'RETENTION':>9} {'STORAGE':>16} {'MAX PENDING':>11}"
+    )
     for p in plans:
         print(
             f"{p.name:<12} {'on' if p.api_access else 'off':<4} {show(p.calls_per_day):>10} "
             f"{show(p.calls_per_minute):>10} {show(p.max_file_size):>14} {show(p.conversions):>12}"
+            f" {human_duration(p.retention):>9} {show(p.storage_quota):>16} {show(p.max_pending):>11}"
         )
 
 
@@ -436,6 +470,18 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
     for flag in ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions"):
         ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+    ps.add_argument(
+        "--retention", type=_duration, default=_NOT_GIVEN, metavar="24h|7d|forever",
+        help="how long a job's files are kept after it ends (uploads: after they arrive)",
+    )
+    ps.add_argument(
+        "--storage-quota", type=_size, default=_NOT_GIVEN, metavar="2GB|unlimited",
+        help="bytes of uploads and outputs one account may keep",
+    )
+    ps.add_argument(
+        "--max-pending", type=_limit, default=_NOT_GIVEN, metavar="N|unlimited",
+        help="jobs one account may have waiting in the queue; more are refused with 429",
+    )
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=plans_set)
     pl = plans.add_parser("list", help="list plans")

@@ -58,6 +58,8 @@ class Settings:
     allow_private_urls: bool = False  # may webhooks reach loopback and private addresses?
     introspection: bool = True  # GraphQL introspection and the GraphiQL page
     jwt_max_lifetime: int = 24 * 3600  # seconds a self-signed JWT may live
+    request_log_days: int = 90  # days the request log keeps a line (0: forever)
+    max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
 
     @property
     def storage_dir(self) -> Path:
@@ -83,6 +85,8 @@ class Settings:
             allow_private_urls=_bool("ALLOW_PRIVATE_URLS", False),
             introspection=_bool("INTROSPECTION", True),
             jwt_max_lifetime=_int("JWT_MAX_LIFETIME", 24 * 3600),
+            request_log_days=_int("REQUEST_LOG_DAYS", 90),
+            max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

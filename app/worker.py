@@ -11,7 +11,7 @@ from saq import CronJob, Worker
 
 from app import logs, metrics
 from app.runtime import Runtime
-from app.services import processing, recovery, webhooks
+from app.services import processing, recovery, retention, webhooks
 from converters import office_pool, sandbox
 
 log = logging.getLogger("convertd.jobs")
@@ -40,6 +40,12 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     return len(await recovery.reconcile(ctx["runtime"]))
 
 
+async def sweep_storage(ctx: dict[str, Any]) -> int:
+    """Retention (app/services/retention.py): expired files and old request-log lines go."""
+    swept = await retention.sweep(ctx["runtime"])
+    return swept.jobs_expired + swept.uploads_deleted
+
+
 def build_worker(rt: Runtime) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = rt
@@ -58,7 +64,10 @@ def build_worker(rt: Runtime) -> Worker:
     worker = Worker(
         rt.queue,
         functions=[convert, webhook],
-        cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
+        cron_jobs=[
+            CronJob(reconcile, cron="* * * * *", timeout=60),
+            CronJob(sweep_storage, cron="* * * * *", timeout=600),
+        ],
         concurrency=q.concurrency,
         startup=startup,
         shutdown=shutdown,

@@ -17,7 +17,7 @@ from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import formats as formats_service
-from app.services import jobs, keys, uploads
+from app.services import jobs, keys, storage_use, uploads
 from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
@@ -63,7 +63,9 @@ def status_body(request: web.Request, job: Job) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "status_url": links.status_url,
     }
-    if job.status is JobStatus.FINISHED:
+    if job.expired_at is not None:  # its files were deleted after the plan's retention
+        body.update(expired_at=job.expired_at.isoformat(), file_name=job.output_name)
+    elif job.status is JobStatus.FINISHED:
         body.update(
             download_url=links.download_url,
             file_name=job.output_name,
@@ -94,6 +96,7 @@ async def info(request: web.Request) -> web.Response:
                 "GET /v1/events/{job_id}",
                 "POST /v1/cancel/{job_id}",
                 "GET /v1/download/{job_id}",
+                "DELETE /v1/jobs/{job_id}",
                 "GET /v1/keys/me",
                 "POST /v1/token/jwt",
                 "POST /v1/token/create",
@@ -259,8 +262,17 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/keys/me")
 async def keys_me(request: web.Request) -> web.Response:
-    info = await keys.me(runtime(request), await principal(request))
-    return ok({**info.key.public(), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
+    who = await principal(request)
+    info = await keys.me(runtime(request), who)
+    storage = await storage_use.storage_use(runtime(request), who)
+    return ok(
+        {
+            **info.key.public(),
+            "plan": info.plan.name,
+            "rate_limits": info.rate_limits.body(),
+            "storage": storage.body(),
+        }
+    )
 
 
 def _attachment(filename: str) -> str:

@@ -34,6 +34,7 @@ OPERATIONS = (
     Operation("convert", ("/v1/convert",), ("convert",)),
     Operation("status", ("/v1/status/{job_id}", "/v1/events/{job_id}"), ("job", "jobs", "jobUpdates")),
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
+    Operation("delete", ("/v1/jobs/{job_id}",), ("deleteJob",)),
     Operation("download", ("/v1/download/{job_id}",)),
     Operation("key info", ("/v1/keys/me",), ("me", "quota")),
     # a key mints only for itself, the master token for any key of its account (services/tokens.py)

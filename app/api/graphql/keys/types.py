@@ -7,6 +7,7 @@ import strawberry
 from app.models import ApiKey as ApiKeyModel
 from app.services.keys import CreatedKey as CreatedKeyModel
 from app.services.quota import RateLimits as RateLimitsModel
+from app.services.storage_use import StorageUse as StorageUseModel
 
 
 @strawberry.type(description="Rate-limit quota, as rate_limits in GET /v1/keys/me. Null limits: unlimited.")
@@ -23,6 +24,19 @@ class RateLimits:
             calls_per_day=q.calls_per_day, calls_per_minute=q.calls_per_minute, used_today=q.used_today,
             used_this_minute=q.used_this_minute, remaining_today=q.remaining_today,
         )
+
+
+@strawberry.type(description="What the account stores and may store. Bytes are Floats: sizes outgrow Int.")
+class StorageUse:
+    used_bytes: float
+    quota_bytes: float | None = strawberry.field(description="The plan's quota; null: unlimited.")
+    retention_seconds: int | None = strawberry.field(
+        description="How long a job's files are kept after it ends; null: until deleted."
+    )
+
+    @classmethod
+    def from_model(cls, s: StorageUseModel) -> StorageUse:
+        return cls(used_bytes=s.used_bytes, quota_bytes=s.quota_bytes, retention_seconds=s.retention_seconds)
 
 
 @strawberry.type(description="An API key (never its secret).")
@@ -48,10 +62,17 @@ class ApiKey:
     rate_limits: RateLimits | None = strawberry.field(
         default=None, description="The account's quota (on me)."
     )
+    storage: StorageUse | None = strawberry.field(
+        default=None, description="The account's storage use and quota (on me)."
+    )
 
     @classmethod
     def from_model(
-        cls, key: ApiKeyModel, plan: str | None = None, rate_limits: RateLimitsModel | None = None
+        cls,
+        key: ApiKeyModel,
+        plan: str | None = None,
+        rate_limits: RateLimitsModel | None = None,
+        storage: StorageUseModel | None = None,
     ) -> ApiKey:
         return cls(
             id=key.id, kid=str(key.kid), name=key.name, prefix=key.prefix,
@@ -62,6 +83,7 @@ class ApiKey:
             revoked_at=key.revoked_at, conversion_limit=key.conversion_limit,
             conversions_used=key.conversions_used,
             rate_limits=RateLimits.from_model(rate_limits) if rate_limits else None,
+            storage=StorageUse.from_model(storage) if storage else None,
         )
 
 
