@@ -78,8 +78,12 @@ def formatter() -> logging.Formatter:
 
 
 def configure(level: int = logging.INFO) -> None:
+    """As logging.basicConfig: nothing changes when the root logger has handlers already
+    (an embedding program's, or pytest's while the CLI runs inside a test)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter())
-    root = logging.getLogger()
-    root.handlers = [handler]
+    root.addHandler(handler)
     root.setLevel(level)

@@ -28,9 +28,9 @@ class StorageUse:
 
 async def used_bytes(conn: asyncpg.Pool | asyncpg.Connection, account_id: int) -> int:
     return await conn.fetchval(
-        "SELECT (SELECT coalesce(sum(file_size), 0) FROM uploads WHERE account_id = $1)"
+        "SELECT ((SELECT coalesce(sum(file_size), 0) FROM uploads WHERE account_id = $1)"
         " + (SELECT coalesce(sum(output_size), 0) FROM jobs"
-        "    WHERE account_id = $1 AND output_path IS NOT NULL)",
+        "    WHERE account_id = $1 AND output_path IS NOT NULL))::bigint",
         account_id,
     )
 
