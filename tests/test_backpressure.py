@@ -144,3 +144,20 @@ async def test_the_global_queue_depth_cap_answers_503_for_everyone(
     uncapped = await idle_server(max_queue_depth=0)
     results = await asyncio.gather(*(convert(http, uncapped, first) for _ in range(3)))
     assert [status for status, _, _ in results] == [202, 202, 202]
+
+
+async def test_a_concurrent_flood_gets_exactly_the_cap_and_pays_only_for_it(
+    http: aiohttp.ClientSession, rt: Runtime, idle_server: Any, accounts: Any, make_plan: Any
+) -> None:
+    acct = await accounts("burst", await make_plan(max_pending=3))
+    bystander = await accounts("bystander")
+    base = await idle_server()
+    flood = [convert(http, base, acct) for _ in range(30)]
+    results = await asyncio.gather(*flood, convert(http, base, bystander))
+    statuses = [status for status, _, _ in results[:-1]]
+    assert statuses.count(202) == 3 and statuses.count(429) == 27
+    assert results[-1][0] == 202  # the flood did not take the service away from others
+    assert await charged(rt, acct) == 3  # refusals are refunded, also those refused at the lock
+    kept = await rt.pool.fetch("SELECT storage_path FROM uploads WHERE account_id = $1", acct.account_id)
+    assert len(kept) == 3  # and their uploads deleted, rows and files
+    assert len(list(rt.storage.path(f"uploads/{acct.account_id}").rglob("a.txt"))) == 3

@@ -148,22 +148,25 @@ async def convert(
     await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
-    stored += await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
-    row = await rt.pool.fetchrow(
-        "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-        " options, input_uploads, webhook_url, public_base, request_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
-        principal.account_id,
-        principal.key.id if principal.key else None,
-        filetype,
-        inputs[0][0],
-        normalize_format(output_format),
-        values,
-        [u.id for u in stored],
-        webhook_url,
-        (rt.settings.public_url or base_url or "").rstrip("/") or None,
-        logs.request_id.get(),  # its log lines in the worker carry the request's id
-    )
+    fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    stored += fresh
+    # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
+    async with backpressure.admission(rt, principal, fresh) as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+            " options, input_uploads, webhook_url, public_base, request_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            principal.account_id,
+            principal.key.id if principal.key else None,
+            filetype,
+            inputs[0][0],
+            normalize_format(output_format),
+            values,
+            [u.id for u in stored],
+            webhook_url,
+            (rt.settings.public_url or base_url or "").rstrip("/") or None,
+            logs.request_id.get(),  # its log lines in the worker carry the request's id
+        )
     job = Job.from_row(row)
     await enqueue(rt, job.id)
     return await settle(rt, principal, job, seconds) if seconds else job
