@@ -239,3 +239,40 @@ async def test_the_request_id_is_carried_into_the_jobs_log_lines(
     # a line of another request is not tagged with this id
     assert not [rec for rec in caplog.records if rec.name == "convertd.access"
                 and getattr(rec, "request_id", None) == rid and rec.path != "/v1/convert"]  # fmt: skip
+
+
+async def test_metrics_count_webhook_deliveries_by_outcome(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    calls: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        calls.append(1)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    try:
+        before = await scrape(http, base_url)
+        async with http.post(
+            f"{base_url}/v1/convert", headers={"X-API-Key": account.key},
+            data=form(b"abc", "a.txt", filetype="hash", output_format="txt", webhook_url=url),
+        ) as r:  # fmt: skip
+            job_id = (await r.json())["job_id"]
+        await wait_for_status(http, base_url, account.key, job_id)
+        for _ in range(300):
+            async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as r:
+                if (await r.json()).get("webhook_status") == "delivered":
+                    break
+            await asyncio.sleep(0.1)
+        after = await scrape(http, base_url)
+    finally:
+        await runner.cleanup()
+    assert calls == [1]
+    delivered = ("convertd_webhook_deliveries_total", frozenset({("outcome", "delivered")}))
+    assert after[delivered] - before.get(delivered, 0.0) == 1
