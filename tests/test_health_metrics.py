@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -135,6 +136,25 @@ async def test_readyz_is_503_when_redis_does_not_answer(
     assert body["components"]["postgres"]["ok"] is True
     assert body["components"]["redis"]["ok"] is False and "Connection" in body["components"]["redis"]["error"]
     assert body["components"]["workers"]["ok"] is False
+
+
+async def test_readyz_is_503_when_postgresql_does_not_answer(
+    http: aiohttp.ClientSession, serve_over: Callable[..., Any]
+) -> None:
+    # a pool that connects on first use, to a port nothing listens on (PostgreSQL down)
+    dead = await asyncpg.create_pool("postgresql://convertd@127.0.0.1:1/convertd", min_size=0)
+    try:
+        base = await serve_over(pool=dead)
+        async with http.get(f"{base}/readyz") as r:
+            body = await r.json()
+            assert r.status == 503
+        async with http.get(f"{base}/metrics") as r:
+            assert r.status == 200
+            assert "convertd_jobs{" not in await r.text()
+    finally:
+        await dead.close()
+    assert body["components"]["postgres"]["ok"] is False and body["components"]["postgres"]["error"]
+    assert body["components"]["redis"]["ok"] is True
 
 
 async def test_metrics_count_requests_jobs_events_and_sandbox_failures(
