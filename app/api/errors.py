@@ -19,6 +19,11 @@ ERROR_CODE = web.ResponseKey("convertd.error_code", str)  # the error code, for 
 
 
 GRAPHQL_PATH = "/graphql"
+# refusals that may come before the request's body is read (size, quota, backpressure)
+_UNREAD_BODY = frozenset({
+    ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.STORAGE_QUOTA_EXCEEDED, ErrorCode.TOO_MANY_PENDING,
+    ErrorCode.OVERLOADED,
+})  # fmt: skip
 
 
 def render(err: ConvertdError, path: str = "") -> web.Response:
@@ -28,8 +33,8 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
         else err.body()
     )
     response = web.json_response(body, status=err.status, headers=err.headers)
-    if err.code in (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.STORAGE_QUOTA_EXCEEDED):
-        # the rest of the body was never read: close rather than wait for it to arrive
+    if err.code in _UNREAD_BODY:
+        # the rest of the body may never have been read: close rather than wait for it
         response.force_close()
     response[ERROR_CODE] = err.code.value
     return response

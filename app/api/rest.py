@@ -16,8 +16,8 @@ from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
+from app.services import backpressure, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
-from app.services import jobs, keys, storage_use, uploads
 from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
@@ -130,6 +130,7 @@ async def list_formats(request: web.Request) -> web.Response:
 async def upload(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
+    await storage_use.check_quota(rt, who, 0)  # an account at its quota: refused before the body is read
     async with read_form(request, rt) as form:
         stored = await uploads.store(rt, who, form.all_files())
     return ok({"files": [upload_body(u) for u in stored]})
@@ -139,6 +140,10 @@ async def upload(request: web.Request) -> web.Response:
 async def convert(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
+    # a full queue or backlog refuses before the body is read (a flood costs no disk);
+    # jobs.convert checks both again, and the account's cap exactly
+    await backpressure.admit(rt, who)
+    await storage_use.check_quota(rt, who, 0)
     if request.content_type == "application/json":
         body = await json_body(request)
         job = await jobs.convert(
