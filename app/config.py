@@ -60,6 +60,7 @@ class Settings:
     jwt_max_lifetime: int = 24 * 3600  # seconds a self-signed JWT may live
     request_log_days: int = 90  # days the request log keeps a line (0: forever)
     max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
+    access_log: bool = True  # one JSON line per HTTP answer (app/api/observe.py)
 
     @property
     def storage_dir(self) -> Path:
@@ -87,6 +88,7 @@ class Settings:
             jwt_max_lifetime=_int("JWT_MAX_LIFETIME", 24 * 3600),
             request_log_days=_int("REQUEST_LOG_DAYS", 90),
             max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
+            access_log=_bool("ACCESS_LOG", True),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

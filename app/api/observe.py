@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from app import logs, metrics
+from app.api.keys import runtime
 
 REQUEST_ID = web.RequestKey("convertd.request_id", str)
 HEADER = "X-Request-Id"
@@ -41,11 +42,12 @@ async def observe_middleware(request: web.Request, handler):  # type: ignore[no-
     finally:
         method = request.method if request.method in _METHODS else "OTHER"
         metrics.REQUESTS.labels(method, _route(request), str(status)).inc()
-        access_log.info(
-            "%s %s %s", request.method, request.path, status,
-            extra={"method": request.method, "path": request.path, "status": status,
-                   "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-        )  # fmt: skip
+        if runtime(request).settings.access_log:
+            access_log.info(
+                "%s %s %s", request.method, request.path, status,
+                extra={"method": request.method, "path": request.path, "status": status,
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )  # fmt: skip
         logs.request_id.reset(token)
 
 
