@@ -296,3 +296,16 @@ async def test_metrics_count_webhook_deliveries_by_outcome(
     assert calls == [1]
     delivered = ("convertd_webhook_deliveries_total", frozenset({("outcome", "delivered")}))
     assert after[delivered] - before.get(delivered, 0.0) == 1
+
+
+async def test_the_access_line_can_be_switched_off_ids_and_counts_stay(
+    http: aiohttp.ClientSession, make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    quiet = await make_server(access_log=False)
+    loud = await make_server()
+    for base, rid in ((quiet, "quiet-1"), (loud, "loud-1")):
+        async with http.get(f"{base}/healthz", headers={"X-Request-Id": rid}) as r:
+            assert r.headers["X-Request-Id"] == rid
+    lines = {rec.request_id for rec in caplog.records if rec.name == "convertd.access"}  # type: ignore[attr-defined]
+    assert "loud-1" in lines and "quiet-1" not in lines
