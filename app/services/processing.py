@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.models import Job, JobStatus
+from app.outages import is_outage
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
 from converters import office_broker, sandbox
@@ -143,7 +144,9 @@ async def _convert(
         return await fail(rt, job_id, exc.message, exc.hint)
     except (asyncio.CancelledError, JobEnded):
         raise
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            raise  # not the job's fault: the worker waits for the server, then tries again
         log.exception("job %s failed unexpectedly", job_id)
         return await fail(
             rt,
