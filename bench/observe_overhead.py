@@ -3,7 +3,7 @@
 Two apps in one process over the same embedded PostgreSQL and Redis: the app as it ships,
 and the same app without `observe_middleware`. Rounds alternate between them (so drifting
 load hits both alike); each round sends N authenticated `GET /v1/formats` (auth, rate limit,
-request log, JSON body) and `GET /healthz` (nearly nothing else) with C at a time. Logs go, as
+request log, JSON body) and `GET /v1/` (no credentials, a small JSON body) with C at a time. Logs go, as
 JSON lines, to a file. Prints requests per second per app and the ratio.
 
     .venv/bin/python -m bench.observe_overhead [--requests 2000] [--concurrency 20] [--rounds 6]
@@ -79,7 +79,7 @@ async def main(args: argparse.Namespace) -> None:
             runners = [await _start(shipped), await _start(bare)]
             results: dict[tuple[str, str], list[float]] = {}
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-                for path, headers in (("/v1/formats", {"X-API-Key": key}), ("/healthz", {})):
+                for path, headers in (("/v1/formats", {"X-API-Key": key}), ("/v1/", {})):
                     for (_, base) in runners:
                         await _round(http, base + path, headers, 200, args.concurrency)  # warm-up
                     for i in range(args.rounds):
@@ -92,7 +92,7 @@ async def main(args: argparse.Namespace) -> None:
             await rt.close()
         finally:
             await asyncio.to_thread(servers.stop)
-    for path in ("/v1/formats", "/healthz"):
+    for path in ("/v1/formats", "/v1/"):
         observed = statistics.median(results[(path, "observed")])
         bare_rate = statistics.median(results[(path, "bare")])
         print(f"{path:<12} observed {observed:8.0f} req/s   without {bare_rate:8.0f} req/s   "

@@ -304,8 +304,10 @@ async def test_the_access_line_can_be_switched_off_ids_and_counts_stay(
     caplog.set_level(logging.INFO)
     quiet = await make_server(access_log=False)
     loud = await make_server()
-    for base, rid in ((quiet, "quiet-1"), (loud, "loud-1")):
-        async with http.get(f"{base}/healthz", headers={"X-Request-Id": rid}) as r:
+    for base, rid in ((quiet, "quiet-1"), (loud, "loud-1"), (loud, "probe-1")):
+        path = "/healthz" if rid.startswith("probe") else "/v1/"
+        async with http.get(f"{base}{path}", headers={"X-Request-Id": rid}) as r:
             assert r.headers["X-Request-Id"] == rid
     lines = {rec.request_id for rec in caplog.records if rec.name == "convertd.access"}  # type: ignore[attr-defined]
     assert "loud-1" in lines and "quiet-1" not in lines
+    assert "probe-1" not in lines  # probes are counted, not logged

@@ -1,5 +1,6 @@
 """Every HTTP answer gets a request id (X-Request-Id), a count in convertd_http_requests and
-one access line in the JSON log, whatever route, status or error it ended with."""
+one access line in the JSON log (probes excepted), whatever route, status or error it ended
+with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from aiohttp import web
 
 from app import logs, metrics
+from app.api.health import PROBE_PATHS
 from app.api.keys import runtime
 
 REQUEST_ID = web.RequestKey("convertd.request_id", str)
@@ -42,7 +44,8 @@ async def observe_middleware(request: web.Request, handler):  # type: ignore[no-
     finally:
         method = request.method if request.method in _METHODS else "OTHER"
         metrics.REQUESTS.labels(method, _route(request), str(status)).inc()
-        if runtime(request).settings.access_log:
+        # probes come every few seconds from load balancers and Prometheus: counted, not logged
+        if runtime(request).settings.access_log and request.path not in PROBE_PATHS:
             access_log.info(
                 "%s %s %s", request.method, request.path, status,
                 extra={"method": request.method, "path": request.path, "status": status,
