@@ -58,6 +58,9 @@ class Service:
             f"{self.base}/graphql", json={"query": query}, headers={"X-API-Key": self.key}, timeout=30
         )
 
+    def status(self, job_id: str) -> str:
+        return str(self.get(f"/v1/status/{job_id}").json()["status"])
+
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(f"{self.base}{path}", headers={"X-API-Key": self.key}, timeout=30, **kwargs)
 
@@ -144,6 +147,15 @@ def _assert_unavailable(resp: requests.Response) -> None:
     assert "try again" in body["hint"].lower()
 
 
+def _make_wav(path: Path, seconds: int) -> None:
+    """A stereo tone long enough that converting it takes a few seconds."""
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi",
+         "-i", f"sine=frequency=440:duration={seconds}", "-ac", "2", str(path)],
+        check=True,
+    )  # fmt: skip
+
+
 def _postmaster(pg_dir: Path) -> psutil.Process:
     return psutil.Process(int((pg_dir / "postmaster.pid").read_text().split()[0]))
 
@@ -189,6 +201,34 @@ def test_outages_answer_503_and_the_service_recovers_by_itself(tmp_path: Path) -
             assert len(listed) == 2, listed
             after = svc.get("/v1/keys/me").json()
             assert after["conversions_used"] == used["conversions_used"] + 1, (used, after)
+
+            # a caller following a job sees its end even when Redis restarts meanwhile (the
+            # end's event is lost with Redis: the hub hands listeners the stored job instead)
+            wav = tmp_path / "long.wav"
+            _make_wav(wav, seconds=240)
+            resp = requests.post(
+                f"{svc.base}/v1/convert",
+                headers={"X-API-Key": svc.key},
+                files={"file": ("long.wav", wav.read_bytes())},
+                data={"filetype": "audio", "output_format": "flac"},
+                timeout=60,
+            )
+            job_id = resp.json()["job_id"]
+            events = requests.get(
+                f"{svc.base}/v1/events/{job_id}", headers={"X-API-Key": svc.key}, stream=True, timeout=120
+            )
+            _until(lambda: svc.status(job_id) == "processing", 30, "not started")
+            redis.proc.kill()
+            redis.proc.wait()
+            # (the API needs Redis for every caller's rate limit: ask the database itself)
+            stored = f"\\c convertd\nSELECT status FROM jobs WHERE id = '{job_id}';"
+            _until(lambda: "finished" in pg.psql(stored), 60, "not finished")  # type: ignore[attr-defined]
+            redis.start()
+            last = None
+            for line in events.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    last = json.loads(line[6:])
+            assert last is not None and last["status"] == "finished", last
 
             # PostgreSQL down: jobs, keys and quotas are out of reach
             _kill_postgres(pg_dir)
@@ -287,11 +327,7 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
 
     # graceful stop: SIGTERM lets a running job finish within CONVERTD_DRAIN_SECONDS
     wav = tmp_path / "long.wav"
-    subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi",
-         "-i", "sine=frequency=440:duration=240", "-ac", "2", str(wav)],
-        check=True,
-    )  # fmt: skip
+    _make_wav(wav, seconds=240)
     with serve(data_dir, CONVERTD_DRAIN_SECONDS="120", key=first_key) as svc:
         resp = requests.post(
             f"{svc.base}/v1/convert",
