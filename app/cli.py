@@ -173,6 +173,7 @@ async def keys_create(args: argparse.Namespace) -> None:
                 {
                     "key": created.secret,
                     "signing_secret": created.signing_secret,
+                    "webhook_secret": created.webhook_secret,
                     **key.public(),
                     "plan": plan,
                 }
@@ -184,6 +185,7 @@ async def keys_create(args: argparse.Namespace) -> None:
             f"\n\n  {created.secret}\n"
         )
         print(f"JWT signing secret for kid {key.kid}:\n\n  {created.signing_secret}\n")
+        print(f"Webhook secret (verifies X-Convertd-Signature):\n\n  {created.webhook_secret}\n")
         print("They are shown only this once; store them now.")
 
 
@@ -213,6 +215,22 @@ async def keys_revoke(args: argparse.Namespace) -> None:
         except ConvertdError as err:
             _fail(err)
     print(f"revoked key {key.id} ({key.name}); it is refused from now on")
+
+
+async def keys_rotate(args: argparse.Namespace) -> None:
+    from app.services.keys import rotate_secret
+
+    async with _pool() as (settings, pool):
+        try:
+            key, secret = await rotate_secret(pool, None, args.id, args.secret, settings.secret)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(json.dumps({**key.public(), "rotated": args.secret, "secret": secret}))
+        return
+    what = "JWT signing secret" if args.secret == "jwt" else "webhook secret"
+    print(f"new {what} for key {key.id} ({key.name}), shown only this once:\n\n  {secret}\n")
+    print("The old one no longer works; the key itself is unchanged.")
 
 
 async def keys_rename(args: argparse.Namespace) -> None:
@@ -426,6 +444,11 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("id", type=int)
     kr.set_defaults(func=keys_revoke)
+    kt = keys.add_parser("rotate", help="replace a key's JWT signing or webhook secret, keeping the key")
+    kt.add_argument("id", type=int)
+    kt.add_argument("--secret", choices=("jwt", "webhook"), required=True)
+    kt.add_argument("--json", action="store_true")
+    kt.set_defaults(func=keys_rotate)
     kn = keys.add_parser("rename", help="rename a key")
     kn.add_argument("id", type=int)
     kn.add_argument("name")
