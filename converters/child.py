@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from converters import fonts
 from converters.base import ConversionError, Task
 
 
@@ -106,6 +107,7 @@ def job_environment(workdir: Path, isolated: bool) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
+        **fonts.environment(),  # where the deployment's fonts are (converters.fonts)
     }
     if isolated:
         # LibreOffice and pandoc would wrap themselves in `unshare` again: the job is

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageColor, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from converters import heif, jxl, metadata
+from converters import fonts, heif, jxl, metadata
 from converters.base import ConversionError, Converter, Option, Result, Task
 from converters.jxl import jxl_size
 from converters.sniff import check_declared
@@ -432,7 +432,7 @@ def svg_render(data: bytes, opts: Mapping[str, Any], limit: int, workdir: Path) 
     try:
         png = resvg_py.svg_to_bytes(
             svg_string=text, width=width, height=height, dpi=96, font_family=SVG_FONT,
-            resources_dir=str(empty),
+            resources_dir=str(empty), font_dirs=[str(d) for d in fonts.extra_dirs()] or None,
         )  # fmt: skip
     except ValueError as exc:
         raise ConversionError("The SVG could not be rendered.", f"resvg said: {str(exc)[:200]}") from exc

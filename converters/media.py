@@ -308,7 +308,8 @@ def _probe_webp(path: Path) -> MediaInfo:
         ) from None
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise ConversionError(
-            f"The animation declares {width}x{height} pixels, over the {MAX_PIXELS / 1e6:.0f} million pixel limit.",
+            f"The animation declares {width}x{height} pixels, over the "
+            f"{MAX_PIXELS / 1e6:.0f} million pixel limit.",
             hint="Scale it down before converting it.",
         )
     if frames > MAX_WEBP_FRAMES:
@@ -558,7 +559,14 @@ class _State:
 
 
 def _run(
-    stream: Any, out: Path, *, window: Window, progress: Progress, limits: Limits, video: bool, extra: list[str]
+    stream: Any,
+    out: Path,
+    *,
+    window: Window,
+    progress: Progress,
+    limits: Limits,
+    video: bool,
+    extra: list[str],
 ) -> None:
     exe = ffmpeg_exe()
     if exe is None:

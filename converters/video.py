@@ -198,7 +198,9 @@ def encode_video(task: Task, limits: Limits) -> Result:
     if task.input_format in media.SILENT_INPUTS:
         # an animated image's transparent parts over white (a video has no alpha and would
         # show black): c*a + white*(1-a), with two negations around a premultiplication
-        video = video.filter("format", "rgba").filter("negate").filter("premultiply", inplace=1).filter("negate")
+        video = (
+            video.filter("format", "rgba").filter("negate").filter("premultiply", inplace=1).filter("negate")
+        )
     if opts.get("fps"):
         video = video.filter("fps", fps=opts["fps"])
     video = _scale(video, opts.get("width"), opts.get("height"))
@@ -286,7 +288,10 @@ class VideoConverter(Converter):
     def pairs(self) -> Mapping[str, frozenset[str]]:
         videos = video_outputs()
         sounds = audio.audio_outputs()
-        return {fmt: videos | (frozenset() if fmt in media.SILENT_INPUTS else sounds) for fmt in media.VIDEO_INPUTS}
+        return {
+            fmt: videos | (frozenset() if fmt in media.SILENT_INPUTS else sounds)
+            for fmt in media.VIDEO_INPUTS
+        }
 
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
         if output_format == "gif":

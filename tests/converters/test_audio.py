@@ -8,7 +8,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from samples_media import AUDIO_FORMATS, SECONDS, VIDEO_FORMATS, decode, make, task_for
+from samples_media import AUDIO_FORMATS, SECONDS, SILENT_FORMATS, VIDEO_FORMATS, decode, make, task_for
 
 from converters.audio import AudioConverter
 from converters.base import ConversionError, RequestError
@@ -16,7 +16,7 @@ from converters.registry import Registry
 
 CONV = AudioConverter()
 OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
-INPUTS = AUDIO_FORMATS + tuple(f for f in VIDEO_FORMATS if f != "gif")
+INPUTS = AUDIO_FORMATS + tuple(f for f in VIDEO_FORMATS if f not in SILENT_FORMATS)
 CODEC = {
     "mp3": "mp3",
     "wav": "pcm_s16le",
