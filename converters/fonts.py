@@ -124,7 +124,7 @@ METRIC_COMPATIBLE: tuple[tuple[str, str, str], ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class Coverage:
-    scripts: dict[str, str | None]  # script -> a family that covers it, or None
+    scripts: dict[str, list[str]]  # script -> the families that cover it
     metric: dict[str, str | None]  # Microsoft font -> its stand-in when installed
     missing_packages: list[str]
     error: str | None = None  # why nothing could be asked (no fontconfig)
@@ -144,8 +144,8 @@ def coverage() -> Coverage:
             ).stdout
             return sorted({line.split(",")[0].strip() for line in out.splitlines() if line.strip()})
 
-        scripts = {s.name: next(iter(families(f":lang={s.lang}")), None) for s in SCRIPTS}
+        scripts = {s.name: families(f":lang={s.lang}") for s in SCRIPTS}
         metric = {ms: (sub if families(f":family={sub}") else None) for ms, sub, _ in METRIC_COMPATIBLE}
-    missing = [s.package for s in SCRIPTS if scripts[s.name] is None]
+    missing = [s.package for s in SCRIPTS if not scripts[s.name]]
     missing += [pkg for ms, _, pkg in METRIC_COMPATIBLE if metric[ms] is None]
     return Coverage(scripts, metric, sorted(set(missing)))
