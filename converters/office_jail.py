@@ -63,13 +63,6 @@ for e in fonts libreoffice alternatives ld.so.cache localtime; do
 done
 for n in null zero urandom random; do : > "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc proc
-IFS=:
-for p in $fonts; do
-  mkdir -p "./$p"
-  mount --bind "$p" "./$p"
-  mount -o remount,bind,ro,nosuid,nodev "./$p"
-done
-unset IFS
 : > agent/office_agent.py
 mount --bind "$agent" agent/office_agent.py
 mount -o remount,bind,ro agent/office_agent.py
@@ -77,6 +70,13 @@ mount --bind "$spool" spool
 mount -o remount,bind,nosuid,nodev spool
 mount --bind "$spool/tmp" tmp
 mount -o remount,bind,nosuid,nodev tmp
+set -f; IFS=:
+for p in $fonts; do
+  mkdir -p "./$p"
+  mount --bind "$p" "./$p"
+  mount -o remount,bind,ro,nosuid,nodev "./$p"
+done
+set +f; unset IFS
 mount -o remount,ro,bind .
 exec chroot . "$@"
 """

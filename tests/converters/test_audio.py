@@ -200,7 +200,7 @@ def test_options_are_published_and_validated() -> None:
     schema = reg.options_schema("audio", "wav", "opus")["properties"]
     assert schema["bitrate"]["minimum"] == 16 and schema["bitrate"]["maximum"] == 256
     assert 44100 not in schema["sample_rate"]["enum"]
-    assert set(schema) == {"bitrate", "sample_rate", "channels", "start", "end", "normalize"}
+    assert set(schema) == {"bitrate", "sample_rate", "channels", "start", "end", "normalize", "metadata"}
     assert "bitrate" not in reg.options_schema("audio", "mp3", "flac")["properties"]
     assert reg.validate("audio", "mp4", "mp3", {})["bitrate"] == 192
     for bad in ({"bitrate": 1000}, {"sample_rate": 44100}, {"channels": 3}, {"start": -1}):
