@@ -54,7 +54,8 @@ def docx(path: Path, paragraphs: list[str], font: str = "Calibri", half_points: 
         f'<w:sz w:val="{half_points}"/><w:szCs w:val="{half_points}"/></w:rPr>'
     )
     body = "".join(
-        f'<w:p><w:r>{run_props}<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>' for text in paragraphs
+        f'<w:p><w:r>{run_props}<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>'
+        for text in paragraphs
     )
     document = (
         f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{W}"><w:body>{body}'
@@ -96,7 +97,7 @@ def _checksum(data: bytes) -> int:
 def renamed_font(source: Path, dest: Path, family: str) -> Path:
     """`source` (a .ttf) with its 'name' table replaced: the same glyphs, another family."""
     data = source.read_bytes()
-    version, count = struct.unpack(">IH", data[:6])
+    count = struct.unpack(">H", data[4:6])[0]
     tables: list[tuple[bytes, bytes]] = []
     for i in range(count):
         tag, _sum, offset, length = struct.unpack(">4sIII", data[12 + 16 * i : 28 + 16 * i])
