@@ -309,11 +309,16 @@ def _clean_info(frame: Image.Image) -> Image.Image:
 
 
 def _loop_args(fmt: str, loop: int | None, source: str) -> dict[str, Any]:
-    """The loop count in the writer's terms. A GIF without a loop block plays once; the
-    other formats say so with 1 (their count is of plays, a GIF's of repeats)."""
+    """The loop count in the writer's terms (0: forever). A GIF without a loop block plays
+    once, which the other formats say with 1 (and a GIF by having no block); other inputs
+    without a count (Pillow reads none from AVIF) loop forever, those formats' default."""
     if fmt == "gif":
-        return {} if loop is None or (loop == 1 and source != "gif") else {"loop": loop}
-    return {"loop": 1 if loop is None else loop}
+        if (loop is None and source == "gif") or (loop == 1 and source != "gif"):
+            return {}
+        return {"loop": loop or 0}
+    if loop is None:
+        loop = 1 if source == "gif" else 0
+    return {"loop": loop}
 
 
 # --- SVG -------------------------------------------------------------------------------
