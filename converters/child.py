@@ -121,8 +121,9 @@ def enter_job(workdir: Path, isolated: bool) -> None:
 
     Helpers inherit it through os.environ."""
     os.chdir(workdir)
+    env = job_environment(workdir, isolated)  # (it reads what the fork server was given)
     os.environ.clear()
-    os.environ.update(job_environment(workdir, isolated))
+    os.environ.update(env)
     tempfile.tempdir = None  # never a directory cached before the job
 
 

@@ -130,13 +130,15 @@ class Coverage:
     error: str | None = None  # why nothing could be asked (no fontconfig)
 
 
-def coverage() -> Coverage:
-    """Ask fontconfig (with the deployment's folders) what is covered."""
+def coverage(config: Path | None = None) -> Coverage:
+    """Ask fontconfig what is covered: the system's fonts and the deployment's folders, or
+    what the fontconfig file `config` describes."""
     fc_list = shutil.which("fc-list")
     if fc_list is None:
         return Coverage({}, {}, [], "fontconfig's fc-list is not installed (Debian package fontconfig)")
     with tempfile.TemporaryDirectory(prefix="convertd-fonts-") as tmp:
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, **fontconfig_env(Path(tmp))}
+        chosen = {"FONTCONFIG_FILE": str(config)} if config else fontconfig_env(Path(tmp))
+        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, **chosen}
 
         def families(pattern: str) -> list[str]:
             out = subprocess.run(

@@ -47,15 +47,20 @@ SCRIPT_LINES: dict[str, str] = {
 }
 
 
-def docx(path: Path, paragraphs: list[str], font: str = "Calibri", half_points: int = 22) -> Path:
-    """A DOCX whose every paragraph is one run in `font` (all four font slots), A4, 1" margins."""
-    run_props = (
-        f'<w:rPr><w:rFonts w:ascii="{font}" w:hAnsi="{font}" w:eastAsia="{font}" w:cs="{font}"/>'
-        f'<w:sz w:val="{half_points}"/><w:szCs w:val="{half_points}"/></w:rPr>'
-    )
+def docx(path: Path, paragraphs: list[str], font: str | list[str] = "Calibri", half_points: int = 22) -> Path:
+    """A DOCX whose every paragraph is one run in `font` (all four font slots; one font per
+    paragraph when a list), A4 with 1" margins."""
+    fonts = font if isinstance(font, list) else [font] * len(paragraphs)
+
+    def props(name: str) -> str:
+        return (
+            f'<w:rPr><w:rFonts w:ascii="{name}" w:hAnsi="{name}" w:eastAsia="{name}" w:cs="{name}"/>'
+            f'<w:sz w:val="{half_points}"/><w:szCs w:val="{half_points}"/></w:rPr>'
+        )
+
     body = "".join(
-        f'<w:p><w:r>{run_props}<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>'
-        for text in paragraphs
+        f'<w:p><w:r>{props(name)}<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>'
+        for text, name in zip(paragraphs, fonts, strict=True)
     )
     document = (
         f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{W}"><w:body>{body}'
