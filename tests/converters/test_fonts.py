@@ -54,6 +54,15 @@ async def test_every_script_renders_with_its_own_glyphs(tmp_path: Path) -> None:
 
 
 @needs_office
+async def test_markdown_to_pdf_renders_every_script(tmp_path: Path) -> None:
+    """pandoc's PDFs (by way of docx and LibreOffice) draw from the same fonts."""
+    src = tmp_path / "scripts.md"
+    src.write_text("\n\n".join(SCRIPT_LINES.values()) + "\n", encoding="utf-8")
+    result = await sandbox.run("document", "md", "pdf", {}, [src], tmp_path / "job")
+    assert_every_script_has_its_glyphs(result.path)
+
+
+@needs_office
 async def test_office_fonts_are_laid_out_with_metric_compatible_ones(tmp_path: Path) -> None:
     stand_ins = {"Calibri": "Carlito", "Cambria": "Caladea", "Arial": "LiberationSans",
                  "Times New Roman": "LiberationSerif", "Courier New": "LiberationMono"}  # fmt: skip
