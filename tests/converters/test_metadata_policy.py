@@ -24,7 +24,7 @@ from converters.base import RequestError, Task
 from converters.image import ImageConverter
 from converters.registry import Registry
 from converters.video import VideoConverter
-from tests.conftest import Account, wait_for_status
+from tests.conftest import Account, GraphQL, operation, wait_for_status
 
 IMAGE = ImageConverter()
 MAKE, DATE, ORIENTATION, GPS = 0x010F, 0x0132, 0x0112, 0x8825
@@ -231,6 +231,14 @@ async def test_formats_show_the_option_with_its_schema(
         option = filetypes[filetype]["conversions"][src][dst]["properties"]["metadata"]
         assert option["type"] == "string" and option["default"] == "no_location", (filetype, option)
         assert option["enum"] == ["no_location", "keep", "strip"]
+
+
+async def test_the_formats_query_shows_the_option_too(gql: GraphQL, account: Account) -> None:
+    for filetype, src, dst in (("image", "png", "avif"), ("video", "mp4", "webm"), ("audio", "wav", "m4a")):
+        variables = {"filetype": filetype, "inputFormat": src, "outputFormat": dst}
+        schema = (await gql(operation("FormatOptions"), variables, key=account.key))["data"]["formatOptions"]
+        option = schema["properties"]["metadata"]
+        assert option["enum"] == ["no_location", "keep", "strip"] and option["default"] == "no_location"
 
 
 async def test_a_photo_sent_to_the_service_loses_its_location(
