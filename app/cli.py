@@ -35,9 +35,13 @@ async def servers(settings: Settings, *, redis: bool = True) -> AsyncIterator[Se
         yield settings
         return
     started = await asyncio.to_thread(embedded.start, settings.data_dir, redis=redis)
+    keeper = asyncio.create_task(embedded.supervise(started), name="convertd-embedded-servers")
     try:
         yield dataclasses.replace(settings, database_url=started.database_url, redis_url=started.redis_url)
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await asyncio.to_thread(started.stop)
 
 

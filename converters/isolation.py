@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
 import os
 import resource
 import stat
@@ -115,6 +116,7 @@ def die_with_parent() -> None:
 # ------------------------------------------------------------------------ the file tree
 
 
+@functools.cache  # computed once in the fork server: its children inherit the answer
 def python_paths() -> list[Path]:
     """What the interpreter needs to go on importing inside the tree (read-only).
 

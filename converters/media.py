@@ -15,7 +15,6 @@ The ffmpeg binary is the one imageio-ffmpeg ships; it has no ffprobe, hence PyAV
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import os
@@ -67,6 +66,10 @@ DEMUXERS: Mapping[str, str] = {
     "webp": "webp_anim",  # animated (or still) WebP, as a video
 }
 SAFE_DEMUXERS = ",".join(sorted(set(DEMUXERS.values())))
+# Uncompressed and lossless audio containers describe their one stream completely in the
+# header: probing them need not read ffmpeg's default 5 MB (a 30 s WAV read whole: 40+ ms).
+_HEADER_DESCRIBED = frozenset({"wav", "aiff", "flac"})
+_SHORT_PROBE = {"probesize": str(256 * 1024)}
 
 # How a detected demuxer is named back to the user ("it looks like ...").
 _FRIENDLY = {
@@ -258,7 +261,11 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
     try:
         container = av.open(
             path_str,
-            container_options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file"},
+            container_options={
+                "format_whitelist": SAFE_DEMUXERS,
+                "protocol_whitelist": "file",
+                **(_SHORT_PROBE if expected in _HEADER_DESCRIBED else {}),
+            },
             # decoders run during stream probing: cap their frame size too
             options={"max_pixels": str(MAX_PIXELS)},
         )
@@ -511,15 +518,6 @@ _GLOBAL_ARGS = (
 _ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
-def _die_with_parent() -> None:
-    """Runs in the ffmpeg child: a killed converter (limit hit) must not leave ffmpeg behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 # No new frame, time or byte for this long means ffmpeg is stuck, not slow (a slow 4K
 # encoder may need a minute or two of lookahead before its first frame comes out).
 STALL_SECONDS = 300.0
@@ -586,7 +584,9 @@ def _run(
             stderr=errors,
             cwd=workdir,
             env=_ENV,
-            preexec_fn=_die_with_parent,
+            # no preexec_fn: it would force a fork() copying this job's whole address space
+            # (vfork otherwise). A killed job takes ffmpeg with it all the same: the fork
+            # server kills the job's process group and pid namespace when the job ends.
         )
         watchdog = threading.Thread(target=_watch, args=(proc, state, limits, finished), daemon=True)
         watchdog.start()
