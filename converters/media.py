@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ MAX_PIXELS = 8192 * 4352
 MAX_SIDE = 16384
 # Longest input (and output) we handle; also caps ffmpeg's output when headers lie.
 MAX_DURATION = 12 * 3600.0
-MAX_WEBP_FRAMES = 100_000  # an animated WebP is a list of frames read whole: bound the list
+MAX_WEBP_FRAMES = 100_000  # frames of an animated WebP given to the video family
 
 # Declared input format -> the one demuxer ffmpeg may use for it. Only demuxers that read a
 # single file are listed; hls, concat, dash, image2, tty, lavfi, ... can never be selected.
@@ -296,18 +297,20 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
 
 
 def _probe_webp(path: Path) -> MediaInfo:
-    """An animated WebP described by Pillow (header and frame headers, no pixels)."""
+    """An animated (or still) WebP described from its RIFF chunks, no pixel decoded:
+    canvas size, frame count and durations. Pillow confirms it opens as WebP."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=("WEBP",)) as im:
-            width, height = im.size
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            total = 0.0
-            if width * height <= MAX_PIXELS and frames <= MAX_WEBP_FRAMES:
-                for index in range(frames):
-                    im.seek(index)  # (the frame headers only: pixels are decoded on load)
-                    total += float(im.info.get("duration") or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
+            with Image.open(path, formats=("WEBP",)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        raise ConversionError(
+            f"The animation declares over the {MAX_PIXELS / 1e6:.0f} million pixel limit per frame.",
+            hint="Scale it down before converting it.",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as exc:
         raise ConversionError(
             f"The file could not be read as webp: it is damaged, truncated or not a WebP image ({exc}).",
@@ -319,14 +322,37 @@ def _probe_webp(path: Path) -> MediaInfo:
             f"{MAX_PIXELS / 1e6:.0f} million pixel limit.",
             hint="Scale it down before converting it.",
         )
+    frames, total_ms = _webp_frames(path)
     if frames > MAX_WEBP_FRAMES:
         raise ConversionError(
             f"The animation has {frames} frames, over the {MAX_WEBP_FRAMES} frame limit.",
             hint="Cut it into shorter parts first.",
         )
-    seconds = total / 1000 if total > 0 else None
+    seconds = total_ms / 1000 if total_ms > 0 else None
     fps = frames / seconds if seconds else 10.0
     return MediaInfo("webp_anim", seconds, VideoTrack("webp", width, height, fps), None)
+
+
+def _webp_frames(path: Path) -> tuple[int, int]:
+    """(frames, total duration in ms) from the ANMF chunk headers; a still WebP is 1, 0."""
+    frames = total = 0
+    with path.open("rb") as fh:
+        fh.seek(12)  # "RIFF" size "WEBP"
+        while frames <= MAX_WEBP_FRAMES:
+            head = fh.read(8)
+            if len(head) < 8:
+                break
+            kind, size = head[:4], int.from_bytes(head[4:], "little")
+            if kind == b"ANMF":
+                header = fh.read(16)
+                if len(header) < 16:
+                    break
+                frames += 1
+                total += int.from_bytes(header[12:15], "little")  # duration, 24 bits, ms
+                fh.seek(size + (size & 1) - 16, os.SEEK_CUR)
+            else:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
+    return max(frames, 1), total
 
 
 def _stream_tags(streams: Any) -> tuple[str, ...]:

@@ -158,6 +158,18 @@ def test_animated_images_have_no_sound_outputs() -> None:
     assert pairs["webp"] == pairs["gif"] and "mp3" not in pairs["webp"] and "mp4" in pairs["webp"]
 
 
+@pytest.mark.parametrize("side", [8000, 20000])
+def test_a_webp_declaring_huge_frames_is_refused_before_decoding(side: int, tmp_path: Path) -> None:
+    data = bytearray(animation(tmp_path / "small.webp", "webp").read_bytes())
+    at = data.index(b"VP8X") + 12  # canvas width - 1 and height - 1, 24 bits each
+    data[at : at + 6] = (side - 1).to_bytes(3, "little") * 2
+    path = tmp_path / "huge.webp"
+    path.write_bytes(bytes(data))
+    task = Task([path], "webp", "mp4", {}, tmp_path)
+    with pytest.raises(ConversionError, match="million pixel limit"):
+        VIDEO.check(task)
+
+
 async def test_transparent_gif_becomes_a_video_on_white(tmp_path: Path) -> None:
     frames = []
     for step in range(3):
