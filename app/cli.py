@@ -363,8 +363,36 @@ async def doctor(args: argparse.Namespace) -> None:
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")
     _doctor_office_pool(Settings.from_env().queue.concurrency)
+    _doctor_fonts()
     if reg.missing:  # a whole engine is gone; optional formats (calibre's) are only reported
         sys.exit(1)
+
+
+def _doctor_fonts() -> None:
+    """Which writing systems documents and SVGs can show, and the Office stand-ins."""
+    from converters import fonts
+
+    for folder in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for folder in fonts.extra_dirs():
+        print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
+    cover = fonts.coverage()
+    if cover.error:
+        print(f"warning  fonts: cannot tell which scripts are covered: {cover.error}")
+        return
+    for name, families in cover.scripts.items():
+        if families:
+            more = f" and {len(families) - 1} more" if len(families) > 1 else ""
+            print(f"ok       fonts: {name} script ({families[0]}{more})")
+        else:
+            print(f"warning  fonts: no font for the {name} script: its text comes out as empty boxes")
+    for office_font, stand_in in cover.metric.items():
+        if stand_in:
+            print(f"ok       fonts: {office_font} laid out with {stand_in} (same metrics)")
+        else:
+            print(f"warning  fonts: no metric-compatible font for {office_font}: its documents change layout")
+    if cover.missing_packages:
+        print(f"warning  fonts: install the Debian packages {' '.join(cover.missing_packages)}")
 
 
 def _doctor_office_pool(concurrency: int) -> None:
