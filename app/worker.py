@@ -35,7 +35,7 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
         # PostgreSQL or Redis went away mid-job: the attempt is handed back to the queue
         # (saq retries it) only once both answer again, so an outage shorter than the
         # wait never uses up a job's attempts
-        log.warning("job %s: a server is out of reach (%r); retrying once it is back", job_id, exc)
+        log.warning("job %s: a server is out of reach; retrying once it is back", job_id, exc_info=exc)
         await outages.wait_until_reachable(rt)
         raise
     return job.status.value

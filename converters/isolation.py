@@ -33,6 +33,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from converters import fonts
+
 LAYERS: tuple[str, ...] = ("uid", "mount", "pid", "net", "nnp", "seccomp", "limits", "disk")
 
 LAYER_DESCRIPTIONS: dict[str, str] = {
@@ -290,7 +292,8 @@ def prepare(mount_point: str, *, in_pid_ns: bool, uid: int | None = None) -> Pre
         return prep
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        build_skeleton(mount_point, python_paths(), uid, gid, with_proc=in_pid_ns)
+        # fonts: fontconfig's cache and CONVERTD_FONTS_DIR, read-only (converters.fonts)
+        build_skeleton(mount_point, python_paths() + fonts.read_only_paths(), uid, gid, with_proc=in_pid_ns)
         prep.active["mount"] = True
         prep.active["pid"] = in_pid_ns
     except OSError as exc:

@@ -58,6 +58,9 @@ class Service:
             f"{self.base}/graphql", json={"query": query}, headers={"X-API-Key": self.key}, timeout=30
         )
 
+    def status(self, job_id: str) -> str:
+        return str(self.get(f"/v1/status/{job_id}").json()["status"])
+
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(f"{self.base}{path}", headers={"X-API-Key": self.key}, timeout=30, **kwargs)
 
@@ -144,6 +147,15 @@ def _assert_unavailable(resp: requests.Response) -> None:
     assert "try again" in body["hint"].lower()
 
 
+def _make_wav(path: Path, seconds: int) -> None:
+    """A stereo tone long enough that converting it takes a few seconds."""
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi",
+         "-i", f"sine=frequency=440:duration={seconds}", "-ac", "2", str(path)],
+        check=True,
+    )  # fmt: skip
+
+
 def _postmaster(pg_dir: Path) -> psutil.Process:
     return psutil.Process(int((pg_dir / "postmaster.pid").read_text().split()[0]))
 
@@ -190,6 +202,34 @@ def test_outages_answer_503_and_the_service_recovers_by_itself(tmp_path: Path) -
             after = svc.get("/v1/keys/me").json()
             assert after["conversions_used"] == used["conversions_used"] + 1, (used, after)
 
+            # a caller following a job sees its end even when Redis restarts meanwhile (the
+            # end's event is lost with Redis: the hub hands listeners the stored job instead)
+            wav = tmp_path / "long.wav"
+            _make_wav(wav, seconds=240)
+            resp = requests.post(
+                f"{svc.base}/v1/convert",
+                headers={"X-API-Key": svc.key},
+                files={"file": ("long.wav", wav.read_bytes())},
+                data={"filetype": "audio", "output_format": "flac"},
+                timeout=60,
+            )
+            job_id = resp.json()["job_id"]
+            events = requests.get(
+                f"{svc.base}/v1/events/{job_id}", headers={"X-API-Key": svc.key}, stream=True, timeout=120
+            )
+            _until(lambda: svc.status(job_id) == "processing", 30, "not started")
+            redis.proc.kill()
+            redis.proc.wait()
+            # (the API needs Redis for every caller's rate limit: ask the database itself)
+            stored = f"\\c convertd\nSELECT status FROM jobs WHERE id = '{job_id}';"
+            _until(lambda: "finished" in pg.psql(stored), 60, "not finished")  # type: ignore[attr-defined]
+            redis.start()
+            last = None
+            for line in events.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    last = json.loads(line[6:])
+            assert last is not None and last["status"] == "finished", last
+
             # PostgreSQL down: jobs, keys and quotas are out of reach
             _kill_postgres(pg_dir)
             _assert_unavailable(svc.get(f"/v1/status/{first_id}"))
@@ -229,7 +269,7 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
                         accepted[resp.json()["job_id"]] = data
                     else:
                         assert resp.status_code == 503, resp.text
-                time.sleep(0.05)
+                time.sleep(0.2)
 
         client = threading.Thread(target=load)
         client.start()
@@ -251,12 +291,14 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
             _kill_postgres(pg_dir)
             _until(lambda: _postmaster(pg_dir).pid != old and _postmaster(pg_dir).is_running(), 60,
                    "serve did not start PostgreSQL again")  # fmt: skip
-            _until(lambda: svc.convert(b"after both").status_code == 200, 60, "no recovery")
-            time.sleep(1)
         finally:
             stop.set()
             client.join()
-        assert len(accepted) >= 10, "the load should have been acknowledged most of the time"
+        # accepted again once both are back (the queued load goes first: no sync wait here)
+        after = _until(lambda: (r := svc.convert(b"after both", wait=False)).status_code == 202 and r, 60,
+                       "no recovery")  # fmt: skip
+        accepted[after.json()["job_id"]] = b"after both"
+        assert len(accepted) >= 5, "the load should have been acknowledged between the outages"
         deadline = time.monotonic() + 180  # recovery re-queues what Redis lost within a few minutes
         for job_id, data in accepted.items():
             assert _finished_digest(svc, job_id, deadline) == _digest(data)
@@ -287,11 +329,7 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
 
     # graceful stop: SIGTERM lets a running job finish within CONVERTD_DRAIN_SECONDS
     wav = tmp_path / "long.wav"
-    subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi",
-         "-i", "sine=frequency=440:duration=240", "-ac", "2", str(wav)],
-        check=True,
-    )  # fmt: skip
+    _make_wav(wav, seconds=240)
     with serve(data_dir, CONVERTD_DRAIN_SECONDS="120", key=first_key) as svc:
         resp = requests.post(
             f"{svc.base}/v1/convert",
