@@ -94,7 +94,7 @@ async def delete_job(rt: Runtime, principal: Principal, job_id: str) -> Deleted:
         if row["output_path"]:
             paths.append(row["output_path"])
         await asyncio.to_thread(_remove, rt.storage.root, paths)
-    metrics.SWEPT.labels("job_files").inc()
+    metrics.SWEPT.labels("job_files").inc(1 if row["output_path"] else 0)
     metrics.SWEPT.labels("uploads").inc(len(uploads))
     freed = (row["output_size"] if row["output_path"] else 0) + sum(u["file_size"] for u in uploads)
     return Deleted(job.id, freed)
