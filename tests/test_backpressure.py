@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -92,13 +93,16 @@ async def test_an_accounts_waiting_jobs_are_capped_with_429_and_retry_after(
     assert "Retry-After" in body["hint"]
     assert await charged(rt, acct) == 2  # the refused one cost nothing
     # GraphQL refuses the same way
-    doc = operation("Convert")
-    got = await GraphQL(http, base).multipart(
-        doc, {"input": {"filetype": "hash", "outputFormat": "txt", "file": None}},
-        {"variables.input.file": ("a.txt", b"abc")}, key=acct.key,
-    )  # fmt: skip
-    assert got[1]["errors"][0]["extensions"]["code"] == "TOO_MANY_PENDING"
-    assert got[1]["errors"][0]["extensions"]["status"] == 429
+    form = aiohttp.FormData()
+    form.add_field("operations", json.dumps({"query": operation("Convert"), "variables": {
+        "input": {"filetype": "hash", "outputFormat": "txt", "file": None}}}))  # fmt: skip
+    form.add_field("map", json.dumps({"0": ["variables.input.file"]}))
+    form.add_field("0", b"abc", filename="a.txt")
+    async with http.post(f"{base}/graphql", data=form, headers={"X-API-Key": acct.key}) as r:
+        got = await r.json()
+        assert r.headers["Retry-After"] == "10"  # as on REST
+    assert got["errors"][0]["extensions"]["code"] == "TOO_MANY_PENDING"
+    assert got["errors"][0]["extensions"]["status"] == 429
     # per account: the plan's other account still converts
     assert (await convert(http, base, neighbour))[0] == 202
     # once one of the waiting jobs is gone, there is room again
