@@ -17,7 +17,9 @@ import asyncio
 import json
 import multiprocessing
 import resource
+import signal
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -96,6 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument(
+        "--profile", metavar="PATH",
+        help="record the API process with py-spy (pip install py-spy) while the events are"
+        " delivered; collapsed stacks to PATH",
+    )  # fmt: skip
     args = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
@@ -126,8 +133,18 @@ def main() -> None:
             ev.wait(300)
         status = requests.get(f"{service.base}/v1/status/{job_id}", headers={"X-API-Key": service.key}).json()
         assert status["status"] == "pending", "the blocker ended before every subscriber was ready"
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(service.pid), "-f", "raw", "-r", "500", "-o", args.profile],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)  # py-spy attaches
         requests.post(f"{service.base}/v1/cancel/{busy}", headers={"X-API-Key": service.key})
         arrivals = [a for _ in procs for a in out.get(timeout=600)]
+        if spy:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         for p in procs:
             p.join()
     by_event: dict[str, list[float]] = {}

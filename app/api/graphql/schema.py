@@ -51,6 +51,9 @@ def _internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, ConvertdError)
 
 
+# also applied to payloads rendered once for many subscribers (jobs/fanout.py)
+MASK_ERRORS: dict[str, Any] = {"should_mask_error": _internal, "error_message": "Internal server error."}
+
 schema = ConvertdSchema(
     query=Query,
     mutation=Mutation,
@@ -59,6 +62,6 @@ schema = ConvertdSchema(
         lambda: ParserCache(maxsize=512),
         CheckedDocuments,
         AccessExtension,
-        lambda: MaskErrors(should_mask_error=_internal, error_message="Internal server error."),
+        lambda: MaskErrors(**MASK_ERRORS),
     ],
 )
