@@ -1,0 +1,190 @@
+"""jobUpdates over websockets with many subscribers: each version rendered once per document,
+variables and audience (app/api/graphql/jobs/fanout.py), and still every version to every
+subscriber, in order, with the payload its own document asks for, and nothing to a caller
+who may not see the job."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from app.models import JobStatus
+from app.runtime import Runtime
+from app.services import jobs
+from tests.conftest import Account
+from tests.wsclient import Subscription, connect, subscribe
+
+FULL = """subscription Follow($id: ID!) {
+  jobUpdates(jobId: $id) {
+    id status progress error outputName outputSize statusUrl downloadUrl updatedAt
+  }
+}"""
+PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+
+
+async def _unqueued_job(rt: Runtime, account: Account) -> Any:
+    # a job row no worker takes: the test alone changes it
+    return await rt.pool.fetchval(
+        "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads)"
+        " VALUES ((SELECT account_id FROM api_keys WHERE id = $1), 'image', 'png', 'jpg', '{}')"
+        " RETURNING id",
+        account.key_id,
+    )
+
+
+async def _subscriber(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    key: str,
+    document: str,
+    variables: dict[str, Any],
+    *,
+    protocol: str = "graphql-transport-ws",
+    headers: dict[str, str] | None = None,
+) -> tuple[Subscription, dict[str, Any]]:
+    """Subscribed, with its first message (the job as it stood) read."""
+    sub, ack = await connect(http, base_url, protocol=protocol, payload={"apiKey": key}, headers=headers)
+    assert ack["type"] == "connection_ack", ack
+    await subscribe(sub, document, variables)
+    return sub, await sub.next_message()
+
+
+async def _finish(rt: Runtime, job_id: Any) -> None:
+    await jobs.save_change(rt, job_id, status=JobStatus.FINISHED, progress=1.0, output_name="out.jpg",
+                           output_size=3, output_path="nowhere")  # fmt: skip
+
+
+async def test_fifty_subscribers_get_every_version_with_identical_payloads(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    job_id = await _unqueued_job(rt, account)
+    variables = {"id": str(job_id)}
+
+    def open_many(n: int) -> Any:
+        return asyncio.gather(*(
+            _subscriber(http, base_url, account.key, FULL, variables, protocol=PROTOCOLS[i % 2])
+            for i in range(n)
+        ))  # fmt: skip
+
+    early = await open_many(25)
+    # the rest subscribe while the job changes: their first version is wherever they came in
+    late_task = asyncio.ensure_future(open_many(25))
+    for i in range(1, 21):
+        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 32)  # exact in a float4
+        await asyncio.sleep(0)
+    late = await late_task
+    # the end is written once all have their first version (a download URL rendered in
+    # another second would differ in its expiry)
+    await _finish(rt, job_id)
+
+    written = [0.0] + [i / 32 for i in range(1, 21)] + [1.0]
+    statuses = ["PENDING"] + ["PROCESSING"] * 20 + ["FINISHED"]
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for n, (sub, first) in enumerate([*early, *late]):
+        assert first["type"] in ("next", "data"), first
+        payloads = [first["payload"], *await sub.results()]
+        await sub.ws.close()
+        seen = [(p["data"]["jobUpdates"]["status"], p["data"]["jobUpdates"]["progress"]) for p in payloads]
+        start = len(written) - len(seen)
+        # no version missing, none twice, in order, up to the end
+        assert seen == list(zip(statuses, written, strict=True))[start:], (n, seen)
+        if n < 25:
+            assert start == 0, seen
+        for offset, payload in enumerate(payloads):
+            by_step.setdefault(start + offset, []).append(payload)
+
+    assert len(by_step[len(written) - 1]) == 50
+    for step, payloads in by_step.items():
+        # the first version each one saw was rendered for it alone, the rest once for all:
+        # the same payload either way
+        assert all(p == payloads[0] for p in payloads), (step, payloads)
+    final = by_step[len(written) - 1][0]["data"]["jobUpdates"]
+    assert final["id"] == str(job_id) and final["outputName"] == "out.jpg"
+    assert final["statusUrl"] == f"{base_url}/v1/status/{job_id}"
+    assert final["downloadUrl"].startswith(f"{base_url}/v1/download/{job_id}?expires=")
+
+
+async def test_each_document_variables_and_host_get_their_own_payloads(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    job_id = await _unqueued_job(rt, account)
+    short = "subscription($id: ID!) { jobUpdates(jobId: $id) { status progress } }"
+    urls = """subscription($id: ID!, $urls: Boolean!) {
+      job: jobUpdates(jobId: $id) { progress outputName statusUrl @include(if: $urls) } }"""
+    port = base_url.rsplit(":", 1)[1]
+    other_host = f"localhost:{port}"
+    groups = {
+        "short": (short, {"id": str(job_id)}, None),
+        "urls": (urls, {"id": str(job_id), "urls": True}, None),
+        "no-urls": (urls, {"urls": False, "id": str(job_id)}, None),
+        "other-host": (urls, {"id": str(job_id), "urls": True}, {"Host": other_host}),
+    }
+    subs = {
+        name: await asyncio.gather(*(
+            _subscriber(http, base_url, account.key, doc, variables, protocol=protocol, headers=headers)
+            for protocol in PROTOCOLS for _ in range(2)
+        ))
+        for name, (doc, variables, headers) in groups.items()
+    }
+    for i in (1, 2):
+        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 2)
+    await _finish(rt, job_id)
+
+    status_url = f"/v1/status/{job_id}"
+    expected = {
+        "short": [{"jobUpdates": {"status": s, "progress": p}}
+                  for s, p in [("PENDING", 0), ("PROCESSING", 0.5), ("PROCESSING", 1), ("FINISHED", 1)]],
+        "urls": [{"job": {"progress": p, "outputName": n, "statusUrl": f"{base_url}{status_url}"}}
+                 for p, n in [(0, None), (0.5, None), (1, None), (1, "out.jpg")]],
+        "no-urls": [{"job": {"progress": p, "outputName": n}}
+                    for p, n in [(0, None), (0.5, None), (1, None), (1, "out.jpg")]],
+        "other-host": [{"job": {"progress": p, "outputName": n, "statusUrl": f"http://{other_host}{status_url}"}}
+                       for p, n in [(0, None), (0.5, None), (1, None), (1, "out.jpg")]],
+    }  # fmt: skip
+    for name, members in subs.items():
+        for sub, first in members:
+            got = [first["payload"]["data"]] + [p["data"] for p in await sub.results()]
+            await sub.ws.close()
+            assert got == expected[name], (name, sub.protocol, got)
+
+
+async def test_a_caller_who_may_not_see_the_job_gets_nothing(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account, make_account: Any
+) -> None:
+    job_id = await _unqueued_job(rt, account)
+    stranger = await make_account("stranger")
+    variables = {"id": str(job_id)}
+    owner, first = await _subscriber(http, base_url, account.key, FULL, variables)
+    assert first["payload"]["data"]["jobUpdates"]["status"] == "PENDING"
+
+    # the same document and variables as the owner's, while the owner follows the job
+    for protocol in PROTOCOLS:
+        intruder, refused = await _subscriber(
+            http, base_url, stranger.key, FULL, variables, protocol=protocol
+        )
+        if refused["type"] in ("next", "data"):  # an error in the result, then complete
+            assert refused["payload"]["data"] is None
+            errors = refused["payload"]["errors"]
+            assert (await intruder.next_message())["type"] == "complete"
+        else:
+            assert refused["type"] == "error", refused
+            errors = refused["payload"] if isinstance(refused["payload"], list) else [refused["payload"]]
+        assert errors[0]["extensions"]["code"] == "NOT_FOUND", errors
+
+        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.5)
+        # something the intruder's connection answers, so what it got in between shows
+        if protocol == "graphql-transport-ws":
+            await intruder.ws.send_json({"type": "ping"})
+            assert (await intruder.ws.receive_json(timeout=30))["type"] == "pong"
+        else:
+            await subscribe(intruder, "subscription { nothing }", {}, op_id="marker")
+            marker = await intruder.next_message()
+            assert marker["type"] == "error" and marker["id"] == "marker", marker
+        await intruder.ws.close()
+
+    await _finish(rt, job_id)
+    got = [p["data"]["jobUpdates"]["progress"] for p in await owner.results()]
+    assert got == [0.5, 0.5, 1.0]  # the owner saw both changes (same progress, two versions)
+    await owner.ws.close()
