@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import requests
 
-from bench.service import photo, running, video
+from bench.service import ROOT, photo, running, video
 
 QUERY = "subscription($id: ID!) { jobUpdates(jobId: $id) { status progress } }"
 
@@ -239,20 +239,9 @@ def _convert(base: str, key: str, name: str, data: bytes, filetype: str, fmt: st
     return r.json()["job_id"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw")
-    parser.add_argument(
-        "--profile", metavar="PATH",
-        help="record the API process with py-spy (pip install py-spy) while the events are"
-        " delivered; collapsed stacks to PATH",
-    )  # fmt: skip
-    args = parser.parse_args()
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
-    with running(CONVERTD_WORKER_CONCURRENCY="1") as service:
+def _measure(args: argparse.Namespace, root: Path) -> list[Arrival]:
+    """One service from `root`, one job followed by every subscriber: the arrivals."""
+    with running(root, CONVERTD_WORKER_CONCURRENCY="1") as service:
         tmp = Path(service.data_dir)
         blocker = video(tmp / "blocker.mp4", seconds=30)
         busy = _convert(
@@ -299,22 +288,72 @@ def main() -> None:
             spy.wait(60)
         for p in procs:
             p.join()
-    print(f"subscribers={args.subscribers} client_processes={args.clients} client={args.client}")
-    clocks = [("reached the socket (kernel timestamp)", 1), ("read by the client", 2)]
-    for title, clock in clocks if args.client == "raw" else clocks[1:]:
+    return arrivals
+
+
+def _report(args: argparse.Namespace, arrivals: list[Arrival]) -> dict[str, tuple[float, float]]:
+    """Prints the figures; returns (p50, p99) in ms per clock."""
+    figures = {}
+    clocks = [("kernel", "reached the socket (kernel timestamp)", 1), ("client", "read by the client", 2)]
+    for name, title, clock in clocks if args.client == "raw" else clocks[1:]:
         by_event: dict[str, list[float]] = {}
         for arrival in arrivals:
             by_event.setdefault(arrival[0], []).append(arrival[clock])
         delays = sorted(at - min(ats) for ats in by_event.values() for at in ats)
         complete = [e for e, ats in by_event.items() if len(ats) == args.subscribers]
         q = lambda f: delays[min(len(delays) - 1, int(f * len(delays)))] * 1000  # noqa: B023, E731
-        print(f"{title}: events every subscriber got: {len(complete)} of {len(by_event)}")
+        print(f"  {title}: events every subscriber got: {len(complete)} of {len(by_event)}")
         print(
-            f"  delay after the first subscriber: p50={q(0.5):.1f} ms p99={q(0.99):.1f} ms"
+            f"    delay after the first subscriber: p50={q(0.5):.1f} ms p99={q(0.99):.1f} ms"
             f" max={delays[-1] * 1000:.1f} ms mean={statistics.mean(delays) * 1000:.1f} ms"
         )
         spreads = ", ".join(f"{e} {(max(ats) - min(ats)) * 1000:.0f}" for e, ats in by_event.items())
-        print(f"  first to last, per event (ms): {spreads}")
+        print(f"    first to last, per event (ms): {spreads}", flush=True)
+        figures[name] = (q(0.5), q(0.99))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw")
+    parser.add_argument(
+        "--baseline", metavar="DIR", type=Path,
+        help="another version's source tree (e.g. mkdir /tmp/base && git archive main | tar -x -C"
+        " /tmp/base), run alternately with this one for side-by-side figures and ratios",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: runs of each")
+    parser.add_argument(
+        "--profile", metavar="PATH",
+        help="record the API process with py-spy (pip install py-spy) while the events are"
+        " delivered; collapsed stacks to PATH",
+    )  # fmt: skip
+    args = parser.parse_args()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
+    print(f"subscribers={args.subscribers} client_processes={args.clients} client={args.client}")
+    versions = [("this", ROOT)] if args.baseline is None else [("baseline", args.baseline), ("this", ROOT)]
+    results: dict[str, list[dict[str, tuple[float, float]]]] = {name: [] for name, _ in versions}
+    for round_ in range(args.rounds if args.baseline else 1):
+        for name, root in versions:
+            print(f"{name} ({root}), round {round_ + 1}:", flush=True)
+            results[name].append(_report(args, _measure(args, root)))
+    if args.baseline is None:
+        return
+    print("side by side (medians over rounds):")
+    for clock in results["this"][0]:
+        med = {
+            name: [statistics.median(r[clock][i] for r in runs) for i in (0, 1)]
+            for name, runs in results.items()
+        }
+        base, this = med["baseline"], med["this"]
+        print(
+            f"  {clock}: baseline p50={base[0]:.1f} p99={base[1]:.1f} ms; this p50={this[0]:.1f}"
+            f" p99={this[1]:.1f} ms; this/baseline p50 {this[0] / base[0]:.3f}, p99 {this[1] / base[1]:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from graphql.execution import ExecutionResult, execute_subscription_event
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
 from graphql.language import parse
@@ -99,10 +99,10 @@ class Follower:
     ) -> None:
         self.ws, self.transport = ws, transport
         # the message around a rendered payload, as Strawberry's handlers format it
-        self.prefix = f'{{"id": {json.dumps(outlet.op_id)}, "type": "{outlet.kind}", "payload": '
+        self.prefix = f'{{"id": {json.dumps(outlet.op_id)}, "type": "{outlet.kind}", "payload": '.encode()
         self.last_version: int | None = None  # None until its own read of the job was sent
-        self.joining: list[tuple[int, bool, str]] = []  # rendered while it read the job
-        self.backlog: collections.deque[str] = collections.deque()
+        self.joining: list[tuple[int, bool, bytes]] = []  # rendered while it read the job
+        self.backlog: collections.deque[bytes] = collections.deque()
         self.finished = False
         self.error: BaseException | None = None
         self.gone = False
@@ -117,7 +117,7 @@ class Follower:
         """Its operation was stopped or its socket closed: nothing more is written for it."""
         return self.gone or self.ws.closed or (self.task is not None and self.task.cancelling() > 0)
 
-    async def offer(self, version: int, terminal: bool, payload: str) -> None:
+    async def offer(self, version: int, terminal: bool, payload: bytes) -> None:
         """Called by the feed, in version order, with every version it rendered."""
         if self.last_version is None:
             self.joining.append((version, terminal, payload))
@@ -125,14 +125,14 @@ class Follower:
         if version <= self.last_version or self.finished or self.dropped():
             return
         self.last_version = version
-        text = self.prefix + payload + "}"
+        text = self.prefix + payload + b"}"
         if self.backlog or self.backed_up():
             self.backlog.append(text)  # its own task writes it, after what is queued
             self._wake.set()
         else:
             try:
                 # uncompressed, below the low-water mark: written at once, never waits
-                await self.ws.send_str(text)
+                await self.ws.send_frame(text, WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 self.gone = True
                 self._wake.set()
@@ -152,13 +152,13 @@ class Follower:
         for v, terminal, payload in joined:
             if v > self.last_version and not self.finished:
                 self.last_version = v
-                self.backlog.append(self.prefix + payload + "}")
+                self.backlog.append(self.prefix + payload + b"}")
                 self.finished = terminal
         while True:
             while self.backlog and not self.dropped():
-                # the frame is written before send_str first waits, so the feed (which
+                # the frame is written before send_frame first waits, so the feed (which
                 # queues while anything is queued) cannot overtake it
-                await self.ws.send_str(self.backlog.popleft())
+                await self.ws.send_frame(self.backlog.popleft(), WSMsgType.TEXT)
             if self.error is not None:
                 raise self.error
             if self.finished or self.dropped():
@@ -212,7 +212,7 @@ class Feed:
             for follower in list(self.followers):
                 await follower.offer(job.version, job.terminal, payload)
 
-    async def _render(self, job: JobModel) -> str:
+    async def _render(self, job: JobModel) -> bytes:
         """The `payload` of a result message, as Strawberry would send it (errors logged, then
         masked as the schema's MaskErrors does)."""
         result = execute_subscription_event(self._executor.build_per_event_executor(Job.from_model(job)))
@@ -226,7 +226,7 @@ class Feed:
                 (mask.anonymise_error(error) if mask.should_mask_error(error) else error).formatted
                 for error in result.errors
             ]
-        return json.dumps(payload)
+        return json.dumps(payload).encode()
 
     def close(self) -> None:
         _feeds.pop(self.key, None)
