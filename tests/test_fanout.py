@@ -6,6 +6,10 @@ who may not see the job."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
+import socket
 from typing import Any
 
 import aiohttp
@@ -14,6 +18,7 @@ from app.models import JobStatus
 from app.runtime import Runtime
 from app.services import jobs
 from tests.conftest import Account
+from tests.test_ws_many import _frame
 from tests.wsclient import Subscription, connect, subscribe
 
 FULL = """subscription Follow($id: ID!) {
@@ -188,3 +193,73 @@ async def test_a_caller_who_may_not_see_the_job_gets_nothing(
     got = [p["data"]["jobUpdates"]["progress"] for p in await owner.results()]
     assert got == [0.5, 0.5, 1.0]  # the owner saw both changes (same progress, two versions)
     await owner.ws.close()
+
+
+async def test_a_subscriber_that_does_not_read_holds_up_no_one(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    job_id = await _unqueued_job(rt, account)
+    # big payloads after the first, so the sleeper's socket and the server's send buffer fill up
+    items = [f"{i:04d}-" + "x" * 200 for i in range(2000)]
+    big = "subscription($id: ID!) { jobUpdates(jobId: $id) { progress a: outputItems b: outputItems } }"
+    variables = {"id": str(job_id)}
+
+    loop = asyncio.get_running_loop()
+    host = base_url.removeprefix("http://")  # as the other's, so both follow the same feed
+    sleeper = socket.socket()
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: no autotuning
+    sleeper.setblocking(False)
+    await loop.sock_connect(sleeper, ("127.0.0.1", int(host.rsplit(":", 1)[1])))
+    await loop.sock_sendall(sleeper, (
+        f"GET /graphql HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    ).encode() + _frame({"type": "connection_init", "payload": {"apiKey": account.key}}) + _frame(
+        {"id": "1", "type": "subscribe", "payload": {"query": big, "variables": variables}}
+    ))  # fmt: skip
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        data += await asyncio.wait_for(loop.sock_recv(sleeper, 1 << 16), 60)
+    buf = data[data.index(b"\r\n\r\n") + 4 :]
+    messages: list[dict[str, Any]] = []
+
+    async def read_until(kind: str) -> None:
+        """The sleeper's messages, through the first of this type."""
+        while True:
+            while len(buf) >= 2:
+                n, at = buf[1] & 0x7F, 2
+                if n == 126:
+                    n, at = int.from_bytes(buf[2:4], "big"), 4
+                elif n == 127:
+                    n, at = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) < at + n:
+                    break
+                if buf[0] & 0x0F == 0x1:  # text; the server's pings are skipped
+                    messages.append(json.loads(bytes(buf[at : at + n])))
+                del buf[: at + n]
+                if messages and messages[-1]["type"] == kind:
+                    return
+            data = await asyncio.wait_for(loop.sock_recv(sleeper, 1 << 20), 60)
+            assert data, f"the server closed the connection after {messages[-1:]}"
+            buf.extend(data)
+
+    await read_until("next")  # the job as it stood (small); from here on it reads nothing
+    awake, first = await _subscriber(http, base_url, account.key, big, variables)
+    written = [0.0] + [i / 32 for i in range(1, 25)] + [1.0]
+    for progress in written[1:-1]:
+        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=progress, output_items=items)
+    await _finish(rt, job_id)
+    # the reader gets every version while the sleeper reads nothing
+    rest = await asyncio.wait_for(awake.results(), 120)  # (pings keep each receive alive)
+    got = [first["payload"]["data"]["jobUpdates"]] + [p["data"]["jobUpdates"] for p in rest]
+    assert [u["progress"] for u in got] == written
+    assert got[0]["a"] == [] and all(u["a"] == items for u in got[1:])
+    await awake.ws.close()
+
+    # then the sleeper reads: every version, in order, then complete
+    await read_until("complete")
+    sleeper.close()
+    assert messages[0]["type"] == "connection_ack"
+    updates = [m["payload"]["data"]["jobUpdates"] for m in messages[1:-1]]
+    assert [u["progress"] for u in updates] == written
+    assert all(u["b"] == items for u in updates[1:])

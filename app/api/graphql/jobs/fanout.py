@@ -52,9 +52,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A follower whose socket holds more than this unsent gets its messages queued (asyncio's
-# default low-water mark: below it the transport is never paused, so a write never waits)
+# The feed writes a message itself only when the socket holds at most BACKED_UP unsent (at or
+# below asyncio's default low-water mark the transport is never paused) and the message is at
+# most BIG: then the buffer stays under the high-water mark (64 KiB), the protocol is not
+# paused, and aiohttp's send_frame never waits for a drain. Anything else is queued for the
+# follower's own task, so one slow reader or one big payload never holds up the others.
 BACKED_UP = 16 * 1024
+BIG = 32 * 1024
 
 NO_CALLER = ConvertdError(
     ErrorCode.INTERNAL,
@@ -126,12 +130,12 @@ class Follower:
             return
         self.last_version = version
         text = self.prefix + payload + b"}"
-        if self.backlog or self.backed_up():
+        if self.backlog or len(text) > BIG or self.backed_up():
             self.backlog.append(text)  # its own task writes it, after what is queued
             self._wake.set()
         else:
             try:
-                # uncompressed, below the low-water mark: written at once, never waits
+                # uncompressed, small, the socket not backed up: written at once, never waits
                 await self.ws.send_frame(text, WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 self.gone = True
@@ -210,7 +214,11 @@ class Feed:
                     follower.fail(exc)
                 continue
             for follower in list(self.followers):
-                await follower.offer(job.version, job.terminal, payload)
+                try:
+                    await follower.offer(job.version, job.terminal, payload)
+                except Exception as exc:  # one follower's failure ends its stream, not the others'
+                    log.exception("sending a job event failed")
+                    follower.fail(exc)
 
     async def _render(self, job: JobModel) -> bytes:
         """The `payload` of a result message, as Strawberry would send it (errors logged, then
