@@ -13,8 +13,8 @@ payload can depend on (the status and download URLs use the request's host; no J
 reads the caller, and the feed renders with a context that has no caller, so one that did
 would fail loudly rather than leak). The feed listens to the job's events once, renders each
 version once, and writes the payload, framed with each follower's operation id, straight
-to each follower's socket. A follower whose socket is backed up gets its messages queued
-and written by its own task, so a slow reader never holds up the others.
+to each follower's socket. A follower whose socket is backed up (or a big payload) gets its
+messages queued and written by its own task, so a slow reader never holds up the others.
 
 Versions stay contiguous as in `jobs.watch`: a follower joins its feed (whose event
 listener is registered from the feed's start) before it reads the job, and gets only the
