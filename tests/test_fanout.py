@@ -263,3 +263,39 @@ async def test_a_subscriber_that_does_not_read_holds_up_no_one(
     updates = [m["payload"]["data"]["jobUpdates"] for m in messages[1:-1]]
     assert [u["progress"] for u in updates] == written
     assert all(u["b"] == items for u in updates[1:])
+
+
+async def test_a_stopped_subscription_gets_nothing_more_and_the_others_go_on(
+    rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    job_id = await _unqueued_job(rt, account)
+    variables = {"id": str(job_id)}
+    stays, _ = await _subscriber(http, base_url, account.key, FULL, variables)
+    stops = [
+        (await _subscriber(http, base_url, account.key, FULL, variables, protocol=protocol))[0]
+        for protocol in PROTOCOLS
+    ]
+    await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.25)
+    assert (await stays.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.25
+    for sub in stops:
+        assert (await sub.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.25
+        stop = "complete" if sub.protocol == "graphql-transport-ws" else "stop"
+        await sub.ws.send_json({"id": "1", "type": stop})
+        if sub.protocol == "graphql-ws":
+            assert (await sub.next_message()) == {"type": "complete", "id": "1"}
+    await jobs.save_change(rt, job_id, progress=0.5)
+    # the feed writes to all its followers in one pass: once this one has it, the stopped
+    # ones would have had it too
+    assert (await stays.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.5
+    for sub in stops:
+        if sub.protocol == "graphql-transport-ws":
+            await sub.ws.send_json({"type": "ping"})
+            assert (await sub.next_message()) == {"type": "pong"}
+        else:
+            await subscribe(sub, "subscription { nothing }", {}, op_id="marker")
+            marker = await sub.next_message()
+            assert marker["type"] == "error" and marker["id"] == "marker", marker
+        await sub.ws.close()
+    await _finish(rt, job_id)
+    assert [p["data"]["jobUpdates"]["progress"] for p in await stays.results()] == [1.0]
+    await stays.ws.close()
