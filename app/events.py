@@ -111,15 +111,24 @@ class EventHub:
         for queue in self._listeners.get(job.id, ()):
             queue.put_nowait(job)
 
-    @contextlib.asynccontextmanager
-    async def listen(self, job_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Job]]:
+    def add_listener(self, job_id: uuid.UUID) -> asyncio.Queue[Job]:
+        """A queue that gets every event of the job from now on (registered at once, so a
+        caller can register, then read the job, and miss nothing in between)."""
         queue: asyncio.Queue[Job] = asyncio.Queue()
         self._listeners.setdefault(job_id, set()).add(queue)
+        return queue
+
+    def remove_listener(self, job_id: uuid.UUID, queue: asyncio.Queue[Job]) -> None:
+        listeners = self._listeners.get(job_id)
+        if listeners is not None:
+            listeners.discard(queue)
+            if not listeners:
+                del self._listeners[job_id]
+
+    @contextlib.asynccontextmanager
+    async def listen(self, job_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Job]]:
+        queue = self.add_listener(job_id)
         try:
             yield queue
         finally:
-            listeners = self._listeners.get(job_id)
-            if listeners is not None:
-                listeners.discard(queue)
-                if not listeners:
-                    del self._listeners[job_id]
+            self.remove_listener(job_id, queue)

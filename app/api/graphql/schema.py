@@ -74,6 +74,9 @@ def _internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, ConvertdError)
 
 
+# also applied to payloads rendered once for many subscribers (jobs/fanout.py)
+MASK_ERRORS: dict[str, Any] = {"should_mask_error": _internal, "error_message": "Internal server error."}
+
 schema = ConvertdSchema(
     query=Query,
     mutation=Mutation,
@@ -82,6 +85,6 @@ schema = ConvertdSchema(
         lambda: ParserCache(maxsize=512),
         CheckedDocuments,
         AccessExtension,
-        lambda: ConvertdErrors(should_mask_error=_internal, error_message="Internal server error."),
+        lambda: ConvertdErrors(**MASK_ERRORS),
     ],
 )

@@ -10,9 +10,14 @@ from aiohttp import WSCloseCode, web
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.unset import UnsetType
 
 from app.api.graphql.context import Context
+from app.api.graphql.jobs.fanout import OUTLET, Outlet
 from app.api.graphql.schema import schema
 from app.api.keys import base_url, runtime
 from app.api.multipart import read_form
@@ -33,7 +38,30 @@ MAX_BODY_BYTES = 256 * 1024
 PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
 
 
+# Both protocol handlers start each operation in a task of its own; the task is made inside
+# these calls, so it inherits where its results go (jobUpdates writes shared payloads there).
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        token = OUTLET.set(Outlet.of("next", message))
+        try:
+            await super().handle_subscribe(message)
+        finally:
+            OUTLET.reset(token)
+
+
+class WSHandler(BaseGraphQLWSHandler[Context, None]):
+    async def handle_start(self, message: StartMessage) -> None:
+        token = OUTLET.set(Outlet.of("data", message))
+        try:
+            await super().handle_start(message)
+        finally:
+            OUTLET.reset(token)
+
+
 class ConvertdGraphQLView(GraphQLView[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = WSHandler
+
     def __init__(self, *, ide: bool = True) -> None:
         super().__init__(
             schema,

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 JobStatus = strawberry.enum(JobStatusModel, name="JobStatus")
 
 
+# jobUpdates renders each version once for all its subscribers (fanout.py): a field may use
+# the context's rt and base_url, never the caller (the shared context has none).
 @strawberry.type(description="A conversion job. Subscribe to jobUpdates to follow it live.")
 class Job:
     id: strawberry.ID
