@@ -242,7 +242,9 @@ async def plans_set(args: argparse.Namespace) -> None:
 
     given = {
         name: getattr(args, name)
-        for name in ("api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions")
+        for name in (
+            "api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions", "max_running"
+        )
         if getattr(args, name) is not _NOT_GIVEN
     }
     async with _pool() as (_, pool):
@@ -269,11 +271,15 @@ def _print_plans(plans: list[Plan], as_json: bool) -> None:
     def show(value: int | None) -> str:
         return "unlimited" if value is None else f"{value:,}"
 
-    print(f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}")
+    print(
+        f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}"
+        f" {'RUNNING':>10}"
+    )
     for p in plans:
         print(
             f"{p.name:<12} {'on' if p.api_access else 'off':<4} {show(p.calls_per_day):>10} "
             f"{show(p.calls_per_minute):>10} {show(p.max_file_size):>14} {show(p.conversions):>12}"
+            f" {show(p.max_running):>10}"
         )
 
 
@@ -431,7 +437,8 @@ def parser() -> argparse.ArgumentParser:
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
-    for flag in ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions"):
+    limits = ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions", "--max-running")
+    for flag in limits:
         ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=plans_set)

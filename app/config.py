@@ -41,6 +41,7 @@ class QueueSettings:
     sweep_interval: int = 5  # seconds between sweeps for jobs of dead workers
     concurrency: int = 2  # conversions at once per worker process
     name: str = "convertd"  # the saq queue; API and workers of one deployment share it
+    fair: bool = True  # round-robin between accounts (app/services/dispatch.py); off: FIFO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Settings:
                 sweep_interval=_int("SWEEP_INTERVAL", 5),
                 concurrency=_int("WORKER_CONCURRENCY", 2),
                 name=_env("QUEUE", "convertd") or "convertd",
+                fair=_bool("FAIR_DISPATCH", True),
             ),
         )
 

@@ -27,6 +27,7 @@ class Plan:
     calls_per_minute: int | None
     max_file_size: int | None
     conversions: int | None
+    max_running: int | None  # jobs of one account processing at once; None: unlimited
 
     @classmethod
     def from_row(cls, row: Any, name_column: str = "name") -> Plan:

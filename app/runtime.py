@@ -12,6 +12,7 @@ from app import db
 from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
+from app.services.dispatch import FairQueue
 from app.services.usage import RequestLog
 from app.storage import Storage
 
@@ -42,7 +43,10 @@ class Runtime:
                 settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT
             )
         )
-        queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
+        # API nodes and workers of one deployment must agree on `fair`: it decides where
+        # a queued job waits (app/services/dispatch.py)
+        kind = FairQueue if settings.queue.fair else Queue
+        queue = kind.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
         # workers follow their jobs' events too (a cancel stops the converter at once)

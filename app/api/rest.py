@@ -18,6 +18,7 @@ from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import formats as formats_service
 from app.services import jobs, keys, uploads
+from app.services.dispatch import Position
 from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
@@ -50,7 +51,7 @@ def upload_body(u: Upload) -> dict[str, Any]:
     }
 
 
-def status_body(request: web.Request, job: Job) -> dict[str, Any]:
+def status_body(request: web.Request, job: Job, position: Position | None = None) -> dict[str, Any]:
     links = job_links(runtime(request), job, base_url(request))
     body: dict[str, Any] = {
         "ok": job.status is not JobStatus.FAILED,
@@ -72,6 +73,8 @@ def status_body(request: web.Request, job: Job) -> dict[str, Any]:
         )
     if job.status is JobStatus.FAILED:
         body.update(error=job.error, hint=job.error_hint)
+    if position is not None:
+        body["queue"] = position._asdict()
     if job.webhook_url:
         body.update(webhook_url=job.webhook_url, webhook_status=job.webhook_status)
     return body
@@ -211,8 +214,9 @@ def _file_response(result: jobs.Download, headers: dict[str, str] | None = None)
 @routes.get("/v1/status/{job_id}")
 async def status(request: web.Request) -> web.Response:
     who = await principal(request)
-    job = await jobs.get(runtime(request), who, request.match_info["job_id"])
-    return web.json_response(status_body(request, job))
+    rt = runtime(request)
+    job = await jobs.get(rt, who, request.match_info["job_id"])
+    return web.json_response(status_body(request, job, await jobs.position(rt, job)))
 
 
 @routes.get("/v1/events/{job_id}")
@@ -225,7 +229,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
 
     async def send(job: Job) -> None:
-        body = json.dumps(status_body(request, job))
+        body = json.dumps(status_body(request, job, await jobs.position(runtime(request), job)))
         await response.write(f"id: {job.version}\nevent: status\ndata: {body}\n\n".encode())
 
     await send(first)
@@ -260,7 +264,14 @@ async def download(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/keys/me")
 async def keys_me(request: web.Request) -> web.Response:
     info = await keys.me(runtime(request), await principal(request))
-    return ok({**info.key.public(), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
+    return ok(
+        {
+            **info.key.public(),
+            "plan": info.plan.name,
+            "max_running": info.plan.max_running,
+            "rate_limits": info.rate_limits.body(),
+        }
+    )
 
 
 def _attachment(filename: str) -> str:

@@ -1,4 +1,5 @@
-"""Plans, configured by the operator: API access, rate limits, file size, conversion allowance."""
+"""Plans, configured by the operator: API access, rate limits, file size, conversion allowance,
+and how many jobs of one account may run at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_LIMITS = ("calls_per_day", "calls_per_minute", "max_file_size", "conversions")
+_LIMITS = ("calls_per_day", "calls_per_minute", "max_file_size", "conversions", "max_running")
+_POSITIVE = ("max_file_size", "max_running")  # 0 would refuse every file, run no job
 UNSET: Any = object()
 
 
@@ -33,6 +35,7 @@ async def set_plan(
     calls_per_minute: int | None = UNSET,
     max_file_size: int | None = UNSET,
     conversions: int | None = UNSET,
+    max_running: int | None = UNSET,
 ) -> Plan:
     """Create the plan or change the given settings of it; None means unlimited."""
     name = name.strip().lower()
@@ -46,14 +49,15 @@ async def set_plan(
         "calls_per_minute": calls_per_minute,
         "max_file_size": max_file_size,
         "conversions": conversions,
+        "max_running": max_running,
     }
     given = {k: v for k, v in values.items() if v is not UNSET}
     for field in _LIMITS:
         value = given.get(field)
-        if value is not None and (value < 0 or (field == "max_file_size" and value == 0)):
+        if value is not None and (value < 0 or (field in _POSITIVE and value == 0)):
             raise ConvertdError(
                 ErrorCode.BAD_REQUEST,
-                f"{field} must be {'positive' if field == 'max_file_size' else '0 or more'}.",
+                f"{field} must be {'positive' if field in _POSITIVE else '0 or more'}.",
                 "Give a number, or 'unlimited'.",
                 field=field,
             )

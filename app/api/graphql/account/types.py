@@ -19,12 +19,14 @@ class Plan:
     calls_per_minute: int | None
     max_file_size: int | None
     conversions: int | None
+    max_running: int | None = strawberry.field(description="Jobs of one account processing at once.")
 
     @classmethod
     def from_model(cls, p: PlanModel) -> Plan:
         return cls(
             name=p.name, api_access=p.api_access, calls_per_day=p.calls_per_day,
             calls_per_minute=p.calls_per_minute, max_file_size=p.max_file_size, conversions=p.conversions,
+            max_running=p.max_running,
         )
 
 

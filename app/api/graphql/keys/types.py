@@ -48,6 +48,9 @@ class ApiKey:
     rate_limits: RateLimits | None = strawberry.field(
         default=None, description="The account's quota (on me)."
     )
+    max_running: int | None = strawberry.field(
+        default=None, description="The plan's cap on jobs processing at once, null: unlimited (on me)."
+    )
 
     @classmethod
     def from_model(

@@ -1,0 +1,299 @@
+"""Fair dispatch between accounts on top of saq's Redis queue.
+
+saq hands out jobs first in, first out from one Redis list, so one account's batch holds
+every other account's jobs behind it. saq's own answer (`group_key`) exists only on its
+PostgreSQL queue and is a cap of one, not round-robin. So the queue here is saq's, with its
+heartbeats, sweeps, retries and aborts, plus one rule about what enters saq's list:
+
+    each account has at most one job in saq's list (its "ready" job); the rest wait in
+    the account's own list in Redis, in order, and also while the account runs its cap.
+
+saq's list is then a ring of accounts: when a worker takes an account's ready job, the
+account's next job goes to the END of saq's list, behind every other account's ready job,
+which is round-robin between accounts with jobs queued, first in first out within one.
+Everything happens in Lua scripts, atomically in Redis, so any number of workers on any
+number of machines share one order; workers still block on saq's list (BLMOVE), so a job
+is taken the moment it is ready, with no polling. The move that hands the next job over
+runs in the same round trip that reads the taken job, so one account's flood costs what it
+did with plain FIFO.
+
+A job is "running" for the cap from the moment a worker takes it from saq's list until saq
+finishes it, retries it or sweeps it as its worker died (all of which pass through the
+methods below), so a dead worker's slot is given back when saq sweeps its job.
+
+Redis keys, beside saq's under saq:<queue>:fair:
+    owner            hash  saq job id -> account
+    cap              hash  account -> most jobs running at once (absent: unlimited)
+    ready            hash  account -> its job in saq's queued list
+    waiting          set   accounts with jobs in their wait list
+    wait:<account>   list  the account's jobs not yet handed to saq, in order
+    run:<account>    set   the account's jobs taken by a worker and not finished
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from saq.job import Job, Status
+from saq.queue.redis import RedisQueue
+
+log = logging.getLogger(__name__)
+
+# Hands the account its next job when it has none in saq's list and is below its cap.
+# A cap that looks reached is checked against saq's active list first: a job swept away
+# because its data vanished never passes through finish, and must not hold a slot forever.
+_FILL = """
+local function fill(p, acct)
+    if redis.call('HEXISTS', p .. ':ready', acct) == 1 then return end
+    local wait = p .. ':wait:' .. acct
+    if redis.call('LLEN', wait) == 0 then
+        redis.call('SREM', p .. ':waiting', acct)
+        return
+    end
+    local cap = tonumber(redis.call('HGET', p .. ':cap', acct) or '-1')
+    if cap >= 0 then
+        local run = p .. ':run:' .. acct
+        if redis.call('SCARD', run) >= cap then
+            for _, id in ipairs(redis.call('SMEMBERS', run)) do
+                if not redis.call('LPOS', ACTIVE, id) then redis.call('SREM', run, id) end
+            end
+            if redis.call('SCARD', run) >= cap then return end
+        end
+    end
+    local id = redis.call('LPOP', wait)
+    redis.call('HSET', p .. ':ready', acct, id)
+    redis.call('RPUSH', QUEUED, id)
+    if redis.call('LLEN', wait) == 0 then redis.call('SREM', p .. ':waiting', acct) end
+end
+"""
+
+# KEYS: incomplete, job id, queued, abort id, active; ARGV: job, prefix, account, cap
+_ENQUEUE = (
+    "local QUEUED, ACTIVE = KEYS[3], KEYS[5]\n"
+    + _FILL
+    + """
+if redis.call('ZSCORE', KEYS[1], KEYS[2]) or redis.call('EXISTS', KEYS[4]) == 1 then
+    return nil
+end
+local p, acct = ARGV[2], ARGV[3]
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 0, KEYS[2])
+redis.call('HSET', p .. ':owner', KEYS[2], acct)
+if ARGV[4] == '' then
+    redis.call('HDEL', p .. ':cap', acct)
+else
+    redis.call('HSET', p .. ':cap', acct, ARGV[4])
+end
+redis.call('RPUSH', p .. ':wait:' .. acct, KEYS[2])
+redis.call('SADD', p .. ':waiting', acct)
+fill(p, acct)
+return 1
+"""
+)
+
+# A worker took a job from saq's list. KEYS: queued, active; ARGV: prefix, job id.
+# Returns the job's data, so taking a job stays one round trip after the BLMOVE.
+_TAKEN = (
+    "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
+    + _FILL
+    + """
+local p, id = ARGV[1], ARGV[2]
+local acct = redis.call('HGET', p .. ':owner', id)
+if acct then
+    if redis.call('HGET', p .. ':ready', acct) == id then redis.call('HDEL', p .. ':ready', acct) end
+    redis.call('SADD', p .. ':run:' .. acct, id)
+    fill(p, acct)
+end
+return redis.call('GET', id)
+"""
+)
+
+# A job left the queue for good (finished, failed, aborted). KEYS: queued, active.
+_RELEASED = (
+    "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
+    + _FILL
+    + """
+local p, id = ARGV[1], ARGV[2]
+local acct = redis.call('HGET', p .. ':owner', id)
+if not acct then return 0 end
+redis.call('HDEL', p .. ':owner', id)
+redis.call('SREM', p .. ':run:' .. acct, id)
+if redis.call('HGET', p .. ':ready', acct) == id then
+    redis.call('HDEL', p .. ':ready', acct)
+    redis.call('LREM', QUEUED, 0, id)
+end
+redis.call('LREM', p .. ':wait:' .. acct, 0, id)
+fill(p, acct)
+return 1
+"""
+)
+
+# saq retries a job (its worker died or stopped): it goes back to the head of its account's
+# wait list, not straight into saq's list, so the cap holds for retried jobs too.
+# KEYS: queued, active, incomplete, job id; ARGV: prefix, job data.
+_RETRY = (
+    "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
+    + _FILL
+    + """
+local p, id = ARGV[1], KEYS[4]
+redis.call('LREM', ACTIVE, 1, id)
+redis.call('LREM', QUEUED, 1, id)
+redis.call('ZADD', KEYS[3], 0, id)
+redis.call('SET', id, ARGV[2])
+local acct = redis.call('HGET', p .. ':owner', id)
+if not acct then
+    redis.call('RPUSH', QUEUED, id)
+    return 0
+end
+redis.call('SREM', p .. ':run:' .. acct, id)
+if redis.call('HGET', p .. ':ready', acct) == id then redis.call('HDEL', p .. ':ready', acct) end
+local wait = p .. ':wait:' .. acct
+redis.call('LREM', wait, 0, id)
+redis.call('LPUSH', wait, id)
+redis.call('SADD', p .. ':waiting', acct)
+fill(p, acct)
+return 1
+"""
+)
+
+# Takes a job that is still in its account's wait list out of it (a cancel). ARGV: prefix, id.
+_WITHDRAW = """
+local p, id = ARGV[1], ARGV[2]
+local acct = redis.call('HGET', p .. ':owner', id)
+if not acct then return 0 end
+return redis.call('LREM', p .. ':wait:' .. acct, 0, id)
+"""
+
+# Where a queued job stands: {jobs of its account ahead of it, running, cap or -1}, or nil
+# when it is not queued (running, ended, or not dispatched fairly). ARGV: prefix, id.
+_POSITION = """
+local p, id = ARGV[1], ARGV[2]
+local acct = redis.call('HGET', p .. ':owner', id)
+if not acct then return nil end
+local running = redis.call('SCARD', p .. ':run:' .. acct)
+local cap = tonumber(redis.call('HGET', p .. ':cap', acct) or '-1')
+local ready = redis.call('HGET', p .. ':ready', acct)
+if ready == id then return {0, running, cap} end
+local pos = redis.call('LPOS', p .. ':wait:' .. acct, id)
+if not pos then return nil end
+return {pos + (ready and 1 or 0), running, cap}
+"""
+
+# Every account with waiting jobs gets a fill, with caps refreshed from the plans (ARGV:
+# prefix, then account, cap pairs; '' is unlimited). A ready entry whose job is in neither
+# of saq's lists is dropped first. Repairs what a worker dying between two steps left.
+_REFILL = (
+    "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
+    + _FILL
+    + """
+local p = ARGV[1]
+for i = 2, #ARGV, 2 do
+    if ARGV[i + 1] == '' then
+        redis.call('HDEL', p .. ':cap', ARGV[i])
+    else
+        redis.call('HSET', p .. ':cap', ARGV[i], ARGV[i + 1])
+    end
+end
+local ready = redis.call('HGETALL', p .. ':ready')
+for i = 1, #ready, 2 do
+    local id = ready[i + 1]
+    if not redis.call('LPOS', QUEUED, id) and not redis.call('LPOS', ACTIVE, id) then
+        redis.call('HDEL', p .. ':ready', ready[i])
+    end
+end
+for _, acct in ipairs(redis.call('SMEMBERS', p .. ':waiting')) do fill(p, acct) end
+return 1
+"""
+)
+
+
+@t.final
+class FairQueue(RedisQueue):
+    """saq's Redis queue, with convert jobs handed to it round-robin between accounts.
+
+    A job takes part when it is enqueued with `group_key` (its account) and, optionally,
+    `meta["max_running"]`; other jobs (webhooks, cron) go through saq unchanged.
+    """
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fair_prefix = self.namespace("fair")
+        register = self.redis.register_script
+        self._fair_enqueue = register(_ENQUEUE)
+        self._taken = register(_TAKEN)
+        self._released = register(_RELEASED)
+        self._fair_retry = register(_RETRY)
+        self._withdraw = register(_WITHDRAW)
+        self._position = register(_POSITION)
+        self._refill = register(_REFILL)
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        if job.group_key is None or job.scheduled:
+            return await super()._enqueue(job)
+        cap = job.meta.get("max_running")
+        async with self._op_sem:
+            added = await self._fair_enqueue(
+                keys=[self._incomplete, job.id, self._queued, job.abort_id, self._active],
+                args=[self.serialize(job), self.fair_prefix, job.group_key, "" if cap is None else cap],
+                client=self.redis,
+            )
+        return job if added else None
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        job_id = await self.redis.blmove(self._queued, self._active, timeout, "LEFT", "RIGHT")
+        if job_id is None:
+            return None
+        async with self._op_sem:
+            data = await self._taken(
+                keys=[self._queued, self._active], args=[self.fair_prefix, job_id], client=self.redis
+            )
+        return self.deserialize(data)
+
+    async def _finish(self, job: Job, status: Status, **kwargs: t.Any) -> None:
+        await super()._finish(job, status, **kwargs)
+        await self._released(
+            keys=[self._queued, self._active], args=[self.fair_prefix, job.id], client=self.redis
+        )
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        # saq would put the job straight back into its list (or schedule it after a delay);
+        # here it goes back to the head of its account's jobs, which keeps the cap true
+        await self._fair_retry(
+            keys=[self._queued, self._active, self._incomplete, job.id],
+            args=[self.fair_prefix, self.serialize(job)],
+            client=self.redis,
+        )
+        await self.notify(job)
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        # a job still in its account's wait list is not in saq's list, where saq looks for it
+        if await self._withdraw(args=[self.fair_prefix, job.id], client=self.redis):
+            job.status = Status.ABORTING
+            await self.finish(job, Status.ABORTED, error=error)
+            return
+        await super().abort(job, error, ttl)
+
+    async def position(self, job_key: str) -> Position | None:
+        """Where a queued job stands among its account's jobs; None when it is not queued."""
+        found = await self._position(args=[self.fair_prefix, self.job_id(job_key)], client=self.redis)
+        if found is None:
+            return None
+        ahead, running, cap = (int(x) for x in found)
+        return Position(ahead, running, None if cap < 0 else cap)
+
+    async def waiting_accounts(self) -> list[int]:
+        return [int(a) for a in await self.redis.smembers(f"{self.fair_prefix}:waiting")]
+
+    async def refill(self, caps: dict[int, int | None]) -> None:
+        """Refresh the caps of accounts with waiting jobs and hand each its next job if due."""
+        args: list[t.Any] = [self.fair_prefix]
+        for account, cap in caps.items():
+            args += [account, "" if cap is None else cap]
+        await self._refill(keys=[self._queued, self._active], args=args, client=self.redis)
+
+
+class Position(t.NamedTuple):
+    jobs_ahead: int  # the account's own queued jobs that start before this one
+    running: int  # the account's jobs running now
+    max_running: int | None  # the plan's cap; None: unlimited
