@@ -22,9 +22,9 @@ finishes it, retries it or sweeps it as its worker died (all of which pass throu
 methods below), so a dead worker's slot is given back when saq sweeps its job.
 
 Redis keys, beside saq's under saq:<queue>:fair:
-    owner            hash  saq job id -> account
     cap              hash  account -> most jobs running at once (absent: unlimited)
     ready            hash  account -> its job in saq's queued list
+    taking           list  jobs a worker is moving from saq's queued list to its active one
     waiting          set   accounts with jobs in their wait list
     wait:<account>   list  the account's jobs not yet handed to saq, in order
     run:<account>    set   the account's jobs taken by a worker and not finished
@@ -41,9 +41,17 @@ from saq.queue.redis import RedisQueue
 log = logging.getLogger(__name__)
 
 # Hands the account its next job when it has none in saq's list and is below its cap.
-# A cap that looks reached is checked against saq's active list first: a job swept away
-# because its data vanished never passes through finish, and must not hold a slot forever.
+# A cap that looks reached is checked against saq's own record of each job first: a job
+# swept because its data vanished, or finished by a worker that died before telling us,
+# must not hold a slot forever.
 _FILL = """
+local function ended(id)
+    local data = redis.call('GET', id)
+    if not data then return true end
+    local status = cjson.decode(data).status
+    return status == 'complete' or status == 'failed' or status == 'aborted'
+end
+
 local function fill(p, acct)
     if redis.call('HEXISTS', p .. ':ready', acct) == 1 then return end
     local wait = p .. ':wait:' .. acct
@@ -56,7 +64,7 @@ local function fill(p, acct)
         local run = p .. ':run:' .. acct
         if redis.call('SCARD', run) >= cap then
             for _, id in ipairs(redis.call('SMEMBERS', run)) do
-                if not redis.call('LPOS', ACTIVE, id) then redis.call('SREM', run, id) end
+                if ended(id) then redis.call('SREM', run, id) end
             end
             if redis.call('SCARD', run) >= cap then return end
         end
@@ -79,7 +87,6 @@ end
 local p, acct = ARGV[2], ARGV[3]
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], 0, KEYS[2])
-redis.call('HSET', p .. ':owner', KEYS[2], acct)
 if ARGV[4] == '' then
     redis.call('HDEL', p .. ':cap', acct)
 else
@@ -92,32 +99,46 @@ return 1
 """
 )
 
-# A worker took a job from saq's list. KEYS: queued, active; ARGV: prefix, job id.
+# A worker took a job from saq's list into `taking`. KEYS: queued, active, taking; ARGV:
+# prefix, job id. The job moves on to saq's active list marked active, in one step: saq's
+# sweep takes a job in its active list that still says "queued" for one whose worker died,
+# and a sweep running between saq's BLMOVE and its status write (always so when a worker
+# starts with jobs queued) aborted a job that was only being started.
 # Returns the job's data, so taking a job stays one round trip after the BLMOVE.
 _TAKEN = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
     + """
 local p, id = ARGV[1], ARGV[2]
-local acct = redis.call('HGET', p .. ':owner', id)
+redis.call('LREM', KEYS[3], 1, id)
+local data = redis.call('GET', id)
+if not data then return nil end
+redis.call('RPUSH', ACTIVE, id)
+local job = cjson.decode(data)
+if job.status == 'queued' then
+    local now = redis.call('TIME')
+    job.status = 'active'
+    job.touched = now[1] * 1000 + math.floor(now[2] / 1000)
+    job.started = job.touched
+    redis.call('SET', id, cjson.encode(job))
+end
+local acct = job.group_key
 if acct then
     if redis.call('HGET', p .. ':ready', acct) == id then redis.call('HDEL', p .. ':ready', acct) end
     redis.call('SADD', p .. ':run:' .. acct, id)
     fill(p, acct)
 end
-return redis.call('GET', id)
+return data
 """
 )
 
-# A job left the queue for good (finished, failed, aborted). KEYS: queued, active.
+# A job left the queue for good (finished, failed, aborted). KEYS: queued, active;
+# ARGV: prefix, job id, account.
 _RELEASED = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
     + """
-local p, id = ARGV[1], ARGV[2]
-local acct = redis.call('HGET', p .. ':owner', id)
-if not acct then return 0 end
-redis.call('HDEL', p .. ':owner', id)
+local p, id, acct = ARGV[1], ARGV[2], ARGV[3]
 redis.call('SREM', p .. ':run:' .. acct, id)
 if redis.call('HGET', p .. ':ready', acct) == id then
     redis.call('HDEL', p .. ':ready', acct)
@@ -131,7 +152,7 @@ return 1
 
 # saq retries a job (its worker died or stopped): it goes back to the head of its account's
 # wait list, not straight into saq's list, so the cap holds for retried jobs too.
-# KEYS: queued, active, incomplete, job id; ARGV: prefix, job data.
+# KEYS: queued, active, incomplete, job id; ARGV: prefix, job data, account.
 _RETRY = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
@@ -141,11 +162,7 @@ redis.call('LREM', ACTIVE, 1, id)
 redis.call('LREM', QUEUED, 1, id)
 redis.call('ZADD', KEYS[3], 0, id)
 redis.call('SET', id, ARGV[2])
-local acct = redis.call('HGET', p .. ':owner', id)
-if not acct then
-    redis.call('RPUSH', QUEUED, id)
-    return 0
-end
+local acct = ARGV[3]
 redis.call('SREM', p .. ':run:' .. acct, id)
 if redis.call('HGET', p .. ':ready', acct) == id then redis.call('HDEL', p .. ':ready', acct) end
 local wait = p .. ':wait:' .. acct
@@ -157,20 +174,13 @@ return 1
 """
 )
 
-# Takes a job that is still in its account's wait list out of it (a cancel). ARGV: prefix, id.
-_WITHDRAW = """
-local p, id = ARGV[1], ARGV[2]
-local acct = redis.call('HGET', p .. ':owner', id)
-if not acct then return 0 end
-return redis.call('LREM', p .. ':wait:' .. acct, 0, id)
-"""
+# Takes a job that is still in its account's wait list out of it (a cancel).
+_WITHDRAW = "return redis.call('LREM', KEYS[1], 0, ARGV[1])"
 
 # Where a queued job stands: {jobs of its account ahead of it, running, cap or -1}, or nil
-# when it is not queued (running, ended, or not dispatched fairly). ARGV: prefix, id.
+# when it is not queued (running, ended, or not dispatched fairly). ARGV: prefix, id, account.
 _POSITION = """
-local p, id = ARGV[1], ARGV[2]
-local acct = redis.call('HGET', p .. ':owner', id)
-if not acct then return nil end
+local p, id, acct = ARGV[1], ARGV[2], ARGV[3]
 local running = redis.call('SCARD', p .. ':run:' .. acct)
 local cap = tonumber(redis.call('HGET', p .. ':cap', acct) or '-1')
 local ready = redis.call('HGET', p .. ':ready', acct)
@@ -181,13 +191,24 @@ return {pos + (ready and 1 or 0), running, cap}
 """
 
 # Every account with waiting jobs gets a fill, with caps refreshed from the plans (ARGV:
-# prefix, then account, cap pairs; '' is unlimited). A ready entry whose job is in neither
-# of saq's lists is dropped first. Repairs what a worker dying between two steps left.
+# prefix, then account, cap pairs; '' is unlimited). Repairs what a worker dying between two
+# steps left: a job in `taking` now and at the previous run (a minute ago; taking lasts one
+# round trip) goes back to the front of saq's list; a ready entry whose job is in neither
+# of saq's lists is dropped. KEYS: queued, active, taking.
 _REFILL = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
     + """
 local p = ARGV[1]
+local seen = p .. ':taking-seen'
+for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if redis.call('SISMEMBER', seen, id) == 1 then
+        redis.call('LREM', KEYS[3], 0, id)
+        redis.call('LPUSH', QUEUED, id)
+    end
+end
+redis.call('DEL', seen)
+for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do redis.call('SADD', seen, id) end
 for i = 2, #ARGV, 2 do
     if ARGV[i + 1] == '' then
         redis.call('HDEL', p .. ':cap', ARGV[i])
@@ -219,6 +240,7 @@ class FairQueue(RedisQueue):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self.fair_prefix = self.namespace("fair")
+        self._taking = f"{self.fair_prefix}:taking"
         register = self.redis.register_script
         self._fair_enqueue = register(_ENQUEUE)
         self._taken = register(_TAKEN)
@@ -241,42 +263,52 @@ class FairQueue(RedisQueue):
         return job if added else None
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
-        job_id = await self.redis.blmove(self._queued, self._active, timeout, "LEFT", "RIGHT")
+        job_id = await self.redis.blmove(self._queued, self._taking, timeout, "LEFT", "RIGHT")
         if job_id is None:
             return None
         async with self._op_sem:
             data = await self._taken(
-                keys=[self._queued, self._active], args=[self.fair_prefix, job_id], client=self.redis
+                keys=[self._queued, self._active, self._taking],
+                args=[self.fair_prefix, job_id],
+                client=self.redis,
             )
         return self.deserialize(data)
 
     async def _finish(self, job: Job, status: Status, **kwargs: t.Any) -> None:
         await super()._finish(job, status, **kwargs)
-        await self._released(
-            keys=[self._queued, self._active], args=[self.fair_prefix, job.id], client=self.redis
-        )
+        if job.group_key is not None:
+            await self._released(
+                keys=[self._queued, self._active],
+                args=[self.fair_prefix, job.id, job.group_key],
+                client=self.redis,
+            )
 
     async def _retry(self, job: Job, error: str | None) -> None:
+        if job.group_key is None:
+            return await super()._retry(job, error)
         # saq would put the job straight back into its list (or schedule it after a delay);
         # here it goes back to the head of its account's jobs, which keeps the cap true
         await self._fair_retry(
             keys=[self._queued, self._active, self._incomplete, job.id],
-            args=[self.fair_prefix, self.serialize(job)],
+            args=[self.fair_prefix, self.serialize(job), job.group_key],
             client=self.redis,
         )
         await self.notify(job)
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         # a job still in its account's wait list is not in saq's list, where saq looks for it
-        if await self._withdraw(args=[self.fair_prefix, job.id], client=self.redis):
+        wait = f"{self.fair_prefix}:wait:{job.group_key}"
+        if job.group_key is not None and await self._withdraw(keys=[wait], args=[job.id], client=self.redis):
             job.status = Status.ABORTING
             await self.finish(job, Status.ABORTED, error=error)
             return
         await super().abort(job, error, ttl)
 
-    async def position(self, job_key: str) -> Position | None:
+    async def position(self, job_key: str, account: int) -> Position | None:
         """Where a queued job stands among its account's jobs; None when it is not queued."""
-        found = await self._position(args=[self.fair_prefix, self.job_id(job_key)], client=self.redis)
+        found = await self._position(
+            args=[self.fair_prefix, self.job_id(job_key), account], client=self.redis
+        )
         if found is None:
             return None
         ahead, running, cap = (int(x) for x in found)
@@ -290,7 +322,7 @@ class FairQueue(RedisQueue):
         args: list[t.Any] = [self.fair_prefix]
         for account, cap in caps.items():
             args += [account, "" if cap is None else cap]
-        await self._refill(keys=[self._queued, self._active], args=args, client=self.redis)
+        await self._refill(keys=[self._queued, self._active, self._taking], args=args, client=self.redis)
 
 
 class Position(t.NamedTuple):

@@ -222,7 +222,7 @@ async def position(rt: Runtime, job: Job) -> Position | None:
     or the queue cannot tell (plain FIFO dispatch, or a worker is taking it right now)."""
     if job.status is not JobStatus.PENDING or not isinstance(rt.queue, FairQueue):
         return None
-    return await rt.queue.position(str(job.id))
+    return await rt.queue.position(str(job.id), job.account_id)
 
 
 def _uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:

@@ -64,8 +64,6 @@ async def _refill(rt: Runtime) -> None:
     if not isinstance(rt.queue, FairQueue):
         return
     accounts = await rt.queue.waiting_accounts()
-    if not accounts:
-        return
     rows = await rt.pool.fetch(
         "SELECT a.id, p.max_running FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = ANY($1)",
         accounts,
