@@ -27,9 +27,10 @@ from app.api.server import build_app
 from app.auth.principal import Principal
 from app.config import Settings
 from app.runtime import Runtime
-from app.services import jobs
+from app.services import jobs, recovery
 from app.services.accounts import issue_master_token
 from app.services.dispatch import FairQueue
+from app.services.plans import set_plan
 from app.storage import IncomingFile
 from converters import sandbox
 from tests.conftest import Account, GraphQL
@@ -132,6 +133,23 @@ async def test_three_accounts_floods_are_served_in_turn_and_in_order_within_each
         assert "".join(order) == "abcabcabcabc" + "abaa"
         for name in "abc":  # first in, first out within an account
             assert [r["id"] for r in rows if owner[r["id"]] == name] == [j for n, j in submitted if n == name]
+
+
+async def test_an_account_with_nothing_running_goes_before_a_busy_accounts_next_job(
+    rt: Runtime, settings: Settings, make_account: Any, tmp_path: Path
+) -> None:
+    async with own_queue(settings, "idlefirst") as own:
+        who = await principals(rt, make_account, "ab")
+        slow = 256 * 1024 * 1024
+        a = [await submit(own, who["a"], tmp_path, slow) for _ in range(3)]
+        async with in_process_worker(own, concurrency=1):
+            deadline = asyncio.get_running_loop().time() + 60
+            while await own.pool.fetchval("SELECT status FROM jobs WHERE id = $1", a[0]) != "processing":
+                assert asyncio.get_running_loop().time() < deadline, "the worker never took A's job"
+                await asyncio.sleep(0.05)
+            b = await submit(own, who["b"], tmp_path)  # A's second job is queued already
+            rows = await until_all_ended(own, [*a, b])
+        assert [r["id"] for r in rows] == [a[0], b, a[1], a[2]]
 
 
 async def test_running_cap_is_never_exceeded_and_others_use_the_free_slots(
@@ -241,6 +259,33 @@ async def test_two_worker_processes_share_one_fair_order(
         assert started.index(b[0]) < started.index(a[4]) and started.index(c[0]) < started.index(a[4])
         workers = {(await own.queue.job(str(j))).worker_id for j in started}  # type: ignore[union-attr]
         assert len(workers) == 2
+
+
+async def test_reconcile_refreshes_caps_and_puts_back_a_take_a_dead_worker_left(
+    rt: Runtime, settings: Settings, make_account: Any, make_plan: Any, tmp_path: Path
+) -> None:
+    async with own_queue(settings, "repair") as own:
+        q = own.queue
+        assert isinstance(q, FairQueue)
+        plan = await make_plan(max_running=1)
+        who = (await principals(rt, make_account, "a", plan=plan))["a"]
+        ids = [await submit(own, who, tmp_path) for _ in range(2)]
+        assert await q.position(str(ids[1]), who.account_id) == (1, 0, 1)
+        await set_plan(rt.pool, plan, max_running=3)
+        await recovery.refresh_dispatch(own)
+        assert await q.position(str(ids[1]), who.account_id) == (1, 0, 3)
+        # a worker dies right after taking a job off saq's list, before it recorded the take
+        taken = await own.redis.blmove(q._queued, q._taking, 1, "LEFT", "RIGHT")
+        assert taken == q.job_id(str(ids[0])).encode()
+        looked = f"{q.fair_prefix}:taking-seen-at"
+        await own.redis.set(looked, 0)  # the last look was long ago
+        await recovery.refresh_dispatch(own)  # a first look: a take may be under way
+        assert await own.redis.llen(q._queued) == 0
+        await own.redis.set(looked, 0)  # as if that look were 10 s old
+        await recovery.refresh_dispatch(own)
+        assert await own.redis.lrange(q._queued, 0, -1) == [taken]
+        async with in_process_worker(own, concurrency=2):
+            await until_all_ended(own, ids)
 
 
 @contextlib.asynccontextmanager

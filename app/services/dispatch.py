@@ -11,6 +11,9 @@ heartbeats, sweeps, retries and aborts, plus one rule about what enters saq's li
 saq's list is then a ring of accounts: when a worker takes an account's ready job, the
 account's next job goes to the END of saq's list, behind every other account's ready job,
 which is round-robin between accounts with jobs queued, first in first out within one.
+An account with nothing running (typically one that just submitted a job while another
+floods the queue) has its ready job placed ahead of the busy accounts' (behind other such
+accounts'), so it starts in the first worker slot that frees.
 Everything happens in Lua scripts, atomically in Redis, so any number of workers on any
 number of machines share one order; workers still block on saq's list (BLMOVE), so a job
 is taken the moment it is ready, with no polling. The move that hands the next job over
@@ -71,8 +74,16 @@ local function fill(p, acct)
     end
     local id = redis.call('LPOP', wait)
     redis.call('HSET', p .. ':ready', acct, id)
-    redis.call('RPUSH', QUEUED, id)
-    if redis.call('LLEN', wait) == 0 then redis.call('SREM', p .. ':waiting', acct) end
+    if redis.call('SCARD', p .. ':run:' .. acct) > 0 then
+        redis.call('RPUSH', QUEUED, id)
+        return
+    end
+    -- nothing of the account's running: ahead of the busy accounts, behind other idle ones
+    local last = redis.call('GET', p .. ':idle-last')
+    if not last or redis.call('LINSERT', QUEUED, 'AFTER', last, id) <= 0 then
+        redis.call('LPUSH', QUEUED, id)
+    end
+    redis.call('SET', p .. ':idle-last', id)
 end
 """
 
@@ -110,7 +121,8 @@ _TAKEN = (
     + _FILL
     + """
 local p, id = ARGV[1], ARGV[2]
-redis.call('LREM', KEYS[3], 1, id)
+-- not in `taking` any more: reconcile took it for stranded and put it back in saq's list
+if redis.call('LREM', KEYS[3], 1, id) == 0 then return nil end
 local data = redis.call('GET', id)
 if not data then return nil end
 redis.call('RPUSH', ACTIVE, id)
@@ -192,23 +204,29 @@ return {pos + (ready and 1 or 0), running, cap}
 
 # Every account with waiting jobs gets a fill, with caps refreshed from the plans (ARGV:
 # prefix, then account, cap pairs; '' is unlimited). Repairs what a worker dying between two
-# steps left: a job in `taking` now and at the previous run (a minute ago; taking lasts one
-# round trip) goes back to the front of saq's list; a ready entry whose job is in neither
-# of saq's lists is dropped. KEYS: queued, active, taking.
+# steps left: a job in `taking` now and at a previous run at least 10 s ago (taking lasts
+# one round trip) goes back to the front of saq's list; a ready entry whose job is in none
+# of saq's lists nor `taking` is dropped. KEYS: queued, active, taking.
 _REFILL = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
     + """
 local p = ARGV[1]
-local seen = p .. ':taking-seen'
-for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-    if redis.call('SISMEMBER', seen, id) == 1 then
-        redis.call('LREM', KEYS[3], 0, id)
-        redis.call('LPUSH', QUEUED, id)
+local seen, seen_at = p .. ':taking-seen', p .. ':taking-seen-at'
+local now = tonumber(redis.call('TIME')[1])
+-- runs close together (workers starting at once) must not take a take in progress for
+-- a stranded one: compare with a look at least 10 seconds old
+if now - tonumber(redis.call('GET', seen_at) or '0') >= 10 then
+    for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+        if redis.call('SISMEMBER', seen, id) == 1 then
+            redis.call('LREM', KEYS[3], 0, id)
+            redis.call('LPUSH', QUEUED, id)
+        end
     end
+    redis.call('DEL', seen)
+    for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do redis.call('SADD', seen, id) end
+    redis.call('SET', seen_at, now)
 end
-redis.call('DEL', seen)
-for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do redis.call('SADD', seen, id) end
 for i = 2, #ARGV, 2 do
     if ARGV[i + 1] == '' then
         redis.call('HDEL', p .. ':cap', ARGV[i])
@@ -219,7 +237,8 @@ end
 local ready = redis.call('HGETALL', p .. ':ready')
 for i = 1, #ready, 2 do
     local id = ready[i + 1]
-    if not redis.call('LPOS', QUEUED, id) and not redis.call('LPOS', ACTIVE, id) then
+    local listed = redis.call('LPOS', QUEUED, id) or redis.call('LPOS', KEYS[3], id)
+    if not listed and not redis.call('LPOS', ACTIVE, id) then
         redis.call('HDEL', p .. ':ready', ready[i])
     end
 end

@@ -51,11 +51,11 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
         else:
             continue
         touched.append(row["id"])
-    await _refill(rt)
+    await refresh_dispatch(rt)
     return touched
 
 
-async def _refill(rt: Runtime) -> None:
+async def refresh_dispatch(rt: Runtime) -> None:
     """Fair dispatch: plans' caps as they are now, and every waiting account served.
 
     A cap changed with `convertd plans set` reaches queued jobs here (new jobs carry it at
