@@ -135,7 +135,7 @@ if job.status == 'queued' then
     redis.call('SET', id, cjson.encode(job))
 end
 local acct = job.group_key
-if acct then
+if acct and acct ~= cjson.null then
     if redis.call('HGET', p .. ':ready', acct) == id then redis.call('HDEL', p .. ':ready', acct) end
     redis.call('SADD', p .. ':run:' .. acct, id)
     fill(p, acct)
@@ -144,13 +144,24 @@ return data
 """
 )
 
-# A job left the queue for good (finished, failed, aborted). KEYS: queued, active;
-# ARGV: prefix, job id, account.
-_RELEASED = (
+# A job left the queue for good (finished, failed, aborted): what saq's finish does (off its
+# lists, the record kept for `ttl` seconds: 0 for ever, below 0 not at all), and its slot
+# given back, in one round trip. KEYS: queued, active, incomplete, job id; ARGV: prefix,
+# account, job data, ttl.
+_FINISHED = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
     + """
-local p, id, acct = ARGV[1], ARGV[2], ARGV[3]
+local p, id, acct, ttl = ARGV[1], KEYS[4], ARGV[2], tonumber(ARGV[4])
+redis.call('LREM', ACTIVE, 1, id)
+redis.call('ZREM', KEYS[3], id)
+if ttl > 0 then
+    redis.call('SETEX', id, ttl, ARGV[3])
+elseif ttl == 0 then
+    redis.call('SET', id, ARGV[3])
+else
+    redis.call('DEL', id)
+end
 redis.call('SREM', p .. ':run:' .. acct, id)
 if redis.call('HGET', p .. ':ready', acct) == id then
     redis.call('HDEL', p .. ':ready', acct)
@@ -263,7 +274,7 @@ class FairQueue(RedisQueue):
         register = self.redis.register_script
         self._fair_enqueue = register(_ENQUEUE)
         self._taken = register(_TAKEN)
-        self._released = register(_RELEASED)
+        self._finished = register(_FINISHED)
         self._fair_retry = register(_RETRY)
         self._withdraw = register(_WITHDRAW)
         self._position = register(_POSITION)
@@ -294,13 +305,14 @@ class FairQueue(RedisQueue):
         return self.deserialize(data)
 
     async def _finish(self, job: Job, status: Status, **kwargs: t.Any) -> None:
-        await super()._finish(job, status, **kwargs)
-        if job.group_key is not None:
-            await self._released(
-                keys=[self._queued, self._active],
-                args=[self.fair_prefix, job.id, job.group_key],
-                client=self.redis,
-            )
+        if job.group_key is None:
+            return await super()._finish(job, status, **kwargs)
+        await self._finished(
+            keys=[self._queued, self._active, self._incomplete, job.id],
+            args=[self.fair_prefix, job.group_key, self.serialize(job), job.ttl],
+            client=self.redis,
+        )
+        await self.notify(job)
 
     async def _retry(self, job: Job, error: str | None) -> None:
         if job.group_key is None:
