@@ -35,6 +35,7 @@ from app.storage import IncomingFile
 from converters import sandbox
 from tests.conftest import Account, GraphQL
 from tests.test_worker import _principal, _start_worker, _worker_env
+from tests.wsclient import connect, subscribe
 
 pytestmark = pytest.mark.usefixtures("rt")
 
@@ -348,6 +349,13 @@ async def test_a_queued_job_says_how_many_of_its_accounts_jobs_are_ahead(
             while not line.startswith(b"data: "):
                 line = await r.content.readline()
         assert json.loads(line[6:])["queue"]["jobs_ahead"] == 1
+        # and the jobUpdates subscription
+        sub, _ = await connect(http, base, payload={"apiKey": acct.key})
+        document = "subscription($id: ID!) { jobUpdates(jobId: $id) { status queue { jobsAhead } } }"
+        await subscribe(sub, document, {"id": ids[2]})
+        first = await sub.next_message()
+        assert first["payload"]["data"]["jobUpdates"] == {"status": "PENDING", "queue": {"jobsAhead": 1}}
+        await sub.ws.close()
         for job_id in (ids[0], ids[2]):  # nothing left for the session's recovery to pick up
             async with http.post(f"{base}/v1/cancel/{job_id}", headers=headers) as r:
                 assert r.status == 200
