@@ -35,9 +35,13 @@ async def servers(settings: Settings, *, redis: bool = True) -> AsyncIterator[Se
         yield settings
         return
     started = await asyncio.to_thread(embedded.start, settings.data_dir, redis=redis)
+    keeper = asyncio.create_task(embedded.supervise(started), name="convertd-embedded-servers")
     try:
         yield dataclasses.replace(settings, database_url=started.database_url, redis_url=started.redis_url)
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await asyncio.to_thread(started.stop)
 
 
@@ -169,6 +173,7 @@ async def keys_create(args: argparse.Namespace) -> None:
                 {
                     "key": created.secret,
                     "signing_secret": created.signing_secret,
+                    "webhook_secret": created.webhook_secret,
                     **key.public(),
                     "plan": plan,
                 }
@@ -180,6 +185,7 @@ async def keys_create(args: argparse.Namespace) -> None:
             f"\n\n  {created.secret}\n"
         )
         print(f"JWT signing secret for kid {key.kid}:\n\n  {created.signing_secret}\n")
+        print(f"Webhook secret (verifies X-Convertd-Signature):\n\n  {created.webhook_secret}\n")
         print("They are shown only this once; store them now.")
 
 
@@ -209,6 +215,22 @@ async def keys_revoke(args: argparse.Namespace) -> None:
         except ConvertdError as err:
             _fail(err)
     print(f"revoked key {key.id} ({key.name}); it is refused from now on")
+
+
+async def keys_rotate(args: argparse.Namespace) -> None:
+    from app.services.keys import rotate_secret
+
+    async with _pool() as (settings, pool):
+        try:
+            key, secret = await rotate_secret(pool, None, args.id, args.secret, settings.secret)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(json.dumps({**key.public(), "rotated": args.secret, "secret": secret}))
+        return
+    what = "JWT signing secret" if args.secret == "jwt" else "webhook secret"
+    print(f"new {what} for key {key.id} ({key.name}), shown only this once:\n\n  {secret}\n")
+    print("The old one no longer works; the key itself is unchanged.")
 
 
 async def keys_rename(args: argparse.Namespace) -> None:
@@ -347,8 +369,36 @@ async def doctor(args: argparse.Namespace) -> None:
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")
     _doctor_office_pool(Settings.from_env().queue.concurrency)
+    _doctor_fonts()
     if reg.missing:  # a whole engine is gone; optional formats (calibre's) are only reported
         sys.exit(1)
+
+
+def _doctor_fonts() -> None:
+    """Which writing systems documents and SVGs can show, and the Office stand-ins."""
+    from converters import fonts
+
+    for folder in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for folder in fonts.extra_dirs():
+        print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
+    cover = fonts.coverage()
+    if cover.error:
+        print(f"warning  fonts: cannot tell which scripts are covered: {cover.error}")
+        return
+    for name, families in cover.scripts.items():
+        if families:
+            more = f" and {len(families) - 1} more" if len(families) > 1 else ""
+            print(f"ok       fonts: {name} script ({families[0]}{more})")
+        else:
+            print(f"warning  fonts: no font for the {name} script: its text comes out as empty boxes")
+    for office_font, stand_in in cover.metric.items():
+        if stand_in:
+            print(f"ok       fonts: {office_font} laid out with {stand_in} (same metrics)")
+        else:
+            print(f"warning  fonts: no metric-compatible font for {office_font}: its documents change layout")
+    if cover.missing_packages:
+        print(f"warning  fonts: install the Debian packages {' '.join(cover.missing_packages)}")
 
 
 def _doctor_office_pool(concurrency: int) -> None:
@@ -428,6 +478,11 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("id", type=int)
     kr.set_defaults(func=keys_revoke)
+    kt = keys.add_parser("rotate", help="replace a key's JWT signing or webhook secret, keeping the key")
+    kt.add_argument("id", type=int)
+    kt.add_argument("--secret", choices=("jwt", "webhook"), required=True)
+    kt.add_argument("--json", action="store_true")
+    kt.set_defaults(func=keys_rotate)
     kn = keys.add_parser("rename", help="rename a key")
     kn.add_argument("id", type=int)
     kn.add_argument("name")

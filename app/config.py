@@ -40,6 +40,7 @@ class QueueSettings:
     retry_backoff: bool = False
     sweep_interval: int = 5  # seconds between sweeps for jobs of dead workers
     concurrency: int = 2  # conversions at once per worker process
+    drain_seconds: int = 30  # on SIGTERM, running jobs may finish this long; the rest go back
     name: str = "convertd"  # the saq queue; API and workers of one deployment share it
     fair: bool = True  # round-robin between accounts (app/services/dispatch.py); off: FIFO
 
@@ -92,6 +93,7 @@ class Settings:
                 retry_backoff=_bool("JOB_RETRY_BACKOFF", False),
                 sweep_interval=_int("SWEEP_INTERVAL", 5),
                 concurrency=_int("WORKER_CONCURRENCY", 2),
+                drain_seconds=_int("DRAIN_SECONDS", 30),
                 name=_env("QUEUE", "convertd") or "convertd",
                 fair=_bool("FAIR_DISPATCH", True),
             ),

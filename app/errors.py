@@ -25,6 +25,7 @@ class ErrorCode(enum.StrEnum):
     CONVERSION_FAILED = "CONVERSION_FAILED"
     HTTPS_REQUIRED = "HTTPS_REQUIRED"
     INTERNAL = "INTERNAL"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
@@ -42,6 +43,7 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CONVERSION_FAILED: (422, "Conversion Failed"),
     ErrorCode.HTTPS_REQUIRED: (403, "HTTPS Required"),
     ErrorCode.INTERNAL: (500, "Internal Server Error"),
+    ErrorCode.SERVICE_UNAVAILABLE: (503, "Service Unavailable"),
 }
 
 

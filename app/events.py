@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from app.models import Job
 
 log = logging.getLogger(__name__)
 CHANNEL = "convertd:job-events"
+Resync = Callable[[list[uuid.UUID]], Awaitable[list[Job]]]  # the jobs with these ids, as stored
 
 
 def _default(value: Any) -> Any:
@@ -57,8 +58,9 @@ async def publish(redis: aioredis.Redis, job: Job) -> None:
 class EventHub:
     """One Redis subscription per process, fanned out to in-process listeners by job id."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, resync: Resync | None = None) -> None:
         self._redis = redis
+        self._resync = resync
         self._listeners: dict[uuid.UUID, set[asyncio.Queue[Job]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -78,14 +80,25 @@ class EventHub:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    if self._ready.is_set():
+                        await self._catch_up()
                     self._ready.set()
                     async for message in pubsub.listen():
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a dropped Redis connection: resubscribe, keep serving
-                log.exception("job event subscription failed; resubscribing")
+            except Exception as exc:  # a dropped Redis connection: resubscribe, keep serving
+                log.warning("job event subscription failed (%r); resubscribing", exc)
                 await asyncio.sleep(1)
+
+    async def _catch_up(self) -> None:
+        """After a lost subscription, hand every listener its job as it stands now: what was
+        published meanwhile never reached us (listeners drop versions they have seen)."""
+        if self._resync is None or not self._listeners:
+            return
+        for job in await self._resync(list(self._listeners)):
+            for queue in self._listeners.get(job.id, ()):
+                queue.put_nowait(job)
 
     def _dispatch(self, data: bytes | str) -> None:
         try:

@@ -53,6 +53,8 @@ class ApiKey:
     created_at: datetime
     conversion_limit: int | None = None  # on top of the plan's allowance; None: none
     conversions_used: int = 0
+    jwt_secret_version: int = 0  # generations of the key's derived secrets (rotation)
+    webhook_secret_version: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> ApiKey:

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 from saq import CronJob, Worker
 
+from app import outages
 from app.runtime import Runtime
 from app.services import processing, recovery, webhooks
 from converters import office_pool, sandbox
+
+log = logging.getLogger(__name__)
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
-    job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    try:
+        job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        # PostgreSQL or Redis went away mid-job: the attempt is handed back to the queue
+        # (saq retries it) only once both answer again, so an outage shorter than the
+        # wait never uses up a job's attempts
+        log.warning("job %s: a server is out of reach; retrying once it is back", job_id, exc_info=exc)
+        await outages.wait_until_reachable(rt)
+        raise
     return job.status.value
 
 
@@ -53,7 +67,9 @@ def build_worker(rt: Runtime) -> Worker:
         startup=startup,
         shutdown=shutdown,
         timers={"sweep": q.sweep_interval},
-        shutdown_grace_period_s=10,
+        # SIGTERM: running jobs finish within the drain time; the rest are cancelled, which
+        # kills their converters and puts them back on the queue for another worker
+        shutdown_grace_period_s=q.drain_seconds,
     )
     worker.SIGNALS = []  # the process owns SIGINT/SIGTERM: it stops the API and servers too
     return worker

@@ -11,6 +11,7 @@ import logging
 from aiohttp import web
 
 from app.errors import ConvertdError, ErrorCode
+from app.outages import is_outage, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             {"error": exc.reason, "message": exc.text or exc.reason, "hint": hint, "error_code": code.value},
             status=exc.status,
         )
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
+            return render(unavailable(exc), request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = ConvertdError(ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment.")
         return render(err)

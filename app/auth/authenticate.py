@@ -95,7 +95,7 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     row = await _key_row(rt, " WHERE k.kid = $1", kid)
     if row is None:
         raise jwts.unknown_kid(str(kid))
-    secret = keys.signing_secret(rt.settings.secret, kid)
+    secret = keys.signing_secret(rt.settings.secret, kid, row["jwt_secret_version"])
     jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
     if row["revoked_at"] is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")

@@ -50,8 +50,8 @@ OPERATIONS = (
     Operation("request log", ("/v1/account/requests",), ("requestLog",), admin=True),
     Operation(
         "keys",
-        ("/v1/account/keys", "/v1/account/keys/{key_id}"),
-        ("keys", "createKey", "renameKey", "updateKey", "revokeKey"),
+        ("/v1/account/keys", "/v1/account/keys/{key_id}", "/v1/account/keys/{key_id}/rotate"),
+        ("keys", "createKey", "renameKey", "updateKey", "revokeKey", "rotateKeySecret"),
         admin=True,
     ),
     Operation("master token", ("/v1/account/master-token",), ("refreshMasterToken",), admin=True),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from app import events
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
+from app.outages import is_outage
 from app.services import allowance, uploads, webhooks
 from app.services.dispatch import FairQueue, Position
 from app.services.formats import request_errors
@@ -162,8 +163,24 @@ async def convert(
         (rt.settings.public_url or base_url or "").rstrip("/") or None,
     )
     job = Job.from_row(row)
-    await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
+    try:
+        await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
+    except Exception as exc:
+        if is_outage(exc):
+            await _withdraw(rt, job, row["api_key_id"])
+        raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
+    """Undo a job the queue could not take (its server is down): the caller is told 503
+    and will try again, so nothing of it may stay, neither the row nor the charge."""
+    async with rt.pool.acquire() as conn, conn.transaction():
+        gone = await conn.fetchval(
+            "DELETE FROM jobs WHERE id = $1 AND status = 'pending' RETURNING id", job.id
+        )
+        if gone is not None:
+            await allowance.refund(conn, job.account_id, key_id)
 
 
 MAX_WAIT = 60

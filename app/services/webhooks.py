@@ -88,7 +88,8 @@ async def enqueue(rt: Runtime, job: Job) -> None:
 async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     """POST the job's end to its webhook once; raise to have the queue try again."""
     row = await rt.pool.fetchrow(
-        "SELECT j.*, k.kid FROM jobs j LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
+        "SELECT j.*, k.kid, k.webhook_secret_version FROM jobs j"
+        " LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
         job_id,
     )
     job = Job.from_row(row)
@@ -103,7 +104,7 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     headers = {"Content-Type": "application/json", "X-Convertd-Event": body["event"],
                "User-Agent": "Convertd-Webhook/1"}  # fmt: skip
     if row["kid"] is not None:
-        secret = keys.signing_secret(rt.settings.secret, row["kid"])
+        secret = keys.webhook_secret(rt.settings.secret, row["kid"], row["webhook_secret_version"])
         headers["X-Convertd-Signature"] = sign(secret, int(time.time()), data)
     parts = urlsplit(job.webhook_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -20,6 +20,7 @@ from app.api.graphql.keys.queries import KeyQueries
 from app.api.graphql.limits import CheckedDocuments
 from app.api.graphql.tokens.mutations import TokenMutations
 from app.errors import ConvertdError
+from app.outages import is_outage, unavailable
 
 
 @strawberry.type
@@ -45,6 +46,16 @@ class ConvertdSchema(strawberry.Schema):
         super().process_errors([e for e in errors if e not in ours], execution_context)
 
 
+class ConvertdErrors(MaskErrors):
+    """Errors that are not ours are masked; an unreachable server is told as such (503)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if error.original_error is None or not is_outage(error.original_error):
+            return super().anonymise_error(error)
+        err = unavailable(error.original_error)
+        return GraphQLError(err.message, error.nodes, error.source, error.positions, error.path, err)
+
+
 def _internal(error: GraphQLError) -> bool:
     """Our own errors and GraphQL's (syntax, validation) speak to the caller; the rest hide."""
     original = error.original_error
@@ -59,6 +70,6 @@ schema = ConvertdSchema(
         lambda: ParserCache(maxsize=512),
         CheckedDocuments,
         AccessExtension,
-        lambda: MaskErrors(should_mask_error=_internal, error_message="Internal server error."),
+        lambda: ConvertdErrors(should_mask_error=_internal, error_message="Internal server error."),
     ],
 )

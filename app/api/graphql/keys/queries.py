@@ -26,4 +26,6 @@ class KeyQueries:
     @strawberry.field(description="The account's keys, revoked ones included (master token).")
     async def keys(self, info: strawberry.Info[Context, None]) -> list[ApiKey]:
         ctx = info.context
-        return [ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)]
+        return [
+            ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)
+        ]

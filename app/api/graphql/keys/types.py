@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 import strawberry
@@ -20,8 +21,11 @@ class RateLimits:
     @classmethod
     def from_model(cls, q: RateLimitsModel) -> RateLimits:
         return cls(
-            calls_per_day=q.calls_per_day, calls_per_minute=q.calls_per_minute, used_today=q.used_today,
-            used_this_minute=q.used_this_minute, remaining_today=q.remaining_today,
+            calls_per_day=q.calls_per_day,
+            calls_per_minute=q.calls_per_minute,
+            used_today=q.used_today,
+            used_this_minute=q.used_this_minute,
+            remaining_today=q.remaining_today,
         )
 
 
@@ -57,31 +61,60 @@ class ApiKey:
         cls, key: ApiKeyModel, plan: str | None = None, rate_limits: RateLimitsModel | None = None
     ) -> ApiKey:
         return cls(
-            id=key.id, kid=str(key.kid), name=key.name, prefix=key.prefix,
-            environment=key.environment, restriction_type=key.restriction_type,
-            allowed_ips=key.allowed_ips, allowed_domains=key.allowed_domains,
-            allowed_endpoints=key.allowed_endpoints, usage_count=key.usage_count,
-            last_used_at=key.last_used_at, created_at=key.created_at, plan=plan,
-            revoked_at=key.revoked_at, conversion_limit=key.conversion_limit,
+            id=key.id,
+            kid=str(key.kid),
+            name=key.name,
+            prefix=key.prefix,
+            environment=key.environment,
+            restriction_type=key.restriction_type,
+            allowed_ips=key.allowed_ips,
+            allowed_domains=key.allowed_domains,
+            allowed_endpoints=key.allowed_endpoints,
+            usage_count=key.usage_count,
+            last_used_at=key.last_used_at,
+            created_at=key.created_at,
+            plan=plan,
+            revoked_at=key.revoked_at,
+            conversion_limit=key.conversion_limit,
             conversions_used=key.conversions_used,
             rate_limits=RateLimits.from_model(rate_limits) if rate_limits else None,
         )
 
 
-@strawberry.type(description="A new key. key and signingSecret are shown only this once.")
+@strawberry.type(description="A new key. key, signingSecret and webhookSecret are shown only this once.")
 class CreatedKey:
     key: str
     signing_secret: str | None = strawberry.field(description="Signs self-made JWTs (HS256) for this kid.")
+    webhook_secret: str | None = strawberry.field(
+        description="Verifies the X-Convertd-Signature of this key's webhook deliveries."
+    )
     api_key: ApiKey
 
     @classmethod
     def from_model(cls, created: CreatedKeyModel) -> CreatedKey:
         return cls(
-            key=created.secret, signing_secret=created.signing_secret, api_key=ApiKey.from_model(created.key)
+            key=created.secret,
+            signing_secret=created.signing_secret,
+            webhook_secret=created.webhook_secret,
+            api_key=ApiKey.from_model(created.key),
         )
 
 
-@strawberry.input(description="A new key. With allowedIps it is IP-restricted, with allowedDomains domain-restricted.")
+@strawberry.enum(description="A key's derived secrets, each rotated on its own.")
+class KeySecret(enum.Enum):
+    JWT = "jwt"
+    WEBHOOK = "webhook"
+
+
+@strawberry.type(description="A key's new secret, shown only this once; the old one no longer works.")
+class RotatedSecret:
+    secret: str
+    api_key: ApiKey
+
+
+@strawberry.input(
+    description="A new key. With allowedIps it is IP-restricted, with allowedDomains domain-restricted."
+)
 class CreateKeyInput:
     name: str
     environment: str = "live"
