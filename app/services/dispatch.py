@@ -103,6 +103,8 @@ if ARGV[4] == '' then
 else
     redis.call('HSET', p .. ':cap', acct, ARGV[4])
 end
+-- queued again by reconcile (Redis lost it, or its sweeper died): it holds no slot now
+redis.call('SREM', p .. ':run:' .. acct, KEYS[2])
 redis.call('RPUSH', p .. ':wait:' .. acct, KEYS[2])
 redis.call('SADD', p .. ':waiting', acct)
 fill(p, acct)
