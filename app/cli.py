@@ -110,9 +110,13 @@ async def worker(args: argparse.Namespace) -> None:
     rt = await Runtime.open(settings, api=False)
     w = build_worker(rt)
     task = asyncio.create_task(w.start())
+    stopped = asyncio.create_task(_until_stopped())
     try:
-        await _until_stopped()
+        # a worker that stops by itself (its start failed) must not idle on: the process
+        # exits, and whoever supervises it (serve, systemd) starts another
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopped.cancel()
         await w.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await task

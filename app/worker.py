@@ -53,7 +53,12 @@ def build_worker(rt: Runtime) -> Worker:
         # the fork server imports every converter now, not in front of the first job, and
         # says at start which isolation layers this machine lacks
         await sandbox.prestart()
-        await recovery.reconcile(rt)
+        try:
+            await recovery.reconcile(rt)
+        except Exception as exc:
+            if not outages.is_outage(exc):
+                raise
+            log.warning("recovery at start skipped: a server is out of reach (the cron runs it)")
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.to_thread(office_pool.stop)

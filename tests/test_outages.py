@@ -269,7 +269,7 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
                         accepted[resp.json()["job_id"]] = data
                     else:
                         assert resp.status_code == 503, resp.text
-                time.sleep(0.05)
+                time.sleep(0.2)
 
         client = threading.Thread(target=load)
         client.start()
@@ -291,12 +291,14 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
             _kill_postgres(pg_dir)
             _until(lambda: _postmaster(pg_dir).pid != old and _postmaster(pg_dir).is_running(), 60,
                    "serve did not start PostgreSQL again")  # fmt: skip
-            _until(lambda: svc.convert(b"after both").status_code == 200, 60, "no recovery")
-            time.sleep(1)
         finally:
             stop.set()
             client.join()
-        assert len(accepted) >= 10, "the load should have been acknowledged most of the time"
+        # accepted again once both are back (the queued load goes first: no sync wait here)
+        after = _until(lambda: (r := svc.convert(b"after both", wait=False)).status_code == 202 and r, 60,
+                       "no recovery")  # fmt: skip
+        accepted[after.json()["job_id"]] = b"after both"
+        assert len(accepted) >= 5, "the load should have been acknowledged between the outages"
         deadline = time.monotonic() + 180  # recovery re-queues what Redis lost within a few minutes
         for job_id, data in accepted.items():
             assert _finished_digest(svc, job_id, deadline) == _digest(data)
