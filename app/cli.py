@@ -298,7 +298,7 @@ async def plans_set(args: argparse.Namespace) -> None:
         name: getattr(args, name)
         for name in (
             "api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions",
-            "retention", "storage_quota", "max_pending",
+            "retention", "storage_quota", "max_pending", "max_running",
         )
         if getattr(args, name) is not _NOT_GIVEN
     }
@@ -331,12 +331,14 @@ def _print_plans(plans: list[Plan], as_json: bool) -> None:
     print(
         f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}"
         f" {'RETENTION':>9} {'STORAGE':>16} {'MAX PENDING':>11}"
+        f" {'RUNNING':>10}"
     )
     for p in plans:
         print(
             f"{p.name:<12} {'on' if p.api_access else 'off':<4} {show(p.calls_per_day):>10} "
             f"{show(p.calls_per_minute):>10} {show(p.max_file_size):>14} {show(p.conversions):>12}"
             f" {human_duration(p.retention):>9} {show(p.storage_quota):>16} {show(p.max_pending):>11}"
+            f" {show(p.max_running):>10}"
         )
 
 
@@ -527,7 +529,8 @@ def parser() -> argparse.ArgumentParser:
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
-    for flag in ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions"):
+    limits = ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions", "--max-running")
+    for flag in limits:
         ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument(
         "--retention", type=_duration, default=_NOT_GIVEN, metavar="24h|7d|forever",

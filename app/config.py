@@ -42,6 +42,7 @@ class QueueSettings:
     concurrency: int = 2  # conversions at once per worker process
     drain_seconds: int = 30  # on SIGTERM, running jobs may finish this long; the rest go back
     name: str = "convertd"  # the saq queue; API and workers of one deployment share it
+    fair: bool = True  # round-robin between accounts (app/services/dispatch.py); off: FIFO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Settings:
                 concurrency=_int("WORKER_CONCURRENCY", 2),
                 drain_seconds=_int("DRAIN_SECONDS", 30),
                 name=_env("QUEUE", "convertd") or "convertd",
+                fair=_bool("FAIR_DISPATCH", True),
             ),
         )
 

@@ -30,6 +30,7 @@ class Plan:
     retention: int | None = None  # seconds a job's files are kept after it ends; None: forever
     storage_quota: int | None = None  # bytes of uploads and outputs per account; None: unlimited
     max_pending: int | None = None  # jobs an account may have waiting; None: unlimited
+    max_running: int | None = None  # jobs of one account processing at once; None: unlimited
 
     @classmethod
     def from_row(cls, row: Any, name_column: str = "name") -> Plan:

@@ -16,6 +16,7 @@ from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
 from app.models import Job
+from app.services.dispatch import FairQueue
 from app.services.usage import RequestLog
 from app.storage import Storage
 
@@ -51,7 +52,10 @@ class Runtime:
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             )
         )
-        queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
+        # API nodes and workers of one deployment must agree on `fair`: it decides where
+        # a queued job waits (app/services/dispatch.py)
+        kind = FairQueue if settings.queue.fair else Queue
+        queue = kind.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
 

@@ -75,6 +75,7 @@ async def test_plans_set_creates_and_changes_only_what_it_is_told(convertd: Run)
             "retention": None,
             "storage_quota": None,
             "max_pending": None,
+            "max_running": None,
         }
     ]
     out = json.loads(await convertd("plans", "set", "cli-gold", "--api-access", "off", "--json"))

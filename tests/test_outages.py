@@ -222,7 +222,10 @@ def test_outages_answer_503_and_the_service_recovers_by_itself(tmp_path: Path) -
             redis.proc.wait()
             # (the API needs Redis for every caller's rate limit: ask the database itself)
             stored = f"\\c convertd\nSELECT status FROM jobs WHERE id = '{job_id}';"
-            _until(lambda: "finished" in pg.psql(stored), 60, "not finished")  # type: ignore[attr-defined]
+            # (the worker may have met the outage first, announcing the job: then it waits
+            # for Redis, and the end comes after the restart; either way the follower sees it)
+            with contextlib.suppress(AssertionError):
+                _until(lambda: "finished" in pg.psql(stored), 15, "")  # type: ignore[attr-defined]
             redis.start()
             last = None
             for line in events.iter_lines(decode_unicode=True):

@@ -18,6 +18,7 @@ from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import backpressure, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
+from app.services.dispatch import Position
 from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
@@ -50,7 +51,7 @@ def upload_body(u: Upload) -> dict[str, Any]:
     }
 
 
-def status_body(request: web.Request, job: Job) -> dict[str, Any]:
+def status_body(request: web.Request, job: Job, position: Position | None = None) -> dict[str, Any]:
     links = job_links(runtime(request), job, base_url(request))
     body: dict[str, Any] = {
         "ok": job.status is not JobStatus.FAILED,
@@ -74,6 +75,8 @@ def status_body(request: web.Request, job: Job) -> dict[str, Any]:
         )
     if job.status is JobStatus.FAILED:
         body.update(error=job.error, hint=job.error_hint)
+    if position is not None:
+        body["queue"] = position._asdict()
     if job.webhook_url:
         body.update(webhook_url=job.webhook_url, webhook_status=job.webhook_status)
     return body
@@ -219,8 +222,9 @@ def _file_response(result: jobs.Download, headers: dict[str, str] | None = None)
 @routes.get("/v1/status/{job_id}")
 async def status(request: web.Request) -> web.Response:
     who = await principal(request)
-    job = await jobs.get(runtime(request), who, request.match_info["job_id"])
-    return web.json_response(status_body(request, job))
+    rt = runtime(request)
+    job = await jobs.get(rt, who, request.match_info["job_id"])
+    return web.json_response(status_body(request, job, await jobs.position(rt, job)))
 
 
 @routes.get("/v1/events/{job_id}")
@@ -233,7 +237,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
 
     async def send(job: Job) -> None:
-        body = json.dumps(status_body(request, job))
+        body = json.dumps(status_body(request, job, await jobs.position(runtime(request), job)))
         await response.write(f"id: {job.version}\nevent: status\ndata: {body}\n\n".encode())
 
     await send(first)
@@ -274,6 +278,7 @@ async def keys_me(request: web.Request) -> web.Response:
         {
             **info.key.public(),
             "plan": info.plan.name,
+            "max_running": info.plan.max_running,
             "rate_limits": info.rate_limits.body(),
             "storage": storage.body(),
         }

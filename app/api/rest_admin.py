@@ -30,6 +30,7 @@ def account_body(a: Account) -> dict[str, Any]:
             "calls_per_minute": plan.calls_per_minute,
             "max_file_size": plan.max_file_size,
             "conversions": plan.conversions,
+            "max_running": plan.max_running,
         },
         "conversions_used": a.conversions_used,
         "conversions_remaining": a.conversions_remaining,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _KEY_SELECT = """
 SELECT k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
        p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending
+       p.retention, p.storage_quota, p.max_pending, p.max_running
 FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
 """
 _TOKEN_QUERY = """
@@ -35,7 +35,7 @@ FROM access_tokens t WHERE t.token_hash = $1
 _MASTER_QUERY = """
 SELECT a.id AS account_id, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
        p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending
+       p.retention, p.storage_quota, p.max_pending, p.max_running
 FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.master_token_hash = $1
 """
 # administration is not metered by the plan, but a leaked master token must not flood us
@@ -235,7 +235,7 @@ FROM accounts a JOIN plans p ON p.name = a.plan
 WHERE k.id = $1 AND a.id = k.account_id
 RETURNING k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
           p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending
+       p.retention, p.storage_quota, p.max_pending, p.max_running
 """
 _LEGACY_CODES = {"api_key": 4010, "jwt": 4012, "access_token": 4011, "master": 4010}
 

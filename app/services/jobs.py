@@ -18,6 +18,7 @@ from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
 from app.services import allowance, backpressure, storage_use, uploads, webhooks
+from app.services.dispatch import FairQueue, Position
 from app.services.formats import request_errors
 from converters.base import ConversionError
 from converters.registry import normalize_format, registry
@@ -170,7 +171,7 @@ async def convert(
         )
     job = Job.from_row(row)
     try:
-        await enqueue(rt, job.id)
+        await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
     except Exception as exc:
         if is_outage(exc):
             await _withdraw(rt, job, row["api_key_id"])
@@ -219,19 +220,33 @@ async def settle(rt: Runtime, principal: Principal, job: Job, seconds: float) ->
     return last
 
 
-async def enqueue(rt: Runtime, job_id: uuid.UUID) -> None:
-    """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs)."""
+async def enqueue(rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: int | None) -> None:
+    """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs).
+
+    The account is the job's group: workers take groups round-robin, at most `max_running`
+    jobs of one at a time (app/services/dispatch.py).
+    """
     q = rt.settings.queue
     await rt.queue.enqueue(
         "convert",
         key=str(job_id),
         job_id=str(job_id),
+        group_key=str(account_id),
+        meta={"max_running": max_running},
         timeout=q.job_timeout,
         heartbeat=q.heartbeat,
         retries=q.retries,
         retry_delay=q.retry_delay,
         retry_backoff=q.retry_backoff,
     )
+
+
+async def position(rt: Runtime, job: Job) -> Position | None:
+    """Where a pending job waits among its own account's jobs; None when it does not wait
+    or the queue cannot tell (plain FIFO dispatch, or a worker is taking it right now)."""
+    if job.status is not JobStatus.PENDING or not isinstance(rt.queue, FairQueue):
+        return None
+    return await rt.queue.position(str(job.id), job.account_id)
 
 
 def _uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:

@@ -1,4 +1,5 @@
-"""Plans, configured by the operator: API access, rate limits, file size, conversion allowance."""
+"""Plans, configured by the operator: API access, rate limits, file size, conversion allowance,
+and how many jobs of one account may run at once."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LIMITS = (
     "calls_per_day", "calls_per_minute", "max_file_size", "conversions",
-    "retention", "storage_quota", "max_pending",
+    "retention", "storage_quota", "max_pending", "max_running",
 )  # fmt: skip
-_POSITIVE = ("max_file_size", "retention")  # 0 would mean nothing at all, not a limit
+_POSITIVE = ("max_file_size", "retention", "max_running")  # 0 would mean nothing at all, not a limit
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
@@ -71,6 +72,7 @@ async def set_plan(
     retention: int | None = UNSET,
     storage_quota: int | None = UNSET,
     max_pending: int | None = UNSET,
+    max_running: int | None = UNSET,
 ) -> Plan:
     """Create the plan or change the given settings of it; None means unlimited."""
     name = name.strip().lower()
@@ -87,6 +89,7 @@ async def set_plan(
         "retention": retention,
         "storage_quota": storage_quota,
         "max_pending": max_pending,
+        "max_running": max_running,
     }
     given = {k: v for k, v in values.items() if v is not UNSET}
     for field in _LIMITS:

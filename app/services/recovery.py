@@ -3,7 +3,8 @@
 Two ways a job can be stranded: Redis lost it (flushed, or restarted before it saved) or a
 sweep of it was cut short, so no worker will ever take it; or saq gave up on it (its worker
 died on every attempt), so it ended in Redis without our code running to record the end.
-Workers run this at start and every minute.
+Workers run this at start and every minute. Fair dispatch's caps are refreshed from the
+plans here too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from saq.job import Status
 
+from app.services.dispatch import FairQueue
 from app.services.jobs import enqueue, fail
 
 if TYPE_CHECKING:
@@ -26,8 +28,10 @@ GRACE_SECONDS = 60  # a job younger than this may still be on its way through Re
 async def reconcile(rt: Runtime) -> list[uuid.UUID]:
     """Re-queue lost jobs, fail abandoned ones; return the ids it touched."""
     rows = await rt.pool.fetch(
-        "SELECT id, attempts FROM jobs WHERE status IN ('pending', 'processing')"
-        " AND updated_at < now() - make_interval(secs => $1)",
+        "SELECT j.id, j.attempts, j.account_id, p.max_running FROM jobs j"
+        " JOIN accounts a ON a.id = j.account_id JOIN plans p ON p.name = a.plan"
+        " WHERE j.status IN ('pending', 'processing')"
+        " AND j.updated_at < now() - make_interval(secs => $1)",
         GRACE_SECONDS,
     )
     touched = []
@@ -39,7 +43,7 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
             queued = None
         if queued is None and row["attempts"] < rt.settings.queue.retries:
             log.warning("job %s was missing from the queue; queued it again", row["id"])
-            await enqueue(rt, row["id"])
+            await enqueue(rt, row["id"], row["account_id"], row["max_running"])
         elif queued is None or queued.status in (Status.FAILED, Status.ABORTED, Status.COMPLETE):
             log.warning("job %s was abandoned by the queue; marked failed", row["id"])
             await fail(
@@ -51,4 +55,21 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
         else:
             continue
         touched.append(row["id"])
+    await refresh_dispatch(rt)
     return touched
+
+
+async def refresh_dispatch(rt: Runtime) -> None:
+    """Fair dispatch: plans' caps as they are now, and every waiting account served.
+
+    A cap changed with `convertd plans set` reaches queued jobs here (new jobs carry it at
+    once); a worker that died between two of the dispatcher's steps is repaired here too.
+    """
+    if not isinstance(rt.queue, FairQueue):
+        return
+    accounts = await rt.queue.waiting_accounts()
+    rows = await rt.pool.fetch(
+        "SELECT a.id, p.max_running FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = ANY($1)",
+        accounts,
+    )
+    await rt.queue.refill({r["id"]: r["max_running"] for r in rows})

@@ -8,12 +8,22 @@ import strawberry
 from app.api.graphql.scalars import JSON
 from app.models import Job as JobModel
 from app.models import JobStatus as JobStatusModel
+from app.services import jobs as jobs_service
 from app.services.links import links as job_links
 
 if TYPE_CHECKING:
     from app.api.graphql.context import Context
 
 JobStatus = strawberry.enum(JobStatusModel, name="JobStatus")
+
+
+@strawberry.type(description="Where a pending job waits: workers serve accounts in turn.")
+class QueuePosition:
+    jobs_ahead: int = strawberry.field(description="The account's own queued jobs that start before it.")
+    running: int = strawberry.field(description="The account's jobs processing now.")
+    max_running: int | None = strawberry.field(
+        description="The plan's cap on jobs processing at once; null: unlimited."
+    )
 
 
 # jobUpdates renders each version once for all its subscribers (fanout.py): a field may use
@@ -51,6 +61,11 @@ class Job:
     @strawberry.field(description="REST status URL of this job.")
     def status_url(self, info: strawberry.Info[Context, None]) -> str:
         return job_links(info.context.rt, self._model, info.context.base_url).status_url
+
+    @strawberry.field(description="Where the job waits while pending; null once it runs or ended.")
+    async def queue(self, info: strawberry.Info[Context, None]) -> QueuePosition | None:
+        found = await jobs_service.position(info.context.rt, self._model)
+        return QueuePosition(**found._asdict()) if found else None
 
     @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
     def download_url(self, info: strawberry.Info[Context, None]) -> str | None:

@@ -16,7 +16,9 @@ class KeyQueries:
         ctx = info.context
         found = await keys_service.me(ctx.rt, ctx.principal)
         storage = await storage_use.storage_use(ctx.rt, ctx.principal)
-        return ApiKey.from_model(found.key, found.plan.name, found.rate_limits, storage)
+        me = ApiKey.from_model(found.key, found.plan.name, found.rate_limits, storage)
+        me.max_running = found.plan.max_running
+        return me
 
     @strawberry.field(description="The account's rate-limit quota (calls per day and per minute).")
     async def quota(self, info: strawberry.Info[Context, None]) -> RateLimits:

@@ -69,6 +69,9 @@ class ApiKey:
     storage: StorageUse | None = strawberry.field(
         default=None, description="The account's storage use and quota (on me)."
     )
+    max_running: int | None = strawberry.field(
+        default=None, description="The plan's cap on jobs processing at once, null: unlimited (on me)."
+    )
 
     @classmethod
     def from_model(
