@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml.common import DefusedXmlException
 from defusedxml.expatreader import DefusedExpatParser
 
+from converters import office_door
 from converters.base import ConversionError
 
 # Import filters by our format names. Forcing the import filter (--infilter) keeps
@@ -206,15 +207,13 @@ def convert(
     export = EXPORT_FILTERS[app].get(output_format)
     if export is None:
         raise ConversionError(f"LibreOffice cannot write {output_format} from {input_format}.")
-    from converters import office_broker  # (it imports this module)
-
-    door = office_broker.find(workdir)
+    door = office_door.find(workdir)
     if door is not None:
         # the worker runs a warm pool: its instance converts, in its own jail
         dest = fresh_dir(workdir / "lo-run")
         final = dest.with_name(f"{dest.name}.{output_format}")
         dest.rmdir()
-        office_broker.convert(door, src, input_format, output_format, filter_options, final)
+        office_door.convert(door, src, input_format, output_format, filter_options, final)
         return final
     if filter_options:
         target = f"{output_format}:{export.split(':')[0]}:{filter_options}"
