@@ -10,6 +10,9 @@ planted in the job directory leads nowhere.
 The worker, not the child, knows the job's account: it is bound to the socket when the
 job starts. A child can therefore only ever reach an instance chosen for its own
 account, and never an instance's UNO pipe, which lives inside that instance's jail.
+
+The child's side (find the door, send the request) is converters/office_door.py, which a
+job imports without this module and the pool behind it.
 """
 
 from __future__ import annotations
