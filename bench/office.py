@@ -26,7 +26,7 @@ unoserver's server must run under Debian's python (it imports `uno` from python3
 
 then (bytecode allowed, as on users' machines; see PITFALLS.md):
 
-    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/office.py [--rounds 7] [--jobs 24]
+    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/office.py   # --help: rounds, jobs, slots
 """
 
 from __future__ import annotations
@@ -399,28 +399,42 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
 
         pool = office_pool.current()
         assert pool is not None
-        uno_rate = await run(4, via_unoserver)
-        svc_rate = await run(4, lambda n: svc.job(src))
-        wait_rate = await run(4, lambda n: svc.job(src, wait=True))
-        pool_rate = await run(4, via_pool)
-        uno_rate2 = await run(4, via_unoserver)  # again, to see the drift of a shared machine
+        engines: dict[str, Callable[[int], Awaitable[object]]] = {
+            "unoserver": via_unoserver,
+            "whole job": lambda n: svc.job(src),
+            "with wait": lambda n: svc.job(src, wait=True),
+            "pool": via_pool,
+        }
+        # round by round, each engine in turn: a shared machine's load drifts over minutes,
+        # so each engine's figure spans the same stretch of time as the others'
+        rates: dict[str, list[float]] = {name: [] for name in engines}
+        for _round in range(args.repeats):
+            for name, one in engines.items():
+                rates[name].append(await run(4, one))
     finally:
         for uno in unos:
             uno.stop()
-    base = (uno_rate + uno_rate2) / 2
-    print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs each run")
-    print(f"two unoservers driven directly: {uno_rate:.2f} and {uno_rate2:.2f} docs/s")
-    print(
-        f"Convertd whole jobs ({svc.slots} job slots, {len(pool.instances)} pool instances): "
-        f"{svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
-    )
-    print(f"Convertd whole jobs with wait (one call each): {wait_rate:.2f} docs/s ({wait_rate / base:.2f}x)")
-    print(f"the worker's pool alone, through job doors: {pool_rate:.2f} docs/s ({pool_rate / base:.2f}x)")
+    base = rates["unoserver"]
+    print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs a run, {args.repeats} rounds")
+    print(f"two unoservers driven directly: docs/s per round {_figures(base)}")
+    labels = {
+        "whole job": f"Convertd whole jobs ({svc.slots} job slots, {len(pool.instances)} pool instances)",
+        "with wait": "Convertd whole jobs with wait (one call each)",
+        "pool": "the worker's pool alone, through job doors",
+    }
+    for name, label in labels.items():
+        # each round's ratio to the unoserver run of the same round, then their median
+        ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))
+        print(f"{label}: {ratio:.2f}x (docs/s per round {_figures(rates[name])})")
     recycled: dict[str, int] = {}
     for slot in pool.status()["slots"]:
         for why, n in slot["recycled"].items():
             recycled[why] = recycled.get(why, 0) + n
     print(f"pool restarts during the whole run, by reason: {recycled or 'none'}")
+
+
+def _figures(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -441,5 +455,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput rounds")
     parser.add_argument("--slots", type=int, default=2, help="the worker's job concurrency")
     asyncio.run(main(parser.parse_args()))
