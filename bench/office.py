@@ -189,9 +189,9 @@ def cold_soffice(src: Path, outdir: Path) -> None:
         raise RuntimeError(f"cold soffice wrote nothing for {src.name}")
 
 
-def pool_direct(pool: office_pool.Pool, src: Path, work: Path) -> None:
+def pool_direct(pool: office_pool.Pool, src: Path, work: Path, account: object = "bench") -> None:
     """The pool alone, through a job's door, from this process (no sandbox child)."""
-    broker = office_broker.JobBroker(pool, work, "bench")  # the converter column's account too
+    broker = office_broker.JobBroker(pool, work, account)  # the converter column's account too
     try:
         door = office_broker.find(work)
         assert door is not None
@@ -223,7 +223,8 @@ class Service:
         )
         await db.migrate(self.servers.database_url)
         self.rt = await Runtime.open(settings)
-        self.key = (await create_account_with_key(self.rt.pool, "bench")).secret
+        created = await create_account_with_key(self.rt.pool, "bench")
+        self.key, self.account = created.secret, created.key.account_id
         self.runner = web.AppRunner(build_app(self.rt), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -395,7 +396,9 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
 
         async def via_pool(n: int) -> None:
             with scratch(root) as work:
-                await asyncio.to_thread(pool_direct, pool, src, work)
+                # the service's account: in the default reuse=account mode another account
+                # would restart both instances at every switch between engines
+                await asyncio.to_thread(pool_direct, pool, src, work, svc.account)
 
         pool = office_pool.current()
         assert pool is not None
