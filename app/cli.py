@@ -8,13 +8,16 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app import db, embedded, processes
+from app import db, embedded, logs, processes
 from app.config import Settings
 from app.errors import ConvertdError
 
@@ -35,9 +38,13 @@ async def servers(settings: Settings, *, redis: bool = True) -> AsyncIterator[Se
         yield settings
         return
     started = await asyncio.to_thread(embedded.start, settings.data_dir, redis=redis)
+    keeper = asyncio.create_task(embedded.supervise(started), name="convertd-embedded-servers")
     try:
         yield dataclasses.replace(settings, database_url=started.database_url, redis_url=started.redis_url)
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await asyncio.to_thread(started.stop)
 
 
@@ -106,9 +113,13 @@ async def worker(args: argparse.Namespace) -> None:
     rt = await Runtime.open(settings, api=False)
     w = build_worker(rt)
     task = asyncio.create_task(w.start())
+    stopped = asyncio.create_task(_until_stopped())
     try:
-        await _until_stopped()
+        # a worker that stops by itself (its start failed) must not idle on: the process
+        # exits, and whoever supervises it (serve, systemd) starts another
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopped.cancel()
         await w.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -169,6 +180,7 @@ async def keys_create(args: argparse.Namespace) -> None:
                 {
                     "key": created.secret,
                     "signing_secret": created.signing_secret,
+                    "webhook_secret": created.webhook_secret,
                     **key.public(),
                     "plan": plan,
                 }
@@ -180,6 +192,7 @@ async def keys_create(args: argparse.Namespace) -> None:
             f"\n\n  {created.secret}\n"
         )
         print(f"JWT signing secret for kid {key.kid}:\n\n  {created.signing_secret}\n")
+        print(f"Webhook secret (verifies X-Convertd-Signature):\n\n  {created.webhook_secret}\n")
         print("They are shown only this once; store them now.")
 
 
@@ -211,6 +224,22 @@ async def keys_revoke(args: argparse.Namespace) -> None:
     print(f"revoked key {key.id} ({key.name}); it is refused from now on")
 
 
+async def keys_rotate(args: argparse.Namespace) -> None:
+    from app.services.keys import rotate_secret
+
+    async with _pool() as (settings, pool):
+        try:
+            key, secret = await rotate_secret(pool, None, args.id, args.secret, settings.secret)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(json.dumps({**key.public(), "rotated": args.secret, "secret": secret}))
+        return
+    what = "JWT signing secret" if args.secret == "jwt" else "webhook secret"
+    print(f"new {what} for key {key.id} ({key.name}), shown only this once:\n\n  {secret}\n")
+    print("The old one no longer works; the key itself is unchanged.")
+
+
 async def keys_rename(args: argparse.Namespace) -> None:
     from app.services.keys import update_key
 
@@ -231,6 +260,31 @@ def _limit(value: str) -> int | None:
         raise argparse.ArgumentTypeError("a whole number or 'unlimited'") from exc
 
 
+_FOREVER = ("forever", "unlimited", "none", "off")
+
+
+def _duration(value: str) -> int | None:
+    from app.services.plans import parse_duration
+
+    if value.lower() in _FOREVER:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'forever'") from exc
+
+
+def _size(value: str) -> int | None:
+    from app.services.plans import parse_size
+
+    if value.lower() in _FOREVER:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'unlimited'") from exc
+
+
 def _on_off(value: str) -> bool:
     if value.lower() not in ("on", "off"):
         raise argparse.ArgumentTypeError("on or off")
@@ -242,7 +296,10 @@ async def plans_set(args: argparse.Namespace) -> None:
 
     given = {
         name: getattr(args, name)
-        for name in ("api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions")
+        for name in (
+            "api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions",
+            "retention", "storage_quota", "max_pending",
+        )
         if getattr(args, name) is not _NOT_GIVEN
     }
     async with _pool() as (_, pool):
@@ -266,14 +323,20 @@ def _print_plans(plans: list[Plan], as_json: bool) -> None:
         print(json.dumps([dataclasses.asdict(p) for p in plans]))
         return
 
+    from app.services.plans import human_duration
+
     def show(value: int | None) -> str:
         return "unlimited" if value is None else f"{value:,}"
 
-    print(f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}")
+    print(
+        f"{'PLAN':<12} {'API':<4} {'CALLS/DAY':>10} {'CALLS/MIN':>10} {'MAX FILE':>14} {'CONVERSIONS':>12}"
+        f" {'RETENTION':>9} {'STORAGE':>16} {'MAX PENDING':>11}"
+    )
     for p in plans:
         print(
             f"{p.name:<12} {'on' if p.api_access else 'off':<4} {show(p.calls_per_day):>10} "
             f"{show(p.calls_per_minute):>10} {show(p.max_file_size):>14} {show(p.conversions):>12}"
+            f" {human_duration(p.retention):>9} {show(p.storage_quota):>16} {show(p.max_pending):>11}"
         )
 
 
@@ -341,8 +404,36 @@ async def doctor(args: argparse.Namespace) -> None:
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")
     _doctor_office_pool(Settings.from_env().queue.concurrency)
+    _doctor_fonts()
     if reg.missing:  # a whole engine is gone; optional formats (calibre's) are only reported
         sys.exit(1)
+
+
+def _doctor_fonts() -> None:
+    """Which writing systems documents and SVGs can show, and the Office stand-ins."""
+    from converters import fonts
+
+    for folder in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for folder in fonts.extra_dirs():
+        print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
+    cover = fonts.coverage()
+    if cover.error:
+        print(f"warning  fonts: cannot tell which scripts are covered: {cover.error}")
+        return
+    for name, families in cover.scripts.items():
+        if families:
+            more = f" and {len(families) - 1} more" if len(families) > 1 else ""
+            print(f"ok       fonts: {name} script ({families[0]}{more})")
+        else:
+            print(f"warning  fonts: no font for the {name} script: its text comes out as empty boxes")
+    for office_font, stand_in in cover.metric.items():
+        if stand_in:
+            print(f"ok       fonts: {office_font} laid out with {stand_in} (same metrics)")
+        else:
+            print(f"warning  fonts: no metric-compatible font for {office_font}: its documents change layout")
+    if cover.missing_packages:
+        print(f"warning  fonts: install the Debian packages {' '.join(cover.missing_packages)}")
 
 
 def _doctor_office_pool(concurrency: int) -> None:
@@ -422,6 +513,11 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("id", type=int)
     kr.set_defaults(func=keys_revoke)
+    kt = keys.add_parser("rotate", help="replace a key's JWT signing or webhook secret, keeping the key")
+    kt.add_argument("id", type=int)
+    kt.add_argument("--secret", choices=("jwt", "webhook"), required=True)
+    kt.add_argument("--json", action="store_true")
+    kt.set_defaults(func=keys_rotate)
     kn = keys.add_parser("rename", help="rename a key")
     kn.add_argument("id", type=int)
     kn.add_argument("name")
@@ -433,6 +529,18 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
     for flag in ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions"):
         ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+    ps.add_argument(
+        "--retention", type=_duration, default=_NOT_GIVEN, metavar="24h|7d|forever",
+        help="how long a job's files are kept after it ends (uploads: after they arrive)",
+    )
+    ps.add_argument(
+        "--storage-quota", type=_size, default=_NOT_GIVEN, metavar="2GB|unlimited",
+        help="bytes of uploads and outputs one account may keep",
+    )
+    ps.add_argument(
+        "--max-pending", type=_limit, default=_NOT_GIVEN, metavar="N|unlimited",
+        help="jobs one account may have waiting in the queue; more are refused with 429",
+    )
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=plans_set)
     pl = plans.add_parser("list", help="list plans")
@@ -449,9 +557,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics_folder(data_dir: Path) -> None:
+    """Multiprocess metrics (app/metrics.py): a fresh folder the API and its worker processes
+    share, named before anything imports prometheus_client (it reads the variable once, on
+    import). A folder the operator named is used as it is: they empty it between runs."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)  # counts start again with the service
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     args = parser().parse_args(argv)
+    if args.command == "serve":
+        _metrics_folder(Settings.from_env().data_dir)
     if (args.tls_cert if hasattr(args, "tls_cert") else False) and not args.tls_key:
         sys.exit("--tls-cert needs --tls-key")
     result = args.func(args)

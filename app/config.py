@@ -40,6 +40,7 @@ class QueueSettings:
     retry_backoff: bool = False
     sweep_interval: int = 5  # seconds between sweeps for jobs of dead workers
     concurrency: int = 2  # conversions at once per worker process
+    drain_seconds: int = 30  # on SIGTERM, running jobs may finish this long; the rest go back
     name: str = "convertd"  # the saq queue; API and workers of one deployment share it
 
 
@@ -58,6 +59,9 @@ class Settings:
     allow_private_urls: bool = False  # may webhooks reach loopback and private addresses?
     introspection: bool = True  # GraphQL introspection and the GraphiQL page
     jwt_max_lifetime: int = 24 * 3600  # seconds a self-signed JWT may live
+    request_log_days: int = 90  # days the request log keeps a line (0: forever)
+    max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
+    access_log: bool = True  # one JSON line per HTTP answer (app/api/observe.py)
 
     @property
     def storage_dir(self) -> Path:
@@ -83,6 +87,9 @@ class Settings:
             allow_private_urls=_bool("ALLOW_PRIVATE_URLS", False),
             introspection=_bool("INTROSPECTION", True),
             jwt_max_lifetime=_int("JWT_MAX_LIFETIME", 24 * 3600),
+            request_log_days=_int("REQUEST_LOG_DAYS", 90),
+            max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
+            access_log=_bool("ACCESS_LOG", True),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),
@@ -91,6 +98,7 @@ class Settings:
                 retry_backoff=_bool("JOB_RETRY_BACKOFF", False),
                 sweep_interval=_int("SWEEP_INTERVAL", 5),
                 concurrency=_int("WORKER_CONCURRENCY", 2),
+                drain_seconds=_int("DRAIN_SECONDS", 30),
                 name=_env("QUEUE", "convertd") or "convertd",
             ),
         )

@@ -25,6 +25,12 @@ class ErrorCode(enum.StrEnum):
     CONVERSION_FAILED = "CONVERSION_FAILED"
     HTTPS_REQUIRED = "HTTPS_REQUIRED"
     INTERNAL = "INTERNAL"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    # operations (app/services/retention.py, app/services/backpressure.py)
+    GONE = "GONE"
+    STORAGE_QUOTA_EXCEEDED = "STORAGE_QUOTA_EXCEEDED"
+    TOO_MANY_PENDING = "TOO_MANY_PENDING"
+    OVERLOADED = "OVERLOADED"
 
 
 _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
@@ -42,6 +48,11 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CONVERSION_FAILED: (422, "Conversion Failed"),
     ErrorCode.HTTPS_REQUIRED: (403, "HTTPS Required"),
     ErrorCode.INTERNAL: (500, "Internal Server Error"),
+    ErrorCode.SERVICE_UNAVAILABLE: (503, "Service Unavailable"),
+    ErrorCode.GONE: (410, "Gone"),
+    ErrorCode.STORAGE_QUOTA_EXCEEDED: (413, "Payload Too Large"),
+    ErrorCode.TOO_MANY_PENDING: (429, "Too Many Requests"),
+    ErrorCode.OVERLOADED: (503, "Service Unavailable"),
 }
 
 

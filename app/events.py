@@ -13,16 +13,18 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from app import metrics
 from app.models import Job
 
 log = logging.getLogger(__name__)
 CHANNEL = "convertd:job-events"
+Resync = Callable[[list[uuid.UUID]], Awaitable[list[Job]]]  # the jobs with these ids, as stored
 
 
 def _default(value: Any) -> Any:
@@ -44,7 +46,7 @@ _FIELDS = dataclasses.fields(Job)
 def decode(message: str | bytes) -> Job:
     data = json.loads(message)
     data["id"] = uuid.UUID(data["id"])
-    for name in ("created_at", "started_at", "finished_at", "updated_at"):
+    for name in ("created_at", "started_at", "finished_at", "updated_at", "expired_at"):
         if data[name] is not None:
             data[name] = datetime.fromisoformat(data[name])
     return Job.from_row(data)
@@ -52,13 +54,15 @@ def decode(message: str | bytes) -> Job:
 
 async def publish(redis: aioredis.Redis, job: Job) -> None:
     await redis.publish(CHANNEL, encode(job))
+    metrics.EVENTS.inc()
 
 
 class EventHub:
     """One Redis subscription per process, fanned out to in-process listeners by job id."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, resync: Resync | None = None) -> None:
         self._redis = redis
+        self._resync = resync
         self._listeners: dict[uuid.UUID, set[asyncio.Queue[Job]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -78,14 +82,25 @@ class EventHub:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    if self._ready.is_set():
+                        await self._catch_up()
                     self._ready.set()
                     async for message in pubsub.listen():
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a dropped Redis connection: resubscribe, keep serving
-                log.exception("job event subscription failed; resubscribing")
+            except Exception as exc:  # a dropped Redis connection: resubscribe, keep serving
+                log.warning("job event subscription failed (%r); resubscribing", exc)
                 await asyncio.sleep(1)
+
+    async def _catch_up(self) -> None:
+        """After a lost subscription, hand every listener its job as it stands now: what was
+        published meanwhile never reached us (listeners drop versions they have seen)."""
+        if self._resync is None or not self._listeners:
+            return
+        for job in await self._resync(list(self._listeners)):
+            for queue in self._listeners.get(job.id, ()):
+                queue.put_nowait(job)
 
     def _dispatch(self, data: bytes | str) -> None:
         try:

@@ -27,6 +27,9 @@ class Plan:
     calls_per_minute: int | None
     max_file_size: int | None
     conversions: int | None
+    retention: int | None = None  # seconds a job's files are kept after it ends; None: forever
+    storage_quota: int | None = None  # bytes of uploads and outputs per account; None: unlimited
+    max_pending: int | None = None  # jobs an account may have waiting; None: unlimited
 
     @classmethod
     def from_row(cls, row: Any, name_column: str = "name") -> Plan:
@@ -52,6 +55,8 @@ class ApiKey:
     created_at: datetime
     conversion_limit: int | None = None  # on top of the plan's allowance; None: none
     conversions_used: int = 0
+    jwt_secret_version: int = 0  # generations of the key's derived secrets (rotation)
+    webhook_secret_version: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> ApiKey:
@@ -132,6 +137,8 @@ class Job:
     webhook_url: str | None = None
     public_base: str | None = None
     webhook_status: str | None = None
+    expired_at: datetime | None = None  # its files were deleted after the plan's retention
+    request_id: str | None = None  # the API request that created it (X-Request-Id)
 
     @property
     def terminal(self) -> bool:

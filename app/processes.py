@@ -22,7 +22,7 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
-STOP_GRACE = 20.0  # seconds a worker has to hand its jobs back after SIGTERM
+STOP_MARGIN = 15.0  # seconds, beyond the drain time, a worker has to hand its jobs back
 
 
 def default_count() -> int:
@@ -45,6 +45,7 @@ class WorkerProcesses:
             "CONVERTD_REDIS_URL": settings.redis_url or "",
         }
         self.count = count
+        self.stop_grace = settings.queue.drain_seconds + STOP_MARGIN
         self.procs: list[asyncio.subprocess.Process | None] = [None] * count
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
@@ -76,9 +77,9 @@ class WorkerProcesses:
                 proc.send_signal(signal.SIGTERM)
         for proc in running:
             try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+                await asyncio.wait_for(proc.wait(), self.stop_grace)
             except TimeoutError:
-                log.warning("worker process %s did not stop in %s s; killing it", proc.pid, STOP_GRACE)
+                log.warning("worker process %s did not stop in %s s; killing it", proc.pid, self.stop_grace)
                 proc.kill()
                 await proc.wait()
         for task in self.tasks:

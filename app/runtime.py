@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from saq import Queue
 
 from app import db
 from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
+from app.models import Job
 from app.services.usage import RequestLog
 from app.storage import Storage
 
@@ -39,14 +43,24 @@ class Runtime:
         # with "Too many connections" (which took down websocket handshakes under load)
         redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT
+                settings.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_WAIT,
+                # after a Redis restart every pooled connection is stale once: reconnect
+                # and retry rather than fail one request per connection
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             )
         )
         queue = Queue.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
         storage = Storage(settings.storage_dir, settings.secret)
+
+        async def stored(ids: list[uuid.UUID]) -> list[Job]:
+            rows = await pool.fetch("SELECT * FROM jobs WHERE id = ANY($1)", ids)
+            return [Job.from_row(row) for row in rows]
+
         # workers follow their jobs' events too (a cancel stops the converter at once)
-        hub = EventHub(redis)
+        hub = EventHub(redis, resync=stored)
         await hub.start()
         auth_cache = None
         if api:

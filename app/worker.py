@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 from saq import CronJob, Worker
 
+from app import logs, metrics, outages
 from app.runtime import Runtime
-from app.services import processing, recovery, webhooks
+from app.services import processing, recovery, retention, webhooks
 from converters import office_pool, sandbox
+
+log = logging.getLogger(__name__)
+job_log = logging.getLogger("convertd.jobs")  # a job's own lines, with its request's id
 
 
 async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
-    job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+    try:
+        # the job's log lines carry the id of the request that created it (app/logs.py)
+        request_id = await rt.pool.fetchval("SELECT request_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
+        with logs.job_context(job_id, request_id):
+            job_log.info("job taken", extra={"attempt": saq_job.attempts})
+            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+            metrics.job_ended(job)
+            job_log.info("job %s", job.status.value, extra={"status": job.status.value, "error": job.error})
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        # PostgreSQL or Redis went away mid-job: the attempt is handed back to the queue
+        # (saq retries it) only once both answer again, so an outage shorter than the
+        # wait never uses up a job's attempts
+        log.warning("job %s: a server is out of reach; retrying once it is back", job_id, exc_info=exc)
+        await outages.wait_until_reachable(rt)
+        raise
     return job.status.value
 
 
@@ -30,6 +51,12 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     return len(await recovery.reconcile(ctx["runtime"]))
 
 
+async def sweep_storage(ctx: dict[str, Any]) -> int:
+    """Retention (app/services/retention.py): expired files and old request-log lines go."""
+    swept = await retention.sweep(ctx["runtime"])
+    return swept.jobs_expired + swept.uploads_deleted
+
+
 def build_worker(rt: Runtime) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = rt
@@ -39,7 +66,12 @@ def build_worker(rt: Runtime) -> Worker:
         # the fork server imports every converter now, not in front of the first job, and
         # says at start which isolation layers this machine lacks
         await sandbox.prestart()
-        await recovery.reconcile(rt)
+        try:
+            await recovery.reconcile(rt)
+        except Exception as exc:
+            if not outages.is_outage(exc):
+                raise
+            log.warning("recovery at start skipped: a server is out of reach (the cron runs it)")
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.to_thread(office_pool.stop)
@@ -48,12 +80,17 @@ def build_worker(rt: Runtime) -> Worker:
     worker = Worker(
         rt.queue,
         functions=[convert, webhook],
-        cron_jobs=[CronJob(reconcile, cron="* * * * *", timeout=60)],
+        cron_jobs=[
+            CronJob(reconcile, cron="* * * * *", timeout=60),
+            CronJob(sweep_storage, cron="* * * * *", timeout=600),
+        ],
         concurrency=q.concurrency,
         startup=startup,
         shutdown=shutdown,
         timers={"sweep": q.sweep_interval},
-        shutdown_grace_period_s=10,
+        # SIGTERM: running jobs finish within the drain time; the rest are cancelled, which
+        # kills their converters and puts them back on the queue for another worker
+        shutdown_grace_period_s=q.drain_seconds,
     )
     worker.SIGNALS = []  # the process owns SIGINT/SIGTERM: it stops the API and servers too
     return worker

@@ -42,8 +42,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(**env: str) -> Iterator[Service]:
-    """`convertd serve` on a fresh data directory, with one key; stopped on the way out."""
+def running(root: Path = ROOT, **env: str) -> Iterator[Service]:
+    """`convertd serve` on a fresh data directory, with one key; stopped on the way out.
+
+    `root`: the checkout whose code serves (another version, to compare side by side)."""
     with tempfile.TemporaryDirectory(prefix="cdb") as tmp:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_")}
         environ.update(CONVERTD_DATA_DIR=tmp, **env)
@@ -53,7 +55,7 @@ def running(**env: str) -> Iterator[Service]:
         server = subprocess.Popen(
             [*cli, "serve", "--port", str(port)],
             env=environ,
-            cwd=ROOT,
+            cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -71,7 +73,7 @@ def running(**env: str) -> Iterator[Service]:
             made = subprocess.run(
                 [*cli, "keys", "create", "--name", "bench", "--json"],
                 env=environ,
-                cwd=ROOT,
+                cwd=root,
                 capture_output=True,
                 text=True,
                 check=True,

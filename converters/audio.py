@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import ffmpeg
 
-from converters import media
+from converters import media, metadata
 from converters.base import Converter, Limits, Option, Result, Task
 
 _PCM_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
@@ -106,6 +106,7 @@ def audio_options(output_format: str) -> dict[str, Option]:
     )
     opts.update(media.trim_options())
     opts["normalize"] = Option("boolean", "Normalise loudness to -16 LUFS (EBU R128).", default=False)
+    opts["metadata"] = metadata.option("recording (tags such as title and artist)")
     return opts
 
 
@@ -160,6 +161,7 @@ def encode_audio(task: Task, limits: Limits) -> Result:
         window=window,
         progress=task.progress,
         limits=limits,
+        extra=info.metadata_args(metadata.mode(opts), video=False, audio=True),
     )
     return Result(out)
 
@@ -193,7 +195,7 @@ class AudioConverter(Converter):
         outputs = audio_outputs()
         if not outputs:
             return {}
-        inputs = media.AUDIO_INPUTS + tuple(f for f in media.VIDEO_INPUTS if f != "gif")
+        inputs = media.AUDIO_INPUTS + tuple(f for f in media.VIDEO_INPUTS if f not in media.SILENT_INPUTS)
         return {fmt: outputs for fmt in inputs}
 
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:

@@ -104,6 +104,7 @@ class Converter(abc.ABC):
     engine: ClassVar[str]
     multi_input: ClassVar[bool] = False  # accepts several inputs (images -> one pdf, ...)
     content_agnostic: ClassVar[bool] = False  # never interprets content (checksums): no sniffing
+    uses_office: ClassVar[bool] = False  # may convert through LibreOffice (the worker's warm pool)
     limits: ClassVar[Limits] = Limits()
 
     def unavailable(self) -> str | None:

@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from converters import fonts
 from converters.base import ConversionError, Task
 
 
@@ -106,6 +107,7 @@ def job_environment(workdir: Path, isolated: bool) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
+        **fonts.environment(),  # where the deployment's fonts are (converters.fonts)
     }
     if isolated:
         # LibreOffice and pandoc would wrap themselves in `unshare` again: the job is
@@ -119,8 +121,9 @@ def enter_job(workdir: Path, isolated: bool) -> None:
 
     Helpers inherit it through os.environ."""
     os.chdir(workdir)
+    env = job_environment(workdir, isolated)  # (it reads what the fork server was given)
     os.environ.clear()
-    os.environ.update(job_environment(workdir, isolated))
+    os.environ.update(env)
     tempfile.tempdir = None  # never a directory cached before the job
 
 

@@ -68,6 +68,7 @@ class LibreOfficeConverter(Converter):
 
     filetype: ClassVar[str] = "document"
     engine: ClassVar[str] = "libreoffice"
+    uses_office: ClassVar[bool] = True
     limits: ClassVar[Limits] = LIMITS
 
     def unavailable(self) -> str | None:
@@ -120,6 +121,7 @@ class PandocConverter(Converter):
 
     filetype: ClassVar[str] = "document"
     engine: ClassVar[str] = "pandoc"
+    uses_office: ClassVar[bool] = True
     limits: ClassVar[Limits] = LIMITS
 
     def unavailable(self) -> str | None:
@@ -158,6 +160,7 @@ class DocumentConverter(Converter):
 
     filetype: ClassVar[str] = "document"
     engine: ClassVar[str] = "libreoffice+pandoc"
+    uses_office: ClassVar[bool] = True
     limits: ClassVar[Limits] = LIMITS
 
     def __init__(self) -> None:

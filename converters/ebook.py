@@ -24,6 +24,7 @@ CALIBRE_FORMATS = frozenset({"mobi", "azw3"})
 class EbookConverter(Converter):
     filetype: ClassVar[str] = "ebook"
     engine: ClassVar[str] = "pandoc"
+    uses_office: ClassVar[bool] = True  # its pdf goes through LibreOffice
     limits: ClassVar[Limits] = Limits(memory_bytes=office.MEMORY_BYTES, cpu_seconds=300, wall_seconds=600)
 
     def unavailable(self) -> str | None:

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from converters import heif, jxl
+from converters import fonts, heif, jxl, metadata
 from converters.base import ConversionError, Converter, Option, Result, Task
 from converters.jxl import jxl_size
 from converters.sniff import check_declared
@@ -38,6 +38,7 @@ if HAVE_JXL:
 PIXEL_LIMIT: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # per frame, as Pillow's own guard
 ANIMATION_PIXEL_LIMIT = 200_000_000  # all frames of an animation kept together
 FRAME_LIMIT = 1000
+ANIMATION_SECONDS_LIMIT = 3600  # total play time of the frames kept together
 MAX_SIDE = 20_000
 
 # extension -> Pillow plugins allowed to open it
@@ -82,7 +83,7 @@ ALPHA = frozenset(
         "sgi",
     }
 )
-ANIMATED_OUT = frozenset({"gif", "webp", "png", "tiff"})
+ANIMATED_OUT = frozenset({"gif", "webp", "png", "avif", "tiff"})
 MULTI_FRAME_IN = frozenset({"gif", "webp", "png", "tiff", "avif", "heic", "heif"})
 EXIF_OUT = frozenset({"jpg", "png", "webp", "tiff", "avif", "heic", "heif"})
 FITS = ("inside", "outside", "contain", "cover", "fill")
@@ -249,10 +250,14 @@ def _for_output(im: Image.Image, fmt: str, background: tuple[int, ...] | None) -
 
 def _metadata(im: Image.Image) -> dict[str, Any]:
     """What the output may carry over, taken before the pixels are let go."""
-    exif = im.getexif()
-    exif.pop(0x0112, None)  # the pixels are turned upright, so no orientation any more
-    return {"exif": exif, "icc_profile": im.info.get("icc_profile"), "xmp": im.info.get("xmp"),
-            "loop": im.info.get("loop", 0)}  # fmt: skip
+    return {"exif": im.getexif(), "icc_profile": im.info.get("icc_profile"), "xmp": im.info.get("xmp"),
+            "comment": im.info.get("comment"), "loop": im.info.get("loop")}  # fmt: skip
+
+
+# formats whose files hold no colour profile: their pixels are converted to sRGB instead
+NO_ICC = frozenset({"gif", "bmp", "pcx", "ppm", "pgm", "pbm", "xbm", "qoi", "sgi", "tga", "ico", "dds"})
+XMP_OUT = frozenset({"jpg", "png", "webp", "tiff", "avif"})
+COMMENT_OUT = frozenset({"jpg", "gif"})
 
 
 def _save_args(fmt: str, meta: dict[str, Any], im: Image.Image, opts: Mapping[str, Any]) -> dict:
@@ -271,15 +276,49 @@ def _save_args(fmt: str, meta: dict[str, Any], im: Image.Image, opts: Mapping[st
     if fmt == "tiff":
         args["compression"] = "tiff_lzw" if im.mode != "1" else "group4"
     icc = meta["icc_profile"]
-    if icc and fmt not in ("gif", "bmp", "pcx", "ppm", "pgm", "pbm", "xbm", "qoi", "sgi", "tga"):
+    if icc and fmt not in NO_ICC:
         args["icc_profile"] = icc
-    if not opts.get("strip_metadata") and fmt in EXIF_OUT:
-        exif = meta["exif"]
-        if len(exif):
-            args["exif"] = exif.tobytes()
-        if meta["xmp"] and fmt in ("jpg", "png", "webp", "tiff"):
-            args["xmp"] = meta["xmp"]
+    how = metadata.mode(opts)
+    if fmt in EXIF_OUT:
+        exif = metadata.exif_for_output(meta["exif"], how)
+        if exif:
+            args["exif"] = exif
+        if exif and fmt == "tiff" and metadata.GPS_IFD in meta["exif"]:
+            # libtiff (behind every TIFF compression) refuses the GPS directory Pillow
+            # hands it; Pillow's own writer keeps it, uncompressed
+            args["compression"] = None
+    if fmt in XMP_OUT:
+        xmp = metadata.xmp_for_output(meta["xmp"], how)
+        if xmp and fmt == "png":
+            info = PngImagePlugin.PngInfo()  # Pillow's PNG writer takes XMP as a text chunk
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            args["pnginfo"] = info
+        elif xmp:
+            args["xmp"] = xmp
+    if fmt in COMMENT_OUT and meta["comment"] and how != "strip":
+        args["comment"] = meta["comment"]
     return args
+
+
+def _clean_info(frame: Image.Image) -> Image.Image:
+    """Drop what decoding left in info: writers fall back on it (a JPEG comment, a PNG or
+    AVIF profile), and only what `_save_args` decides may reach the output."""
+    for key in ("exif", "xmp", "XML:com.adobe.xmp", "comment", "icc_profile", "loop", "duration"):
+        frame.info.pop(key, None)
+    return frame
+
+
+def _loop_args(fmt: str, loop: int | None, source: str) -> dict[str, Any]:
+    """The loop count in the writer's terms (0: forever). A GIF without a loop block plays
+    once, which the other formats say with 1 (and a GIF by having no block); other inputs
+    without a count (Pillow reads none from AVIF) loop forever, those formats' default."""
+    if fmt == "gif":
+        if (loop is None and source == "gif") or (loop == 1 and source != "gif"):
+            return {}
+        return {"loop": loop or 0}
+    if loop is None:
+        loop = 1 if source == "gif" else 0
+    return {"loop": loop}
 
 
 # --- SVG -------------------------------------------------------------------------------
@@ -398,7 +437,7 @@ def svg_render(data: bytes, opts: Mapping[str, Any], limit: int, workdir: Path) 
     try:
         png = resvg_py.svg_to_bytes(
             svg_string=text, width=width, height=height, dpi=96, font_family=SVG_FONT,
-            resources_dir=str(empty),
+            resources_dir=str(empty), font_dirs=[str(d) for d in fonts.extra_dirs()] or None,
         )  # fmt: skip
     except ValueError as exc:
         raise ConversionError("The SVG could not be rendered.", f"resvg said: {str(exc)[:200]}") from exc
@@ -440,9 +479,9 @@ class ImageConverter(Converter):
                           "within the box), outside (cover the box, no crop), contain (whole "
                           "image, padded to the box), cover (fill the box, cropped), fill "
                           "(stretched).", default="inside", enum=FITS),
-            "strip_metadata": Option("boolean", "Remove EXIF and XMP metadata (GPS position, "
-                                     "camera, dates); the colour profile is kept.",
-                                     default=False),
+            "metadata": metadata.option("image"),
+            "strip_metadata": Option("boolean", "Older name of metadata=strip: true removes "
+                                     "EXIF, XMP and comments.", default=False),
             "background": Option("string", "Colour under transparent areas when the output "
                                  "has no transparency, and of the padding of fit=contain "
                                  "(CSS colour, e.g. white or #336699). Default: white, or "
@@ -511,12 +550,15 @@ class ImageConverter(Converter):
             task.progress(0.5)
             done = []
             total = len(frames)
+            to_srgb = meta["icc_profile"] if fmt in NO_ICC else None
             for i in range(total):
                 # let go of each decoded frame once processed: an animation is held once
                 frame, frames[i] = frames[i], None
                 frame = _normalize(ImageOps.exif_transpose(frame))
+                if to_srgb and frame.mode in ("RGB", "RGBA"):
+                    frame = jxl._to_srgb(frame, to_srgb)  # the output cannot carry the profile
                 frame = _resize(frame, task.options, background)
-                done.append(_for_output(frame, fmt, background))
+                done.append(_clean_info(_for_output(frame, fmt, background)))
                 task.progress(0.5 + 0.4 * (i + 1) / total)
             args = _save_args(fmt, meta, done[0], task.options)
             if len(done) > 1:
@@ -524,7 +566,7 @@ class ImageConverter(Converter):
                     "save_all": True,
                     "append_images": done[1:],
                     "duration": durations,
-                    "loop": meta["loop"],
+                    **_loop_args(fmt, meta["loop"], task.input_format),
                 }
                 if fmt == "gif":
                     args["disposal"] = 2
@@ -555,7 +597,15 @@ class ImageConverter(Converter):
                         im.seek(index)
                     im.load()
                     frames.append(im.copy())
-                    durations.append(int(im.info.get("duration") or 100))
+                    # (0 or no delay: browsers show such frames for 100 ms)
+                    durations.append(round(float(im.info.get("duration") or 100)))
+                    if len(wanted) > 1 and sum(durations) > ANIMATION_SECONDS_LIMIT * 1000:
+                        raise ConversionError(
+                            f"The animation plays for over {ANIMATION_SECONDS_LIMIT} seconds, "
+                            "the limit for an animated image.",
+                            "Pick one frame with the page option, or convert it to mp4 or webm "
+                            "with filetype video.",
+                        )
                     task.progress(0.4 * (n + 1) / len(wanted))
                 meta = _metadata(im)
             except Image.DecompressionBombError as exc:

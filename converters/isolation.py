@@ -25,12 +25,15 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
 import os
 import resource
 import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from converters import fonts
 
 LAYERS: tuple[str, ...] = ("uid", "mount", "pid", "net", "nnp", "seccomp", "limits", "disk")
 
@@ -113,6 +116,7 @@ def die_with_parent() -> None:
 # ------------------------------------------------------------------------ the file tree
 
 
+@functools.cache  # computed once in the fork server: its children inherit the answer
 def python_paths() -> list[Path]:
     """What the interpreter needs to go on importing inside the tree (read-only).
 
@@ -288,7 +292,8 @@ def prepare(mount_point: str, *, in_pid_ns: bool, uid: int | None = None) -> Pre
         return prep
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        build_skeleton(mount_point, python_paths(), uid, gid, with_proc=in_pid_ns)
+        # fonts: fontconfig's cache and CONVERTD_FONTS_DIR, read-only (converters.fonts)
+        build_skeleton(mount_point, python_paths() + fonts.read_only_paths(), uid, gid, with_proc=in_pid_ns)
         prep.active["mount"] = True
         prep.active["pid"] = in_pid_ns
     except OSError as exc:

@@ -15,7 +15,6 @@ The ffmpeg binary is the one imageio-ffmpeg ships; it has no ffprobe, hence PyAV
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import os
@@ -25,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import av
 import ffmpeg
 import imageio_ffmpeg
 
+from converters import metadata
 from converters.base import ConversionError, Limits, Option, Progress
 
 # Frames above this are refused before decoding: 8192x4352 covers DCI 8K; a decoder keeps
@@ -41,6 +42,7 @@ MAX_PIXELS = 8192 * 4352
 MAX_SIDE = 16384
 # Longest input (and output) we handle; also caps ffmpeg's output when headers lie.
 MAX_DURATION = 12 * 3600.0
+MAX_WEBP_FRAMES = 100_000  # frames of an animated WebP given to the video family
 
 # Declared input format -> the one demuxer ffmpeg may use for it. Only demuxers that read a
 # single file are listed; hls, concat, dash, image2, tty, lavfi, ... can never be selected.
@@ -62,8 +64,13 @@ DEMUXERS: Mapping[str, str] = {
     "mpeg": "mpeg",
     "ts": "mpegts",
     "gif": "gif",
+    "webp": "webp_anim",  # animated (or still) WebP, as a video
 }
 SAFE_DEMUXERS = ",".join(sorted(set(DEMUXERS.values())))
+# Uncompressed and lossless audio containers describe their one stream completely in the
+# header: probing them need not read ffmpeg's default 5 MB (a 30 s WAV read whole: 40+ ms).
+_HEADER_DESCRIBED = frozenset({"wav", "aiff", "flac"})
+_SHORT_PROBE = {"probesize": str(256 * 1024)}
 
 # How a detected demuxer is named back to the user ("it looks like ...").
 _FRIENDLY = {
@@ -72,10 +79,12 @@ _FRIENDLY = {
     "ogg": "ogg/opus",
     "asf": "wma/wmv",
     "mpegts": "ts",
+    "webp_anim": "webp",
 }
 
 AUDIO_INPUTS: tuple[str, ...] = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac", "aiff", "wma")
-VIDEO_INPUTS: tuple[str, ...] = ("mp4", "mkv", "webm", "mov", "avi", "mpeg", "ts", "gif")
+VIDEO_INPUTS: tuple[str, ...] = ("mp4", "mkv", "webm", "mov", "avi", "mpeg", "ts", "gif", "webp")
+SILENT_INPUTS = frozenset({"gif", "webp"})  # animated images: never a sound track
 
 # Text that turns a media file into a list of other files or URLs for ffmpeg.
 _PLAYLIST_MARKERS: tuple[tuple[bytes, str], ...] = (
@@ -117,6 +126,20 @@ class MediaInfo:
     duration: float | None  # seconds, when the container says
     video: VideoTrack | None
     audio: AudioTrack | None
+    # tag names (not values) of the container and of the first video and audio streams,
+    # for the metadata policy (converters.metadata)
+    tags: tuple[str, ...] = ()
+    video_tags: tuple[str, ...] = ()
+    audio_tags: tuple[str, ...] = ()
+
+    def metadata_args(self, how: str, *, video: bool, audio: bool) -> list[str]:
+        """ffmpeg output arguments applying the metadata policy `how` to this input."""
+        streams = {}
+        if video:
+            streams["s:v:0"] = self.video_tags
+        if audio:
+            streams["s:a:0"] = self.audio_tags
+        return metadata.media_output_args(how, self.tags, streams)
 
 
 # ---------------------------------------------------------------------------- the binary
@@ -234,10 +257,16 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
         raise ConversionError(f"'{declared}' is not a media format this converter reads.")
     scan_for_playlists(path)
     expected = DEMUXERS[declared]
+    if declared == "webp":
+        return _probe_webp(path)  # PyAV's own libavformat has no animated WebP demuxer
     try:
         container = av.open(
             path_str,
-            container_options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file"},
+            container_options={
+                "format_whitelist": SAFE_DEMUXERS,
+                "protocol_whitelist": "file",
+                **(_SHORT_PROBE if expected in _HEADER_DESCRIBED else {}),
+            },
             # decoders run during stream probing: cap their frame size too
             options={"max_pixels": str(MAX_PIXELS)},
         )
@@ -261,7 +290,75 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
             duration=_duration(container),
             video=_video_track(container),
             audio=_audio_track(container),
+            tags=tuple(container.metadata),
+            video_tags=_stream_tags(container.streams.video),
+            audio_tags=_stream_tags(container.streams.audio),
         )
+
+
+def _probe_webp(path: Path) -> MediaInfo:
+    """An animated (or still) WebP described from its RIFF chunks, no pixel decoded:
+    canvas size, frame count and durations. Pillow confirms it opens as WebP."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
+            with Image.open(path, formats=("WEBP",)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        raise ConversionError(
+            f"The animation declares over the {MAX_PIXELS / 1e6:.0f} million pixel limit per frame.",
+            hint="Scale it down before converting it.",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise ConversionError(
+            f"The file could not be read as webp: it is damaged, truncated or not a WebP image ({exc}).",
+            hint="Upload a complete webp file.",
+        ) from None
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ConversionError(
+            f"The animation declares {width}x{height} pixels, over the "
+            f"{MAX_PIXELS / 1e6:.0f} million pixel limit.",
+            hint="Scale it down before converting it.",
+        )
+    frames, total_ms = _webp_frames(path)
+    if frames > MAX_WEBP_FRAMES:
+        raise ConversionError(
+            f"The animation has {frames} frames, over the {MAX_WEBP_FRAMES} frame limit.",
+            hint="Cut it into shorter parts first.",
+        )
+    seconds = total_ms / 1000 if total_ms > 0 else None
+    fps = frames / seconds if seconds else 10.0
+    return MediaInfo("webp_anim", seconds, VideoTrack("webp", width, height, fps), None)
+
+
+def _webp_frames(path: Path) -> tuple[int, int]:
+    """(frames, total duration in ms) from the ANMF chunk headers; a still WebP is 1, 0."""
+    frames = total = 0
+    with path.open("rb") as fh:
+        fh.seek(12)  # "RIFF" size "WEBP"
+        while frames <= MAX_WEBP_FRAMES:
+            head = fh.read(8)
+            if len(head) < 8:
+                break
+            kind, size = head[:4], int.from_bytes(head[4:], "little")
+            if kind == b"ANMF":
+                header = fh.read(16)
+                if len(header) < 16:
+                    break
+                frames += 1
+                total += int.from_bytes(header[12:15], "little")  # duration, 24 bits, ms
+                fh.seek(size + (size & 1) - 16, os.SEEK_CUR)
+            else:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
+    return max(frames, 1), total
+
+
+def _stream_tags(streams: Any) -> tuple[str, ...]:
+    for stream in streams:
+        return tuple(stream.metadata)
+    return ()
 
 
 def _av_reason(exc: av.FFmpegError) -> str:
@@ -447,15 +544,6 @@ _GLOBAL_ARGS = (
 _ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
-def _die_with_parent() -> None:
-    """Runs in the ffmpeg child: a killed converter (limit hit) must not leave ffmpeg behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 # No new frame, time or byte for this long means ffmpeg is stuck, not slow (a slow 4K
 # encoder may need a minute or two of lookahead before its first frame comes out).
 STALL_SECONDS = 300.0
@@ -469,13 +557,15 @@ def run(
     progress: Progress,
     limits: Limits,
     video: bool = False,
+    extra: list[str] | None = None,
 ) -> None:
     """Run the compiled ffmpeg graph, feeding `progress` from ffmpeg's -progress output.
 
-    `video`: the output must hold at least one video frame.
+    `video`: the output must hold at least one video frame. `extra`: output arguments
+    ffmpeg-python cannot express (the same option given several times).
     """
     try:
-        _run(stream, out, window=window, progress=progress, limits=limits, video=video)
+        _run(stream, out, window=window, progress=progress, limits=limits, video=video, extra=extra or [])
     except BaseException:
         out.unlink(missing_ok=True)  # never hand on half a file
         raise
@@ -492,11 +582,23 @@ class _State:
     stopped: str | None = None  # why the watchdog killed ffmpeg
 
 
-def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: Limits, video: bool) -> None:
+def _run(
+    stream: Any,
+    out: Path,
+    *,
+    window: Window,
+    progress: Progress,
+    limits: Limits,
+    video: bool,
+    extra: list[str],
+) -> None:
     exe = ffmpeg_exe()
     if exe is None:
         raise ConversionError("ffmpeg is not installed on this server.")
     cmd = ffmpeg.compile(stream.global_args(*_GLOBAL_ARGS).overwrite_output(), cmd=exe)
+    if extra:
+        at = cmd.index(f"file:{out}")  # output options go before the output's name
+        cmd[at:at] = extra
     workdir = out.parent
     state = _State()
     finished = threading.Event()
@@ -508,7 +610,9 @@ def _run(stream: Any, out: Path, *, window: Window, progress: Progress, limits: 
             stderr=errors,
             cwd=workdir,
             env=_ENV,
-            preexec_fn=_die_with_parent,
+            # no preexec_fn: it would force a fork() copying this job's whole address space
+            # (vfork otherwise). A killed job takes ffmpeg with it all the same: the fork
+            # server kills the job's process group and pid namespace when the job ends.
         )
         watchdog = threading.Thread(target=_watch, args=(proc, state, limits, finished), daemon=True)
         watchdog.start()

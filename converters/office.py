@@ -37,7 +37,7 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml.common import DefusedXmlException
 from defusedxml.expatreader import DefusedExpatParser
 
-from converters import office_door
+from converters import fonts, office_door
 from converters.base import ConversionError
 
 # Import filters by our format names. Forcing the import filter (--infilter) keeps
@@ -242,7 +242,10 @@ def convert(
         str(out_dir),
         str(staged),
     ]
-    proc = run_isolated(cmd, share=run_dir, env=_env(run_dir, tmp_dir), timeout=timeout, what="LibreOffice")
+    env = _env(run_dir, tmp_dir) | fonts.fontconfig_env(run_dir)  # a deployment's own fonts
+    proc = run_isolated(
+        cmd, share=run_dir, env=env, timeout=timeout, what="LibreOffice", read_only=fonts.read_only_paths()
+    )
     out = _find_output(out_dir, output_format)
     if out is None:
         detail = _last_line(proc.stdout + proc.stderr)

@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from converters import office
+from converters import fonts, office
 
 AGENT = Path(__file__).resolve().with_name("office_agent.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: python3-uno is built for it
@@ -41,7 +41,7 @@ NPROC_LIMIT = 512  # per instance uid: LibreOffice runs a handful of threads' wo
 # through setpriv (uid drop, no capabilities, no_new_privs).
 _JAIL_SH = r"""
 set -e
-spool="$1"; agent="$2"; shift 2
+spool="$1"; agent="$2"; fonts="$3"; shift 3
 new="$spool/../root"
 mkdir -p "$new"
 mount --make-rprivate /
@@ -70,6 +70,13 @@ mount --bind "$spool" spool
 mount -o remount,bind,nosuid,nodev spool
 mount --bind "$spool/tmp" tmp
 mount -o remount,bind,nosuid,nodev tmp
+set -f; IFS=:
+for p in $fonts; do
+  mkdir -p "./$p"
+  mount --bind "$p" "./$p"
+  mount -o remount,bind,ro,nosuid,nodev "./$p"
+done
+set +f; unset IFS
 mount -o remount,ro,bind .
 exec chroot . "$@"
 """
@@ -123,13 +130,20 @@ def command(spool: Path, slot: int, agent_config: str) -> list[str]:
         "--no-new-privs",
     ]
     return [
-        *unshare, "--", "/bin/sh", "-c", _JAIL_SH, "sh", str(spool), str(AGENT),
+        *unshare, "--", "/bin/sh", "-c", _JAIL_SH, "sh", str(spool), str(AGENT), _font_paths(),
         *privs, "--", SYSTEM_PYTHON, "-I", "/agent/office_agent.py", agent_config,
     ]  # fmt: skip
 
 
+def _font_paths() -> str:
+    """fontconfig's cache and the deployment's font folders, bound read-only at their own
+    paths (converters.fonts); ':' separated, as the jail script reads them."""
+    return ":".join(str(p) for p in fonts.read_only_paths() if ":" not in str(p))
+
+
 def environment() -> dict[str, str]:
     return {
+        **({"FONTCONFIG_FILE": f"/spool/{fonts.CONF_NAME}"} if fonts.extra_dirs() else {}),
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "HOME": "/spool",
@@ -147,6 +161,7 @@ def prepare_spool(spool: Path, slot: int) -> None:
         shutil.rmtree(spool)
     for sub in ("", "tmp", "job"):
         (spool / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    fonts.fontconfig_env(spool)  # the deployment's fonts, when it has some (read by fontconfig)
     if as_root():
         uid = uid_base() + slot
         for sub in ("", "tmp", "job"):

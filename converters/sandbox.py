@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from converters import fonts
 from converters.base import ConversionError, Limits, Result
 from converters.registry import normalize_format, registry
 
@@ -162,6 +163,7 @@ def _zygote_env() -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
         "PYTHONIOENCODING": "utf-8",
         **({"PYTHONDONTWRITEBYTECODE": "1"} if os.environ.get("PYTHONDONTWRITEBYTECODE") else {}),
+        **fonts.environment(),  # the deployment's font folders, which jobs are shown
     }
 
 

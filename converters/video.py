@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import ffmpeg
 
-from converters import audio, media
+from converters import audio, media, metadata
 from converters.base import Converter, Limits, Option, Result, Task
 
 _PRESETS = ("fast", "medium", "slow")
@@ -107,6 +107,7 @@ def video_options(output_format: str) -> dict[str, Option]:
         "fps": Option("number", "Frames per second (default: keep the source's).", minimum=1, maximum=120),
         **media.trim_options(),
         "audio": Option("boolean", "Keep the sound track (false removes it).", default=True),
+        "metadata": metadata.option("video (container and stream tags)"),
     }
 
 
@@ -194,6 +195,12 @@ def encode_video(task: Task, limits: Limits) -> Result:
     source = media.input_stream(task.inputs[0], info, window)
 
     video = source["V:0"]
+    if task.input_format in media.SILENT_INPUTS:
+        # an animated image's transparent parts over white (a video has no alpha and would
+        # show black): c*a + white*(1-a), with two negations around a premultiplication
+        video = (
+            video.filter("format", "rgba").filter("negate").filter("premultiply", inplace=1).filter("negate")
+        )
     if opts.get("fps"):
         video = video.filter("fps", fps=opts["fps"])
     video = _scale(video, opts.get("width"), opts.get("height"))
@@ -209,6 +216,10 @@ def encode_video(task: Task, limits: Limits) -> Result:
             container.muxer,
         ),
     }
+    if task.input_format in media.SILENT_INPUTS and kwargs["c:v"] in ("libx264", "libx265"):
+        # no B-frames: with them the mp4 muxer gives the last frame of a variable-rate
+        # animation a wrong duration (a 1.5 s GIF played for 1.0 s)
+        kwargs["bf"] = 0
     if opts.get("audio", True) and info.audio is not None:
         streams.append(source["a:0"])
         kwargs["c:a"] = container.audio_encoder
@@ -218,6 +229,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
         kwargs["an"] = None
 
     out = media.output_path(task.workdir, task.output_format)
+    how = metadata.mode(opts)
     media.run(
         ffmpeg.output(*streams, f"file:{out}", **kwargs),
         out,
@@ -225,6 +237,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
         progress=task.progress,
         limits=limits,
         video=True,
+        extra=info.metadata_args(how, video=True, audio="an" not in kwargs),
     )
     return Result(out)
 
@@ -275,7 +288,10 @@ class VideoConverter(Converter):
     def pairs(self) -> Mapping[str, frozenset[str]]:
         videos = video_outputs()
         sounds = audio.audio_outputs()
-        return {fmt: videos | (sounds if fmt != "gif" else frozenset()) for fmt in media.VIDEO_INPUTS}
+        return {
+            fmt: videos | (frozenset() if fmt in media.SILENT_INPUTS else sounds)
+            for fmt in media.VIDEO_INPUTS
+        }
 
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
         if output_format == "gif":

@@ -80,6 +80,8 @@ def preload() -> None:
 
             seccomp.compiled()  # built once here, not by each job inside its tree
         with contextlib.suppress(Exception):
+            isolation.python_paths()  # walked once here, not by each job's process
+        with contextlib.suppress(Exception):
             from converters import sniff
 
             sniff._magic(True)

@@ -13,6 +13,17 @@ DEBIAN_PACKAGES=(
   # the conversion sandbox and the LibreOffice pool: libseccomp (loaded with ctypes),
   # unshare/setpriv, sleep as pid 1
   libseccomp2 util-linux coreutils
+  # fonts: metric-compatible stand-ins for Calibri, Cambria, Arial/Times/Courier New (same
+  # layout as Word), Noto for every major script and emoji; fontconfig for `convertd doctor`
+  fontconfig fonts-crosextra-carlito fonts-crosextra-caladea fonts-liberation2
+  fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
+  # LibreOffice's hyphenation dictionaries (those Debian 12 packages)
+  hyphen-af hyphen-as hyphen-be hyphen-bg hyphen-bn hyphen-ca hyphen-cs hyphen-da hyphen-de
+  hyphen-el hyphen-en-gb hyphen-en-us hyphen-es hyphen-fr hyphen-gl hyphen-gu hyphen-hi
+  hyphen-hr hyphen-hu hyphen-id hyphen-is hyphen-it hyphen-kn hyphen-lt hyphen-lv hyphen-ml
+  hyphen-mn hyphen-mr hyphen-nl hyphen-no hyphen-or hyphen-pa hyphen-pl hyphen-pt-br
+  hyphen-pt-pt hyphen-ro hyphen-ru hyphen-sk hyphen-sl hyphen-sr hyphen-sv hyphen-ta
+  hyphen-te hyphen-th hyphen-uk hyphen-zu
 )
 
 if command -v apt-get >/dev/null 2>&1; then

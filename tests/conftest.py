@@ -115,6 +115,7 @@ class Account:
     name: str
     account_id: int = 0
     signing_secret: str = ""
+    webhook_secret: str = ""
 
 
 @pytest.fixture
@@ -126,8 +127,8 @@ async def make_account(rt: Runtime) -> Callable[..., Any]:
             rt.pool, name, plan=plan, spec=KeySpec(name=name, **spec), server_secret=rt.settings.secret
         )
         key = created.key
-        signing = created.signing_secret or ""
-        return Account(created.secret, key.id, str(key.kid), name, key.account_id, signing)
+        signing, hooks = created.signing_secret or "", created.webhook_secret or ""
+        return Account(created.secret, key.id, str(key.kid), name, key.account_id, signing, hooks)
 
     return make
 

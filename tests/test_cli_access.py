@@ -72,6 +72,9 @@ async def test_plans_set_creates_and_changes_only_what_it_is_told(convertd: Run)
             "calls_per_minute": None,
             "max_file_size": 1048576,
             "conversions": 10,
+            "retention": None,
+            "storage_quota": None,
+            "max_pending": None,
         }
     ]
     out = json.loads(await convertd("plans", "set", "cli-gold", "--api-access", "off", "--json"))

@@ -61,7 +61,7 @@ def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return hmac.compare_digest(expected.hexdigest(), parts["v1"])
 
 
-async def test_finished_job_is_posted_signed_with_the_keys_signing_secret(
+async def test_finished_job_is_posted_signed_with_the_keys_webhook_secret(
     http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
 ) -> None:
     form = aiohttp.FormData()
@@ -73,8 +73,11 @@ async def test_finished_job_is_posted_signed_with_the_keys_signing_secret(
         job_id = (await r.json())["job_id"]
     await _until_called(receiver, 1)
     headers, body = receiver.calls[0]
-    assert _verify(account.signing_secret, headers, body)
-    assert not _verify(account.signing_secret + "x", headers, body)
+    assert _verify(account.webhook_secret, headers, body)
+    assert not _verify(account.webhook_secret + "x", headers, body)
+    # its own secret: a receiver that verifies webhooks holds nothing that signs a JWT
+    assert account.webhook_secret != account.signing_secret
+    assert not _verify(account.signing_secret, headers, body)
     event = json.loads(body)
     assert event["event"] == "job.finished" and event["job_id"] == job_id
     async with http.get(event["download_url"]) as resp:  # signed: works without a key

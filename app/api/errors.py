@@ -11,6 +11,7 @@ import logging
 from aiohttp import web
 
 from app.errors import ConvertdError, ErrorCode
+from app.outages import is_outage, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,11 @@ ERROR_CODE = web.ResponseKey("convertd.error_code", str)  # the error code, for 
 
 
 GRAPHQL_PATH = "/graphql"
+# refusals that may come before the request's body is read (size, quota, backpressure)
+_UNREAD_BODY = frozenset({
+    ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.STORAGE_QUOTA_EXCEEDED, ErrorCode.TOO_MANY_PENDING,
+    ErrorCode.OVERLOADED,
+})  # fmt: skip
 
 
 def render(err: ConvertdError, path: str = "") -> web.Response:
@@ -28,8 +34,8 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
         else err.body()
     )
     response = web.json_response(body, status=err.status, headers=err.headers)
-    if err.code is ErrorCode.PAYLOAD_TOO_LARGE:
-        # the rest of the body was never read: close rather than wait for it to arrive
+    if err.code in _UNREAD_BODY:
+        # the rest of the body may never have been read: close rather than wait for it
         response.force_close()
     response[ERROR_CODE] = err.code.value
     return response
@@ -52,7 +58,10 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             {"error": exc.reason, "message": exc.text or exc.reason, "hint": hint, "error_code": code.value},
             status=exc.status,
         )
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
+            return render(unavailable(exc), request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = ConvertdError(ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment.")
         return render(err)

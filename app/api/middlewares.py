@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app.api.errors import ERROR_CODE, render
+from app.api.health import PROBE_PATHS
 from app.api.keys import runtime
 from app.auth.network import is_secure
 from app.auth.principal import Principal
@@ -16,9 +17,12 @@ PRINCIPAL = web.RequestKey("convertd.principal", Principal)  # the admitted call
 
 # Credentials travel in headers, never in cookies, so any origin may call (browsers with JWTs);
 # a page on another site gains nothing ambient from the visitor's browser.
-ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, Apollo-Require-Preflight, GraphQL-Preflight"
+ALLOW_HEADERS = (
+    "Authorization, X-API-Key, Content-Type, Apollo-Require-Preflight, GraphQL-Preflight, X-Request-Id"
+)
 EXPOSE_HEADERS = (
-    "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition"
+    "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition,"
+    " X-Request-Id"
 )
 
 
@@ -29,7 +33,8 @@ def _api_path(path: str) -> bool:
 @web.middleware
 async def https_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     settings = runtime(request).settings
-    if settings.require_https:
+    # load balancers and Prometheus probe over plain HTTP inside the network
+    if settings.require_https and request.path not in PROBE_PATHS:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not is_secure(
             request.secure, peer[0] if peer else None, request.headers, settings.trusted_proxies

@@ -16,8 +16,8 @@ from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
+from app.services import backpressure, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
-from app.services import jobs, keys, uploads
 from app.services.links import links as job_links
 
 routes = web.RouteTableDef()
@@ -63,7 +63,9 @@ def status_body(request: web.Request, job: Job) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "status_url": links.status_url,
     }
-    if job.status is JobStatus.FINISHED:
+    if job.expired_at is not None:  # its files were deleted after the plan's retention
+        body.update(expired_at=job.expired_at.isoformat(), file_name=job.output_name)
+    elif job.status is JobStatus.FINISHED:
         body.update(
             download_url=links.download_url,
             file_name=job.output_name,
@@ -94,6 +96,7 @@ async def info(request: web.Request) -> web.Response:
                 "GET /v1/events/{job_id}",
                 "POST /v1/cancel/{job_id}",
                 "GET /v1/download/{job_id}",
+                "DELETE /v1/jobs/{job_id}",
                 "GET /v1/keys/me",
                 "POST /v1/token/jwt",
                 "POST /v1/token/create",
@@ -127,6 +130,7 @@ async def list_formats(request: web.Request) -> web.Response:
 async def upload(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
+    await storage_use.check_quota(rt, who, 0)  # an account at its quota: refused before the body is read
     async with read_form(request, rt) as form:
         stored = await uploads.store(rt, who, form.all_files())
     return ok({"files": [upload_body(u) for u in stored]})
@@ -136,6 +140,10 @@ async def upload(request: web.Request) -> web.Response:
 async def convert(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
+    # a full queue or backlog refuses before the body is read (a flood costs no disk);
+    # jobs.convert checks both again, and the account's cap exactly
+    await backpressure.admit(rt, who)
+    await storage_use.check_quota(rt, who, 0)
     if request.content_type == "application/json":
         body = await json_body(request)
         job = await jobs.convert(
@@ -259,8 +267,17 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/keys/me")
 async def keys_me(request: web.Request) -> web.Response:
-    info = await keys.me(runtime(request), await principal(request))
-    return ok({**info.key.public(), "plan": info.plan.name, "rate_limits": info.rate_limits.body()})
+    who = await principal(request)
+    info = await keys.me(runtime(request), who)
+    storage = await storage_use.storage_use(runtime(request), who)
+    return ok(
+        {
+            **info.key.public(),
+            "plan": info.plan.name,
+            "rate_limits": info.rate_limits.body(),
+            "storage": storage.body(),
+        }
+    )
 
 
 def _attachment(filename: str) -> str:

@@ -112,9 +112,8 @@ async def create_key(request: web.Request) -> web.Response:
     )
     rt = runtime(request)
     created = await keys_service.create_key(rt.pool, who.account_id, spec, server_secret=rt.settings.secret)
-    return ok(
-        {**created.key.public(), "key": created.secret, "signing_secret": created.signing_secret}, status=201
-    )
+    secrets = {"signing_secret": created.signing_secret, "webhook_secret": created.webhook_secret}
+    return ok({**created.key.public(), "key": created.secret, **secrets}, status=201)
 
 
 @routes.patch("/v1/account/keys/{key_id}")
@@ -131,6 +130,19 @@ async def revoke_key(request: web.Request) -> web.Response:
     who = await principal(request)
     key = await keys_service.revoke_key(runtime(request).pool, who.account_id, _key_id(request))
     return ok(key.public())
+
+
+@routes.post("/v1/account/keys/{key_id}/rotate")
+async def rotate_key_secret(request: web.Request) -> web.Response:
+    """{"secret": "jwt" | "webhook"}: the key's new secret of that kind, shown once."""
+    who = await principal(request)
+    body = await json_body(request)
+    rt = runtime(request)
+    which = str(body.get("secret") or "")
+    key, secret = await keys_service.rotate_secret(
+        rt.pool, who.account_id, _key_id(request), which, rt.settings.secret
+    )
+    return ok({**key.public(), "rotated": which, "secret": secret})
 
 
 @routes.post("/v1/account/master-token")

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import rest, rest_admin, rest_tokens
+from app.api import health, rest, rest_admin, rest_jobs, rest_tokens
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.keys import RUNTIME
 from app.api.middlewares import access_middleware, cors_middleware, https_middleware
+from app.api.observe import observe_middleware, send_request_id
 from app.runtime import Runtime
 
 
 def build_app(rt: Runtime) -> web.Application:
     app = web.Application(
-        middlewares=[https_middleware, cors_middleware, access_middleware, error_middleware],
+        middlewares=[
+            observe_middleware, https_middleware, cors_middleware, access_middleware, error_middleware
+        ],
         client_max_size=2 * 1024**2,
     )
     app[RUNTIME] = rt
+    app.on_response_prepare.append(send_request_id)
+    app.router.add_routes(health.routes)
     app.router.add_routes(rest.routes)
     app.router.add_routes(rest_tokens.routes)
+    app.router.add_routes(rest_jobs.routes)
     app.router.add_routes(rest_admin.routes)
     app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))
     return app

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 _KEY_SELECT = """
 SELECT k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
+       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
+       p.retention, p.storage_quota, p.max_pending
 FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
 """
 _TOKEN_QUERY = """
@@ -33,7 +34,8 @@ FROM access_tokens t WHERE t.token_hash = $1
 """
 _MASTER_QUERY = """
 SELECT a.id AS account_id, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
+       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
+       p.retention, p.storage_quota, p.max_pending
 FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.master_token_hash = $1
 """
 # administration is not metered by the plan, but a leaked master token must not flood us
@@ -95,7 +97,7 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     row = await _key_row(rt, " WHERE k.kid = $1", kid)
     if row is None:
         raise jwts.unknown_kid(str(kid))
-    secret = keys.signing_secret(rt.settings.secret, kid)
+    secret = keys.signing_secret(rt.settings.secret, kid, row["jwt_secret_version"])
     jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
     if row["revoked_at"] is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
@@ -232,7 +234,8 @@ UPDATE api_keys k SET usage_count = k.usage_count + 1, last_used_at = now()
 FROM accounts a JOIN plans p ON p.name = a.plan
 WHERE k.id = $1 AND a.id = k.account_id
 RETURNING k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-          p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions
+          p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
+       p.retention, p.storage_quota, p.max_pending
 """
 _LEGACY_CODES = {"api_key": 4010, "jwt": 4012, "access_token": 4011, "master": 4010}
 

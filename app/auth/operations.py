@@ -34,6 +34,7 @@ OPERATIONS = (
     Operation("convert", ("/v1/convert",), ("convert",)),
     Operation("status", ("/v1/status/{job_id}", "/v1/events/{job_id}"), ("job", "jobs", "jobUpdates")),
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
+    Operation("delete", ("/v1/jobs/{job_id}",), ("deleteJob",)),
     Operation("download", ("/v1/download/{job_id}",)),
     Operation("key info", ("/v1/keys/me",), ("me", "quota")),
     # a key mints only for itself, the master token for any key of its account (services/tokens.py)
@@ -50,8 +51,8 @@ OPERATIONS = (
     Operation("request log", ("/v1/account/requests",), ("requestLog",), admin=True),
     Operation(
         "keys",
-        ("/v1/account/keys", "/v1/account/keys/{key_id}"),
-        ("keys", "createKey", "renameKey", "updateKey", "revokeKey"),
+        ("/v1/account/keys", "/v1/account/keys/{key_id}", "/v1/account/keys/{key_id}/rotate"),
+        ("keys", "createKey", "renameKey", "updateKey", "revokeKey", "rotateKeySecret"),
         admin=True,
     ),
     Operation("master token", ("/v1/account/master-token",), ("refreshMasterToken",), admin=True),

@@ -45,7 +45,8 @@ class Consumption:
 async def get_account(pool: asyncpg.Pool, account_id: int) -> Account:
     row = await pool.fetchrow(
         "SELECT a.*, p.name AS plan_name, p.api_access, p.calls_per_day, p.calls_per_minute,"
-        " p.max_file_size, p.conversions FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = $1",
+        " p.max_file_size, p.conversions, p.retention, p.storage_quota, p.max_pending"
+        " FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = $1",
         account_id,
     )
     if row is None:

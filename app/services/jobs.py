@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app import events
+from app import events, logs
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
-from app.services import allowance, uploads, webhooks
+from app.outages import is_outage
+from app.services import allowance, backpressure, storage_use, uploads, webhooks
 from app.services.formats import request_errors
 from converters.base import ConversionError
 from converters.registry import normalize_format, registry
@@ -143,26 +144,49 @@ async def convert(
         for fmt, path in inputs:
             _check_content(path, fmt)
 
+    # bounded queue and storage (429/503, 413): refused before anything is charged or stored
+    await backpressure.admit(rt, principal)
+    await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
-    stored += await uploads.store(rt, principal, list(files)) if files else []
-    row = await rt.pool.fetchrow(
-        "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-        " options, input_uploads, webhook_url, public_base)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
-        principal.account_id,
-        principal.key.id if principal.key else None,
-        filetype,
-        inputs[0][0],
-        normalize_format(output_format),
-        values,
-        [u.id for u in stored],
-        webhook_url,
-        (rt.settings.public_url or base_url or "").rstrip("/") or None,
-    )
+    fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    stored += fresh
+    # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
+    async with backpressure.admission(rt, principal, fresh) as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+            " options, input_uploads, webhook_url, public_base, request_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            principal.account_id,
+            principal.key.id if principal.key else None,
+            filetype,
+            inputs[0][0],
+            normalize_format(output_format),
+            values,
+            [u.id for u in stored],
+            webhook_url,
+            (rt.settings.public_url or base_url or "").rstrip("/") or None,
+            logs.request_id.get(),  # its log lines in the worker carry the request's id
+        )
     job = Job.from_row(row)
-    await enqueue(rt, job.id)
+    try:
+        await enqueue(rt, job.id)
+    except Exception as exc:
+        if is_outage(exc):
+            await _withdraw(rt, job, row["api_key_id"])
+        raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
+    """Undo a job the queue could not take (its server is down): the caller is told 503
+    and will try again, so nothing of it may stay, neither the row nor the charge."""
+    async with rt.pool.acquire() as conn, conn.transaction():
+        gone = await conn.fetchval(
+            "DELETE FROM jobs WHERE id = $1 AND status = 'pending' RETURNING id", job.id
+        )
+        if gone is not None:
+            await allowance.refund(conn, job.account_id, key_id)
 
 
 MAX_WAIT = 60
@@ -318,6 +342,8 @@ async def download(
             f"The job failed and has no output: {job.error}",
             hint=job.error_hint or "Fix the input and convert it again.",
         )
+    if job.expired_at is not None:
+        raise storage_use.expired(job)  # 410: the retention sweeper deleted its files
     if job.status is not JobStatus.FINISHED or not job.output_path:
         raise ConvertdError(
             ErrorCode.NOT_READY,

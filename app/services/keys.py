@@ -50,6 +50,7 @@ class CreatedKey:
     key: ApiKey
     secret: str  # the key itself, shown once
     signing_secret: str | None  # for self-signed JWTs, shown once (derived, never stored)
+    webhook_secret: str | None = None  # verifies its webhook deliveries, shown once
 
 
 def bad(message: str, hint: str, field: str) -> ConvertdError:
@@ -195,7 +196,8 @@ async def _insert_key(
     )
     key = ApiKey.from_row(row)
     signing = keys.signing_secret(server_secret, key.kid) if server_secret else None
-    return CreatedKey(key, secret, signing)
+    hooks = keys.webhook_secret(server_secret, key.kid) if server_secret else None
+    return CreatedKey(key, secret, signing, hooks)
 
 
 async def list_keys(pool: asyncpg.Pool, account_id: int | None = None) -> list[ApiKey]:
@@ -258,6 +260,30 @@ async def revoke_key(pool: asyncpg.Pool, account_id: int | None, key_id: int) ->
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING *", key_id
     )
     return ApiKey.from_row(row)
+
+
+SECRETS = ("jwt", "webhook")  # a key's derived secrets, each rotated on its own
+
+
+async def rotate_secret(
+    pool: asyncpg.Pool, account_id: int | None, key_id: int, which: str, server_secret: str
+) -> tuple[ApiKey, str]:
+    """Replace one of the key's derived secrets (its next generation) without revoking the
+    key; returns the key and the new secret, shown this once. JWTs signed with the old JWT
+    secret are refused from now on; webhooks are signed with the new webhook secret."""
+    if which not in SECRETS:
+        raise bad(f"Unknown secret '{which}'.", "Rotate 'jwt' (signs JWTs) or 'webhook'.", "secret")
+    await _get(pool, account_id, key_id)
+    column = f"{which}_secret_version"  # (one of two fixed names)
+    row = await pool.fetchrow(
+        f"UPDATE api_keys SET {column} = {column} + 1 WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+        key_id,
+    )
+    if row is None:
+        raise bad("That key has been revoked.", "Rotate the secrets of a live key.", "key_id")
+    key = ApiKey.from_row(row)
+    derive = keys.signing_secret if which == "jwt" else keys.webhook_secret
+    return key, derive(server_secret, key.kid, row[column])
 
 
 @dataclasses.dataclass(frozen=True)

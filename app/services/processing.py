@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app import metrics
 from app.models import Job, JobStatus
+from app.outages import is_outage
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
 from converters import office_broker, sandbox
 from converters.base import ConversionError, Result
+from converters.registry import normalize_format, registry
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -108,7 +111,12 @@ async def _convert(
         async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
             # LibreOffice work reaches this worker's warm pool through a door bound to the
             # job's account (converters/office_broker.py); a no-op when no pool runs here
-            async with office_broker.serve_job(workdir, job.account_id):
+            door = (
+                office_broker.serve_job(workdir, job.account_id)
+                if _uses_office(job)
+                else contextlib.nullcontext()
+            )
+            async with door:
                 conversion = sandbox.run(
                     job.filetype,
                     job.input_format,
@@ -134,10 +142,13 @@ async def _convert(
             finished_at=_now(),
         )
     except ConversionError as exc:
+        metrics.conversion_failed(exc)  # counts sandbox failures by kind
         return await fail(rt, job_id, exc.message, exc.hint)
     except (asyncio.CancelledError, JobEnded):
         raise
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            raise  # not the job's fault: the worker waits for the server, then tries again
         log.exception("job %s failed unexpectedly", job_id)
         return await fail(
             rt,
@@ -147,6 +158,17 @@ async def _convert(
         )
     finally:
         beat.cancel()
+
+
+def _uses_office(job: Job) -> bool:
+    """Whether the job's converter may need the warm LibreOffice pool (a door costs a
+    socket and a thread: other jobs go without)."""
+    try:
+        formats = normalize_format(job.input_format), normalize_format(job.output_format)
+        conv = registry().find(job.filetype, *formats)
+    except Exception:  # an unknown pair fails in the sandbox, with its own error
+        return False
+    return conv.uses_office
 
 
 @contextlib.asynccontextmanager

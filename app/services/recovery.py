@@ -1,9 +1,9 @@
 """Bring the queue in line with PostgreSQL, which is the truth about every job.
 
-Two ways a job can be stranded: Redis lost it (flushed, or restarted before it saved), so
-no worker will ever take it; or saq gave up on it (its worker died on every attempt), so
-it ended in Redis without our code running to record the end. Workers run this at start
-and every minute.
+Two ways a job can be stranded: Redis lost it (flushed, or restarted before it saved) or a
+sweep of it was cut short, so no worker will ever take it; or saq gave up on it (its worker
+died on every attempt), so it ended in Redis without our code running to record the end.
+Workers run this at start and every minute.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
     touched = []
     for row in rows:
         queued = await rt.queue.job(str(row["id"]))
+        if queued is not None and queued.status == Status.ABORTING:
+            # swept by a worker that died before it could retry it: saq has let go of it
+            # (off its lists; the abort mark expires in seconds), so it counts as lost
+            queued = None
         if queued is None and row["attempts"] < rt.settings.queue.retries:
             log.warning("job %s was missing from the queue; queued it again", row["id"])
             await enqueue(rt, row["id"])

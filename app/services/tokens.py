@@ -85,7 +85,9 @@ async def create_jwt(
             hint=f"Send the calling key's own kid ({own}), or mint with the account's master token.",
         )
     row = await rt.pool.fetchrow(
-        "SELECT revoked_at FROM api_keys WHERE kid = $1 AND account_id = $2", ident, principal.account_id
+        "SELECT revoked_at, jwt_secret_version FROM api_keys WHERE kid = $1 AND account_id = $2",
+        ident,
+        principal.account_id,
     )
     if row is None:
         raise not_found("Key")
@@ -99,7 +101,7 @@ async def create_jwt(
         "JWTs are for short-lived use: at most a day.",
     )
     ips = _client_ips(client_ip)
-    secret = keys.signing_secret(rt.settings.secret, ident)
+    secret = keys.signing_secret(rt.settings.secret, ident, row["jwt_secret_version"])
     now = datetime.now(UTC)
     token = jwts.mint(ident, secret, lifetime, ips, now=now.timestamp())
     return MintedJwt(token, ident, now.replace(microsecond=0) + timedelta(seconds=lifetime), ips)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import ConvertdError, ErrorCode
 from app.models import Upload
+from app.services import storage_use
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -26,7 +27,9 @@ def check_size(rt: Runtime, principal: Principal, files: list[IncomingFile]) -> 
             )
 
 
-async def store(rt: Runtime, principal: Principal, files: list[IncomingFile]) -> list[Upload]:
+async def store(
+    rt: Runtime, principal: Principal, files: list[IncomingFile], *, quota_checked: bool = False
+) -> list[Upload]:
     if not files:
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
@@ -35,6 +38,8 @@ async def store(rt: Runtime, principal: Principal, files: list[IncomingFile]) ->
             field="file",
         )
     check_size(rt, principal, files)
+    if not quota_checked:  # a conversion checks it before charging (jobs.convert)
+        await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     uploads = []
     for f in files:
         token = secrets.token_hex(6)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from app import metrics
 from app.auth import keys
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus
@@ -88,9 +89,12 @@ async def enqueue(rt: Runtime, job: Job) -> None:
 async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     """POST the job's end to its webhook once; raise to have the queue try again."""
     row = await rt.pool.fetchrow(
-        "SELECT j.*, k.kid FROM jobs j LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
+        "SELECT j.*, k.kid, k.webhook_secret_version FROM jobs j"
+        " LEFT JOIN api_keys k ON k.id = j.api_key_id WHERE j.id = $1",
         job_id,
     )
+    if row is None:  # deleted by its owner meanwhile (DELETE /v1/jobs/{id})
+        return "job deleted"
     job = Job.from_row(row)
     assert job.webhook_url and job.terminal
     body = payload(job)
@@ -103,7 +107,7 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     headers = {"Content-Type": "application/json", "X-Convertd-Event": body["event"],
                "User-Agent": "Convertd-Webhook/1"}  # fmt: skip
     if row["kid"] is not None:
-        secret = keys.signing_secret(rt.settings.secret, row["kid"])
+        secret = keys.webhook_secret(rt.settings.secret, row["kid"], row["webhook_secret_version"])
         headers["X-Convertd-Signature"] = sign(secret, int(time.time()), data)
     parts = urlsplit(job.webhook_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -132,5 +136,6 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
 
 async def _record(rt: Runtime, job_id: uuid.UUID, outcome: str) -> str:
     # a detail of delivery, not a change of the job: no version bump, no event
+    metrics.webhook_outcome(outcome)
     await rt.pool.execute("UPDATE jobs SET webhook_status = $2 WHERE id = $1", job_id, outcome)
     return outcome

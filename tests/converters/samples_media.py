@@ -46,7 +46,9 @@ _VIDEO_ARGS = {
     "mpeg": (["-c:v", "mpeg2video", "-f", "mpeg"], ["-c:a", "mp2"]),
     "ts": ([*_X264, "-f", "mpegts"], ["-c:a", "aac"]),
     "gif": (["-c:v", "gif", "-f", "gif"], None),
+    "webp": (["-c:v", "libwebp_anim", "-loop", "0", "-f", "webp"], None),  # animated WebP
 }
+SILENT_FORMATS = ("gif", "webp")  # animated images: no sound track
 AUDIO_FORMATS = tuple(_AUDIO_ARGS)
 VIDEO_FORMATS = tuple(_VIDEO_ARGS)
 

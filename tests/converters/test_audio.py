@@ -8,7 +8,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from samples_media import AUDIO_FORMATS, SECONDS, VIDEO_FORMATS, decode, make, task_for
+from samples_media import AUDIO_FORMATS, SECONDS, SILENT_FORMATS, VIDEO_FORMATS, decode, make, task_for
 
 from converters.audio import AudioConverter
 from converters.base import ConversionError, RequestError
@@ -16,7 +16,7 @@ from converters.registry import Registry
 
 CONV = AudioConverter()
 OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
-INPUTS = AUDIO_FORMATS + tuple(f for f in VIDEO_FORMATS if f != "gif")
+INPUTS = AUDIO_FORMATS + tuple(f for f in VIDEO_FORMATS if f not in SILENT_FORMATS)
 CODEC = {
     "mp3": "mp3",
     "wav": "pcm_s16le",
@@ -200,7 +200,7 @@ def test_options_are_published_and_validated() -> None:
     schema = reg.options_schema("audio", "wav", "opus")["properties"]
     assert schema["bitrate"]["minimum"] == 16 and schema["bitrate"]["maximum"] == 256
     assert 44100 not in schema["sample_rate"]["enum"]
-    assert set(schema) == {"bitrate", "sample_rate", "channels", "start", "end", "normalize"}
+    assert set(schema) == {"bitrate", "sample_rate", "channels", "start", "end", "normalize", "metadata"}
     assert "bitrate" not in reg.options_schema("audio", "mp3", "flac")["properties"]
     assert reg.validate("audio", "mp4", "mp3", {})["bitrate"] == 192
     for bad in ({"bitrate": 1000}, {"sample_rate": 44100}, {"channels": 3}, {"start": -1}):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from aiohttp import web
 from strawberry.extensions import MaskErrors, ParserCache
 
 from app.api.graphql.access import AccessExtension
@@ -20,6 +20,8 @@ from app.api.graphql.keys.queries import KeyQueries
 from app.api.graphql.limits import CheckedDocuments
 from app.api.graphql.tokens.mutations import TokenMutations
 from app.errors import ConvertdError
+from app.outages import is_outage, unavailable
+from graphql import GraphQLError
 
 
 @strawberry.type
@@ -42,7 +44,28 @@ class ConvertdSchema(strawberry.Schema):
         # a refused request is the caller's business, not an error in our logs
         ours = [e for e in errors if isinstance(e.original_error, ConvertdError)
                 and e.original_error.status < 500]
+        _pass_headers(errors, execution_context)
         super().process_errors([e for e in errors if e not in ours], execution_context)
+
+
+def _pass_headers(errors: list[GraphQLError], execution_context: Any) -> None:
+    """A refusal's headers (Retry-After of a 429 or 503) reach the HTTP answer, as on REST."""
+    response = getattr(getattr(execution_context, "context", None), "response", None)
+    if not isinstance(response, web.StreamResponse) or isinstance(response, web.WebSocketResponse):
+        return
+    for error in errors:
+        if isinstance(error.original_error, ConvertdError):
+            response.headers.update(error.original_error.headers)
+
+
+class ConvertdErrors(MaskErrors):
+    """Errors that are not ours are masked; an unreachable server is told as such (503)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if error.original_error is None or not is_outage(error.original_error):
+            return super().anonymise_error(error)
+        err = unavailable(error.original_error)
+        return GraphQLError(err.message, error.nodes, error.source, error.positions, error.path, err)
 
 
 def _internal(error: GraphQLError) -> bool:
@@ -59,6 +82,6 @@ schema = ConvertdSchema(
         lambda: ParserCache(maxsize=512),
         CheckedDocuments,
         AccessExtension,
-        lambda: MaskErrors(should_mask_error=_internal, error_message="Internal server error."),
+        lambda: ConvertdErrors(should_mask_error=_internal, error_message="Internal server error."),
     ],
 )

@@ -19,12 +19,16 @@ class Plan:
     calls_per_minute: int | None
     max_file_size: int | None
     conversions: int | None
+    retention_seconds: int | None = strawberry.field(description="How long a job's files are kept.")
+    storage_quota: float | None = strawberry.field(description="Bytes of uploads and outputs kept.")
+    max_pending: int | None = strawberry.field(description="Jobs the account may have waiting.")
 
     @classmethod
     def from_model(cls, p: PlanModel) -> Plan:
         return cls(
             name=p.name, api_access=p.api_access, calls_per_day=p.calls_per_day,
             calls_per_minute=p.calls_per_minute, max_file_size=p.max_file_size, conversions=p.conversions,
+            retention_seconds=p.retention, storage_quota=p.storage_quota, max_pending=p.max_pending,
         )
 
 

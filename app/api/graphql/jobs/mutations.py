@@ -3,9 +3,10 @@ from __future__ import annotations
 import strawberry
 
 from app.api.graphql.context import Context
-from app.api.graphql.jobs.types import Job, UploadedFile
+from app.api.graphql.jobs.types import DeletedJob, Job, UploadedFile
 from app.api.graphql.scalars import JSON, Upload
 from app.services import jobs as jobs_service
+from app.services import retention
 from app.services import uploads as uploads_service
 
 
@@ -64,3 +65,9 @@ class JobMutations:
     async def cancel_job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Job:
         ctx = info.context
         return Job.from_model(await jobs_service.cancel(ctx.rt, ctx.principal, str(id)))
+
+    @strawberry.mutation(description="Delete one of your ended jobs and its files now; it is not found afterwards.")
+    async def delete_job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> DeletedJob:
+        ctx = info.context
+        deleted = await retention.delete_job(ctx.rt, ctx.principal, str(id))
+        return DeletedJob(id=strawberry.ID(str(deleted.job_id)), freed_bytes=deleted.freed_bytes)

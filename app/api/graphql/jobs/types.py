@@ -41,6 +41,9 @@ class Job:
     webhook_status: str | None = strawberry.field(
         description="'delivered', or why the webhook could not be delivered."
     )
+    expired_at: datetime | None = strawberry.field(
+        description="When its files were deleted, its plan's retention over."
+    )
     _model: strawberry.Private[JobModel]
 
     @strawberry.field(description="REST status URL of this job.")
@@ -49,7 +52,7 @@ class Job:
 
     @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
     def download_url(self, info: strawberry.Info[Context, None]) -> str | None:
-        if self._model.status is not JobStatusModel.FINISHED:
+        if self._model.status is not JobStatusModel.FINISHED or self._model.expired_at is not None:
             return None
         return job_links(info.context.rt, self._model, info.context.base_url).download_url
 
@@ -75,6 +78,7 @@ class Job:
             updated_at=job.updated_at,
             webhook_url=job.webhook_url,
             webhook_status=job.webhook_status,
+            expired_at=job.expired_at,
             _model=job,
         )
 
@@ -83,6 +87,12 @@ class Job:
 class JobConnection:
     nodes: list[Job]
     next_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+
+
+@strawberry.type(description="A deleted job: what its files took (bytes; Float, as sizes outgrow Int).")
+class DeletedJob:
+    id: strawberry.ID
+    freed_bytes: float
 
 
 @strawberry.type(description="A stored upload; pass filePath to convert.")

@@ -6,6 +6,7 @@ from app.api.graphql.context import Context
 from app.api.graphql.keys.types import ApiKey, RateLimits
 from app.services import keys as keys_service
 from app.services import quota as quota_service
+from app.services import storage_use
 
 
 @strawberry.type
@@ -14,7 +15,8 @@ class KeyQueries:
     async def me(self, info: strawberry.Info[Context, None]) -> ApiKey:
         ctx = info.context
         found = await keys_service.me(ctx.rt, ctx.principal)
-        return ApiKey.from_model(found.key, found.plan.name, found.rate_limits)
+        storage = await storage_use.storage_use(ctx.rt, ctx.principal)
+        return ApiKey.from_model(found.key, found.plan.name, found.rate_limits, storage)
 
     @strawberry.field(description="The account's rate-limit quota (calls per day and per minute).")
     async def quota(self, info: strawberry.Info[Context, None]) -> RateLimits:
@@ -24,4 +26,6 @@ class KeyQueries:
     @strawberry.field(description="The account's keys, revoked ones included (master token).")
     async def keys(self, info: strawberry.Info[Context, None]) -> list[ApiKey]:
         ctx = info.context
-        return [ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)]
+        return [
+            ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)
+        ]
