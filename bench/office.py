@@ -12,7 +12,9 @@ One run measures, on the same generated files and interleaved round by round:
              `sandbox.run`), without HTTP, database or storage;
 - whole job: the running service (embedded PostgreSQL and Redis, REST API, in-process
              worker with its pool): POST /v1/convert, follow the job's events over the
-             GraphQL subscription until it ends, download the PDF.
+             GraphQL subscription until it ends, download the PDF;
+- with wait: the same service in one call, POST /v1/convert with `wait`, whose answer
+             is the PDF (README: a small file converts in one call).
 
 and then throughput at concurrency 4: whole jobs from 4 clients, and the pool alone, against
 4 clients spread over two unoserver instances driven directly. Figures are printed as ratios to unoserver.
@@ -24,7 +26,7 @@ unoserver's server must run under Debian's python (it imports `uno` from python3
 
 then (bytecode allowed, as on users' machines; see PITFALLS.md):
 
-    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/office.py [--rounds 7] [--jobs 24]
+    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/office.py   # --help: rounds, jobs, slots
 """
 
 from __future__ import annotations
@@ -187,9 +189,9 @@ def cold_soffice(src: Path, outdir: Path) -> None:
         raise RuntimeError(f"cold soffice wrote nothing for {src.name}")
 
 
-def pool_direct(pool: office_pool.Pool, src: Path, work: Path) -> None:
+def pool_direct(pool: office_pool.Pool, src: Path, work: Path, account: object = "bench") -> None:
     """The pool alone, through a job's door, from this process (no sandbox child)."""
-    broker = office_broker.JobBroker(pool, work, "bench")  # the converter column's account too
+    broker = office_broker.JobBroker(pool, work, account)  # the converter column's account too
     try:
         door = office_broker.find(work)
         assert door is not None
@@ -201,8 +203,9 @@ def pool_direct(pool: office_pool.Pool, src: Path, work: Path) -> None:
 class Service:
     """The whole Convertd service in this process: embedded servers, API, worker + pool."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, slots: int = 2) -> None:
         self.tmp = tmp
+        self.slots = slots  # jobs the worker runs at once (its pool keeps 2 instances)
 
     async def __aenter__(self) -> Service:
         self.servers = embedded.start(self.tmp / "data")
@@ -216,11 +219,12 @@ class Service:
             download_url_ttl=600,
             trusted_proxies=(),
             require_https=False,
-            queue=QueueSettings(concurrency=2),
+            queue=QueueSettings(concurrency=self.slots),
         )
         await db.migrate(self.servers.database_url)
         self.rt = await Runtime.open(settings)
-        self.key = (await create_account_with_key(self.rt.pool, "bench")).secret
+        created = await create_account_with_key(self.rt.pool, "bench")
+        self.key, self.account = created.secret, created.key.account_id
         self.runner = web.AppRunner(build_app(self.rt), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -243,13 +247,21 @@ class Service:
         await self.rt.close()
         self.servers.stop()
 
-    async def job(self, src: Path) -> int:
-        """POST, follow the events to the end, download; returns the PDF's size."""
+    async def job(self, src: Path, wait: bool = False) -> int:
+        """POST, follow the events to the end, download; returns the PDF's size. With
+        `wait`, one call whose answer is the PDF (README: a small file converts in one call)."""
         form = aiohttp.FormData()
         form.add_field("file", src.read_bytes(), filename=src.name)
         form.add_field("filetype", "document")
         form.add_field("output_format", "pdf")
         headers = {"X-API-Key": self.key}
+        if wait:
+            form.add_field("wait", "60")
+            async with self.http.post(f"{self.base}/v1/convert", data=form, headers=headers) as r:
+                body = await r.read()
+                if r.status != 200 or not body.startswith(b"%PDF"):
+                    raise RuntimeError(f"convert with wait: {r.status} {body[:200]!r}")
+            return len(body)
         async with self.http.post(f"{self.base}/v1/convert", data=form, headers=headers) as r:
             job = await r.json()
             if r.status >= 300:
@@ -317,6 +329,7 @@ async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], s
 
     engines: dict[str, Callable[[Path], Awaitable[object]]] = {
         "cold": cold, "unoserver": warm, "pool": door, "converter": converter, "whole job": svc.job,
+        "wait": lambda src: svc.job(src, wait=True),
     }  # fmt: skip
     results: dict[str, dict[str, list[float]]] = {d: {e: [] for e in engines} for d in docs}
     failed: dict[tuple[str, str], str] = {}
@@ -339,7 +352,10 @@ async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], s
     finally:
         uno[0].stop()
     print(f"\nlatency, one client, median of {args.rounds} (ms; ratio to unoserver)")
-    print(f"{'document':<10} {'cold':>14} {'unoserver':>10} {'pool':>16} {'converter':>16} {'whole job':>16}")
+    print(
+        f"{'document':<10} {'cold':>14} {'unoserver':>10} {'pool':>16} {'converter':>16} {'whole job':>16}"
+        f" {'with wait':>16}"
+    )
     for name, per in results.items():
         med = {e: statistics.median(v) * 1000 if v else float("nan") for e, v in per.items()}
         base = med["unoserver"]
@@ -348,6 +364,7 @@ async def latency(args: argparse.Namespace, root: Path, docs: dict[str, Path], s
             f"{med['pool']:>8.0f} ({med['pool'] / base:4.2f}x) "
             f"{med['converter']:>8.0f} ({med['converter'] / base:4.2f}x) "
             f"{med['whole job']:>8.0f} ({med['whole job'] / base:4.2f}x)"
+            f" {med['wait']:>8.0f} ({med['wait'] / base:4.2f}x)"
         )
     for (name, engine), why in failed.items():
         print(f"  {name} through {engine} failed: {why}")
@@ -379,29 +396,48 @@ async def throughput(args: argparse.Namespace, root: Path, src: Path, svc: Servi
 
         async def via_pool(n: int) -> None:
             with scratch(root) as work:
-                await asyncio.to_thread(pool_direct, pool, src, work)
+                # the service's account: in the default reuse=account mode another account
+                # would restart both instances at every switch between engines
+                await asyncio.to_thread(pool_direct, pool, src, work, svc.account)
 
         pool = office_pool.current()
         assert pool is not None
-        uno_rate = await run(4, via_unoserver)
-        svc_rate = await run(4, lambda n: svc.job(src))
-        pool_rate = await run(4, via_pool)
-        uno_rate2 = await run(4, via_unoserver)  # again, to see the drift of a shared machine
+        engines: dict[str, Callable[[int], Awaitable[object]]] = {
+            "unoserver": via_unoserver,
+            "whole job": lambda n: svc.job(src),
+            "with wait": lambda n: svc.job(src, wait=True),
+            "pool": via_pool,
+        }
+        # round by round, each engine in turn: a shared machine's load drifts over minutes,
+        # so each engine's figure spans the same stretch of time as the others'
+        rates: dict[str, list[float]] = {name: [] for name in engines}
+        for _round in range(args.repeats):
+            for name, one in engines.items():
+                rates[name].append(await run(4, one))
     finally:
         for uno in unos:
             uno.stop()
-    base = (uno_rate + uno_rate2) / 2
-    print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs each run")
-    print(f"two unoservers driven directly: {uno_rate:.2f} and {uno_rate2:.2f} docs/s")
-    print(
-        f"Convertd whole jobs (2 job slots, 2 pool instances): {svc_rate:.2f} docs/s ({svc_rate / base:.2f}x)"
-    )
-    print(f"the worker's pool alone, through job doors: {pool_rate:.2f} docs/s ({pool_rate / base:.2f}x)")
+    base = rates["unoserver"]
+    print(f"\nthroughput, {src.name} -> pdf, 4 clients, {args.jobs} jobs a run, {args.repeats} rounds")
+    print(f"two unoservers driven directly: docs/s per round {_figures(base)}")
+    labels = {
+        "whole job": f"Convertd whole jobs ({svc.slots} job slots, {len(pool.instances)} pool instances)",
+        "with wait": "Convertd whole jobs with wait (one call each)",
+        "pool": "the worker's pool alone, through job doors",
+    }
+    for name, label in labels.items():
+        # each round's ratio to the unoserver run of the same round, then their median
+        ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))
+        print(f"{label}: {ratio:.2f}x (docs/s per round {_figures(rates[name])})")
     recycled: dict[str, int] = {}
     for slot in pool.status()["slots"]:
         for why, n in slot["recycled"].items():
             recycled[why] = recycled.get(why, 0) + n
     print(f"pool restarts during the whole run, by reason: {recycled or 'none'}")
+
+
+def _figures(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -413,7 +449,7 @@ async def main(args: argparse.Namespace) -> None:
             docs = make_documents(root, uno)  # pptx is written by LibreOffice itself
         finally:
             uno.stop()
-        async with Service(root) as svc:
+        async with Service(root, args.slots) as svc:
             await latency(args, root, docs, svc)
             await throughput(args, root, docs["docx-1p"], svc)
 
@@ -422,4 +458,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--slots", type=int, default=2, help="the worker's job concurrency")
     asyncio.run(main(parser.parse_args()))

@@ -10,6 +10,9 @@ planted in the job directory leads nowhere.
 The worker, not the child, knows the job's account: it is bound to the socket when the
 job starts. A child can therefore only ever reach an instance chosen for its own
 account, and never an instance's UNO pipe, which lives inside that instance's jail.
+
+The child's side (find the door, send the request) is converters/office_door.py, which a
+job imports without this module and the pool behind it.
 """
 
 from __future__ import annotations
@@ -30,21 +33,16 @@ from typing import Any
 
 from converters import office, office_pool
 from converters.base import ConversionError
+from converters.office_door import SOCKET_NAME, convert, find
+from converters.office_door import address as _address
+
+__all__ = ["SOCKET_NAME", "JobBroker", "convert", "find", "serve_job"]  # the door's job side too
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = ".convertd-office.sock"
 _MAX_REQUEST = 64 * 1024
 _PAGE_RANGE = re.compile(r"^\s*\d+\s*(-\s*\d*\s*)?(,\s*\d+\s*(-\s*\d*\s*)?)*$")
 _CSV_OPTIONS = re.compile(r"^\d{1,3},34,76,1,,0,false,true,true,false,false,\d{1,5}$")
-
-
-def _address(path: Path) -> tuple[str, int | None]:
-    """A path short enough for sun_path (108 bytes): through /proc/self/fd when needed."""
-    if len(os.fsencode(path)) < 100:
-        return str(path), None
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    return f"/proc/self/fd/{dirfd}/{path.name}", dirfd
 
 
 # ------------------------------------------------------------------------ worker side
@@ -226,55 +224,3 @@ def _pdf_options(options: str, bad: ConversionError) -> dict[str, tuple[str, Any
         else:
             raise bad
     return out
-
-
-# ------------------------------------------------------------------------- child side
-
-
-def find(workdir: Path) -> Path | None:
-    """The job's door, when the worker opened one (a pool is running)."""
-    path = Path(workdir) / SOCKET_NAME
-    try:
-        return path if stat.S_ISSOCK(os.lstat(path).st_mode) else None
-    except OSError:
-        return None
-
-
-def convert(
-    door: Path, src: Path, input_format: str, output_format: str, filter_options: str, dest: Path
-) -> None:
-    """Ask the worker's pool to convert src into dest (created here). Raises ConversionError."""
-    in_fd = os.open(src, os.O_RDONLY)
-    try:
-        out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except BaseException:
-        os.close(in_fd)
-        raise
-    address, dirfd = _address(door)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(address)
-            request = {
-                "input_format": input_format,
-                "output_format": output_format,
-                "filter_options": filter_options,
-            }
-            socket.send_fds(sock, [json.dumps(request).encode()], [in_fd, out_fd])
-            os.close(in_fd)
-            os.close(out_fd)
-            in_fd = out_fd = -1
-            reply = sock.makefile("rb").readline()  # the sandbox's wall clock bounds this wait
-    finally:
-        for fd in (in_fd, out_fd, dirfd):
-            if fd is not None and fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-    try:
-        answer = json.loads(reply)
-    except ValueError:
-        answer = {}
-    if not isinstance(answer, dict) or not answer.get("ok"):
-        dest.unlink(missing_ok=True)
-        message = str(answer.get("message") or "") if isinstance(answer, dict) else ""
-        hint = answer.get("hint") if isinstance(answer, dict) else None
-        raise ConversionError(message or "LibreOffice stopped answering.", hint or None)

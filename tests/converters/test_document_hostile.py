@@ -591,6 +591,24 @@ def test_guard_keeps_web_hyperlinks(tmp_path: Path) -> None:
     assert office.guard_links(tmp_path / "l.docx", "docx", tmp_path)[1] == []
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be"])
+def test_guard_reads_parts_in_other_encodings(codec: str, world: World, tmp_path: Path) -> None:
+    """A part whose names are not ASCII bytes (UTF-16) is parsed, not skipped as free of
+    links because the bytes lack 'TargetMode' (the guard's shortcut for plain parts)."""
+    part = rels(("rIdX", "image", world.png.as_uri(), True)).replace(
+        'version="1.0"?', 'version="1.0" encoding="UTF-16"?'
+    )
+    data = part.encode(codec)
+    assert b"TargetMode" not in data
+    src = tmp_path / "u.docx"
+    with zipfile.ZipFile(io.BytesIO(docx(linked_picture("rIdX")))) as zin, zipfile.ZipFile(src, "w") as zout:
+        for info in zin.infolist():
+            name = info.filename
+            zout.writestr(name, data if name == "word/_rels/document.xml.rels" else zin.read(name))
+    with pytest.raises(ConversionError, match="cannot be converted safely"):
+        office.guard_links(src, "docx", tmp_path)
+
+
 # --------------------------------------------------------- structural refusals
 
 
