@@ -93,7 +93,9 @@ async def _convert(
     changes: asyncio.Queue[Job] | None,
 ) -> Job:
     job_id = job.id
-    last = {"value": 0.0, "at": 0.0}
+    # the first progress write waits an interval too: a job done within it (most are) costs
+    # no progress write, publish or event at all, only its start and its end
+    last = {"value": 0.0, "at": time.monotonic()}
 
     async def on_progress(fraction: float) -> None:
         now = time.monotonic()
