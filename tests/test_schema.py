@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from app.api.graphql.schema import schema
 from graphql import GraphQLError, parse, validate
+
+from app.api.graphql.schema import schema
 from tests.conftest import OPERATIONS, ROOT
 
 

@@ -82,7 +82,8 @@ def refusals(
         for field in _root_fields(node.selection_set, fragments, set()):
             name = field.name.value
             if name in operations.INTROSPECTION and not introspection:
-                errors.append(GraphQLError(INTROSPECTION_OFF.message, field, original_error=INTROSPECTION_OFF))
+                off = INTROSPECTION_OFF
+                errors.append(GraphQLError(off.message, field, original_error=off))
                 continue
             if name in operations.OPEN_FIELDS:
                 continue

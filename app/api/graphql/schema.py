@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from aiohttp import web
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache
 
 from app.api.graphql.access import AccessExtension
@@ -21,7 +22,6 @@ from app.api.graphql.limits import CheckedDocuments
 from app.api.graphql.tokens.mutations import TokenMutations
 from app.errors import ConvertdError
 from app.outages import is_outage, unavailable
-from graphql import GraphQLError
 
 
 @strawberry.type

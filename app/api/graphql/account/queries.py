@@ -29,4 +29,5 @@ class AccountQueries:
         self, info: strawberry.Info[Context, None], first: int = 50, after: str | None = None
     ) -> RequestLogPage:
         ctx = info.context
-        return RequestLogPage.from_model(await usage.request_log(ctx.rt, ctx.principal, first=first, after=after))
+        page = await usage.request_log(ctx.rt, ctx.principal, first=first, after=after)
+        return RequestLogPage.from_model(page)

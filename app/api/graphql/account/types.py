@@ -8,7 +8,8 @@ from app.api.graphql.keys.types import ApiKey, RateLimits
 from app.models import Plan as PlanModel
 from app.services.accounts import Account as AccountModel
 from app.services.accounts import Consumption as ConsumptionModel
-from app.services.usage import LogPage, Statistics as StatisticsModel
+from app.services.usage import LogPage
+from app.services.usage import Statistics as StatisticsModel
 
 
 @strawberry.type(description="A plan's settings; null limits are unlimited.")

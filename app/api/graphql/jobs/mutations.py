@@ -66,7 +66,9 @@ class JobMutations:
         ctx = info.context
         return Job.from_model(await jobs_service.cancel(ctx.rt, ctx.principal, str(id)))
 
-    @strawberry.mutation(description="Delete one of your ended jobs and its files now; it is not found afterwards.")
+    @strawberry.mutation(
+        description="Delete one of your ended jobs and its files now; it is not found afterwards."
+    )
     async def delete_job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> DeletedJob:
         ctx = info.context
         deleted = await retention.delete_job(ctx.rt, ctx.principal, str(id))
