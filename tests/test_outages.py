@@ -127,6 +127,14 @@ def _finished_digest(svc: Service, job_id: str, deadline: float) -> str:
     return out.json()["sha256"]
 
 
+def _finished_digest_any(svc: Service, job_id: str, deadline: float) -> None:
+    """Wait for the job to finish (any output)."""
+    while svc.status(job_id) != "finished":
+        assert svc.status(job_id) in ("pending", "processing"), svc.status(job_id)
+        assert time.monotonic() < deadline, f"job {job_id} did not finish"
+        time.sleep(0.3)
+
+
 def _until(predicate: Any, seconds: float, what: str) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -351,3 +359,22 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
         job = svc.graphql(f'{{ job(id: "{job_id}") {{ status attempts }} }}').json()["data"]["job"]
         # finished by the first attempt: not cancelled and run again by the next service
         assert job == {"status": "FINISHED", "attempts": 1}, job
+
+    # past the drain time a running job goes back to the queue: no drain at all here
+    with serve(data_dir, CONVERTD_DRAIN_SECONDS="0", key=first_key) as svc:
+        resp = requests.post(
+            f"{svc.base}/v1/convert",
+            headers={"X-API-Key": svc.key},
+            files={"file": ("long.wav", wav.read_bytes())},
+            data={"filetype": "audio", "output_format": "mp3"},
+            timeout=60,
+        )
+        cut_id = resp.json()["job_id"]
+        _until(lambda: svc.status(cut_id) == "processing", 60, "not started")
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(150) == 0
+    with serve(data_dir, key=first_key) as svc:
+        # the next service runs it again: a second attempt, to its end
+        _finished_digest_any(svc, cut_id, time.monotonic() + 120)
+        job = svc.graphql(f'{{ job(id: "{cut_id}") {{ status attempts }} }}').json()["data"]["job"]
+        assert job == {"status": "FINISHED", "attempts": 2}, job
