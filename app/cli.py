@@ -297,8 +297,15 @@ async def plans_set(args: argparse.Namespace) -> None:
     given = {
         name: getattr(args, name)
         for name in (
-            "api_access", "calls_per_day", "calls_per_minute", "max_file_size", "conversions",
-            "retention", "storage_quota", "max_pending", "max_running",
+            "api_access",
+            "calls_per_day",
+            "calls_per_minute",
+            "max_file_size",
+            "conversions",
+            "retention",
+            "storage_quota",
+            "max_pending",
+            "max_running",
         )
         if getattr(args, name) is not _NOT_GIVEN
     }
@@ -533,15 +540,24 @@ def parser() -> argparse.ArgumentParser:
     for flag in limits:
         ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument(
-        "--retention", type=_duration, default=_NOT_GIVEN, metavar="24h|7d|forever",
+        "--retention",
+        type=_duration,
+        default=_NOT_GIVEN,
+        metavar="24h|7d|forever",
         help="how long a job's files are kept after it ends (uploads: after they arrive)",
     )
     ps.add_argument(
-        "--storage-quota", type=_size, default=_NOT_GIVEN, metavar="2GB|unlimited",
+        "--storage-quota",
+        type=_size,
+        default=_NOT_GIVEN,
+        metavar="2GB|unlimited",
         help="bytes of uploads and outputs one account may keep",
     )
     ps.add_argument(
-        "--max-pending", type=_limit, default=_NOT_GIVEN, metavar="N|unlimited",
+        "--max-pending",
+        type=_limit,
+        default=_NOT_GIVEN,
+        metavar="N|unlimited",
         help="jobs one account may have waiting in the queue; more are refused with 429",
     )
     ps.add_argument("--json", action="store_true")

@@ -80,7 +80,7 @@ async def main(args: argparse.Namespace) -> None:
             results: dict[tuple[str, str], list[float]] = {}
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 for path, headers in (("/v1/formats", {"X-API-Key": key}), ("/v1/", {})):
-                    for (_, base) in runners:
+                    for _, base in runners:
                         await _round(http, base + path, headers, 200, args.concurrency)  # warm-up
                     for i in range(args.rounds):
                         order = list(zip(runners, ("observed", "bare"), strict=True))
@@ -95,8 +95,10 @@ async def main(args: argparse.Namespace) -> None:
     for path in ("/v1/formats", "/v1/"):
         observed = statistics.median(results[(path, "observed")])
         bare_rate = statistics.median(results[(path, "bare")])
-        print(f"{path:<12} observed {observed:8.0f} req/s   without {bare_rate:8.0f} req/s   "
-              f"ratio {observed / bare_rate:.3f}   (median of {args.rounds} rounds of {args.requests})")
+        print(
+            f"{path:<12} observed {observed:8.0f} req/s   without {bare_rate:8.0f} req/s   "
+            f"ratio {observed / bare_rate:.3f}   (median of {args.rounds} rounds of {args.requests})"
+        )
 
 
 if __name__ == "__main__":

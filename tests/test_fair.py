@@ -171,7 +171,8 @@ async def test_running_cap_is_never_exceeded_and_others_use_the_free_slots(
             while sampling:
                 # conversions of the capped account running in the worker right now
                 converting = sum(
-                    1 for job, ctx in list(w.job_task_contexts.items())
+                    1
+                    for job, ctx in list(w.job_task_contexts.items())
                     if job.key in capped_keys and not ctx["task"].done()
                 )
                 held = await own.redis.scard(f"{own.queue.fair_prefix}:run:{capped.account_id}")

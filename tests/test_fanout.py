@@ -127,10 +127,13 @@ async def test_each_document_variables_and_host_get_their_own_payloads(
         "other-host": (urls, {"id": str(job_id), "urls": True}, {"Host": other_host}),
     }
     subs = {
-        name: await asyncio.gather(*(
-            _subscriber(http, base_url, account.key, doc, variables, protocol=protocol, headers=headers)
-            for protocol in PROTOCOLS for _ in range(2)
-        ))
+        name: await asyncio.gather(
+            *(
+                _subscriber(http, base_url, account.key, doc, variables, protocol=protocol, headers=headers)
+                for protocol in PROTOCOLS
+                for _ in range(2)
+            )
+        )
         for name, (doc, variables, headers) in groups.items()
     }
     for i in (1, 2):

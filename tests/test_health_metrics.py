@@ -210,7 +210,7 @@ async def test_request_id_is_returned_taken_from_a_sane_caller_and_replaced_when
     async with http.get(f"{base_url}/v1/status/nope", headers={"X-API-Key": account.key,
                                                                  "X-Request-Id": theirs}) as r:  # fmt: skip
         assert r.status == 404 and r.headers["X-Request-Id"] == theirs  # error answers too
-    for bad in ("has space", "x" * 129, "quote\"d", "a\tb"):
+    for bad in ("has space", "x" * 129, 'quote"d', "a\tb"):
         async with http.get(f"{base_url}/healthz", headers={"X-Request-Id": bad}) as r:
             assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-Id"]), bad
     # unmatched routes, refusals before any handler, and GraphQL

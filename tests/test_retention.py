@@ -151,9 +151,7 @@ async def test_an_old_upload_a_waiting_job_still_needs_is_kept_until_it_ends(
     )  # fmt: skip
     await retention.sweep(rt)
     assert rt.storage.path(up["storage_path"]).exists()
-    await rt.pool.execute(
-        "UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1", waiting
-    )
+    await rt.pool.execute("UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1", waiting)
     await retention.sweep(rt)
     assert not rt.storage.path(up["storage_path"]).exists()
     assert await rt.pool.fetchval("SELECT count(*) FROM uploads WHERE id = $1", up["id"]) == 0

@@ -67,7 +67,10 @@ async def test_rotating_the_jwt_secret_refuses_old_tokens_and_keeps_the_key(
 
 
 async def test_rotating_the_webhook_secret_over_rest(
-    http: aiohttp.ClientSession, base_url: str, admin: tuple[Account, str], receiver: Receiver  # noqa: F811
+    http: aiohttp.ClientSession,
+    base_url: str,
+    admin: tuple[Account, str],
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     acct, master = admin
     url = f"{base_url}/v1/account/keys/{acct.key_id}/rotate"

@@ -16,7 +16,11 @@ from app.runtime import Runtime
 def build_app(rt: Runtime) -> web.Application:
     app = web.Application(
         middlewares=[
-            observe_middleware, https_middleware, cors_middleware, access_middleware, error_middleware
+            observe_middleware,
+            https_middleware,
+            cors_middleware,
+            access_middleware,
+            error_middleware,
         ],
         client_max_size=2 * 1024**2,
     )

@@ -26,7 +26,6 @@ from app.errors import ConvertdError, ErrorCode, not_found
 from app.services import jobs
 
 if TYPE_CHECKING:
-
     from app.auth.principal import Principal
     from app.runtime import Runtime
 

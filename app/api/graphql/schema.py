@@ -42,8 +42,9 @@ class Subscription(JobSubscriptions):
 class ConvertdSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # a refused request is the caller's business, not an error in our logs
-        ours = [e for e in errors if isinstance(e.original_error, ConvertdError)
-                and e.original_error.status < 500]
+        ours = [
+            e for e in errors if isinstance(e.original_error, ConvertdError) and e.original_error.status < 500
+        ]
         _pass_headers(errors, execution_context)
         super().process_errors([e for e in errors if e not in ours], execution_context)
 

@@ -28,9 +28,15 @@ class Plan:
     @classmethod
     def from_model(cls, p: PlanModel) -> Plan:
         return cls(
-            name=p.name, api_access=p.api_access, calls_per_day=p.calls_per_day,
-            calls_per_minute=p.calls_per_minute, max_file_size=p.max_file_size, conversions=p.conversions,
-            retention_seconds=p.retention, storage_quota=p.storage_quota, max_pending=p.max_pending,
+            name=p.name,
+            api_access=p.api_access,
+            calls_per_day=p.calls_per_day,
+            calls_per_minute=p.calls_per_minute,
+            max_file_size=p.max_file_size,
+            conversions=p.conversions,
+            retention_seconds=p.retention,
+            storage_quota=p.storage_quota,
+            max_pending=p.max_pending,
             max_running=p.max_running,
         )
 
@@ -50,9 +56,14 @@ class Account:
     @classmethod
     def from_model(cls, a: AccountModel) -> Account:
         return cls(
-            id=a.id, name=a.name, active=a.active, plan=Plan.from_model(a.plan),
-            conversions_used=a.conversions_used, conversions_remaining=a.conversions_remaining,
-            master_token_prefix=a.master_token_prefix, master_token_created_at=a.master_token_at,
+            id=a.id,
+            name=a.name,
+            active=a.active,
+            plan=Plan.from_model(a.plan),
+            conversions_used=a.conversions_used,
+            conversions_remaining=a.conversions_remaining,
+            master_token_prefix=a.master_token_prefix,
+            master_token_created_at=a.master_token_at,
             created_at=a.created_at,
         )
 
@@ -68,9 +79,11 @@ class Consumption:
     @classmethod
     def from_model(cls, c: ConsumptionModel) -> Consumption:
         return cls(
-            conversions_used=c.account.conversions_used, conversions_limit=c.account.plan.conversions,
+            conversions_used=c.account.conversions_used,
+            conversions_limit=c.account.plan.conversions,
             conversions_remaining=c.account.conversions_remaining,
-            rate_limits=RateLimits.from_model(c.rate_limits), keys=[ApiKey.from_model(k) for k in c.keys],
+            rate_limits=RateLimits.from_model(c.rate_limits),
+            keys=[ApiKey.from_model(k) for k in c.keys],
         )
 
 

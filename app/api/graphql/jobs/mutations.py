@@ -35,15 +35,16 @@ class ConvertInput:
 @strawberry.type
 class JobMutations:
     @strawberry.mutation(description="Store files for later conversions (multipart request).")
-    async def upload(
-        self, info: strawberry.Info[Context, None], files: list[Upload]
-    ) -> list[UploadedFile]:
+    async def upload(self, info: strawberry.Info[Context, None], files: list[Upload]) -> list[UploadedFile]:
         ctx = info.context
         stored = await uploads_service.store(ctx.rt, ctx.principal, list(files))
         return [
             UploadedFile(
-                file_path=u.file_path, file_name=u.file_name, file_size=u.file_size,
-                upload_id=u.id, extension=u.extension,
+                file_path=u.file_path,
+                file_name=u.file_name,
+                file_size=u.file_size,
+                upload_id=u.id,
+                extension=u.extension,
             )
             for u in stored
         ]
@@ -54,10 +55,17 @@ class JobMutations:
         files = ([input.file] if input.file else []) + list(input.files or [])
         paths = ([input.file_path] if input.file_path else []) + list(input.file_paths or [])
         job = await jobs_service.convert(
-            ctx.rt, ctx.principal,
-            filetype=input.filetype, output_format=input.output_format, options=input.options,
-            files=files, file_paths=paths, input_format=input.input_format,
-            webhook_url=input.webhook_url, base_url=ctx.base_url, wait=input.wait,
+            ctx.rt,
+            ctx.principal,
+            filetype=input.filetype,
+            output_format=input.output_format,
+            options=input.options,
+            files=files,
+            file_paths=paths,
+            input_format=input.input_format,
+            webhook_url=input.webhook_url,
+            base_url=ctx.base_url,
+            wait=input.wait,
         )
         return Job.from_model(job)
 

@@ -20,6 +20,4 @@ class JobQueries:
     ) -> JobConnection:
         ctx = info.context
         page = await jobs_service.list_for(ctx.rt, ctx.principal, first=first, after=after)
-        return JobConnection(
-            nodes=[Job.from_model(j) for j in page.jobs], next_cursor=page.next_cursor
-        )
+        return JobConnection(nodes=[Job.from_model(j) for j in page.jobs], next_cursor=page.next_cursor)

@@ -12,9 +12,7 @@ from app.services import jobs as jobs_service
 
 @strawberry.type
 class JobSubscriptions:
-    @strawberry.subscription(
-        description="The job as it stands, then every change; completes when it ends."
-    )
+    @strawberry.subscription(description="The job as it stands, then every change; completes when it ends.")
     async def job_updates(
         self, info: strawberry.Info[Context, None], job_id: strawberry.ID
     ) -> AsyncGenerator[Job, None]:
