@@ -53,6 +53,16 @@ class Service:
             timeout=timeout,
         )
 
+    def submit(self, path: Path, filetype: str, output_format: str) -> requests.Response:
+        """An asynchronous convert of a file on disk."""
+        return requests.post(
+            f"{self.base}/v1/convert",
+            headers={"X-API-Key": self.key},
+            files={"file": (path.name, path.read_bytes())},
+            data={"filetype": filetype, "output_format": output_format},
+            timeout=60,
+        )
+
     def graphql(self, query: str) -> requests.Response:
         return requests.post(
             f"{self.base}/graphql", json={"query": query}, headers={"X-API-Key": self.key}, timeout=30
@@ -214,13 +224,7 @@ def test_outages_answer_503_and_the_service_recovers_by_itself(tmp_path: Path) -
             # end's event is lost with Redis: the hub hands listeners the stored job instead)
             wav = tmp_path / "long.wav"
             _make_wav(wav, seconds=240)
-            resp = requests.post(
-                f"{svc.base}/v1/convert",
-                headers={"X-API-Key": svc.key},
-                files={"file": ("long.wav", wav.read_bytes())},
-                data={"filetype": "audio", "output_format": "flac"},
-                timeout=60,
-            )
+            resp = svc.submit(wav, "audio", "flac")
             job_id = resp.json()["job_id"]
             events = requests.get(
                 f"{svc.base}/v1/events/{job_id}", headers={"X-API-Key": svc.key}, stream=True, timeout=120
@@ -342,13 +346,7 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
     wav = tmp_path / "long.wav"
     _make_wav(wav, seconds=240)
     with serve(data_dir, CONVERTD_DRAIN_SECONDS="120", key=first_key) as svc:
-        resp = requests.post(
-            f"{svc.base}/v1/convert",
-            headers={"X-API-Key": svc.key},
-            files={"file": ("long.wav", wav.read_bytes())},
-            data={"filetype": "audio", "output_format": "flac"},
-            timeout=60,
-        )
+        resp = svc.submit(wav, "audio", "flac")
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["job_id"]
         _until(lambda: svc.get(f"/v1/status/{job_id}").json()["status"] == "processing", 30, "not started")
@@ -362,13 +360,7 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
 
     # past the drain time a running job goes back to the queue: no drain at all here
     with serve(data_dir, CONVERTD_DRAIN_SECONDS="0", key=first_key) as svc:
-        resp = requests.post(
-            f"{svc.base}/v1/convert",
-            headers={"X-API-Key": svc.key},
-            files={"file": ("long.wav", wav.read_bytes())},
-            data={"filetype": "audio", "output_format": "mp3"},
-            timeout=60,
-        )
+        resp = svc.submit(wav, "audio", "mp3")
         cut_id = resp.json()["job_id"]
         _until(lambda: svc.status(cut_id) == "processing", 60, "not started")
         svc.proc.send_signal(signal.SIGTERM)
