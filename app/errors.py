@@ -33,6 +33,17 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "OVERLOADED"
 
 
+class CredentialCode(enum.IntEnum):
+    """ConvertAPI's numeric codes for a refused credential: `code` in REST error bodies,
+    `legacyCode` in GraphQL's extensions, `Code` on the /convertapi/ routes."""
+
+    INVALID_KEY = 4010  # an API key (or master token) that is unknown or revoked
+    INVALID_ACCESS_TOKEN = 4011  # unknown, expired or used up
+    INVALID_JWT = 4012  # bad signature, expired, unknown kid, wrong client IP
+    MISSING = 4013  # no credential was sent
+    ACCOUNT_INACTIVE = 4014
+
+
 _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.BAD_REQUEST: (400, "Bad Request"),
     ErrorCode.UNSUPPORTED_CONVERSION: (400, "Unsupported Conversion"),
@@ -63,7 +74,7 @@ class ConvertdError(Exception):
         message: str,
         hint: str | None = None,
         *,
-        legacy_code: int | None = None,  # ConvertAPI v1 numeric code (4010 ...), where it applies
+        legacy_code: CredentialCode | None = None,  # ConvertAPI's numeric code, where it applies
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:

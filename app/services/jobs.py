@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, logs
-from app.errors import ConvertdError, ErrorCode, not_found
+from app.errors import ConvertdError, CredentialCode, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
 from app.services import allowance, backpressure, storage_use, uploads, webhooks
@@ -349,7 +349,7 @@ async def download(
             ErrorCode.UNAUTHENTICATED,
             "No API key was sent.",
             hint="Send your API key, or use the signed download_url from the job status.",
-            legacy_code=4013,
+            legacy_code=CredentialCode.MISSING,
         )
     if job.status is JobStatus.FAILED:
         raise ConvertdError(
