@@ -89,9 +89,10 @@ async def info(request: web.Request) -> web.Response:
         {
             "name": "Convertd",
             "version": VERSION,
-            "docs_url": f"{base_url(request)}/graphql",
+            "docs_url": f"{base_url(request)}/v1/openapi.json",
             "endpoints": [
                 "GET /v1/",
+                "GET /v1/openapi.json",
                 "GET /v1/formats",
                 "POST /v1/upload",
                 "POST /v1/convert",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import health, rest, rest_admin, rest_convertapi, rest_jobs, rest_tokens
+from app.api import health, openapi, rest, rest_admin, rest_convertapi, rest_jobs, rest_tokens
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.keys import RUNTIME
@@ -28,6 +28,7 @@ def build_app(rt: Runtime) -> web.Application:
     app.on_response_prepare.append(send_request_id)
     app.router.add_routes(health.routes)
     app.router.add_routes(rest.routes)
+    app.router.add_routes(openapi.routes)
     app.router.add_routes(rest_tokens.routes)
     app.router.add_routes(rest_jobs.routes)
     app.router.add_routes(rest_admin.routes)
