@@ -160,6 +160,7 @@ async def convert(request: web.Request) -> web.Response:
             webhook_url=body.get("webhook_url"),
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
+            url=_as_text(body.get("url")),
         )
     else:
         async with read_form(request, rt) as form:
@@ -175,6 +176,7 @@ async def convert(request: web.Request) -> web.Response:
                 webhook_url=form.get("webhook_url"),
                 base_url=base_url(request),
                 wait=form.get("wait") or request.query.get("wait"),
+                url=form.get("url"),
             )
     if job.terminal:  # a synchronous convert (wait) that ended within its wait
         return await _settled(request, job)
@@ -290,6 +292,10 @@ def _attachment(filename: str) -> str:
 
     ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _as_list(value: Any) -> list[str]:
