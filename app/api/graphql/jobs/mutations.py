@@ -10,9 +10,7 @@ from app.services import retention
 from app.services import uploads as uploads_service
 
 
-@strawberry.input(
-    description="Give file(s) (uploads in this request), filePath(s), or a url to import from."
-)
+@strawberry.input(description="Give file(s) (uploads in this request), filePath(s), or a url to import from.")
 class ConvertInput:
     filetype: str
     output_format: str
