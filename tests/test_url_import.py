@@ -34,6 +34,7 @@ class Origin:
         app.router.add_get("/endless", self.endless)
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/to", self.to)
+        app.router.add_get("/fake.png", self.fake)
         return app
 
     async def photo(self, request: web.Request) -> web.Response:
@@ -68,6 +69,9 @@ class Origin:
     async def slow(self, request: web.Request) -> web.Response:
         await self.release.wait()  # until the test ends: the import must give up by itself
         return web.Response(body=PNG)
+
+    async def fake(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"<!doctype html><html><body>not a picture</body></html>")
 
     async def to(self, request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect(request.query["u"])
@@ -152,6 +156,14 @@ async def test_a_name_without_extension_gets_the_sniffed_format(
     status, body = await _convert(http, base_url, account.key, f"{origin.url}/noext?id=3")
     assert status == 202, body
     assert await _upload_name(rt, body["job_id"]) == "noext.png"
+
+
+async def test_content_is_sniffed_like_an_upload(
+    http: aiohttp.ClientSession, base_url: str, account: Account, origin: Origin
+) -> None:
+    status, body = await _convert(http, base_url, account.key, f"{origin.url}/fake.png")
+    assert status == 400 and body["error_code"] == "INVALID_FILE", body
+    assert "html" in body["message"].lower()
 
 
 async def test_five_redirects_pass_six_are_refused(
