@@ -260,10 +260,9 @@ async def append(
             # the offset recorded must be bytes that survive a crash of this machine
             await asyncio.to_thread(os.fsync, fh.fileno())
             # recorded even when the body broke off: that is what makes the upload resumable
-            await asyncio.shield(_record(rt, upload_id, fh.tell()))
+            upload = await asyncio.shield(_record(rt, upload_id, fh.tell()))
         if error is not None:
             raise error
-        upload = await get(rt, principal, upload_id)
         if upload.upload_offset == upload.upload_length:
             return await _finish(rt, principal, upload)
         return upload
@@ -300,8 +299,17 @@ async def _write(fh: IO[bytes], chunks: AsyncIterator[bytes], room: int) -> Conv
         )
 
 
-async def _record(rt: Runtime, upload_id: str, offset: int) -> None:
-    await rt.pool.execute("UPDATE tus_uploads SET upload_offset = $2 WHERE id = $1", upload_id, offset)
+async def _record(rt: Runtime, upload_id: str, offset: int) -> TusUpload:
+    row = await rt.pool.fetchrow(
+        "UPDATE tus_uploads SET upload_offset = $2 WHERE id = $1 RETURNING *", upload_id, offset
+    )
+    if row is None:  # swept while this PATCH ran: it expired
+        raise _error(
+            ErrorCode.GONE,
+            "The upload expired while it was being sent.",
+            "Start a new upload (POST /v1/uploads/tus/) and send it before Upload-Expires.",
+        )
+    return TusUpload.from_row(row)
 
 
 async def _finish(rt: Runtime, principal: Principal, upload: TusUpload) -> TusUpload:
