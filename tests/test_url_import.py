@@ -227,15 +227,17 @@ async def test_private_addresses_are_refused_by_default(
     assert origin.hits == []
 
 
-async def test_a_redirect_to_a_private_address_is_refused(
-    make_server: Callable[..., Any], http: aiohttp.ClientSession, account: Account, origin: Origin
+async def test_every_redirect_target_is_resolved_and_checked_again(
+    http: aiohttp.ClientSession, base_url: str, account: Account, origin: Origin
 ) -> None:
-    """Each hop is checked: here the first hop is allowed (a server that allows private
-    URLs), so we check the re-check by pointing the redirect at a name that cannot resolve."""
+    """Each hop goes through the outbound check afresh (here the one refusal a server that
+    allows private addresses still makes: a name that does not resolve). A redirect from a
+    public origin to a private address is refused the same way, by the same check, but no
+    public origin is reachable from the tests."""
     status, body = await _convert(
-        http,
-        await make_server(),
-        account.key,
-        f"{origin.url}/to?u=http://no-such-host.invalid/a.png",
+        http, base_url, account.key, f"{origin.url}/to?u=http://no-such-host.invalid/a.png"
     )
     assert status == 400 and "Refused to import from no-such-host.invalid" in body["message"], body
+    assert "cannot resolve" in body["message"]
+    status, body = await _convert(http, base_url, account.key, f"{origin.url}/to?u=file:///etc/passwd")
+    assert status == 400 and "not a URL the service can import from" in body["message"], body
