@@ -5,6 +5,7 @@ every non-public address."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -200,6 +201,21 @@ async def test_slow_origin_times_out(
     status, body = await _convert(http, impatient, account.key, f"{origin.url}/slow")
     assert status == 400, body
     assert "timed out" in body["message"] and body["hint"], body
+
+
+async def test_an_origin_that_never_accepts_times_out_connecting(
+    make_server: Callable[..., Any], http: aiohttp.ClientSession, account: Account
+) -> None:
+    # a listening socket whose one-place accept queue is full: the kernel drops the next SYN
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            impatient = await make_server(url_import_connect_timeout=0.5)
+            status, body = await _convert(http, impatient, account.key, f"http://127.0.0.1:{port}/a.png")
+    assert status == 400, body
+    assert "connecting to 127.0.0.1 took over 0.5 s" in body["message"] and body["hint"], body
 
 
 async def test_not_a_usable_url(http: aiohttp.ClientSession, base_url: str, account: Account) -> None:

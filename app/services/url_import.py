@@ -79,10 +79,8 @@ async def fetch(rt: Runtime, principal: Principal, url: str) -> IncomingFile:
         async with asyncio.timeout(total):
             return await _follow(rt, principal, url)
     except TimeoutError as exc:
-        # the total deadline, or the connect timeout (aiohttp's are TimeoutErrors too)
         raise _failed(
-            f"Importing {url[:200]} timed out (connect {rt.settings.url_import_connect_timeout:g} s, "
-            f"total {total:g} s).",
+            f"Importing {url[:200]} timed out: it took over {total:g} s in all.",
             "The origin answered too slowly: try again, or upload the file instead.",
         ) from exc
 
@@ -120,8 +118,14 @@ async def _follow(rt: Runtime, principal: Principal, url: str) -> IncomingFile:
                     raise _origin_status(url, resp.status, resp.reason or "")
                 return await _receive(rt, principal, url, resp)
         except aiohttp.ClientError as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise _failed(
+                    f"Importing {url[:200]} timed out: connecting to {parts.hostname} took over "
+                    f"{rt.settings.url_import_connect_timeout:g} s.",
+                    "The origin did not accept the connection: check the URL, or upload the file.",
+                ) from exc
             if isinstance(exc, TimeoutError):
-                raise
+                raise  # the total deadline, below
             raise _failed(
                 f"Could not import {url[:200]}: {type(exc).__name__}: {exc}.",
                 "Check that the URL is reachable from the internet and serves the file.",
