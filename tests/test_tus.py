@@ -190,6 +190,9 @@ async def test_another_account_sees_nothing(
         async with http.request(method, url, headers=headers, data=b"0123456789") as r:
             assert r.status == 404, method
     assert (await _head(http, url, account)).headers["Upload-Offset"] == "0"
+    for odd in ("..%2F..%2Fsecret", "UPPER" * 6 + "AB", "0" * 31):
+        async with http.head(f"{base_url}/v1/uploads/tus/{odd}", headers=_auth(account)) as r:
+            assert r.status == 404, odd
 
 
 async def test_delete_terminates_the_upload(

@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ EXTENSIONS = "creation,termination,expiration"
 LOCK_WAIT = 10.0  # seconds a request waits for a PATCH in flight on the same upload
 IDLE_TIMEOUT = 60.0  # seconds a PATCH body may stall before the server stops reading it
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired uploads
+_ID = re.compile(r"[0-9a-f]{32}")
 _ORPHAN_AGE = 3600  # seconds before a partial file with no row (another node's sweep) goes
 
 
@@ -162,10 +164,12 @@ async def create(
 
 async def get(rt: Runtime, principal: Principal, upload_id: str) -> TusUpload:
     """The caller's upload; another account's is as unknown as a missing one (404)."""
-    row = await rt.pool.fetchrow(
+    # only ids we make (hex) ever reach a query or, later, a file name under directory()
+    known = _ID.fullmatch(upload_id) is not None
+    row = known and await rt.pool.fetchrow(
         "SELECT * FROM tus_uploads WHERE id = $1 AND account_id = $2", upload_id, principal.account_id
     )
-    if row is None:
+    if not row:
         raise _error(
             ErrorCode.NOT_FOUND,
             "Upload not found.",
