@@ -170,6 +170,8 @@ async def main(tiny: int, images: int, rounds: int, flood_only: bool) -> None:
                 )
             rates_fair, rates_fifo = [], []
             cpu: dict[int, list[float]] = {id(fair): [], id(fifo): []}
+            for s in (fair, fifo):  # a first flood warms what the first jobs of a service pay
+                await throughput(http, s, min(tiny, 60), [])
             for i in range(rounds):
                 f, g = await both(
                     f"A's {tiny} tiny jobs alone",
