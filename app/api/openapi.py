@@ -196,7 +196,10 @@ _ERRORS = {
     409: "Conflict: the job is not in a state for this (not finished yet, already ended).",
     410: "Gone: the job's files were deleted after the plan's retention.",
     413: "Too large: the file, the request, or the account's storage quota.",
+    412: "tus: the request's Tus-Resumable is not 1.0.0.",
+    415: "tus: a PATCH body that is not application/offset+octet-stream.",
     422: "The conversion failed (a synchronous convert).",
+    423: "tus: another request is writing this upload right now.",
     429: "Too many requests: the plan's rate limit, or too many jobs waiting.",
     503: "A server behind Convertd is out of reach, or the queue is full: try again.",
 }
@@ -259,6 +262,7 @@ def _convert_body(filetypes: list[str]) -> dict[str, Any]:
         "output_format": {"type": "string", "description": "Target extension, e.g. webp."},
         "input_format": {"type": "string", "description": "The input's format when its name does not say."},
         "webhook_url": {"type": "string", "description": "Told of the job's end (POST, signed)."},
+        "url": {"type": "string", "description": "Import the input from this http(s) URL instead."},
         "wait": {
             "type": "integer",
             "minimum": 1,
@@ -283,11 +287,11 @@ def _convert_body(filetypes: list[str]) -> dict[str, Any]:
             },
             **common,
         },
-        "description": "Send `file` or `file_path` (either may repeat for converters taking several).",
+        "description": "Send `file`, `file_path` (either may repeat for converters taking several) or `url`.",
     }
     as_json = {
         "type": "object",
-        "required": ["filetype", "output_format", "file_path"],
+        "required": ["filetype", "output_format"],
         "properties": {
             "file_path": {"oneOf": [STR, {"type": "array", "items": STR}]},
             "options": {"type": "object"},
@@ -392,6 +396,7 @@ def _paths(filetypes: list[str]) -> dict[str, Any]:
                 body=upload_body,
             )
         },
+        **_tus_paths(),
         "/v1/convert": {
             "post": _op(
                 "Start a conversion",
@@ -701,6 +706,118 @@ def _paths(filetypes: list[str]) -> dict[str, Any]:
     }
 
 
+def _tus_paths() -> dict[str, Any]:
+    """tus 1.0 resumable uploads (app/api/rest_tus.py): headers in, headers out."""
+    resumable = {
+        "name": "Tus-Resumable",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "enum": ["1.0.0"]},
+        "description": "The tus version; anything else is a 412.",
+    }
+    upload_id = _path_param("upload_id", STR, "From the Location of the creating POST.")
+    empty = {"description": "Done; the state is in the headers (Upload-Offset, Upload-Expires)."}
+    tus_errors = (404, 409, 410, 412, 413, 423)
+    return {
+        "/v1/uploads/tus/": {
+            "options": _op(
+                "tus: the server's version, extensions and size limit",
+                _responses({"204": {"description": "Tus-Version, Tus-Extension and Tus-Max-Size."}}),
+                tag="uploads",
+            ),
+            "post": _op(
+                "tus: create an upload",
+                _responses({"201": {"description": "Created: its URL is in Location."}}, 412, 413),
+                tag="uploads",
+                params=[
+                    resumable,
+                    {
+                        "name": "Upload-Length",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "The file's size in bytes.",
+                    },
+                    {
+                        "name": "Upload-Metadata",
+                        "in": "header",
+                        "required": False,
+                        "schema": STR,
+                        "description": "tus metadata: `filename <base64>` names the file.",
+                    },
+                ],
+            ),
+        },
+        "/v1/uploads/tus/{upload_id}": {
+            "options": _op(
+                "tus: the server's version, extensions and size limit",
+                _responses({"204": {"description": "Tus-Version, Tus-Extension and Tus-Max-Size."}}),
+                tag="uploads",
+                params=[upload_id],
+            ),
+            "head": _op(
+                "tus: the upload's offset",
+                _responses(
+                    {"200": {"description": "Upload-Offset, Upload-Length (X-File-Path once done)."}},
+                    *tus_errors,
+                ),
+                tag="uploads",
+                params=[upload_id, resumable],
+            ),
+            "get": _op(
+                "The upload as JSON (not part of tus)",
+                _responses(
+                    {
+                        "200": _json(
+                            _ok(
+                                id=STR,
+                                file_name=_nullable("string"),
+                                upload_length=INT,
+                                upload_offset=INT,
+                                expires_at=TIME,
+                                finished=BOOL,
+                                file_path=_nullable("string"),
+                                upload_id=_nullable("integer"),
+                            )
+                        )
+                    },
+                    *tus_errors,
+                ),
+                tag="uploads",
+                params=[upload_id, resumable],
+            ),
+            "patch": _op(
+                "tus: append bytes at Upload-Offset",
+                _responses({"204": empty}, *tus_errors, 415),
+                tag="uploads",
+                params=[
+                    upload_id,
+                    resumable,
+                    {
+                        "name": "Upload-Offset",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "Where these bytes go: the upload's current offset.",
+                    },
+                ],
+                body={
+                    "required": True,
+                    "content": {
+                        "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                    },
+                },
+            ),
+            "delete": _op(
+                "tus: delete an unfinished upload",
+                _responses({"204": {"description": "Deleted."}}, *tus_errors),
+                tag="uploads",
+                params=[upload_id, resumable],
+            ),
+        },
+    }
+
+
 def _readiness() -> Schema:
     return _obj(
         ["ok", "status", "components", "engines"],
@@ -763,9 +880,14 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 def served(app: web.Application) -> set[tuple[str, str]]:
     """(METHOD, path template) of every route the document must describe: /v1 and the probes."""
     out = set()
-    for route in app.router.routes():
+    routes = list(app.router.routes())
+    # the HEAD that aiohttp adds beside each GET (same handler) is not an operation of its own
+    gets = {(r.resource, r.handler) for r in routes if r.method == "GET"}
+    for route in routes:
         resource = route.resource
-        if resource is None or route.method in ("HEAD", "OPTIONS", "*"):
+        if resource is None or route.method == "*":
+            continue
+        if route.method == "HEAD" and (resource, route.handler) in gets:
             continue
         path = resource.canonical
         if path == "/v1" or path.startswith("/v1/") or path in PROBE_PATHS:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-<<<<<<< HEAD
-from app.api import health, openapi, rest, rest_admin, rest_convertapi, rest_jobs, rest_tokens
-=======
-from app.api import health, rest, rest_admin, rest_jobs, rest_tokens, rest_tus
->>>>>>> main
+from app.api import health, openapi, rest, rest_admin, rest_convertapi, rest_jobs, rest_tokens, rest_tus
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.keys import RUNTIME
@@ -36,11 +32,8 @@ def build_app(rt: Runtime) -> web.Application:
     app.router.add_routes(rest_tokens.routes)
     app.router.add_routes(rest_jobs.routes)
     app.router.add_routes(rest_admin.routes)
-<<<<<<< HEAD
     app.router.add_routes(rest_convertapi.routes)
-=======
     app.router.add_routes(rest_tus.routes)
     app.cleanup_ctx.append(rest_tus.sweeper)
->>>>>>> main
     app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))
     return app
