@@ -102,6 +102,19 @@ async def test_several_images_into_one_pdf(base_url: str, account: Any, tmp_path
     assert len(pypdfium2.PdfDocument(saved)) == 2
 
 
+async def test_a_result_passed_on_to_the_next_conversion(base_url: str, account: Any, tmp_path: Path) -> None:
+    """The SDKs chain conversions by passing a result as File: its Url, imported like any URL."""
+    src = write_png(tmp_path, "chain.png", (30, 20))
+
+    def run() -> list[str]:
+        first = convertapi.convert("webp", {"File": str(src)})
+        return convertapi.convert("jpg", {"File": first}).save_files(str(tmp_path))
+
+    [saved] = await sdk(base_url, account.key, run)
+    with Image.open(saved) as img:
+        assert (img.format, img.size) == ("JPEG", (30, 20))
+
+
 async def test_bad_key_is_convertapi_error_4010(base_url: str) -> None:
     with pytest.raises(convertapi.ApiError) as caught:
         await sdk(base_url, "not-a-key", lambda: convertapi.user())
@@ -203,7 +216,7 @@ async def test_file_part_and_json_parameters(
 @pytest.mark.parametrize(
     ("path", "data", "status", "code", "field"),
     [
-        ("/convertapi/convert/png/to/webp", {"File": "https://example.com/a.png"}, 400, 4000, "File"),
+        ("/convertapi/convert/png/to/webp", {"File": "http://"}, 400, 4000, "url"),
         ("/convertapi/convert/png/to/webp", {"File": "0123456789ab"}, 404, 4040, "File"),
         ("/convertapi/convert/png/to/nope", {"File": "0123456789ab"}, 400, 4000, "output_format"),
         ("/convertapi/convert/png/to/webp", {"Timeout": "0"}, 400, 4000, "Timeout"),

@@ -31,7 +31,7 @@ from app.api.rest import json_body, principal
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus
-from app.services import accounts, backpressure, jobs, retention, storage_use, uploads
+from app.services import accounts, backpressure, jobs, retention, storage_use, uploads, url_import
 from app.services import formats as formats_service
 from app.services.links import links as job_links
 from app.storage import IncomingFile, extension_of
@@ -130,8 +130,11 @@ class _Inputs:
     names: list[str]  # every input's file name, in order (for the format of "any")
 
 
-async def _resolve(request: web.Request, who: Principal, params: _Params) -> _Inputs:
-    """File, Files[i] (FileIds, URLs or file parts) and Url, in the order given."""
+async def _resolve(
+    request: web.Request, who: Principal, params: _Params, stack: contextlib.AsyncExitStack
+) -> _Inputs:
+    """File, Files[i] (FileIds, URLs or file parts) and Url, in the order given; imported
+    URLs live as long as `stack`."""
     refs: list[tuple[str, Any]] = []
     parts: list[IncomingFile] = [*params.files.get("file", []), *params.files.get("files", [])]
     indexed = sorted((int(m.group(1)), lower) for lower in params.files if (m := _FILES_ITEM.match(lower)))
@@ -156,11 +159,12 @@ async def _resolve(request: web.Request, who: Principal, params: _Params) -> _In
         if not isinstance(ref, str) or not ref.strip():
             raise _bad(f"'{name}' is empty.", "Pass a FileId from POST /convertapi/upload.", name)
         if re.match(r"^https?://", ref.strip(), re.IGNORECASE):
-            raise _bad(
-                f"'{name}' is a URL; Convertd does not fetch inputs from URLs on this route yet.",
-                "Download the file yourself and send it (POST /convertapi/upload, then its FileId).",
-                name,
-            )
+            # imported like /v1/convert's url (the same checks and limits); a result's Url
+            # passed on to the next conversion (the SDKs' chaining) comes back here too
+            fetched = await stack.enter_async_context(url_import.imported(runtime(request), who, ref))
+            inputs.files.append(fetched)
+            inputs.names.append(fetched.filename)
+            continue
         upload = await uploads.find_by_token(runtime(request), who, ref)
         inputs.file_paths.append(upload.file_path)
         inputs.names.append(upload.file_name)
@@ -275,13 +279,13 @@ async def convert(request: web.Request) -> web.Response:
     await storage_use.check_quota(rt, who, 0)
     src, dst = request.match_info["src"].lower(), request.match_info["dst"].lower()
     created: list[Job] = []
-    async with _read(request) as params:
+    async with _read(request) as params, contextlib.AsyncExitStack() as stack:
         # "any" (ConvertAPI's from-format for zip, and for mixed inputs): each file's extension
         declared = None if src in ("any", "*") else src
         if declared:  # an impossible pair is refused before any input is looked at
             formats_service.filetype_for(declared, dst)
         store, seconds = _flag(params, "StoreFile", False), _timeout(params)
-        inputs = await _resolve(request, who, params)
+        inputs = await _resolve(request, who, params, stack)
         first = declared or extension_of(inputs.names[0])
         filetype = formats_service.filetype_for(first, dst)
         options = _options(params, filetype, first, dst)
