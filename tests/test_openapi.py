@@ -174,3 +174,14 @@ async def test_key_fields_of_the_wrong_json_type_are_400(
         async with http.post(f"{base_url}/v1/account/keys", json=body, headers=bearer) as r:
             answer = await r.json()
         assert r.status == 400 and answer["field"] == field, (body, answer)
+
+
+async def test_convert_json_fields_of_the_wrong_type_are_400(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    base = {"filetype": "image", "output_format": "webp", "file_path": "abc/x.png"}
+    for name, value in [("output_format", 1.5), ("filetype", ["image"]), ("input_format", 3)]:
+        body = {**base, name: value}
+        async with http.post(f"{base_url}/v1/convert", json=body, headers={"X-API-Key": account.key}) as r:
+            answer = await r.json()
+        assert r.status == 400 and answer["field"] == name, (body, answer)

@@ -159,12 +159,12 @@ async def convert(request: web.Request) -> web.Response:
         job = await jobs.convert(
             rt,
             who,
-            filetype=body.get("filetype"),
-            output_format=body.get("output_format"),
+            filetype=_string(body, "filetype"),
+            output_format=_string(body, "output_format"),
             options=body.get("options"),
             file_paths=_as_list(body.get("file_path")),
-            input_format=body.get("input_format"),
-            webhook_url=body.get("webhook_url"),
+            input_format=_string(body, "input_format"),
+            webhook_url=_string(body, "webhook_url"),
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
             url=_as_text(body.get("url")),
@@ -299,6 +299,16 @@ def _attachment(filename: str) -> str:
 
     ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    """A JSON body's text field; another JSON type is a 400 (the services read strings)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST, f"'{name}' must be a string.", hint=f'e.g. "{name}": "webp"', field=name
+        )
+    return value
 
 
 def _as_text(value: Any) -> str | None:
