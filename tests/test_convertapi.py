@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,22 @@ async def test_several_images_into_one_pdf(base_url: str, account: Any, tmp_path
     result, [saved] = await sdk(base_url, account.key, run)
     assert result.conversion_cost == 1
     assert len(pypdfium2.PdfDocument(saved)) == 2
+
+
+async def test_files_into_one_zip_from_any(base_url: str, account: Any, tmp_path: Path) -> None:
+    """The SDK converts to zip "from any": each file's own extension says its format."""
+    png = write_png(tmp_path, "a.png")
+    txt = tmp_path / "b.csv"
+    txt.write_text("x,y\n1,2\n")
+
+    def run() -> tuple[Any, list[str]]:
+        result = convertapi.convert("zip", {"Files": [str(png), str(txt)]})
+        return result, result.save_files(str(tmp_path))
+
+    result, [saved] = await sdk(base_url, account.key, run)
+    assert result.conversion_cost == 1
+    with zipfile.ZipFile(saved) as archive:
+        assert sorted(archive.namelist()) == ["a.png", "b.csv"]
 
 
 async def test_a_result_passed_on_to_the_next_conversion(base_url: str, account: Any, tmp_path: Path) -> None:
