@@ -148,6 +148,19 @@ async def test_user_with_a_jwt(base_url: str, account: Any, http: aiohttp.Client
     assert user["ConversionsConsumed"] == 0
 
 
+async def test_a_keys_endpoint_list_applies(
+    base_url: str, make_account: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A key limited to conversions may convert here too, and not read the account."""
+    acct = await make_account(allowed_endpoints=["/v1/convert", "/v1/upload"])
+    src = write_png(tmp_path, "ok.png")
+    result = await sdk(base_url, acct.key, lambda: convertapi.convert("webp", {"File": str(src)}))
+    assert result.conversion_cost == 1
+    with pytest.raises(convertapi.ApiError) as caught:
+        await sdk(base_url, acct.key, lambda: convertapi.user())
+    assert caught.value.code == 4030 and "may not call 'key info'" in caught.value.message
+
+
 async def test_conversion_quota_is_the_same(
     base_url: str, make_account: Callable[..., Any], make_plan: Callable[..., Any], tmp_path: Path
 ) -> None:
