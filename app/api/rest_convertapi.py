@@ -296,15 +296,20 @@ async def convert(request: web.Request) -> web.Response:
             "input_format": declared,
             "base_url": base_url(request),
         }
-        if formats_service.takes_many(filetype, first, dst):
-            created.append(
-                await jobs.convert(rt, who, files=inputs.files, file_paths=inputs.file_paths, **common)
-            )
-        else:  # a one-input converter: one job per file, every result in Files
-            for f in inputs.files:
-                created.append(await jobs.convert(rt, who, files=[f], **common))
-            for p in inputs.file_paths:
-                created.append(await jobs.convert(rt, who, file_paths=[p], **common))
+        try:
+            if formats_service.takes_many(filetype, first, dst):
+                created.append(
+                    await jobs.convert(rt, who, files=inputs.files, file_paths=inputs.file_paths, **common)
+                )
+            else:  # a one-input converter: one job per file, every result in Files
+                for f in inputs.files:
+                    created.append(await jobs.convert(rt, who, files=[f], **common))
+                for p in inputs.file_paths:
+                    created.append(await jobs.convert(rt, who, file_paths=[p], **common))
+        except BaseException:
+            # one refused input refuses the request: the jobs of the others are withdrawn
+            await _cancel(rt, who, created)
+            raise
         out_name = params.get("FileName")
     ended = await asyncio.gather(*(jobs.settle(rt, who, job, seconds) for job in created))
     await _check_ended(rt, who, ended, seconds)
@@ -314,11 +319,16 @@ async def convert(request: web.Request) -> web.Response:
     return web.json_response({"ConversionCost": len(ended), "Files": files})
 
 
+async def _cancel(rt: Any, who: Principal, created: list[Job]) -> None:
+    """Stop jobs nobody will collect; cancelling refunds their conversions."""
+    for job in created:
+        with contextlib.suppress(ConvertdError):  # it may have ended meanwhile
+            await jobs.cancel(rt, who, str(job.id))
+
+
 async def _check_ended(rt: Any, who: Principal, ended: list[Job], seconds: float) -> None:
     late = [job for job in ended if not job.terminal]
-    for job in late:  # nobody will collect them: stop them, which refunds their conversions
-        with contextlib.suppress(ConvertdError):
-            await jobs.cancel(rt, who, str(job.id))
+    await _cancel(rt, who, late)  # nobody will collect them
     if late:
         raise ConvertdError(
             ErrorCode.CONVERSION_FAILED,
