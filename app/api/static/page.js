@@ -158,7 +158,8 @@ function buildOptions() {
       input = el("input", { id, name, type: "number", step: spec.type === "integer" ? "1" : "any" });
       if (spec.minimum !== undefined) input.min = spec.minimum;
       if (spec.maximum !== undefined) input.max = spec.maximum;
-      if (spec.default !== undefined) input.placeholder = String(spec.default);
+      const range = `${spec.minimum ?? ""}–${spec.maximum ?? ""}`;
+      input.placeholder = spec.default !== undefined ? String(spec.default) : range === "–" ? "" : range;
     } else {
       input = el("input", { id, name, type: "text" });
       if (spec.default !== undefined) input.placeholder = String(spec.default);
