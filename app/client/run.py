@@ -48,11 +48,20 @@ class Outcome:
 
 
 def convert_command(args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(_guarded(_convert(args))))
+    _exit_with(_convert(args))
 
 
 def formats_command(args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(_guarded(_formats(args))))
+    _exit_with(_formats(args))
+
+
+def _exit_with(work: Any) -> None:
+    try:
+        code = asyncio.run(_guarded(work))
+    except KeyboardInterrupt:
+        print("interrupted: jobs already queued go on on the server", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 async def _guarded(work: Any) -> int:
