@@ -139,6 +139,12 @@ async def test_choose_files_and_a_failed_file_shows_its_error_and_hint(
     await sign_in(page, token_for(account))
     await page.set_input_files("#files", [str(good), str(broken)])
     await page.select_option("#target", "webp")
+    # a number outside the schema's bounds is stopped at its field, before anything is sent
+    await page.fill("#opt-quality", "101")
+    await page.click("#start")
+    assert await page.locator("#opt-quality").evaluate("e => e.validity.rangeOverflow")
+    assert await page.locator("#jobs-section").is_hidden()
+    await page.fill("#opt-quality", "90")
     await page.click("#start")
     await page.locator('#jobs tr[data-file="good.png"] >> text=finished').wait_for()
     failed = page.locator('#jobs tr[data-file="broken.png"] td.failed')

@@ -269,6 +269,7 @@ async function convertOne(file, target, options) {
 function start() {
   const target = $("target").value;
   if (!target || !state.files.length || !state.credential) return;
+  if (!$("options").reportValidity()) return;  // a number outside its bounds, said at the field
   const options = optionValues();
   $("jobs-section").hidden = false;
   const files = state.files;
