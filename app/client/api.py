@@ -120,13 +120,16 @@ class Api:
             init_payload=self.headers,
             heartbeat=30,
         )
+        client = Client(transport=transport)
         try:
-            async with Client(transport=transport) as session:
-                yield Updates(session)
-        except TransportQueryError as exc:
-            raise _from_graphql([{"message": str(exc), **(exc.errors[0] if exc.errors else {})}]) from exc
+            session = await client.connect_async()
         except (TransportError, aiohttp.ClientError, OSError) as exc:
             raise Unreachable(f"the job updates connection to {url} failed: {exc}") from exc
+        try:
+            yield Updates(session)
+        finally:
+            with contextlib.suppress(TransportError, aiohttp.ClientError, OSError):
+                await client.close_async()
 
     async def download(self, url: str, dest: Path, *, force: bool) -> int:
         """The result into `dest`; without `force` an existing file is never replaced

@@ -218,6 +218,12 @@ class Run:
                 outcome.size = await self.api.download(job["downloadUrl"], dest, force=self.force)
             except FileExistsError:
                 return outcome.failed(f"{dest} exists.", "Pass --force to replace it, or -o DIR.", "EXISTS")
+            except OSError as exc:  # the converted file is on the server; only writing it failed
+                return outcome.failed(
+                    f"Cannot write {dest}: {exc.strerror or exc}",
+                    "Choose a folder you can write to with -o DIR.",
+                    "WRITE_FAILED",
+                )
             outcome.ok, outcome.output = True, str(dest)
             return outcome
         except ApiError as err:
