@@ -216,6 +216,7 @@ async def test_formats_lists_pairs_with_their_options(client_env: dict[str, str]
     png = next(line for line in ran.out.splitlines() if line.startswith("  png -> ") and "webp" in line)
     assert png
     assert "quality (integer 1..100, default 85)" in ran.out and "fit (inside|outside|" in ran.out
+    assert "strip_metadata (boolean, default false)" in ran.out  # as typed: --option strip_metadata=true
     listed = json.loads((await convertd("formats", "--json", env=client_env)).out)
     image = next(g for g in listed if g["filetype"] == "image")
     png_conv = next(c for c in image["conversions"] if c["inputFormat"] == "png")

@@ -3,6 +3,7 @@ the listing `convertd formats` prints."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,15 +58,20 @@ def schema_of(formats: list[dict[str, Any]], filetype: str, source: str, target:
 def describe_option(name: str, spec: dict[str, Any]) -> str:
     """`quality (integer 1..100, default 85)` for one property of an options schema."""
     if "enum" in spec:
-        kind = "|".join(str(v) for v in spec["enum"])
+        kind = "|".join(_shown(v) for v in spec["enum"])
     else:
         kind = str(spec.get("type", "any"))
         low, high = spec.get("minimum"), spec.get("maximum")
         if low is not None or high is not None:
             kind += f" {'' if low is None else low}..{'' if high is None else high}"
     if "default" in spec:
-        kind += f", default {spec['default']}"
+        kind += f", default {_shown(spec['default'])}"
     return f"{name} ({kind})"
+
+
+def _shown(value: Any) -> str:
+    """As it is typed on the command line: text bare, anything else as JSON (true, 1.5)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def listing(formats: list[dict[str, Any]], filetype: str | None = None) -> Iterator[str]:
