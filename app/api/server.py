@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import health, openapi, rest, rest_admin, rest_convertapi, rest_jobs, rest_tokens, rest_tus
+from app.api import (
+    health,
+    openapi,
+    pages,
+    rest,
+    rest_admin,
+    rest_convertapi,
+    rest_jobs,
+    rest_tokens,
+    rest_tus,
+)
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.keys import RUNTIME
@@ -36,4 +46,5 @@ def build_app(rt: Runtime) -> web.Application:
     app.router.add_routes(rest_tus.routes)
     app.cleanup_ctx.append(rest_tus.sweeper)
     app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))
+    app.router.add_routes(pages.routes)  # / (the conversion page) and /static/
     return app
