@@ -132,6 +132,26 @@ async def test_a_result_passed_on_to_the_next_conversion(base_url: str, account:
         assert (img.format, img.size) == ("JPEG", (30, 20))
 
 
+async def test_a_result_file_id_as_the_next_input(
+    base_url: str, account: Any, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": f"Bearer {account.key}"}
+    file_id = (await upload(http, base_url, account.key, "r.png", png_bytes((12, 8))))["FileId"]
+    async with http.post(
+        f"{base_url}/convertapi/convert/png/to/webp",
+        data={"File": file_id, "StoreFile": "true"},
+        headers=headers,
+    ) as r:
+        result_id = (await r.json())["Files"][0]["FileId"]
+    async with http.post(
+        f"{base_url}/convertapi/convert/webp/to/png", data={"File": result_id}, headers=headers
+    ) as r:
+        assert r.status == 200, await r.text()
+        [entry] = (await r.json())["Files"]
+    with Image.open(io.BytesIO(base64.b64decode(entry["FileData"]))) as img:
+        assert (img.format, img.size) == ("PNG", (12, 8))
+
+
 async def test_bad_key_is_convertapi_error_4010(base_url: str) -> None:
     with pytest.raises(convertapi.ApiError) as caught:
         await sdk(base_url, "not-a-key", lambda: convertapi.user())

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,10 +166,41 @@ async def _resolve(
             inputs.files.append(fetched)
             inputs.names.append(fetched.filename)
             continue
+        if _is_uuid(ref):  # a result's FileId (its job): its output, copied in as an input
+            copied = await stack.enter_async_context(_job_output(request, who, ref))
+            inputs.files.append(copied)
+            inputs.names.append(copied.filename)
+            continue
         upload = await uploads.find_by_token(runtime(request), who, ref)
         inputs.file_paths.append(upload.file_path)
         inputs.names.append(upload.file_name)
     return inputs
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _job_output(request: web.Request, who: Principal, job_id: str) -> AsyncIterator[IncomingFile]:
+    """A finished job's output of the caller's, received like an upload (deleted unless claimed)."""
+    rt = runtime(request)
+    found = await jobs.download(rt, job_id.strip(), principal=who)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with open(found.path, "rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+                yield chunk
+
+    incoming = await rt.storage.receive(chunks(), found.filename, None, rt.settings.max_upload_bytes)
+    try:
+        yield incoming
+    finally:
+        rt.storage.discard([incoming])
 
 
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
