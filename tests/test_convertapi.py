@@ -272,6 +272,7 @@ async def test_file_part_and_json_parameters(
         ("/convertapi/convert/png/to/webp", {"Timeout": "0"}, 400, 4000, "Timeout"),
         ("/convertapi/convert/png/to/webp", {}, 400, 4000, "File"),
         ("/convertapi/nowhere", {}, 404, 4040, None),
+        ("/convertapi/convert/png/to/webp", {f"Files[{i}]": "x" for i in range(101)}, 400, 4000, "Files"),
     ],
 )
 async def test_errors_in_convertapi_shape(

@@ -27,7 +27,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from app.api.convertapi_errors import PREFIX
 from app.api.keys import base_url, runtime
-from app.api.multipart import Form, read_form
+from app.api.multipart import MAX_FILES, Form, read_form
 from app.api.rest import json_body, principal
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
@@ -154,6 +154,12 @@ async def _resolve(
             "No input file.",
             "Pass File (a FileId from POST /convertapi/upload, or a file part), or Files[0], Files[1] ...",
             "File",
+        )
+    if len(parts) + len(refs) > MAX_FILES:  # a form-encoded body is not bounded by read_form's count
+        raise _bad(
+            f"A conversion takes at most {MAX_FILES} files.",
+            "Split the files over several conversions.",
+            "Files",
         )
     inputs = _Inputs(list(parts), [], [p.filename for p in parts])
     for name, ref in refs:
