@@ -262,6 +262,20 @@ async def test_file_part_and_json_parameters(
         assert r.status == 200, await r.text()
         assert (await r.json())["Files"][0]["FileName"] == "renamed.gif"
 
+    data = base64.b64encode(png_bytes()).decode()
+    inline = {
+        "Parameters": [
+            {
+                "Name": "Files",
+                "FileValues": [{"Name": "in0.png", "Data": data}, {"Name": "in1.png", "Data": data}],
+            },
+            {"Name": "StoreFile", "Value": True},
+        ]
+    }
+    async with http.post(f"{base_url}/convertapi/convert/png/to/webp", json=inline, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        assert [f["FileName"] for f in (await r.json())["Files"]] == ["in0.webp", "in1.webp"]
+
 
 @pytest.mark.parametrize(
     ("path", "data", "status", "code", "field"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import re
 import uuid
@@ -68,8 +69,9 @@ class _Params:
         return None if found is None else found[1]
 
 
-def _from_json(body: Mapping[str, Any], params: _Params) -> None:
-    """ConvertAPI's JSON body: {"Parameters": [{"Name", "Value"} | {"Name", "FileValue": {...}}]}."""
+async def _from_json(rt: Any, body: Mapping[str, Any], params: _Params) -> None:
+    """ConvertAPI's JSON body: {"Parameters": [{"Name", "Value"} | {"Name", "FileValue(s)"}]},
+    a file value being {"Id"} (an upload or a result), {"Url"} or {"Name", "Data" (base64)}."""
     entries = body.get("Parameters")
     if not isinstance(entries, list):
         raise _bad(
@@ -87,18 +89,38 @@ def _from_json(body: Mapping[str, Any], params: _Params) -> None:
         if files is None:
             params.add(name, entry.get("Value"))
             continue
-        refs = [f.get("Id") or f.get("Url") for f in files if isinstance(f, Mapping)]
-        if len(refs) != len(files) or not all(isinstance(r, str) for r in refs):
-            raise _bad(
-                f"'{name}': a file value needs an 'Id' (from the upload) or a 'Url'.",
-                "Upload the file first (POST /convertapi/upload) and pass its FileId as Id.",
-                name,
-            )
-        if name.lower() == "files" or len(refs) > 1:
-            for i, ref in enumerate(refs):
-                params.add(f"Files[{i}]", ref)
-        else:
-            params.add(name, refs[0])
+        many = name.lower() == "files" or not isinstance(files, list) or len(files) > 1
+        for i, value in enumerate(files if isinstance(files, list) else [files]):
+            key = f"Files[{i}]" if many else name
+            ref = value.get("Id") or value.get("Url") if isinstance(value, Mapping) else None
+            if isinstance(ref, str):
+                params.add(key, ref)
+            elif isinstance(value, Mapping) and isinstance(value.get("Data"), str):
+                params.files.setdefault(key.lower(), []).append(await _inline(rt, value, name))
+            else:
+                raise _bad(
+                    f"'{name}': a file value needs an 'Id', a 'Url', or a 'Name' with base64 'Data'.",
+                    "Upload the file first (POST /convertapi/upload) and pass its FileId as Id.",
+                    name,
+                )
+
+
+async def _inline(rt: Any, value: Mapping[str, Any], name: str) -> IncomingFile:
+    """A file sent inside the JSON body, base64: on disk like a file part."""
+    try:
+        data = base64.b64decode(value["Data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _bad(
+            f"'{name}': Data is not base64.", "Encode the file's bytes as standard base64.", name
+        ) from exc
+    filename = value.get("Name")
+    if not isinstance(filename, str) or not filename.strip():
+        raise _bad(f"'{name}': a file sent as Data needs its Name.", 'e.g. "Name": "photo.png"', name)
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield data
+
+    return await rt.storage.receive(one_chunk(), filename, None, rt.settings.max_upload_bytes)
 
 
 @contextlib.asynccontextmanager
@@ -109,8 +131,12 @@ async def _read(request: web.Request) -> AsyncIterator[_Params]:
         if name.lower() not in _CREDENTIALS:
             params.add(name, value)
     if request.content_type == "application/json":
-        _from_json(await json_body(request), params)
-        yield params
+        rt = runtime(request)
+        try:
+            await _from_json(rt, await json_body(request), params)
+            yield params
+        finally:
+            rt.storage.discard([f for parts in params.files.values() for f in parts])
         return
     if not request.body_exists:
         yield params
