@@ -7,11 +7,11 @@ import csv
 import io
 import subprocess
 import threading
-import time
 import zipfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import defusedxml.ElementTree as SafeET
 import openpyxl
@@ -22,11 +22,19 @@ from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter, Limits, RequestError, Task
 from converters.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
+from tests.helpers import wait_until_sync
 from tests.pdf_samples import page_texts
 
 WORDS = ("Quokka", "Zephyr")
 
-needs_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
+_no_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
+
+
+def needs_office(test: Any) -> Any:
+    """Runs LibreOffice: skipped without it, and slow (seconds per start)."""
+    return pytest.mark.slow(_no_office(test))
+
+
 needs_pandoc = pytest.mark.skipif(pandoc.unavailable() is not None, reason="no pandoc")
 
 CONVERTER = DocumentConverter()
@@ -410,17 +418,20 @@ def test_two_conversions_at_once_both_succeed(samples: dict[str, Path], tmp_path
 def test_timeout_kills_libreoffice(samples: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="longer than"):
         office.convert(samples["docx"], "docx", "pdf", tmp_path, timeout=0.05)
-    time.sleep(0.3)
     marker = str(tmp_path).encode()
-    leftovers = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    leftovers.append(proc.name)
-            except OSError:
-                pass
-    assert leftovers == []
+
+    def leftovers() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if marker in (proc / "cmdline").read_bytes():
+                        found.append(proc.name)
+                except OSError:
+                    pass
+        return found
+
+    wait_until_sync(lambda: leftovers() == [], 10, f"LibreOffice processes gone (left: {leftovers()})")
 
 
 def test_engines_are_offered_only_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:

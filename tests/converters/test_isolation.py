@@ -31,6 +31,8 @@ from converters.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import SandboxError
 
+pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths
+
 ATTEMPTS = frozenset({"report", "ptrace", "unshare", "mount", "forkbomb", "disk", "uid"})
 
 
