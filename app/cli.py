@@ -422,8 +422,8 @@ def _doctor_fonts() -> None:
     """Which writing systems documents and SVGs can show, and the Office stand-ins."""
     from converters import fonts
 
-    for folder in fonts.missing_dirs():
-        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for missing in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {missing} is not a folder; its fonts are not used")
     for folder in fonts.extra_dirs():
         print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
     cover = fonts.coverage()

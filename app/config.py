@@ -74,7 +74,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_dir = Path(_env("DATA_DIR", str(Path.home() / ".local/share/convertd"))).expanduser()
+        data_dir = Path(_env("DATA_DIR") or Path.home() / ".local/share/convertd").expanduser()
         return cls(
             data_dir=data_dir,
             database_url=_env("DATABASE_URL"),

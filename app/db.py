@@ -8,8 +8,14 @@ import re
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# One connection: a plain one, or one borrowed from the pool (`async with pool.acquire()`)
+Conn = asyncpg.Connection | PoolConnectionProxy
+# Where a single query may run: the pool itself or one connection
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x636F6E76  # advisory lock: two starting services never migrate at once
 

@@ -73,7 +73,7 @@ async def supervise(servers: EmbeddedServers) -> None:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def start_postgres(data_dir: Path) -> tuple[object, str]:
@@ -81,7 +81,7 @@ def start_postgres(data_dir: Path) -> tuple[object, str]:
 
     pg_dir = data_dir / "postgres"
     pg_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]  # re-exported, no __all__
     exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'convertd';")
     if "(1 row)" not in exists:
         server.psql("CREATE DATABASE convertd;")

@@ -103,7 +103,7 @@ async def _live(rt: Runtime) -> list[Metric]:
             "convertd_queue_depth", "Queue entries (conversions and webhooks) by state.", labels=["state"]
         )
         for state in ("queued", "active", "scheduled"):
-            depth.add_metric([state], float(info[state]))  # type: ignore[literal-required]
+            depth.add_metric([state], float(info[state]))
         families.append(depth)
         workers = float(len(info["workers"]))
         families.append(GaugeMetricFamily("convertd_workers", "Workers the queue sees alive.", value=workers))
@@ -132,10 +132,10 @@ async def exposition(rt: Runtime) -> bytes:
     """The Prometheus text format: this deployment's counts plus the live figures."""
     if os.environ.get(MULTIPROC_ENV):
         counted = CollectorRegistry()
-        MultiProcessCollector(counted)
+        MultiProcessCollector(counted)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     else:
         counted = REGISTRY
     live = CollectorRegistry(auto_describe=False)
-    live.register(_Fixed(await _live(rt)))  # type: ignore[arg-type]
+    live.register(_Fixed(await _live(rt)))
     # reading the per-process files is disk work: off the event loop
     return await asyncio.to_thread(lambda: generate_latest(counted) + generate_latest(live))

@@ -32,6 +32,7 @@ import xml.sax.xmlreader
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml.common import DefusedXmlException
@@ -699,6 +700,8 @@ class _Scanner(DefusedExpatParser):
         super().__init__()
         self.part = part
 
+    _parser: Any  # expatreader's pyexpat parser, set by reset() (not in the stubs)
+
     def reset(self) -> None:
         super().reset()
         self._parser.StartDoctypeDeclHandler = self._doctype
@@ -708,7 +711,7 @@ class _Scanner(DefusedExpatParser):
             raise _Unsafe(f"its part {self.part} declares its own DTD")
 
     def byte_index(self) -> int:
-        return self._parser.CurrentByteIndex
+        return int(self._parser.CurrentByteIndex)
 
 
 class _Finder(xml.sax.handler.ContentHandler):

@@ -199,7 +199,8 @@ class Pool:
         if reuse == "none":
             return fresh[0] if fresh else None
         mine = [i for i in ready if i.account is not FRESH and i.account == account]
-        return (mine or fresh or [None])[0]
+        found = mine or fresh
+        return found[0] if found else None
 
     def acquire(self, account: object, deadline: float, abandoned: Callable[[], bool]) -> Instance:
         with self.lock:

@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -572,7 +573,7 @@ async def run(
     loop = asyncio.get_running_loop()
     # copies can take seconds (large uploads): never on the event loop
     names = await loop.run_in_executor(None, _stage_inputs, [Path(p) for p in inputs], workdir)
-    spec = {
+    spec: dict[str, Any] = {
         "converter": f"{type(conv).__module__}:{type(conv).__qualname__}",
         "filetype": filetype,
         "input_format": input_format,
@@ -645,14 +646,14 @@ async def run(
     stdout = asyncio.StreamReader(limit=2**16)
     messages = os.fdopen(msg_r, "rb", buffering=0)
     output = os.fdopen(out_r, "rb", buffering=0)
-    transports: list[asyncio.BaseTransport] = []
+    transports: list[asyncio.ReadTransport] = []
     tail = bytearray()
     timed_out = lost = False
     final: dict[str, Any] = {}
     try:
         for stream, pipe in ((reader, messages), (stdout, output)):
             transport, _ = await loop.connect_read_pipe(
-                lambda stream=stream: asyncio.StreamReaderProtocol(stream), pipe
+                functools.partial(asyncio.StreamReaderProtocol, stream), pipe
             )
             transports.append(transport)
 

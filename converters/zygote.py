@@ -138,7 +138,8 @@ def _read_spec(fd: int) -> dict[str, Any]:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     os.close(fd)
-    return json.loads(b"".join(chunks))
+    spec: dict[str, Any] = json.loads(b"".join(chunks))
+    return spec
 
 
 class Zygote:

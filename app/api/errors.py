@@ -63,5 +63,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
             return render(unavailable(exc), request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        err = ConvertdError(ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment.")
-        return render(err)
+        internal = ConvertdError(
+            ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment."
+        )
+        return render(internal)

@@ -140,7 +140,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/convert")
-async def convert(request: web.Request) -> web.Response:
+async def convert(request: web.Request) -> web.StreamResponse:
     who = await principal(request)
     rt = runtime(request)
     # a full queue or backlog refuses before the body is read (a flood costs no disk);

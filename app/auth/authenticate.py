@@ -169,6 +169,8 @@ def check_plan(principal: Principal) -> None:
 
 async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.RateState:
     """Count `cost` calls against the caller's rate limits, or refuse with 429."""
+    per_minute: int | None
+    per_day: int | None
     if principal.method == "master":
         scope, per_minute, per_day = f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, logs
+from app.db import Executor
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
@@ -25,7 +26,7 @@ from converters.registry import normalize_format, registry
 from converters.sniff import check_declared
 
 if TYPE_CHECKING:
-    from asyncpg import Connection, Pool, Record
+    from asyncpg import Record
 
     from app.auth.principal import Principal
     from app.runtime import Runtime
@@ -44,7 +45,8 @@ def _required(value: str | None, field: str, hint: str) -> str:
     return value.strip().lower()
 
 
-def parse_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+def parse_options(options: object) -> dict[str, Any]:
+    """The options as sent (a JSON text from a form, any JSON value from GraphQL) as a dict."""
     if options is None or options == "":
         return {}
     if isinstance(options, str):
@@ -92,7 +94,7 @@ async def convert(
     *,
     filetype: str | None,
     output_format: str | None,
-    options: Mapping[str, Any] | str | None = None,
+    options: object = None,  # checked by parse_options
     files: Sequence[IncomingFile] = (),
     file_paths: Sequence[str] = (),
     input_format: str | None = None,
@@ -174,7 +176,7 @@ async def convert(
         await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
     except Exception as exc:
         if is_outage(exc):
-            await _withdraw(rt, job, row["api_key_id"])
+            await _withdraw(rt, job, principal.key.id if principal.key else None)
         raise
     return await settle(rt, principal, job, seconds) if seconds else job
 
@@ -407,7 +409,7 @@ async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
     return await announce(rt, Job.from_row(row))
 
 
-async def _update(conn: Connection | Pool, job_id: uuid.UUID, **fields: Any) -> Record | None:
+async def _update(conn: Executor, job_id: uuid.UUID, **fields: Any) -> Record | None:
     """The job's row after the change, or None when it had already ended (it is kept as it was)."""
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
     return await conn.fetchrow(
@@ -456,7 +458,7 @@ async def cancel(rt: Runtime, principal: Principal, job_id: str) -> Job:
     )
 
 
-async def watch(rt: Runtime, principal: Principal, job_id: str) -> AsyncIterator[Job]:
+async def watch(rt: Runtime, principal: Principal, job_id: str | uuid.UUID) -> AsyncIterator[Job]:
     """The job as it stands, then each change, ending at a terminal status.
 
     The listener is registered before the job is read, so a change made in between is

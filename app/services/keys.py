@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.auth import keys
 from app.auth.network import parse_network
 from app.auth.restrictions import RESTRICTION_TYPES, host_of
+from app.db import Conn, Executor
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import ApiKey, Plan
 from app.services import quota
@@ -141,7 +142,7 @@ def _environment(value: str) -> str:
     return value
 
 
-async def _check_plan(conn: asyncpg.Connection, plan: str) -> None:
+async def _check_plan(conn: Conn, plan: str) -> None:
     if not await conn.fetchval("SELECT 1 FROM plans WHERE name = $1", plan):
         names = [r["name"] for r in await conn.fetch("SELECT name FROM plans ORDER BY name")]
         raise ConvertdError(ErrorCode.BAD_REQUEST, f"Unknown plan '{plan}'.", f"Plans: {', '.join(names)}.")
@@ -166,7 +167,7 @@ async def create_account_with_key(
 
 
 async def create_key(
-    pool: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, *, server_secret: str | None
+    pool: Executor, account_id: int, spec: KeySpec, *, server_secret: str | None
 ) -> CreatedKey:
     if not await pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id):
         raise not_found("Account")
@@ -174,7 +175,7 @@ async def create_key(
 
 
 async def _insert_key(
-    conn: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, server_secret: str | None
+    conn: Executor, account_id: int, spec: KeySpec, server_secret: str | None
 ) -> CreatedKey:
     ips, domains = _ips(spec.allowed_ips), _domains(spec.allowed_domains)
     environment = _environment(spec.environment)

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -206,7 +207,5 @@ async def _unless_ended(conversion: Awaitable[Result], changes: asyncio.Queue[Jo
     return work.result()  # the conversion's result or its error
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

@@ -293,6 +293,7 @@ def gigabyte_of_zeros(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow  # builds and reads a gigabyte of zeros
 def test_real_zip_bomb_is_refused_before_extraction(gigabyte_of_zeros: bytes, tmp_path: Path) -> None:
     job = Job(tmp_path)
     start = time.monotonic()

@@ -276,6 +276,7 @@ def test_pairs_cover_the_brief() -> None:
     assert all(src not in dsts for src, dsts in pairs.items())
 
 
+@pytest.mark.slow  # 2-13 s a pair: LibreOffice or pandoc per pair
 @pytest.mark.parametrize(("src", "dst"), ALL_PAIRS, ids=[f"{s}-{d}" for s, d in ALL_PAIRS])
 def test_every_pair(src: str, dst: str, samples: dict[str, Path], tmp_path: Path) -> None:
     task = make_task(samples[src], src, dst, tmp_path)

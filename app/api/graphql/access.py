@@ -99,7 +99,7 @@ class AccessExtension(SchemaExtension):
     _principal: Principal | None = None
     _refusal: ConvertdError | None = None
 
-    async def on_operation(self) -> Any:  # type: ignore[override]
+    async def on_operation(self) -> Any:
         ctx: Context = self.execution_context.context
         self._principal, self._refusal = ctx.principal_or_none, None
         if self._principal is not None and ctx.ws_info is not None:
@@ -113,7 +113,7 @@ class AccessExtension(SchemaExtension):
         yield
         await self._log()
 
-    async def on_validate(self) -> Any:  # type: ignore[override]
+    async def on_validate(self) -> Any:
         # after the document's own validation (limits.CheckedDocuments, earlier in the list)
         # and before anything runs; a document GraphQL refuses is refused for that first
         ec = self.execution_context
@@ -147,7 +147,7 @@ class AccessExtension(SchemaExtension):
             except ConvertdError as err:
                 self.execution_context.pre_execution_errors = [GraphQLError(err.message, original_error=err)]
 
-    async def on_execute(self) -> Any:  # type: ignore[override]
+    async def on_execute(self) -> Any:
         yield
         # a subscription is logged when it starts, not when its stream ends
         if self._operation_type() == "subscription":

@@ -35,4 +35,4 @@ class FormatQueries:
         output_format: str,
     ) -> JSON:
         info.context.principal  # noqa: B018
-        return formats_service.options_schema(filetype, input_format, output_format)
+        return JSON(formats_service.options_schema(filetype, input_format, output_format))

@@ -80,7 +80,7 @@ class Job:
             filetype=job.filetype,
             input_format=job.input_format,
             output_format=job.output_format,
-            options=job.options,
+            options=JSON(job.options),
             status=job.status,
             progress=job.progress,
             error=job.error,
