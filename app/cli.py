@@ -64,7 +64,7 @@ async def serve(args: argparse.Namespace) -> None:
     from app.worker import build_worker
 
     async with servers(Settings.from_env()) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
         rt = await Runtime.open(settings)
         runner = web.AppRunner(build_app(rt), access_log=None)
         await runner.setup()
@@ -128,7 +128,7 @@ async def worker(args: argparse.Namespace) -> None:
 
 async def migrate(args: argparse.Namespace) -> None:
     async with servers(Settings.from_env(), redis=False) as settings:
-        applied = await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        applied = await db.migrate(settings.database)
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
@@ -136,8 +136,8 @@ async def migrate(args: argparse.Namespace) -> None:
 async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
     """A migrated database for one operator command."""
     async with servers(Settings.from_env(), redis=False) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
-        pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
+        pool = await db.create_pool(settings.database)
         try:
             yield settings, pool
         finally:

@@ -14,11 +14,11 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))  # type: ignore[arg-type]
+    return int(_env(name) or default)
 
 
 def _float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))  # type: ignore[arg-type]
+    return float(_env(name) or default)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -67,6 +67,13 @@ class Settings:
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def database(self) -> str:
+        """The PostgreSQL URL; `cli.servers()` fills it in when the embedded one is used."""
+        if not self.database_url:
+            raise RuntimeError("no database URL: start the embedded servers first")
+        return self.database_url
 
     @property
     def embedded(self) -> bool:

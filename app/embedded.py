@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,13 @@ log = logging.getLogger(__name__)
 class EmbeddedServers:
     database_url: str
     redis_url: str | None
-    _pg: object
+    _pg: Any  # pgserver's PostgresServer (the package has no type information)
     _redis: RedisServer | None
 
     def stop(self) -> None:
         if self._redis is not None:
             self._redis.stop()
-        self._pg.cleanup()  # type: ignore[attr-defined]
+        self._pg.cleanup()
 
     def revive(self) -> list[str]:
         """Start again, on the same data and address, whichever server has died; return
@@ -39,8 +40,8 @@ class EmbeddedServers:
         revived = []
         info = getattr(self._pg, "_postmaster_info", None)
         if info is None or not info.is_running():
-            with self._pg._lock:  # type: ignore[attr-defined]  # pgserver's own, across processes
-                self._pg.ensure_postgres_running()  # type: ignore[attr-defined]
+            with self._pg._lock:  # pgserver's own, across processes
+                self._pg.ensure_postgres_running()
             revived.append("PostgreSQL")
         if self._redis is not None and not self._redis.alive():
             self._redis.start()

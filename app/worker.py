@@ -93,8 +93,7 @@ def build_worker(rt: Runtime) -> Worker[WorkerContext]:
         concurrency=q.concurrency,
         startup=startup,
         shutdown=shutdown,
-        # saq fills the timers not given; its PartialTimersDict inherits them as required keys
-        timers=PartialTimersDict(sweep=q.sweep_interval),  # type: ignore[typeddict-item]
+        timers=PartialTimersDict(sweep=q.sweep_interval),  # type: ignore[typeddict-item]  # saq: rest default
         # SIGTERM: running jobs finish within the drain time; the rest are cancelled, which
         # kills their converters and puts them back on the queue for another worker
         shutdown_grace_period_s=q.drain_seconds,

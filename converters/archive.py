@@ -167,7 +167,7 @@ class ArchiveConverter(Converter):
         # content says whether a tar is inside.
         families = [(s, readers._COMPRESSED[s]) for s in SINGLES]
         if any(declared in fam and found in fam for fam in families):
-            return found  # type: ignore[return-value]
+            return found  # type: ignore[return-value]  # not None: it is in a family
         if found is None:
             raise ConversionError(
                 f"The file is not a {declared} archive: its content is not any archive format we know.",
@@ -223,7 +223,8 @@ class ArchiveConverter(Converter):
         if fmt == "zip":
             readers.extract_zip(path, staging, audit, progress)
         elif fmt in TARS:
-            readers.extract_tar(path, fmt, staging, audit, progress, scanned.count)  # type: ignore[union-attr]
+            assert scanned is not None  # scanned above for every tar
+            readers.extract_tar(path, fmt, staging, audit, progress, scanned.count)
         elif fmt in SINGLES:
             readers.extract_single(path, fmt, staging, audit, progress)
         elif fmt == "7z":

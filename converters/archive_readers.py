@@ -502,10 +502,10 @@ def _rar_member(e: Any) -> Member:
     )
 
 
-def _rar_blocks(entry: object) -> Iterator[bytes]:
+def _rar_blocks(entry: Any) -> Iterator[bytes]:
     # Not entry.get_blocks(): libarchive reports a CRC mismatch as a warning (-20), and
     # libarchive-c then yields a buffer of garbage instead of failing. Any negative is fatal.
-    archive_p = entry._archive_p  # type: ignore[attr-defined]
+    archive_p = entry._archive_p
     buf = ctypes.create_string_buffer(MiB)
     while (n := libarchive.ffi.read_data(archive_p, buf, MiB)) != 0:
         if n < 0:
@@ -514,7 +514,7 @@ def _rar_blocks(entry: object) -> Iterator[bytes]:
         yield ctypes.string_at(buf, n)
 
 
-def _rar_reader(path: Path) -> object:
+def _rar_reader(path: Path) -> Any:  # libarchive-c's reader context (no type information)
     with path.open("rb") as f:
         head = f.read(8)
     # Only the RAR readers: a file sniffed as RAR must not be parsed as anything else.
@@ -528,7 +528,7 @@ def _rar_errors() -> tuple[type[BaseException], ...]:
 
 def scan_rar(path: Path, audit: Audit) -> None:
     try:
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 audit.add(_rar_member(e))
     except _rar_errors() as exc:
@@ -538,11 +538,11 @@ def scan_rar(path: Path, audit: Audit) -> None:
 def extract_rar(path: Path, staging: Staging, audit: Audit, progress: Progress) -> None:
     try:
         # Headers first (libarchive skips the data), then a second pass that writes.
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 audit.add(_rar_member(e))
         total, n = audit.count, 0
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 m = _rar_member(e)
                 staging.add(m, _rar_blocks(e) if m.kind == "file" else None)

@@ -38,8 +38,8 @@ def _write_tar(out: Path, fmt: str, level: int, entries: Sequence[Entry], progre
         kwargs["compresslevel"] = max(level, 1)  # bzip2 has no "store" level
     elif fmt == "tar.xz":
         kwargs["preset"] = level
-    # typeshed overloads tarfile.open per literal mode, each with its own keywords
-    with tarfile.open(out, TAR_MODES[fmt], format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]
+    mode = TAR_MODES[fmt]  # typeshed overloads tarfile.open per literal mode, each with its own keywords:
+    with tarfile.open(out, mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]  # ^
         for n, (path, arc, _) in enumerate(entries, 1):
             tar.add(path, arcname=arc, recursive=False, filter=_anonymous)
             progress(n / len(entries))

@@ -184,7 +184,7 @@ def _background(opts: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
             f"Invalid background colour {value!r}.",
             "Use a CSS colour: a name (white), #rrggbb, #rrggbbaa or rgb(r, g, b).",
         ) from exc
-    return rgb  # type: ignore[return-value]
+    return rgb  # type: ignore[return-value]  # mode RGBA: always a 4-tuple, typeshed says tuple | int
 
 
 def _normalize(im: Image.Image) -> Image.Image:

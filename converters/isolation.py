@@ -30,7 +30,7 @@ import os
 import resource
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from converters import fonts
@@ -313,7 +313,7 @@ def finish(
     active = dict(prep.active)
     uid, gid = prep.uid, prep.gid
 
-    def attempt(layer: str, fn) -> bool:  # type: ignore[no-untyped-def]
+    def attempt(layer: str, fn: Callable[[], object]) -> bool:
         try:
             fn()
             return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app.errors import ConvertdError, ErrorCode
 from app.outages import is_outage, unavailable
@@ -42,7 +43,7 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ConvertdError as err:

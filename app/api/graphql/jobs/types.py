@@ -35,7 +35,7 @@ class Job:
     input_format: str
     output_format: str
     options: JSON
-    status: JobStatus  # type: ignore[valid-type]
+    status: JobStatus  # type: ignore[valid-type]  # strawberry.enum(...) wraps it: a type at run time
     progress: float = strawberry.field(description="0 to 1.")
     error: str | None
     error_hint: str | None
