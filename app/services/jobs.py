@@ -193,6 +193,7 @@ async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
 
 
 MAX_WAIT = 60
+JOBS_PAGE = 20  # jobs per page unless the caller says `first`
 
 
 def _wait_seconds(wait: object) -> float:
@@ -290,7 +291,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_for(
-    rt: Runtime, principal: Principal, *, first: int = 20, after: str | None = None
+    rt: Runtime, principal: Principal, *, first: int = JOBS_PAGE, after: str | None = None
 ) -> JobPage:
     """The caller's jobs, newest first, `first` at a time."""
     if not 1 <= first <= 100:

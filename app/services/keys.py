@@ -46,6 +46,21 @@ class KeySpec:
     conversion_limit: int | None = None
 
 
+# What a key's owner may change after creation (PATCH /v1/account/keys/{id}, updateKey).
+# Not its environment: the key's secret starts with it (sk_live_, sk_test_), so a key keeps
+# it for life; update_key refuses a different one with a hint.
+EDITABLE_FIELDS = (
+    "name",
+    "environment",  # accepted only unchanged, see update_key
+    "restriction_type",
+    "allowed_ips",
+    "allowed_domains",
+    "allowed_endpoints",
+    "conversion_limit",
+)
+CREATE_FIELDS = tuple(f.name for f in dataclasses.fields(KeySpec) if f.name != "name")
+
+
 @dataclasses.dataclass(frozen=True)
 class CreatedKey:
     key: ApiKey
@@ -224,6 +239,7 @@ async def update_key(
     key_id: int,
     *,
     name: str = KEEP,
+    environment: str = KEEP,
     restriction_type: str | None = KEEP,
     allowed_ips: Sequence[str] = KEEP,
     allowed_domains: Sequence[str] = KEEP,
@@ -232,6 +248,13 @@ async def update_key(
 ) -> ApiKey:
     """Change what is given; the result is validated as a whole, as at creation."""
     key = await _get(pool, account_id, key_id)
+    if environment is not KEEP and environment != key.environment:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A key's environment cannot change (this key is {key.environment}).",
+            hint=f"Create a new key with environment '{environment}' and revoke this one.",
+            field="environment",
+        )
 
     def pick(new: Any, old: Any) -> Any:
         return old if new is KEEP else new
