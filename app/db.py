@@ -31,6 +31,11 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     )
 
 
+async def ping(pool: asyncpg.Pool) -> None:
+    """A round trip to PostgreSQL: raises while it is out of reach."""
+    await pool.fetchval("SELECT 1")
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query (UNLISTEN, RESET ALL, advisory unlock, CLOSE ALL) on every
     release: a round trip per query, for session state our pool connections never create

@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.services import job_rows
+
 if TYPE_CHECKING:
     from app.models import Job
     from app.runtime import Runtime
@@ -111,12 +113,7 @@ async def _live(rt: Runtime) -> list[Metric]:
         log.warning("metrics: the queue could not be read: %s", exc)
     try:
         async with asyncio.timeout(LIVE_TIMEOUT):
-            rows = await rt.pool.fetch(
-                "SELECT CASE WHEN expired_at IS NULL THEN status ELSE 'expired' END AS status,"
-                " count(*) AS n FROM jobs GROUP BY 1"
-            )
-        counts = {"pending": 0, "processing": 0, "finished": 0, "failed": 0, "expired": 0}
-        counts.update({r["status"]: r["n"] for r in rows})
+            counts = await job_rows.count_by_status(rt.pool)
         jobs = GaugeMetricFamily(
             "convertd_jobs", "Jobs in the database by status (expired: files deleted).", labels=["status"]
         )

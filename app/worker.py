@@ -11,7 +11,7 @@ from saq.types import Context, PartialTimersDict
 
 from app import logs, metrics, outages
 from app.runtime import Runtime
-from app.services import processing, recovery, retention, webhooks
+from app.services import job_rows, processing, recovery, retention, webhooks
 from converters import office_pool, sandbox
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def convert(ctx: WorkerContext, *, job_id: str) -> str:
     saq_job = ctx["job"]
     try:
         # the job's log lines carry the id of the request that created it (app/logs.py)
-        request_id = await rt.pool.fetchval("SELECT request_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
+        request_id = await job_rows.request_id(rt.pool, uuid.UUID(job_id))
         with logs.job_context(job_id, request_id):
             job_log.info("job taken", extra={"attempt": saq_job.attempts})
             job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
