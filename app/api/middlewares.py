@@ -7,7 +7,7 @@ from aiohttp.typedefs import Handler
 
 from app.api.errors import ERROR_CODE, render
 from app.api.health import PROBE_PATHS
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.auth.network import is_secure
 from app.auth.principal import Principal
 from app.auth.request import Trace

@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 
 from app import logs, metrics
 from app.api.health import PROBE_PATHS
-from app.api.keys import runtime
+from app.api.request_context import runtime
 
 REQUEST_ID = web.RequestKey("convertd.request_id", str)
 HEADER = "X-Request-Id"

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.keys import base_url, runtime
 from app.api.middlewares import PRINCIPAL, TRACE
 from app.api.multipart import read_form
+from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.auth.principal import Principal

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.api.rest import json_body, ok, principal
 from app.services import tokens
 

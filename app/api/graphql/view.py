@@ -19,8 +19,8 @@ from strawberry.types.unset import UnsetType
 from app.api.graphql.context import Context
 from app.api.graphql.jobs.fanout import OUTLET, Outlet
 from app.api.graphql.schema import schema
-from app.api.keys import base_url, runtime
 from app.api.multipart import read_form
+from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.errors import ConvertdError, ErrorCode
