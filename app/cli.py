@@ -476,7 +476,15 @@ def _doctor_office_pool(concurrency: int) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convertd", description="Self-hosted file conversion.")
     sub = p.add_subparsers(dest="command", required=True)
+    _serve_commands(sub)
+    _keys_commands(sub)
+    _plans_commands(sub)
+    _accounts_commands(sub)
+    return p
 
+
+def _serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, worker, migrate, doctor."""
     s = sub.add_parser("serve", help="run the API (and workers); embedded servers by default")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
@@ -503,6 +511,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=migrate)
     sub.add_parser("doctor", help="report which conversion engines work here").set_defaults(func=doctor)
 
+
+def _keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     k = keys.add_parser("create", help="create a key (and, without --account, its account)")
     k.add_argument("--name", required=True)
@@ -532,6 +542,8 @@ def parser() -> argparse.ArgumentParser:
     kn.add_argument("name")
     kn.set_defaults(func=keys_rename)
 
+
+def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plans = sub.add_parser("plans", help="configure plans").add_subparsers(dest="plans", required=True)
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
@@ -566,6 +578,8 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=plans_list)
 
+
+def _accounts_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account administration").add_subparsers(
         dest="accounts", required=True
     )
@@ -573,7 +587,6 @@ def parser() -> argparse.ArgumentParser:
     am.add_argument("account", type=int)
     am.add_argument("--json", action="store_true")
     am.set_defaults(func=accounts_master_token)
-    return p
 
 
 def _metrics_folder(data_dir: Path) -> None:

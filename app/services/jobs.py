@@ -126,26 +126,7 @@ async def convert(
     ] + [
         (_format_of(u.file_name, u.extension, input_format), rt.storage.path(u.storage_path)) for u in stored
     ]
-    with request_errors():
-        converter = registry().find(filetype, inputs[0][0], output_format)
-        for fmt, _ in inputs[1:]:
-            if registry().find(filetype, fmt, output_format) is not converter:
-                raise ConvertdError(
-                    ErrorCode.UNSUPPORTED_CONVERSION,
-                    "These inputs cannot be combined into one output.",
-                    hint="Send inputs of formats one converter reads together.",
-                )
-        values = registry().validate(filetype, inputs[0][0], output_format, values)
-    if len(inputs) > 1 and not converter.multi_input:
-        raise ConvertdError(
-            ErrorCode.BAD_REQUEST,
-            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
-            hint="Send one file per conversion.",
-            field="file",
-        )
-    if not converter.content_agnostic:
-        for fmt, path in inputs:
-            _check_content(path, fmt)
+    values = _check_conversion(filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
     await backpressure.admit(rt, principal)
@@ -157,9 +138,7 @@ async def convert(
     # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
     async with backpressure.admission(rt, principal, fresh) as conn:
         row = await conn.fetchrow(
-            "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-            " options, input_uploads, webhook_url, public_base, request_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            _INSERT_JOB,
             principal.account_id,
             principal.key.id if principal.key else None,
             filetype,
@@ -179,6 +158,42 @@ async def convert(
             await _withdraw(rt, job, principal.key.id if principal.key else None)
         raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+    " options, input_uploads, webhook_url, public_base, request_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *"
+)
+
+
+def _check_conversion(
+    filetype: str, output_format: str, inputs: list[tuple[str, Path]], options: dict[str, Any]
+) -> dict[str, Any]:
+    """Refuse what the converter cannot do with these inputs (formats that do not go
+    together, several files for a one-input converter, content that is not its format);
+    return the options validated against its schema, defaults filled in."""
+    with request_errors():
+        converter = registry().find(filetype, inputs[0][0], output_format)
+        for fmt, _ in inputs[1:]:
+            if registry().find(filetype, fmt, output_format) is not converter:
+                raise ConvertdError(
+                    ErrorCode.UNSUPPORTED_CONVERSION,
+                    "These inputs cannot be combined into one output.",
+                    hint="Send inputs of formats one converter reads together.",
+                )
+        values = registry().validate(filetype, inputs[0][0], output_format, options)
+    if len(inputs) > 1 and not converter.multi_input:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
+            hint="Send one file per conversion.",
+            field="file",
+        )
+    if not converter.content_agnostic:
+        for fmt, path in inputs:
+            _check_content(path, fmt)
+    return values
 
 
 async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
