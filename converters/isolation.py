@@ -309,6 +309,9 @@ def finish(
 
     With strict, the first missing layer raises LayerError (the job is refused); otherwise
     the job goes on with what worked, and the caller reports what did not.
+
+    Long on purpose: the layers must go up in exactly this order in one process (each one
+    takes away what the next would need), and reading them top to bottom is the audit.
     """
     active = dict(prep.active)
     uid, gid = prep.uid, prep.gid

@@ -200,6 +200,9 @@ def convert(
 
     src is linked under a fixed name so the output name is predictable and no name chosen
     by the uploader reaches the command line.
+
+    Long for now: the pool path and the cold path share the link guards and the output
+    checks; it splits with the LibreOffice tool package (issue 11, item 2).
     """
     soffice = soffice_path()
     if soffice is None:

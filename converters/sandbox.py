@@ -436,7 +436,10 @@ async def _drain(stream: asyncio.StreamReader, tail: bytearray) -> None:
 
 
 def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail: str) -> SandboxError:
-    """Turn how the child ended into an error a user understands."""
+    """Turn how the child ended into an error a user understands.
+
+    One long table of cases on purpose, checked in order (the first that holds explains the
+    end); it moves to converters/sandbox/failures.py with issue 11, item 2."""
     err = final.get("error")
     if isinstance(err, dict):
         kind = err.get("kind", "internal")
@@ -560,6 +563,10 @@ async def run(
     `registry().validate`). Returns the Result with an absolute path inside `workdir`;
     raises SandboxError (a ConversionError) on any failure of the conversion, and kills the
     child's whole process group on timeout or cancellation.
+
+    Long on purpose, for now: the descriptors, pipes, socket and child opened here are
+    released by its `finally` blocks in one fixed order. It is split into parent side and
+    failures when converters/ becomes packages (issue 11, item 2: converters/sandbox/).
     """
     input_format, output_format = normalize_format(input_format), normalize_format(output_format)
     reg = registry()
