@@ -251,7 +251,7 @@ async def keys_rename(args: argparse.Namespace) -> None:
     print(f"key {key.id} is now named '{key.name}'")
 
 
-def _limit(value: str) -> int | None:
+def _count_or_unlimited(value: str) -> int | None:
     if value.lower() in ("unlimited", "none"):
         return None
     try:
@@ -550,7 +550,7 @@ def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
     limits = ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions", "--max-running")
     for flag in limits:
-        ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+        ps.add_argument(flag, type=_count_or_unlimited, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument(
         "--retention",
         type=_duration,
@@ -567,7 +567,7 @@ def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ps.add_argument(
         "--max-pending",
-        type=_limit,
+        type=_count_or_unlimited,
         default=_NOT_GIVEN,
         metavar="N|unlimited",
         help="jobs one account may have waiting in the queue; more are refused with 429",

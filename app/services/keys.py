@@ -145,7 +145,7 @@ def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
     return kind
 
 
-def _limit(value: int | None) -> int | None:
+def _conversion_limit(value: int | None) -> int | None:
     if value is not None and value < 0:
         raise bad("The conversion limit cannot be negative.", "Give 0 or more, or none.", "conversion_limit")
     return value
@@ -208,7 +208,7 @@ async def _insert_key(
         ips,
         domains,
         _endpoints(spec.allowed_endpoints),
-        _limit(spec.conversion_limit),
+        _conversion_limit(spec.conversion_limit),
     )
     key = ApiKey.from_row(row)
     signing = keys.signing_secret(server_secret, key.kid) if server_secret else None
@@ -272,7 +272,7 @@ async def update_key(
         ips,
         domains,
         _endpoints(pick(allowed_endpoints, key.allowed_endpoints)),
-        _limit(pick(conversion_limit, key.conversion_limit)),
+        _conversion_limit(pick(conversion_limit, key.conversion_limit)),
     )
     return ApiKey.from_row(row)
 
