@@ -384,6 +384,7 @@ def test_gzip_bomb_stops_while_decompressing(tmp_path: Path) -> None:
     assert "compression bomb" in err2.message
 
 
+@pytest.mark.slow  # writes up to the total limit
 def test_total_limit_holds_while_writing(tmp_path: Path) -> None:
     src = tmp_path / "noise.xz"
     import lzma

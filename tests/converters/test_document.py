@@ -209,13 +209,28 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["xlsx"] = make_xlsx(root / "sample.xlsx")
     out["odp"] = root / "sample.odp"
     out["odp"].write_bytes(odf_bytes("presentation", odp_slide()))
-    if office.unavailable() is None:
-        # binary formats and pptx come from LibreOffice itself
-        for src, fmt in (("docx", "doc"), ("xlsx", "xls"), ("xlsx", "ods"), ("odp", "pptx"),
-                         ("odp", "ppt")):  # fmt: skip
-            made = office.convert(out[src], src, fmt, root / f"make-{fmt}")
-            out[fmt] = made.rename(root / f"sample.{fmt}")
-    return out
+    return _Samples(out, root)
+
+
+# binary formats and pptx come from LibreOffice itself (seconds each): made when first asked
+_OFFICE_MADE = {"doc": "docx", "xls": "xlsx", "ods": "xlsx", "pptx": "odp", "ppt": "odp"}
+
+
+class _Samples(dict[str, Path]):
+    """The sample files; the LibreOffice-made ones are made on first use, so a run of the
+    fast tests (`-m "not slow"`) never starts LibreOffice for them."""
+
+    def __init__(self, made: dict[str, Path], root: Path) -> None:
+        super().__init__(made)
+        self.root = root
+
+    def __missing__(self, fmt: str) -> Path:
+        src = _OFFICE_MADE.get(fmt)
+        if src is None or office.unavailable() is not None:
+            raise KeyError(fmt)
+        made = office.convert(self[src], src, fmt, self.root / f"make-{fmt}")
+        self[fmt] = made.rename(self.root / f"sample.{fmt}")
+        return self[fmt]
 
 
 class Recorder:

@@ -222,6 +222,7 @@ class FontProbeConverter(Converter):
         return Result(out)
 
 
+@pytest.mark.slow  # probes a job's view of the font folders through the sandbox
 async def test_jobs_see_the_fonts_read_only_and_nothing_beside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

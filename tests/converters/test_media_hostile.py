@@ -30,6 +30,8 @@ from converters.base import ConversionError, Limits, Task
 from converters.video import VideoConverter
 from tests.helpers import wait_until_sync
 
+pytestmark = pytest.mark.slow  # ffmpeg attacks, deadlocks and kills
+
 AUDIO, VIDEO = AudioConverter(), VideoConverter()
 SECRET_SECONDS = 3.0
 
@@ -466,8 +468,6 @@ import sys
 from pathlib import Path
 from converters.base import Task
 from converters.video import VideoConverter
-
-pytestmark = pytest.mark.slow  # ffmpeg attacks, deadlocks and kills
 work = Path(sys.argv[1])
 task = Task([work / "input.mp4"], "mp4", "mp4", {"codec": "h265", "preset": "slow"}, work)
 VideoConverter().convert(task)
