@@ -258,12 +258,11 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     try:
         return await charge(rt, principal)
     except _Stale as stale:
-        # admitted on what was true a moment ago: decide again on what is true now (this
-        # call was counted once already, and stays counted)
-        fresh = dataclasses.replace(
-            stale.fresh,
-            client_ip=principal.client_ip,
-            access_token_id=principal.access_token_id,
-        )
+        # admitted on what was true a moment ago: identify and decide again on what is true
+        # now, from the database (charge() cleared the cache). Identify too, not only admit:
+        # a JWT signed with a secret rotated meanwhile fails its signature check there. This
+        # call was counted once already, and stays counted.
+        fresh = await identify(rt, info.credential, client_ip)
+        fresh = dataclasses.replace(fresh, rate=stale.fresh.rate)
         _admit(fresh, info, client_ip)
         return fresh
