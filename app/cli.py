@@ -1,4 +1,4 @@
-"""`convertd`: serve, worker, migrate, keys, doctor."""
+"""`convertd`: serve, worker, migrate, keys, doctor; convert and formats (app/client/)."""
 
 from __future__ import annotations
 
@@ -251,6 +251,37 @@ async def keys_rename(args: argparse.Namespace) -> None:
     print(f"key {key.id} is now named '{key.name}'")
 
 
+async def keys_jwt(args: argparse.Namespace) -> None:
+    from app.services.tokens import mint_for_key
+
+    async with _pool() as (settings, pool):
+        try:
+            minted = await mint_for_key(pool, settings.secret, args.id, args.ttl)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(
+            json.dumps(
+                {"token": minted.token, "kid": str(minted.kid), "expires_at": minted.expires_at.isoformat()}
+            )
+        )
+    else:
+        print(minted.token)
+
+
+def _ttl(value: str) -> int:
+    from app.auth.jwts import MAX_MINTED_LIFETIME
+    from app.services.plans import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not 1 <= seconds <= MAX_MINTED_LIFETIME:
+        raise argparse.ArgumentTypeError("from 1s to 24h: minted JWTs are for short-lived use")
+    return seconds
+
+
 def _count_or_unlimited(value: str) -> int | None:
     if value.lower() in ("unlimited", "none"):
         return None
@@ -480,6 +511,9 @@ def parser() -> argparse.ArgumentParser:
     _keys_commands(sub)
     _plans_commands(sub)
     _accounts_commands(sub)
+    from app.client.commands import add_commands
+
+    add_commands(sub)  # convert, formats: a client of a running server
     return p
 
 
@@ -541,6 +575,12 @@ def _keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     kn.add_argument("id", type=int)
     kn.add_argument("name")
     kn.set_defaults(func=keys_rename)
+
+    kj = keys.add_parser("jwt", help="print a JWT for a key (for the web page; never hand out the key)")
+    kj.add_argument("id", type=int, metavar="KEY_ID")
+    kj.add_argument("--ttl", type=_ttl, default=3600, metavar="1h", help="lifetime, at most 24h (default 1h)")
+    kj.add_argument("--json", action="store_true", help="token, kid and expiry as JSON")
+    kj.set_defaults(func=keys_jwt)
 
 
 def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -31,6 +31,11 @@ class ErrorCode(enum.StrEnum):
     STORAGE_QUOTA_EXCEEDED = "STORAGE_QUOTA_EXCEEDED"
     TOO_MANY_PENDING = "TOO_MANY_PENDING"
     OVERLOADED = "OVERLOADED"
+    # resumable uploads (tus 1.0, app/services/tus.py)
+    OFFSET_MISMATCH = "OFFSET_MISMATCH"
+    TUS_VERSION_UNSUPPORTED = "TUS_VERSION_UNSUPPORTED"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    LOCKED = "LOCKED"
 
 
 _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
@@ -53,6 +58,10 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.STORAGE_QUOTA_EXCEEDED: (413, "Payload Too Large"),
     ErrorCode.TOO_MANY_PENDING: (429, "Too Many Requests"),
     ErrorCode.OVERLOADED: (503, "Service Unavailable"),
+    ErrorCode.OFFSET_MISMATCH: (409, "Conflict"),
+    ErrorCode.TUS_VERSION_UNSUPPORTED: (412, "Precondition Failed"),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported Media Type"),
+    ErrorCode.LOCKED: (423, "Locked"),
 }
 
 

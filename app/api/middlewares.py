@@ -23,7 +23,8 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = (
     "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition,"
-    " X-Request-Id"
+    " X-Request-Id, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Upload-Offset,"
+    " Upload-Length, Upload-Expires, Upload-Metadata, X-File-Path"
 )
 
 

@@ -68,6 +68,12 @@ async def info(request: web.Request) -> web.Response:
                 "GET /v1/",
                 "GET /v1/formats",
                 "POST /v1/upload",
+                "OPTIONS /v1/uploads/tus/",
+                "POST /v1/uploads/tus/",
+                "HEAD /v1/uploads/tus/{upload_id}",
+                "GET /v1/uploads/tus/{upload_id}",
+                "PATCH /v1/uploads/tus/{upload_id}",
+                "DELETE /v1/uploads/tus/{upload_id}",
                 "POST /v1/convert",
                 "GET /v1/status/{job_id}",
                 "GET /v1/events/{job_id}",
@@ -134,6 +140,7 @@ async def convert(request: web.Request) -> web.StreamResponse:
             webhook_url=body.get("webhook_url"),
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
+            url=_as_text(body.get("url")),
         )
     else:
         async with read_form(request, rt) as form:
@@ -149,6 +156,7 @@ async def convert(request: web.Request) -> web.StreamResponse:
                 webhook_url=form.get("webhook_url"),
                 base_url=base_url(request),
                 wait=form.get("wait") or request.query.get("wait"),
+                url=form.get("url"),
             )
     if job.terminal:  # a synchronous convert (wait) that ended within its wait
         return await _settled(request, job)
@@ -264,6 +272,10 @@ def _attachment(filename: str) -> str:
 
     ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _as_list(value: Any) -> list[str]:

@@ -18,7 +18,7 @@ from app.db import Executor
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
-from app.services import allowance, backpressure, storage_use, uploads, webhooks
+from app.services import allowance, backpressure, storage_use, uploads, url_import, webhooks
 from app.services.dispatch import FairQueue, Position
 from app.services.formats import request_errors
 from converters.base import ConversionError
@@ -101,12 +101,23 @@ async def convert(
     webhook_url: str | None = None,
     base_url: str | None = None,
     wait: object = None,
+    url: str | None = None,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job.
 
     With `wait` (seconds) the job is returned when it ends or when the wait runs out,
     whichever comes first; it is a job like any other either way (quota, history, events).
+    With `url` the input is fetched from there first (app/services/url_import.py) and is
+    then one more received file, checked and stored like an upload.
+
+    Long on purpose: it reads top to bottom in the order of the checks, every refusal
+    before anything is charged, stored or queued.
     """
+    if url is not None and url.strip():
+        request = {"filetype": filetype, "output_format": output_format, "options": options, "files": files,
+                   "file_paths": file_paths, "input_format": input_format, "webhook_url": webhook_url,
+                   "base_url": base_url, "wait": wait}  # fmt: skip
+        return await _convert_from_url(rt, principal, url, request)
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -116,7 +127,7 @@ async def convert(
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
             "No input file.",
-            hint="Send the file as 'file', or pass 'file_path' from an earlier upload.",
+            hint="Send the file as 'file', pass 'file_path' from an earlier upload, or 'url' to import.",
             field="file",
         )
     uploads.check_size(rt, principal, list(files))
@@ -158,6 +169,20 @@ async def convert(
             await _withdraw(rt, job, principal.key.id if principal.key else None)
         raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request: dict[str, Any]) -> Job:
+    """convert() with one more input fetched from `url`; what needs no input is checked
+    before anything is downloaded."""
+    _wait_seconds(request["wait"])
+    webhooks.check_url(request["webhook_url"])
+    _required(request["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
+    _required(request["output_format"], "output_format", "The target extension, e.g. webp.")
+    parse_options(request["options"])
+    await backpressure.admit(rt, principal)
+    await storage_use.check_quota(rt, principal, 0)
+    async with url_import.imported(rt, principal, url) as incoming:
+        return await convert(rt, principal, **{**request, "files": [*request["files"], incoming]})
 
 
 _INSERT_JOB = (
