@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.exceptions
 
+from app import db
 from app.errors import ConvertdError, ErrorCode
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ async def wait_until_reachable(rt: Runtime, seconds: float = 300) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            await rt.pool.fetchval("SELECT 1")
+            await db.ping(rt.pool)
             await rt.redis.ping()
             return True
         except Exception as exc:
