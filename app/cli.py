@@ -399,8 +399,8 @@ async def doctor(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
 
-    from converters import sandbox
     from converters.registry import registry
+    from converters.sandbox import parent as sandbox
 
     reg = registry()
     for filetype, group in reg.formats().items():
@@ -418,7 +418,7 @@ async def doctor(args: argparse.Namespace) -> None:
             await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
         except sandbox.SandboxError as exc:
             print(f"error    a test conversion failed: {exc.message} ({exc.detail.strip()[:200]})")
-    from converters import isolation
+    from converters.sandbox import isolation
 
     layers = sandbox.layers or {}
     for name in isolation.LAYERS:
@@ -435,7 +435,7 @@ async def doctor(args: argparse.Namespace) -> None:
         )
     elif missing_layers:
         print("warning  conversions run without the layers above (CONVERTD_SANDBOX=strict would refuse)")
-    from converters import office
+    from converters.tools.office import soffice as office
 
     if layers.get("mount") and layers.get("seccomp"):
         print("ok       LibreOffice and pandoc run inside each job's sandbox")
@@ -451,7 +451,7 @@ async def doctor(args: argparse.Namespace) -> None:
 
 def _doctor_fonts() -> None:
     """Which writing systems documents and SVGs can show, and the Office stand-ins."""
-    from converters import fonts
+    from converters.tools import fonts
 
     for missing in fonts.missing_dirs():
         print(f"warning  {fonts.FONTS_ENV}: {missing} is not a folder; its fonts are not used")
@@ -477,7 +477,8 @@ def _doctor_fonts() -> None:
 
 
 def _doctor_office_pool(concurrency: int) -> None:
-    from converters import office_jail, office_pool
+    from converters.tools.office import jail as office_jail
+    from converters.tools.office import pool as office_pool
 
     try:
         settings, layers, error = office_pool.probe(concurrency)

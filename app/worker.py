@@ -12,7 +12,8 @@ from saq.types import Context, PartialTimersDict
 from app import logs, metrics, outages
 from app.runtime import Runtime
 from app.services import job_rows, processing, recovery, retention, webhooks
-from converters import office_pool, sandbox
+from converters.sandbox import parent as sandbox
+from converters.tools.office import pool as office_pool
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("convertd.jobs")  # a job's own lines, with its request's id

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from converters import fonts, office
+from converters.tools import fonts
+from converters.tools.office import soffice as office
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "converters"))
 from samples_fonts import SCRIPT_LINES, docx

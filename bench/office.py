@@ -62,7 +62,10 @@ from app.config import QueueSettings, Settings  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.keys import create_account_with_key  # noqa: E402
 from app.worker import build_worker  # noqa: E402
-from converters import office, office_broker, office_pool, sandbox  # noqa: E402
+from converters.sandbox import parent as sandbox  # noqa: E402
+from converters.tools.office import broker as office_broker  # noqa: E402
+from converters.tools.office import pool as office_pool  # noqa: E402
+from converters.tools.office import soffice as office  # noqa: E402
 
 UNOSERVER_VENV = ROOT / ".bench" / "unoserver-venv"
 

@@ -30,7 +30,9 @@ import pypandoc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import office as bench  # bench/office.py (its Service, Unoserver, pool_direct)
 
-from converters import office_broker, office_pool, sandbox
+from converters.sandbox import parent as sandbox
+from converters.tools.office import broker as office_broker
+from converters.tools.office import pool as office_pool
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -66,7 +68,8 @@ def kind(pid: int, procs: dict[int, tuple[int, str, float]], root: Path) -> str 
         return None
     top = procs[chain[-1]][1] if chain else ""
     for needle, name in (("unoserver", "unoserver"), ("redis", "redis"),
-                         ("converters.zygote", "sandbox"), ("unshare", "LibreOffice jails")):  # fmt: skip
+                         ("converters.sandbox.forkserver", "sandbox"),
+                         ("unshare", "LibreOffice jails")):  # fmt: skip
         if needle in top:
             return name
     return "other"

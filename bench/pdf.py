@@ -5,10 +5,10 @@ and against PyMuPDF (the engine before the licence change) when it can be import
 
 Columns, each the median of --runs after one untimed warm-up, same 20-page PDF:
   pdfium alone      pypdfium2 + Pillow PNG encoding, no converter code
-  converter         converters.pdf.PdfConverter check() + convert() in this process
+  converter         converters.filetypes.pdf.converter.PdfConverter check() + convert() in this process
   sandbox.run       the whole job as the worker runs it: child process, limits, checks
   pymupdf alone     PyMuPDF get_pixmap + its PNG encoder / get_text(sort=True)
-  old converter     converters/pdf.py as it was with PyMuPDF (from git, --old-rev)
+  old converter     converters/pdf.py (its old path) as it was with PyMuPDF (from git, --old-rev)
 and ratios new/old on CPU time, which a busy machine disturbs far less than wall time
 (both are printed). A job's CPU is ours plus its child's (RUSAGE_CHILDREN, summed over the
 runs: warm children are reaped one job late). The sandbox's own cost does not depend on the
@@ -49,12 +49,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from converters import sandbox  # noqa: E402
 from converters.base import Task  # noqa: E402
-from converters.pdf import PNG_LEVEL, PdfConverter  # noqa: E402
+from converters.filetypes.pdf.converter import PNG_LEVEL, PdfConverter  # noqa: E402
+from converters.sandbox import parent as sandbox  # noqa: E402
 
 PAGES, DPI = 20, 150
-OLD_REV = "185b4ab"  # the last commit whose converters/pdf.py used PyMuPDF
+OLD_REV = "185b4ab"  # the last commit whose converters/pdf.py (old path) used PyMuPDF
 LOREM = (
     "Convertd turns documents into other documents. Each page of this benchmark carries "
     "paragraphs of text, vector shapes in colour and a photograph, like a typical report. "
@@ -159,7 +159,7 @@ def mupdf_text(mupdf: ModuleType, path: Path) -> Callable[[], None]:
 
 
 def old_converter(rev: str) -> Any | None:
-    """converters/pdf.py at `rev`, loaded beside the current one (needs git and PyMuPDF)."""
+    """converters/pdf.py (old path) at `rev`, loaded beside the current one (needs git and PyMuPDF)."""
     try:
         source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:converters/pdf.py"],
                                 capture_output=True, check=True, text=True).stdout  # fmt: skip

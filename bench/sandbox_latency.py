@@ -1,4 +1,4 @@
-"""What the sandbox costs per job: the raw converter call vs `converters.sandbox.run()`.
+"""What the sandbox costs per job: the raw converter call vs `converters.sandbox.parent.run()`.
 
     env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/sandbox_latency.py [--jobs 30]
 
@@ -28,9 +28,9 @@ from typing import Any
 from PIL import Image
 
 import converters
-from converters import sandbox
 from converters.base import Task
 from converters.registry import registry
+from converters.sandbox import parent as sandbox
 
 
 def _raw(filetype: str, src: str, dst: str, options: dict[str, Any], path: Path, workdir: Path) -> None:

@@ -3,7 +3,7 @@
 A converter is a plain object: it says which formats it reads and writes, which options
 each pair takes (as a small JSON-schema-like description), and converts files on disk.
 It never imports the web, database or Redis layers; the service runs it inside
-`converters.sandbox`, a child process with resource limits, and hears of its progress
+`converters.sandbox.parent`, a child process with resource limits, and hears of its progress
 through `Task.progress`.
 """
 

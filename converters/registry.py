@@ -14,15 +14,15 @@ from converters.base import Converter, Option, RequestError
 
 # module:Class of every converter; a module that fails to import counts as a missing engine.
 CONVERTERS: tuple[str, ...] = (
-    "converters.image:ImageConverter",
-    "converters.hash:HashConverter",
-    "converters.data:DataConverter",
-    "converters.audio:AudioConverter",
-    "converters.video:VideoConverter",
-    "converters.document:DocumentConverter",
-    "converters.pdf:PdfConverter",
-    "converters.ebook:EbookConverter",
-    "converters.archive:ArchiveConverter",
+    "converters.filetypes.image.converter:ImageConverter",
+    "converters.filetypes.hash:HashConverter",
+    "converters.filetypes.data.converter:DataConverter",
+    "converters.filetypes.audio:AudioConverter",
+    "converters.filetypes.video:VideoConverter",
+    "converters.filetypes.document:DocumentConverter",
+    "converters.filetypes.pdf.converter:PdfConverter",
+    "converters.filetypes.ebook:EbookConverter",
+    "converters.filetypes.archive.converter:ArchiveConverter",
 )
 
 

@@ -221,7 +221,7 @@ OPEN_POINT = """\
 
 PyAV's wheel (`av`, BSD-3-Clause; its FFmpeg reports LGPL-3.0-or-later) bundles the x264
 and x265 encoders (GPL-2.0-or-later), which are loaded in-process when `av` is imported.
-Convertd uses PyAV only to probe inputs (`converters/media.py`) and never encodes with it:
+Convertd uses PyAV only to probe inputs (`converters/tools/media.py`) and never encodes with it:
 all encoding runs in the separate ffmpeg program. `scripts/licenses.py` flags the bundled
 libraries and tolerates `av` by name with this reason printed on every run. Until PyAV is
 replaced (probing with the ffmpeg program, or a PyAV built against an LGPL-only FFmpeg),

@@ -32,7 +32,7 @@ from app.services.accounts import issue_master_token
 from app.services.dispatch import FairQueue
 from app.services.plans import set_plan
 from app.storage import IncomingFile
-from converters import sandbox
+from converters.sandbox import parent as sandbox
 from tests.conftest import Account, GraphQL
 from tests.test_worker import _principal, _start_worker, _worker_env
 from tests.wsclient import connect, subscribe

@@ -69,7 +69,7 @@ def _pdf(pages: int, label: str) -> bytes:
 async def test_images_into_one_pdf_and_pdf_merge_and_pages_to_images(
     http: aiohttp.ClientSession, base_url: str, account: Account, gql: GraphQL
 ) -> None:
-    pytest.importorskip("converters.pdf")
+    pytest.importorskip("converters.filetypes.pdf.converter")
     images = [("one.png", png_bytes((100, 80), "red")), ("two.png", png_bytes((60, 90), "blue"))]
     status = await _convert(http, base_url, account.key, images, "pdf", "pdf")
     assert status["status"] == "finished", status

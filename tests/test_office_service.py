@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from converters import office_pool
+from converters.tools.office import pool as office_pool
 from tests.conftest import Account, wait_for_status
 from tests.pdf_samples import page_texts
 

@@ -17,9 +17,10 @@ from app.models import Job, JobStatus
 from app.outages import is_outage
 from app.services.jobs import announce, fail, save_change
 from app.storage import safe_filename
-from converters import office_broker, sandbox
 from converters.base import ConversionError, Result
 from converters.registry import normalize_format, registry
+from converters.sandbox import parent as sandbox
+from converters.tools.office import broker as office_broker
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -99,7 +100,7 @@ async def _convert(
     try:
         async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
             # LibreOffice work reaches this worker's warm pool through a door bound to the
-            # job's account (converters/office_broker.py); a no-op when no pool runs here
+            # job's account (converters/tools/office/broker.py); a no-op when no pool runs here
             door = (
                 office_broker.serve_job(workdir, job.account_id)
                 if _uses_office(job)

@@ -15,11 +15,11 @@ import av
 import pytest
 from PIL import Image
 
-from converters import sandbox
 from converters.base import ConversionError, Task
-from converters.image import ANIMATION_SECONDS_LIMIT, WRITE, ImageConverter
+from converters.filetypes.image.converter import ANIMATION_SECONDS_LIMIT, WRITE, ImageConverter
+from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
-from converters.video import VideoConverter
+from converters.sandbox import parent as sandbox
 
 IMAGE, VIDEO = ImageConverter(), VideoConverter()
 SIZE = (64, 48)

@@ -20,10 +20,10 @@ from pathlib import Path
 import libarchive
 import pytest
 
-from converters.archive import PLAIN_INPUTS, ArchiveConverter
-from converters.archive_rar4 import rar4
-from converters.archive_readers import rar_unavailable
 from converters.base import ConversionError, RequestError, Task
+from converters.filetypes.archive.converter import PLAIN_INPUTS, ArchiveConverter
+from converters.filetypes.archive.rar4 import rar4
+from converters.filetypes.archive.readers import rar_unavailable
 from converters.registry import Registry
 
 CONV = ArchiveConverter()

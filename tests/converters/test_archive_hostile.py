@@ -1,6 +1,6 @@
 """Hostile archives are ordinary input: each attack file is generated here.
 
-Policy under test (see converters/archive_safety.py): names that escape the folder, bombs
+Policy under test (see converters/filetypes/archive/safety.py): names that escape the folder, bombs
 and lying sizes fail the job with a clear error; links, devices and FIFOs are skipped and
 listed in `result.skipped`; duplicates, odd unicode and over-long names are repaired. In
 every case nothing is written outside the job's folder.
@@ -23,11 +23,11 @@ import libarchive
 import py7zr
 import pytest
 
-from converters import archive_readers as readers
-from converters.archive import ArchiveConverter
-from converters.archive_rar4 import rar4
-from converters.archive_safety import Audit, Bounds, GiB, MiB, Staging
 from converters.base import ConversionError, Result, Task
+from converters.filetypes.archive import readers
+from converters.filetypes.archive.converter import ArchiveConverter
+from converters.filetypes.archive.rar4 import rar4
+from converters.filetypes.archive.safety import Audit, Bounds, GiB, MiB, Staging
 
 CONV = ArchiveConverter()
 

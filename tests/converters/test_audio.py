@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from samples_media import AUDIO_FORMATS, SECONDS, SILENT_FORMATS, VIDEO_FORMATS, decode, make, task_for
 
-from converters.audio import AudioConverter
 from converters.base import ConversionError, RequestError
+from converters.filetypes.audio import AudioConverter
 from converters.registry import Registry
 
 CONV = AudioConverter()
@@ -209,7 +209,7 @@ def test_options_are_published_and_validated() -> None:
 
 
 async def test_through_the_sandbox(samples, tmp_path) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     result = await sandbox.run(
         "audio", "wma", "m4a", {"channels": 1, "start": 0.5}, [samples["wma"]], tmp_path / "job"

@@ -1,4 +1,4 @@
-"""converters.data: every pair on generated files, options, malformed and hostile input.
+"""converters.filetypes.data.converter: every pair on generated files, options, malformed and hostile input.
 
 Inputs are written with the standard writers (json, csv, yaml, tomli_w, openpyxl, plain
 XML text) and outputs read back with independent readers (json, csv, yaml, tomllib,
@@ -23,9 +23,9 @@ import pytest
 import tomli_w
 import yaml
 
-from converters import sandbox
 from converters.base import ConversionError, Limits, Task
-from converters.data import FORMATS, DataConverter
+from converters.filetypes.data.converter import FORMATS, DataConverter
+from converters.sandbox import parent as sandbox
 
 CONV = DataConverter()
 RECORDS = [

@@ -18,10 +18,12 @@ import openpyxl
 import pikepdf
 import pytest
 
-from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter, Limits, RequestError, Task
-from converters.document import DocumentConverter, LibreOfficeConverter, PandocConverter
+from converters.filetypes.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
+from converters.sandbox import parent as sandbox
+from converters.tools import pandoc
+from converters.tools.office import soffice as office
 from tests.helpers import wait_until_sync
 from tests.pdf_samples import page_texts
 

@@ -5,7 +5,7 @@ folder outside the job; a listener on 127.0.0.1 records any connection. A conver
 passes when it either fails with a ConversionError or succeeds with neither the secret
 text nor a magenta pixel in its output, no connection made and no macro run.
 
-Three layers protect LibreOffice (see converters/office.py): the locked profile, the link
+Three layers protect LibreOffice (see converters/tools/office/soffice.py): the locked profile, the link
 guard and the namespace isolation; pandoc has --sandbox and the same isolation. Every
 attack runs with the tools' own settings alone ("tool-settings": profile and guard, or
 --sandbox) and again inside the namespaces; one test switches the guard off (isolation
@@ -40,9 +40,11 @@ from test_document import (
     read_text,
 )
 
-from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter
-from converters.ebook import EbookConverter
+from converters.filetypes.ebook import EbookConverter
+from converters.sandbox import parent as sandbox
+from converters.tools import pandoc
+from converters.tools.office import soffice as office
 from tests.helpers import wait_until_sync
 from tests.pdf_samples import embedded_images, page_count, page_texts, render
 

@@ -11,9 +11,11 @@ import defusedxml.ElementTree as SafeET
 import pytest
 from test_document import TEXT_SAMPLES, make_task, progress_of, read_text, run_pandoc
 
-from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Task
-from converters.ebook import CalibreEbookConverter, EbookConverter
+from converters.filetypes.ebook import CalibreEbookConverter, EbookConverter
+from converters.sandbox import parent as sandbox
+from converters.tools import pandoc
+from converters.tools.office import soffice as office
 
 CONVERTER = EbookConverter()
 WORDS = ("Quokka", "Zephyr")

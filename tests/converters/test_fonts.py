@@ -19,12 +19,15 @@ import pytest
 from PIL import Image
 from samples_fonts import SCRIPT_LINES, docx, glyph_shapes, page_count, pdf_fonts, renamed_font
 
-from converters import fonts, office, office_pool, sandbox
 from converters import registry as registry_module
 from converters.base import Converter, Limits, Result, Task
-from converters.document import DocumentConverter
-from converters.image import ImageConverter
+from converters.filetypes.document import DocumentConverter
+from converters.filetypes.image.converter import ImageConverter
 from converters.registry import Registry
+from converters.sandbox import parent as sandbox
+from converters.tools import fonts
+from converters.tools.office import pool as office_pool
+from converters.tools.office import soffice as office
 
 _no_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
 

@@ -1,4 +1,4 @@
-"""converters.hash: checksums of any file, checked against hashlib and coreutils."""
+"""converters.filetypes.hash: checksums of any file, checked against hashlib and coreutils."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from converters import sandbox
 from converters.base import RequestError, Task
-from converters.hash import ALGORITHMS, DEFAULT_ALGORITHMS, INPUT_FORMATS, HashConverter
+from converters.filetypes.hash import ALGORITHMS, DEFAULT_ALGORITHMS, INPUT_FORMATS, HashConverter
 from converters.registry import Registry
+from converters.sandbox import parent as sandbox
 
 CONV = HashConverter()
 PAIRS = [(s, d) for s, ds in sorted(CONV.pairs().items()) for d in sorted(ds)]

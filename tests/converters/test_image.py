@@ -1,4 +1,4 @@
-"""converters.image: every listed pair, the options, and hostile images.
+"""converters.filetypes.image.converter: every listed pair, the options, and hostile images.
 
 Inputs are generated here (Pillow for what it writes, by hand for PSD, XPM and SVG) and
 outputs are decoded again with Pillow without the converter's format restriction.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from converters import sandbox
 from converters.base import ConversionError, Task
-from converters.image import READ, WRITE, ImageConverter
+from converters.filetypes.image.converter import READ, WRITE, ImageConverter
+from converters.sandbox import parent as sandbox
 
 CONV = ImageConverter()
 SIZE = (64, 48)

@@ -1,5 +1,5 @@
-"""JPEG XL through imagecodecs (converters.jxl) and HEIF through pi-heif and heif-enc
-(converters.heif): the corners the pair-by-pair tests of test_image.py do not reach."""
+"""JPEG XL through imagecodecs (converters.filetypes.image.jxl) and HEIF through pi-heif and heif-enc
+(converters.filetypes.image.heif): the corners the pair-by-pair tests of test_image.py do not reach."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from converters import heif, image
 from converters.base import ConversionError, Task
-from converters.image import ImageConverter
+from converters.filetypes.image import converter as image
+from converters.filetypes.image import heif
+from converters.filetypes.image.converter import ImageConverter
 
 CONV = ImageConverter()
 needs_heif_enc = pytest.mark.skipif(heif.encoder() is None, reason="heif-enc is not installed")
@@ -29,7 +30,10 @@ def convert(src: Path, in_fmt: str, out_fmt: str, workdir: Path, **options: obje
 
 def test_importing_the_converter_does_not_load_imagecodecs() -> None:
     # a sandbox child converting a PNG should not pay for imagecodecs and numpy
-    code = "import sys, converters.image; print('imagecodecs' in sys.modules, 'numpy' in sys.modules)"
+    code = (
+        "import sys, converters.filetypes.image.converter; "
+        "print('imagecodecs' in sys.modules, 'numpy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -107,7 +111,7 @@ def test_without_heif_enc_heic_is_input_only(monkeypatch: pytest.MonkeyPatch) ->
     code = (
         "import shutil; real = shutil.which\n"
         "shutil.which = lambda name, *a, **k: None if name == 'heif-enc' else real(name, *a, **k)\n"
-        "from converters.image import ImageConverter\n"
+        "from converters.filetypes.image.converter import ImageConverter\n"
         "c = ImageConverter(); p = c.pairs()\n"
         "print('heic' in p, 'heic' in p['png'], c.unavailable_formats()['heic'])"
     )

@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 import pytest
 
 from converters import registry as registry_module
-from converters import sandbox
 from converters.base import Converter, Limits, Result, Task
-from converters.hash import HashConverter
+from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
-from converters.sandbox import SandboxError
+from converters.sandbox import parent as sandbox
+from converters.sandbox.parent import SandboxError
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths

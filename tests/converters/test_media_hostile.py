@@ -24,10 +24,10 @@ import pytest
 from PIL import Image
 from samples_media import FFMPEG, decode, make
 
-from converters import media
-from converters.audio import AudioConverter
 from converters.base import ConversionError, Limits, Task
-from converters.video import VideoConverter
+from converters.filetypes.audio import AudioConverter
+from converters.filetypes.video import VideoConverter
+from converters.tools import media
 from tests.helpers import wait_until_sync
 
 pytestmark = pytest.mark.slow  # ffmpeg attacks, deadlocks and kills
@@ -467,7 +467,7 @@ _RUN_FOREVER = """
 import sys
 from pathlib import Path
 from converters.base import Task
-from converters.video import VideoConverter
+from converters.filetypes.video import VideoConverter
 work = Path(sys.argv[1])
 task = Task([work / "input.mp4"], "mp4", "mp4", {"codec": "h265", "preset": "slow"}, work)
 VideoConverter().convert(task)
@@ -554,7 +554,7 @@ def test_deadlocked_ffmpeg_is_stopped(tmp_path, monkeypatch) -> None:
 
 
 async def test_sandbox_refuses_a_playlist_disguised_as_video(tmp_path, secret) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     attack = tmp_path / "movie.avi"
     attack.write_bytes(playlist(f"file://{secret}"))
@@ -566,7 +566,7 @@ async def test_sandbox_refuses_a_playlist_disguised_as_video(tmp_path, secret) -
 
 
 async def test_sandbox_refuses_a_playlist_hidden_in_an_avi(tmp_path, secret) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     attack = tmp_path / "movie.avi"
     attack.write_bytes(avi_file(playlist(f"file://{secret}")))
@@ -577,7 +577,7 @@ async def test_sandbox_refuses_a_playlist_hidden_in_an_avi(tmp_path, secret) -> 
 
 
 async def test_sandbox_refuses_a_bomb(tmp_path) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     bomb = tmp_path / "bomb.gif"
     bomb.write_bytes(_gif_declaring(16000, 16000))

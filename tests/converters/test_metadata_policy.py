@@ -18,12 +18,13 @@ import pytest
 from PIL import Image
 from samples_media import ffmpeg, task_for
 
-from converters import heif, sandbox
-from converters.audio import AudioConverter
 from converters.base import RequestError, Task
-from converters.image import ImageConverter
+from converters.filetypes.audio import AudioConverter
+from converters.filetypes.image import heif
+from converters.filetypes.image.converter import ImageConverter
+from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
-from converters.video import VideoConverter
+from converters.sandbox import parent as sandbox
 from tests.conftest import Account, GraphQL, operation, wait_for_status
 
 IMAGE = ImageConverter()

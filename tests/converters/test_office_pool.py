@@ -32,9 +32,13 @@ from test_document import (
 )
 from test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa: F401  (a fixture)
 
-from converters import office, office_broker, office_jail, office_pool, sandbox
 from converters.base import ConversionError, Limits
-from converters.document import LibreOfficeConverter
+from converters.filetypes.document import LibreOfficeConverter
+from converters.sandbox import parent as sandbox
+from converters.tools.office import broker as office_broker
+from converters.tools.office import jail as office_jail
+from converters.tools.office import pool as office_pool
+from converters.tools.office import soffice as office
 from tests.helpers import wait_until
 from tests.pdf_samples import make_pdf, page_texts
 
@@ -412,7 +416,7 @@ def test_hostile_office_files_through_the_pool(
 
 def test_empty_pdf_is_still_refused(tmp_path: Path) -> None:
     """_check_pdf skips PyMuPDF when a page object is there, and still refuses a PDF without pages."""
-    from converters.document import _check_pdf, _has_page_object
+    from converters.filetypes.document import _check_pdf, _has_page_object
 
     empty = tmp_path / "empty.pdf"
     empty.write_bytes(

@@ -13,11 +13,11 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from converters import pdf as pdfmod
-from converters import sandbox
 from converters.base import ConversionError, RequestError, Task
-from converters.pdf import PdfConverter
+from converters.filetypes.pdf import converter as pdfmod
+from converters.filetypes.pdf.converter import PdfConverter
 from converters.registry import Registry
+from converters.sandbox import parent as sandbox
 from tests.pdf_samples import (
     PAGE_COLORS,
     add_page,

@@ -1,10 +1,10 @@
-"""converters.sandbox: a conversion runs in a limited child; its failures stay its own.
+"""converters.sandbox.parent: a conversion runs in a limited child; its failures stay its own.
 
 The misbehaving converters below are real code run in the real child process (the child
 imports this module by name, as it imports any converter): they really allocate, spin,
 sleep, crash or spawn helpers, and the sandbox must stop them and explain why.
 
-Every job's process is forked from the fork server (`converters.zygote`); the tests that
+Every job's process is forked from the fork server (`converters.sandbox.forkserver`); the tests that
 prove the isolation layers from inside a job are in test_isolation.py.
 """
 
@@ -31,11 +31,11 @@ from typing import ClassVar
 import pytest
 
 from converters import registry as registry_module
-from converters import sandbox
 from converters.base import ConversionError, Converter, Limits, Result, Task
-from converters.hash import HashConverter
+from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
-from converters.sandbox import SandboxError
+from converters.sandbox import parent as sandbox
+from converters.sandbox.parent import SandboxError
 from tests.helpers import wait_until
 
 BEHAVIOURS = frozenset(
@@ -384,7 +384,7 @@ async def test_mismatched_content_refused_in_the_child(tmp_path: Path) -> None:
 _UNPRIVILEGED_JOB = """
 import json, os, socket, sys, tempfile
 from pathlib import Path
-from converters import isolation
+from converters.sandbox import isolation
 workdir = Path(tempfile.mkdtemp()) / "job"
 (workdir / "tmp").mkdir(parents=True)
 read_fd, write_fd = os.pipe()
@@ -431,7 +431,7 @@ def test_layers_without_root(tmp_path: Path) -> None:
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
              "-c", _UNPRIVILEGED_JOB, str(server.getsockname()[1])],
             capture_output=True, text=True, cwd="/", timeout=30,
-            env={"PYTHONPATH": str(Path(sandbox.__file__).parent.parent), "PATH": "/usr/bin"},
+            env={"PYTHONPATH": str(Path(sandbox.__file__).parents[2]), "PATH": "/usr/bin"},
         )  # fmt: skip
     layers = json.loads(done.stdout or "{}")
     if not layers.get("net"):

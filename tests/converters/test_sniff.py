@@ -12,8 +12,8 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from converters import heif
 from converters.base import ConversionError
+from converters.filetypes.image import heif
 from converters.sniff import check_declared, compatible, detect
 from tests.pdf_samples import pdf_bytes
 

@@ -11,8 +11,8 @@ import pytest
 from samples_media import SECONDS, SILENT_FORMATS, SIZE, VIDEO_FORMATS, decode, make, task_for
 
 from converters.base import ConversionError, RequestError
+from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
-from converters.video import VideoConverter
 
 CONV = VideoConverter()
 VIDEO_OUTPUTS = ("mp4", "mkv", "webm", "mov", "avi", "gif")
@@ -248,7 +248,7 @@ _UNDER_LIMIT = """
 import json, resource, sys
 from pathlib import Path
 from converters.base import Task
-from converters.video import VideoConverter
+from converters.filetypes.video import VideoConverter
 conv = VideoConverter()
 limit = conv.limits.memory_bytes
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # ffmpeg inherits it, as in the sandbox
@@ -279,7 +279,7 @@ def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
 
 @pytest.mark.slow  # a long clip through the sandbox
 async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     long = make("mp4", tmp_path / "long.mp4", size=(320, 240), seconds=8)
     seen: list[float] = []
@@ -298,7 +298,7 @@ async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
 
 
 async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
-    from converters import sandbox
+    from converters.sandbox import parent as sandbox
 
     result = await sandbox.run("video", "webm", "opus", {"bitrate": 64}, [samples["webm"]], tmp_path / "job")
     got = decode(result.path)
@@ -306,7 +306,7 @@ async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
 
 
 def test_missing_encoders_remove_their_formats(monkeypatch) -> None:
-    from converters import media
+    from converters.tools import media
 
     have = media.encoders() - {"libx265", "libopus"}
     monkeypatch.setattr(media, "encoders", lambda: have)
@@ -320,7 +320,8 @@ def test_missing_encoders_remove_their_formats(monkeypatch) -> None:
 
 
 def test_missing_ffmpeg_is_reported_not_offered(monkeypatch) -> None:
-    from converters import audio, media
+    from converters.filetypes import audio
+    from converters.tools import media
 
     monkeypatch.setattr(media, "ffmpeg_missing", lambda: "no ffmpeg binary here")
     reg = Registry([CONV, audio.AudioConverter()])

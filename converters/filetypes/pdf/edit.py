@@ -16,7 +16,7 @@ import pikepdf
 from PIL import Image
 
 from converters.base import ConversionError
-from converters.pdf_images import PlacedImage, placed_images
+from converters.filetypes.pdf.images import PlacedImage, placed_images
 
 
 def open_pdf(source: Path | bytes) -> pikepdf.Pdf:

@@ -33,8 +33,8 @@ import av
 import ffmpeg
 import imageio_ffmpeg
 
-from converters import metadata
 from converters.base import ConversionError, Limits, Option, Progress
+from converters.tools import metadata
 
 # Frames above this are refused before decoding: 8192x4352 covers DCI 8K; a decoder keeps
 # a dozen reference frames, so this already means over a gigabyte for one stream.
@@ -127,7 +127,7 @@ class MediaInfo:
     video: VideoTrack | None
     audio: AudioTrack | None
     # tag names (not values) of the container and of the first video and audio streams,
-    # for the metadata policy (converters.metadata)
+    # for the metadata policy (converters.tools.metadata)
     tags: tuple[str, ...] = ()
     video_tags: tuple[str, ...] = ()
     audio_tags: tuple[str, ...] = ()

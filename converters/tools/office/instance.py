@@ -1,6 +1,6 @@
 """One warm LibreOffice instance: its jail, its agent, and the requests it answers.
 
-The pool (converters/office_pool.py) decides which job an instance serves and when it is
+The pool (converters/tools/office/pool.py) decides which job an instance serves and when it is
 replaced; this module only starts, talks to and stops one. Blocking code, run in threads.
 """
 
@@ -20,11 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from converters import office, office_jail
 from converters.base import ConversionError
+from converters.tools.office import jail as office_jail
+from converters.tools.office import soffice as office
 
 if TYPE_CHECKING:
-    from converters.office_pool import Pool
+    from converters.tools.office.pool import Pool
 
 State = Literal["starting", "ready", "busy", "stopped", "broken"]
 

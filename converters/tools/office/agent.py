@@ -1,7 +1,7 @@
 """The inside of one warm LibreOffice instance: `/usr/bin/python3 office_agent.py`.
 
 This file runs under Debian's /usr/bin/python3 (it imports `uno` from python3-uno), inside
-the instance's jail (see converters/office_jail.py): as the instance's own unprivileged
+the instance's jail (see converters/tools/office/jail.py): as the instance's own unprivileged
 uid, in its own mount, PID, IPC, UTS and network namespaces, with no_new_privs set. It
 must not import anything from the project: only the standard library and `uno`.
 

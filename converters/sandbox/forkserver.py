@@ -1,10 +1,10 @@
-"""The fork server: `python -P -m converters.zygote <control fd>`, one per worker process.
+"""The fork server: `python -P -m converters.sandbox.forkserver <control fd>`, one per worker process.
 
 It imports every converter and their heavy libraries once (Pillow and its plugins, PyAV,
 PyMuPDF, pypdf, py7zr, libarchive, openpyxl, libmagic's database...), then forks one child
 per job: no interpreter start and no import per job, still one process per job (no job
 ever shares memory with another), and each child isolates itself before touching input
-(`converters.isolation`).
+(`converters.sandbox.isolation`).
 
 It stays single-threaded (fork in a threaded process copies locks held by other threads)
 and talks to its worker over a SOCK_SEQPACKET control socket. A job request is one message:
@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from converters import child, isolation
+from converters.sandbox import child, isolation
 
 MAX_FDS = 5  # spec memfd, message pipe, output pipe, status socket, job directory
 DISK_CHECK_SECONDS = 0.5
@@ -56,7 +56,7 @@ PRELOAD: tuple[str, ...] = (
     "PIL.Image", "PIL.ImageOps", "PIL.ImageCms", "pi_heif", "imagecodecs", "av", "pypdfium2",
     "pikepdf", "img2pdf", "py7zr", "libarchive", "openpyxl", "python_calamine", "magic", "yaml",
     "defusedxml.ElementTree", "tomli_w", "ffmpeg", "imageio_ffmpeg", "resvg_py", "tempfile",
-    "converters.sniff", "converters.child", "converters.seccomp",
+    "converters.sniff", "converters.sandbox.child", "converters.sandbox.seccomp",
 )  # fmt: skip
 
 
@@ -76,7 +76,7 @@ def preload() -> None:
         with contextlib.suppress(Exception):
             registry()
         with contextlib.suppress(Exception):
-            from converters import seccomp
+            from converters.sandbox import seccomp
 
             seccomp.compiled()  # built once here, not by each job inside its tree
         with contextlib.suppress(Exception):

@@ -15,8 +15,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from converters import office
 from converters.base import ConversionError
+from converters.tools.office import soffice as office
 
 # our format name -> pandoc reader
 READERS: dict[str, str] = {

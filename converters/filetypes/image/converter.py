@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageColor, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from converters import fonts, heif, jxl, metadata
 from converters.base import ConversionError, Converter, Option, Result, Task
-from converters.jxl import jxl_size
+from converters.filetypes.image import heif, jxl
+from converters.filetypes.image.jxl import jxl_size
 from converters.sniff import check_declared
+from converters.tools import fonts, metadata
 
 HAVE_HEIF = heif.register_decoder()  # HEIF/HEIC in: pi-heif (LGPL libheif, no encoder)
 HAVE_HEIF_OUT = HAVE_HEIF and heif.register_encoder()  # out: the separate heif-enc program

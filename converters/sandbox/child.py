@@ -1,8 +1,8 @@
-"""The job's side of `converters.sandbox`: what runs in the process forked for one job.
+"""The job's side of `converters.sandbox.parent`: what runs in the process forked for one job.
 
-`converters.zygote` forks this process ahead of its job (it enters the job-independent
+`converters.sandbox.forkserver` forks this process ahead of its job (it enters the job-independent
 isolation layers while it waits) and calls `run_job` when the job arrives: it resolves the
-converter, finishes the isolation (`converters.isolation.finish`), enters the job (cwd, HOME
+converter, finishes the isolation (`converters.sandbox.isolation.finish`), enters the job (cwd, HOME
 and TMPDIR in its directory), checks the declared input type against the content, then
 runs the converter's `check` and `convert`.
 Progress and the outcome go to a dedicated pipe as JSON lines, because converter libraries
@@ -21,8 +21,8 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from converters import fonts
 from converters.base import ConversionError, Task
+from converters.tools import fonts
 
 
 class _Channel:
@@ -107,7 +107,7 @@ def job_environment(workdir: Path, isolated: bool) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
-        **fonts.environment(),  # where the deployment's fonts are (converters.fonts)
+        **fonts.environment(),  # where the deployment's fonts are (converters.tools.fonts)
     }
     if isolated:
         # LibreOffice and pandoc would wrap themselves in `unshare` again: the job is
@@ -128,7 +128,7 @@ def enter_job(workdir: Path, isolated: bool) -> None:
 
 
 def report_failure(channel: _Channel, exc: BaseException, extra: dict[str, Any]) -> None:
-    """Tell the parent how the job failed, in the kinds `converters.sandbox` maps to errors."""
+    """Tell the parent how the job failed, in the kinds `converters.sandbox.parent` maps to errors."""
     if isinstance(exc, ConversionError):
         error = {
             "kind": "converter",
@@ -151,7 +151,7 @@ def report_failure(channel: _Channel, exc: BaseException, extra: dict[str, Any])
 def run_job(spec: dict[str, Any], channel: _Channel, prep: Any, started: float) -> int:
     """Resolve the converter, finish the isolation `prep` began, convert; report on the
     channel. Returns the exit code."""
-    from converters import isolation
+    from converters.sandbox import isolation
 
     workdir = Path(spec["workdir"])
     strict = bool(spec.get("strict"))

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import ffmpeg
 
-from converters import media, metadata
 from converters.base import Converter, Limits, Option, Result, Task
+from converters.tools import media, metadata
 
 _PCM_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)

@@ -3,9 +3,9 @@
 A cold `soffice --convert-to` costs more than a second of CPU before the first page; a
 warm instance converts a one-page document in a tenth of that. The worker process keeps
 CONVERTD_OFFICE_INSTANCES instances (default: its job concurrency), each in its own jail
-(converters/office_jail.py) and driven by a small UNO agent (converters/office_agent.py)
+(converters/tools/office/jail.py) and driven by a small UNO agent (converters/tools/office/agent.py)
 over inherited pipes. The per-job sandbox child never talks to an instance: it asks the
-worker through a one-job socket (converters/office_broker.py), and the worker, which
+worker through a one-job socket (converters/tools/office/broker.py), and the worker, which
 knows the job's account, picks the instance.
 
 Accounts (CONVERTD_OFFICE_REUSE):
@@ -39,9 +39,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
-from converters import office, office_jail
 from converters.base import ConversionError
-from converters.office_instance import (
+from converters.tools.office import jail as office_jail
+from converters.tools.office import soffice as office
+from converters.tools.office.instance import (
     FRESH,
     OUTPUT_LIMIT,
     START_TIMEOUT,

@@ -28,9 +28,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from converters import fonts, office
+from converters.tools import fonts
+from converters.tools.office import soffice as office
 
-AGENT = Path(__file__).resolve().with_name("office_agent.py")
+AGENT = Path(__file__).resolve().with_name("agent.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: python3-uno is built for it
 UID_BASE_ENV = "CONVERTD_OFFICE_UID_BASE"
 UID_BASE_DEFAULT = 64100  # instance slot n runs as uid/gid base + n (no /etc/passwd entry needed)
@@ -137,7 +138,7 @@ def command(spool: Path, slot: int, agent_config: str) -> list[str]:
 
 def _font_paths() -> str:
     """fontconfig's cache and the deployment's font folders, bound read-only at their own
-    paths (converters.fonts); ':' separated, as the jail script reads them."""
+    paths (converters.tools.fonts); ':' separated, as the jail script reads them."""
     return ":".join(str(p) for p in fonts.read_only_paths() if ":" not in str(p))
 
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from converters.archive_safety import Audit, Kind, Member, MiB, Staging, kind_of_mode
 from converters.base import ConversionError
+from converters.filetypes.archive.safety import Audit, Kind, Member, MiB, Staging, kind_of_mode
 
 try:
     import py7zr
@@ -568,6 +568,6 @@ def rar_unavailable() -> str | None:
 
 
 def _rar_probe_bytes() -> bytes:
-    from converters.archive_rar4 import rar4
+    from converters.filetypes.archive.rar4 import rar4
 
     return rar4([("a.txt", b"ok\n", stat.S_IFREG | 0o644)])

@@ -1,7 +1,7 @@
 """PDF pages to images or text, PDF merge/split/compress, images to PDF.
 
 pypdfium2 (PDFium) renders and extracts text, pikepdf (qpdf) does the page work
-(converters.pdf_edit), img2pdf wraps images into PDF pages without re-encoding them; all
+(converters.filetypes.pdf.edit), img2pdf wraps images into PDF pages without re-encoding them; all
 three are under permissive licences (see docs/decisions.md). Sizes are checked before
 anything is rendered: the page count, and each page's declared size times the requested
 dpi against a pixel limit (a 200-inch page at 600 dpi would need 14 billion pixels).
@@ -25,8 +25,9 @@ import pikepdf
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
-from converters import pdf_edit, pdf_forms
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
+from converters.filetypes.pdf import edit as pdf_edit
+from converters.filetypes.pdf import forms as pdf_forms
 
 RENDER_FORMATS = frozenset({"png", "jpg", "webp"})
 IMAGE_INPUTS = frozenset({"jpg", "png", "webp", "tiff", "gif", "bmp"})

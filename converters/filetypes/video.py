@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import ffmpeg
 
-from converters import audio, media, metadata
 from converters.base import Converter, Limits, Option, Result, Task
+from converters.filetypes import audio
+from converters.tools import media, metadata
 
 _PRESETS = ("fast", "medium", "slow")
 

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from converters import archive_readers as readers
-from converters.archive_safety import Audit, Bounds, Staging
-from converters.archive_writers import pack
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
+from converters.filetypes.archive import readers
+from converters.filetypes.archive.safety import Audit, Bounds, Staging
+from converters.filetypes.archive.writers import pack
 
 ALIASES = {"tgz": "tar.gz", "tbz2": "tar.bz2", "txz": "tar.xz"}
 TARS = ("tar", "tar.gz", "tar.bz2", "tar.xz")

@@ -11,7 +11,7 @@ The worker, not the child, knows the job's account: it is bound to the socket wh
 job starts. A child can therefore only ever reach an instance chosen for its own
 account, and never an instance's UNO pipe, which lives inside that instance's jail.
 
-The child's side (find the door, send the request) is converters/office_door.py, which a
+The child's side (find the door, send the request) is converters/tools/office/door.py, which a
 job imports without this module and the pool behind it.
 """
 
@@ -31,11 +31,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from converters import office, office_pool
 from converters.base import ConversionError
-from converters.office_door import SOCKET_NAME, convert, find
-from converters.office_door import address as _address
-from converters.office_instance import Job
+from converters.tools.office import pool as office_pool
+from converters.tools.office import soffice as office
+from converters.tools.office.door import SOCKET_NAME, convert, find
+from converters.tools.office.door import address as _address
+from converters.tools.office.instance import Job
 
 __all__ = ["SOCKET_NAME", "JobBroker", "convert", "find", "serve_job"]  # the door's job side too
 

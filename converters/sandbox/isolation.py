@@ -13,10 +13,10 @@ Layers (names reported to `convertd doctor` and checked by CONVERTD_SANDBOX=stri
   library links, a few files of /etc, the Python install and site-packages, /dev basics,
   and the job's directory, the only writable place (its ``in/`` is read-only).
 - ``pid``: its own pid namespace and a /proc of that namespace only (the zygote creates the
-  namespace; see `converters.zygote`).
+  namespace; see `converters.sandbox.forkserver`).
 - ``net``: a network namespace in which no interface is up, not even loopback.
 - ``nnp``: no_new_privs (no setuid binary can give privileges back).
-- ``seccomp``: `converters.seccomp`'s filter.
+- ``seccomp``: `converters.sandbox.seccomp`'s filter.
 - ``limits``: rlimits on memory, CPU, file size, core dumps and processes.
 """
 
@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from converters import fonts
+from converters.tools import fonts
 
 LAYERS: tuple[str, ...] = ("uid", "mount", "pid", "net", "nnp", "seccomp", "limits", "disk")
 
@@ -292,7 +292,7 @@ def prepare(mount_point: str, *, in_pid_ns: bool, uid: int | None = None) -> Pre
         return prep
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        # fonts: fontconfig's cache and CONVERTD_FONTS_DIR, read-only (converters.fonts)
+        # fonts: fontconfig's cache and CONVERTD_FONTS_DIR, read-only (converters.tools.fonts)
         build_skeleton(mount_point, python_paths() + fonts.read_only_paths(), uid, gid, with_proc=in_pid_ns)
         prep.active["mount"] = True
         prep.active["pid"] = in_pid_ns
@@ -382,7 +382,7 @@ def finish(
     active["nnp"] = attempt("nnp", nnp)
 
     def filter_() -> None:
-        from converters import seccomp
+        from converters.sandbox import seccomp
 
         seccomp.install()
 

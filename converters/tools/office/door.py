@@ -1,7 +1,7 @@
-"""The job's side of the door to the worker's LibreOffice pool (see converters/office_broker.py).
+"""The job's side of the door to the worker's LibreOffice pool (see converters/tools/office/broker.py).
 
 A sandbox child imports this module, never the pool's: the fork server preloads it with
-converters.office, so a job pays no import of the pool's machinery (threads, futures,
+converters.tools.office.soffice, so a job pays no import of the pool's machinery (threads, futures,
 jails) for code that only the worker runs. Standard library only.
 """
 

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from converters import office, pandoc
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
+from converters.tools import pandoc
+from converters.tools.office import soffice as office
 
 # LibreOffice: application -> (formats it reads, formats it writes)
 _LO_APPS: dict[str, tuple[frozenset[str], frozenset[str]]] = {

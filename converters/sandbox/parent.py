@@ -3,8 +3,8 @@
 The service never calls a converter in its own process: a hostile file may crash a C
 library, eat all memory, spin forever or try to escape, and that must cost one job, never
 the worker or another tenant. Each worker process keeps one fork server
-(`converters.zygote`) that imported every converter and its libraries once; `run()` asks it
-for a child per job, and that child enters the job's isolation (`converters.isolation`:
+(`converters.sandbox.forkserver`) that imported every converter and its libraries once; `run()` asks it
+for a child per job, and that child enters the job's isolation (`converters.sandbox.isolation`:
 own uid, mount/pid/network namespaces where only its job directory is writable, rlimits,
 no_new_privs, seccomp) before it touches input, runs that one job and exits.
 
@@ -42,9 +42,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from converters import fonts
 from converters.base import ConversionError, Limits, Result
 from converters.registry import normalize_format, registry
+from converters.tools import fonts
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ ErrorKind = Literal["converter", "memory", "cpu", "timeout", "crash", "output_si
 
 PROGRESS_INTERVAL = 0.1  # seconds between forwarded progress updates (at most ~10/s)
 STDERR_TAIL = 8192  # bytes of the child's stdout/stderr kept for the logs
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _ALLOC_FAILURES = ("memory allocation of", "std::bad_alloc", "Cannot allocate memory",
                    "out of memory")  # fmt: skip
 
@@ -189,7 +189,7 @@ class _Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-P", "-m", "converters.zygote", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "converters.sandbox.forkserver", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 cwd="/",

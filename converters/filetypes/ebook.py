@@ -11,9 +11,10 @@ import shutil
 from collections.abc import Mapping
 from typing import ClassVar
 
-from converters import office, pandoc
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
-from converters.document import PDF_OPTIONS, check_page_range, pandoc_route
+from converters.filetypes.document import PDF_OPTIONS, check_page_range, pandoc_route
+from converters.tools import pandoc
+from converters.tools.office import soffice as office
 
 EBOOK_INPUTS = frozenset({"epub", "fb2", "docx", "odt", "html", "md", "txt"})
 EBOOK_OUTPUTS = frozenset({"epub", "fb2", "docx", "odt", "html", "md", "txt"})

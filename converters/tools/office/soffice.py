@@ -38,8 +38,9 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml.common import DefusedXmlException
 from defusedxml.expatreader import DefusedExpatParser
 
-from converters import fonts, office_door
 from converters.base import ConversionError
+from converters.tools import fonts
+from converters.tools.office import door as office_door
 
 # Import filters by our format names. Forcing the import filter (--infilter) keeps
 # LibreOffice from guessing another type for a file (an "xlsx" that is really HTML would
@@ -194,7 +195,7 @@ def convert(
 ) -> Path:
     """Convert src (already passed through guard_links) to output_format; return the output path.
 
-    When the worker opened a door to its warm pool in workdir (converters/office_broker.py),
+    When the worker opened a door to its warm pool in workdir (converters/tools/office/broker.py),
     the pool converts; otherwise (no pool in this process: tools, some tests) a cold soffice
     runs here, isolated by `run_isolated`.
 

@@ -1,0 +1,1 @@
+"""Structured data: trees (json, yaml, toml, xml) and tables (csv, tsv, xlsx)."""

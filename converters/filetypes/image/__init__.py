@@ -1,0 +1,1 @@
+"""Raster images (converter) and the Pillow plugins for HEIF and JPEG XL."""

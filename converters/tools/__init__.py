@@ -1,0 +1,1 @@
+"""Programs and libraries several filetypes share: LibreOffice, pandoc, ffmpeg, fonts, metadata."""
