@@ -9,13 +9,19 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 import pytest
-from test_document import TEXT_SAMPLES, make_task, progress_of, read_text, run_pandoc
 
 from converters.base import ConversionError, Task
 from converters.filetypes.ebook import CalibreEbookConverter, EbookConverter
 from converters.sandbox import parent as sandbox
 from converters.tools import pandoc
 from converters.tools.office import soffice as office
+from tests.converters.filetypes.document.test_document import (
+    TEXT_SAMPLES,
+    make_task,
+    progress_of,
+    read_text,
+    run_pandoc,
+)
 
 CONVERTER = EbookConverter()
 WORDS = ("Quokka", "Zephyr")

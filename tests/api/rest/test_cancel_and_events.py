@@ -15,7 +15,7 @@ from app.services import jobs
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL, operation, wait_for_status
 from tests.helpers import wait_until
-from tests.test_media_progress import make_video
+from tests.services.test_media_progress import make_video
 
 
 async def _start(

@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from app.config import Settings
+from tests.api.test_health_metrics import samples, value
+from tests.cli.test_serve import _free_port
 from tests.conftest import Account
-from tests.test_health_metrics import samples, value
-from tests.test_serve import _free_port
 
 pytestmark = pytest.mark.slow  # `convertd serve` start-up
 

@@ -8,11 +8,19 @@ import wave
 from pathlib import Path
 
 import pytest
-from samples_media import AUDIO_FORMATS, SECONDS, SILENT_FORMATS, VIDEO_FORMATS, decode, make, task_for
 
 from converters.base import ConversionError, RequestError
 from converters.filetypes.audio import AudioConverter
 from converters.registry import Registry
+from tests.converters.samples_media import (
+    AUDIO_FORMATS,
+    SECONDS,
+    SILENT_FORMATS,
+    VIDEO_FORMATS,
+    decode,
+    make,
+    task_for,
+)
 
 CONV = AudioConverter()
 OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
@@ -132,7 +140,7 @@ def _rms(path: Path) -> float:
 
 
 def test_normalize_raises_a_quiet_file(tmp_path) -> None:
-    from samples_media import ffmpeg
+    from tests.converters.samples_media import ffmpeg
 
     quiet = tmp_path / "quiet.wav"
     ffmpeg(

@@ -22,12 +22,12 @@ import av
 import ffmpeg
 import pytest
 from PIL import Image
-from samples_media import FFMPEG, decode, make
 
 from converters.base import ConversionError, Limits, Task
 from converters.filetypes.audio import AudioConverter
 from converters.filetypes.video import VideoConverter
 from converters.tools import media
+from tests.converters.samples_media import FFMPEG, decode, make
 from tests.helpers import wait_until_sync
 
 pytestmark = pytest.mark.slow  # ffmpeg attacks, deadlocks and kills
@@ -480,7 +480,7 @@ def test_ffmpeg_dies_with_a_killed_converter(tmp_path, slow_input) -> None:
     work.mkdir()
     shutil.copy(slow_input, work / "input.mp4")
     child = subprocess.Popen(
-        [sys.executable, "-c", _RUN_FOREVER, str(work)], cwd=Path(__file__).resolve().parents[2]
+        [sys.executable, "-c", _RUN_FOREVER, str(work)], cwd=Path(__file__).resolve().parents[3]
     )
     try:
         deadline = time.monotonic() + 20

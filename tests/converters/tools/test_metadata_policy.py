@@ -16,7 +16,6 @@ import av
 import pikepdf
 import pytest
 from PIL import Image
-from samples_media import ffmpeg, task_for
 
 from converters.base import RequestError, Task
 from converters.filetypes.audio import AudioConverter
@@ -26,6 +25,7 @@ from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
 from tests.conftest import Account, GraphQL, operation, wait_for_status
+from tests.converters.samples_media import ffmpeg, task_for
 
 IMAGE = ImageConverter()
 MAKE, DATE, ORIENTATION, GPS = 0x010F, 0x0132, 0x0112, 0x8825

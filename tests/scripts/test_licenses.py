@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "licenses.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "licenses.py"
 _spec = importlib.util.spec_from_file_location("licenses", SCRIPT)
 assert _spec and _spec.loader
 licenses = importlib.util.module_from_spec(_spec)

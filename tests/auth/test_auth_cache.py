@@ -12,9 +12,9 @@ import asyncpg
 
 from app.runtime import Runtime
 from app.services import keys as keys_service
+from tests.auth.test_secret_rotation import self_signed
 from tests.conftest import Account
 from tests.helpers import wait_until
-from tests.test_secret_rotation import self_signed
 
 
 async def _status(http: aiohttp.ClientSession, base_url: str, key: str) -> int:

@@ -16,7 +16,7 @@ import pytest
 from app.runtime import Runtime
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL
-from tests.test_webhooks import Receiver, _until_called, _verify, receiver  # noqa: F401 (fixture)
+from tests.services.test_webhooks import Receiver, _until_called, _verify, receiver  # noqa: F401 (fixture)
 
 ROTATE = """
 mutation Rotate($id: Int!, $secret: KeySecret!) {

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
-from tests.test_media_progress import make_video
+from tests.services.test_media_progress import make_video
 
 
 def _form(name: str, data: bytes, filetype: str, out: str, **fields: str) -> aiohttp.FormData:

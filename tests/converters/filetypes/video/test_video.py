@@ -8,11 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from samples_media import SECONDS, SILENT_FORMATS, SIZE, VIDEO_FORMATS, decode, make, task_for
 
 from converters.base import ConversionError, RequestError
 from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
+from tests.converters.samples_media import (
+    SECONDS,
+    SILENT_FORMATS,
+    SIZE,
+    VIDEO_FORMATS,
+    decode,
+    make,
+    task_for,
+)
 
 CONV = VideoConverter()
 VIDEO_OUTPUTS = ("mp4", "mkv", "webm", "mov", "avi", "gif")
@@ -134,7 +142,7 @@ def test_trim_to_gif(samples, tmp_path) -> None:
 
 
 def test_cover_art_is_not_a_video_track(samples, tmp_path) -> None:
-    from samples_media import ffmpeg
+    from tests.converters.samples_media import ffmpeg
 
     cover = tmp_path / "cover.png"
     ffmpeg("-f", "lavfi", "-i", "color=red:size=64x64", "-frames:v", "1", str(cover))
@@ -270,7 +278,7 @@ def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[4],
     )
     assert run.returncode == 0, run.stderr[-2000:]
     got = decode(Path(json.loads(run.stdout)))

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_document import (
+
+from converters.base import ConversionError, Limits
+from converters.filetypes.document import LibreOfficeConverter
+from converters.sandbox import parent as sandbox
+from converters.tools.office import broker as office_broker
+from converters.tools.office import jail as office_jail
+from converters.tools.office import pool as office_pool
+from converters.tools.office import soffice as office
+from tests.converters.filetypes.document.test_document import (
     ALL_PAIRS,
     CONVERTER,
     WORDS,
@@ -30,15 +38,7 @@ from test_document import (
     run,
     samples,  # noqa: F401  (a fixture)
 )
-from test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa: F401  (a fixture)
-
-from converters.base import ConversionError, Limits
-from converters.filetypes.document import LibreOfficeConverter
-from converters.sandbox import parent as sandbox
-from converters.tools.office import broker as office_broker
-from converters.tools.office import jail as office_jail
-from converters.tools.office import pool as office_pool
-from converters.tools.office import soffice as office
+from tests.converters.filetypes.document.test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa: F401  (a fixture)
 from tests.helpers import wait_until
 from tests.pdf_samples import make_pdf, page_texts
 

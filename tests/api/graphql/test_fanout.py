@@ -17,8 +17,8 @@ import aiohttp
 from app.models import JobStatus
 from app.runtime import Runtime
 from app.services import jobs
+from tests.api.graphql.test_ws_many import _frame
 from tests.conftest import Account
-from tests.test_ws_many import _frame
 from tests.wsclient import Subscription, connect, subscribe
 
 FULL = """subscription Follow($id: ID!) {

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
-from samples_fonts import SCRIPT_LINES, docx, glyph_shapes, page_count, pdf_fonts, renamed_font
 
 from converters import registry as registry_module
 from converters.base import Converter, Limits, Result, Task
@@ -28,6 +27,14 @@ from converters.sandbox import parent as sandbox
 from converters.tools import fonts
 from converters.tools.office import pool as office_pool
 from converters.tools.office import soffice as office
+from tests.converters.samples_fonts import (
+    SCRIPT_LINES,
+    docx,
+    glyph_shapes,
+    page_count,
+    pdf_fonts,
+    renamed_font,
+)
 
 _no_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
 
@@ -112,7 +119,7 @@ def test_a_calibri_document_paginates_as_with_calibri_metrics(tmp_path: Path) ->
 async def test_the_warm_pool_renders_every_script_and_deployment_fonts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_office_pool import job, running_pool
+    from tests.converters.tools.office.test_office_pool import job, running_pool
 
     folder = tmp_path / "fonts"
     folder.mkdir()

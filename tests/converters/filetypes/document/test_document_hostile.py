@@ -32,19 +32,19 @@ from pathlib import Path
 import openpyxl
 import pytest
 from PIL import Image
-from test_document import (
-    CONVERTER,
-    make_task,
-    odf_bytes,
-    odp_slide,
-    read_text,
-)
 
 from converters.base import ConversionError, Converter
 from converters.filetypes.ebook import EbookConverter
 from converters.sandbox import parent as sandbox
 from converters.tools import pandoc
 from converters.tools.office import soffice as office
+from tests.converters.filetypes.document.test_document import (
+    CONVERTER,
+    make_task,
+    odf_bytes,
+    odp_slide,
+    read_text,
+)
 from tests.helpers import wait_until_sync
 from tests.pdf_samples import embedded_images, page_count, page_texts, render
 

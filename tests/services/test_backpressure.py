@@ -17,8 +17,8 @@ from saq import Queue
 
 from app.api.server import build_app
 from app.runtime import Runtime
+from tests.api.test_health_metrics import samples, value
 from tests.conftest import Account, GraphQL, operation
-from tests.test_health_metrics import samples, value
 
 CONVERT_FIELDS = {"filetype": "hash", "output_format": "txt"}
 
