@@ -435,11 +435,11 @@ async def doctor(args: argparse.Namespace) -> None:
         )
     elif missing_layers:
         print("warning  conversions run without the layers above (CONVERTD_SANDBOX=strict would refuse)")
-    from converters.tools.office import soffice as office
+    from converters.tools import process
 
     if layers.get("mount") and layers.get("seccomp"):
         print("ok       LibreOffice and pandoc run inside each job's sandbox")
-    elif office.isolation_used():
+    elif process.isolation_used():
         print("ok       LibreOffice and pandoc run in their own namespaces (only /usr visible)")
     else:
         print("warning  LibreOffice and pandoc run without namespace isolation")

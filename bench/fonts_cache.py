@@ -1,5 +1,5 @@
 """What showing fontconfig's cache to the jails saves, isolated as in production
-(`office.run_isolated`), with /var/cache/fontconfig bound read-only and without it
+(`process.run_isolated`), with /var/cache/fontconfig bound read-only and without it
 (fontconfig then scans every font file and writes its own cache in the job's folder):
 `fc-list` in the jail (fontconfig's start-up, which every LibreOffice start pays) and a
 cold LibreOffice conversion of a small multi-script DOCX. Runs alternate, so load drift
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from converters.tools import fonts
+from converters.tools import fonts, process
 from converters.tools.office import soffice as office
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "converters"))
@@ -38,7 +38,7 @@ def main() -> None:
                 folder.mkdir()
                 started = time.perf_counter()
                 env = {"PATH": "/usr/bin:/bin", "HOME": str(folder)}
-                office.run_isolated(
+                process.run_isolated(
                     ["fc-list"], share=folder, env=env, timeout=60, what="fc-list", read_only=paths
                 )
                 starts[name].append(time.perf_counter() - started)

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 from converters.tools import pandoc
+from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
 
 # LibreOffice: application -> (formats it reads, formats it writes)
@@ -96,11 +97,11 @@ class LibreOfficeConverter(Converter):
     def check(self, task: Task) -> None:
         _single_input(task)
         check_page_range(task.options.get("pages", ""))
-        office.check_input(task.inputs[0], task.input_format)
+        office_links.check_input(task.inputs[0], task.input_format)
 
     def convert(self, task: Task) -> Result:
         task.progress(0.0)
-        src, _removed = office.guard_links(task.inputs[0], task.input_format, task.workdir)
+        src, _removed = office_links.guard_links(task.inputs[0], task.input_format, task.workdir)
         task.progress(0.1)
         out = office.convert(
             src,
@@ -242,7 +243,7 @@ def pandoc_route(task: Task, metadata: Mapping[str, str] | None = None) -> Resul
 def docx_to_pdf(docx: Path, workdir: Path, options: Mapping[str, object]) -> Path:
     """PDF of a docx that pandoc wrote (guarded all the same), with the pdf options."""
     pages = str(options.get("pages") or "")
-    src, _removed = office.guard_links(docx, "docx", docx.parent)
+    src, _removed = office_links.guard_links(docx, "docx", docx.parent)
     out = office.convert(
         src,
         "docx",

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
 from converters.filetypes.document import PDF_OPTIONS, check_page_range, pandoc_route
-from converters.tools import pandoc
+from converters.tools import pandoc, process
+from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
 
 EBOOK_INPUTS = frozenset({"epub", "fb2", "docx", "odt", "html", "md", "txt"})
@@ -66,7 +67,7 @@ class EbookConverter(Converter):
                 hint="Send each book as its own job.",
             )
         check_page_range(task.options.get("pages", ""))
-        office.check_input(task.inputs[0], task.input_format)
+        office_links.check_input(task.inputs[0], task.input_format)
 
     def convert(self, task: Task) -> Result:
         metadata = {key: task.options[key] for key in ("title", "author") if task.options.get(key)}
@@ -89,7 +90,7 @@ class CalibreEbookConverter(Converter):
                 "calibre's ebook-convert is not installed, so mobi and azw3 are not offered "
                 "(Debian package calibre)"
             )
-        return office.isolation_missing_but_required()
+        return process.isolation_missing_but_required()
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         if shutil.which("ebook-convert") is None:
@@ -100,7 +101,7 @@ class CalibreEbookConverter(Converter):
     def check(self, task: Task) -> None:
         if len(task.inputs) != 1:
             raise ConversionError("An e-book conversion takes one file.")
-        office.check_input(task.inputs[0], task.input_format)
+        office_links.check_input(task.inputs[0], task.input_format)
 
     def convert(self, task: Task) -> Result:
         tool = shutil.which("ebook-convert")
@@ -111,7 +112,7 @@ class CalibreEbookConverter(Converter):
         src = run_dir / f"input.{task.input_format}"
         office.stage(task.inputs[0], src)
         out = run_dir / f"output.{task.output_format}"
-        proc = office.run_isolated(
+        proc = process.run_isolated(
             [tool, str(src), str(out)],
             share=run_dir,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(run_dir)},

@@ -2,7 +2,7 @@
 
 --sandbox keeps pandoc from reading any file or URL other than its input and its own data
 files: an image, include or stylesheet that a hostile document points at is reported as
-missing and left out. The run also goes through `office.run_isolated` (no network, no view
+missing and left out. The run also goes through `process.run_isolated` (no network, no view
 of the host's files) where the machine allows it.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from converters.base import ConversionError
+from converters.tools import process
 from converters.tools.office import soffice as office
 
 # our format name -> pandoc reader
@@ -71,7 +72,7 @@ def pandoc_path() -> str | None:
 def unavailable() -> str | None:
     if pandoc_path() is None:
         return "pandoc is not installed (pip package pypandoc-binary)"
-    return office.isolation_missing_but_required()
+    return process.isolation_missing_but_required()
 
 
 def text_to_html(src: Path, dest: Path) -> Path:
@@ -150,7 +151,7 @@ def convert(
     if toc:
         cmd.append("--toc")
     cmd.append(str(staged))
-    proc = office.run_isolated(
+    proc = process.run_isolated(
         cmd,
         share=run_dir,
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(run_dir)},

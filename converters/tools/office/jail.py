@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from converters.tools import fonts
+from converters.tools import fonts, process
 from converters.tools.office import soffice as office
 
 AGENT = Path(__file__).resolve().with_name("agent.py")
@@ -244,7 +244,7 @@ def preexec(cgroups: list[Path]) -> None:
     for d in cgroups:
         with contextlib.suppress(OSError), open(d / "cgroup.procs", "w") as fh:
             fh.write("0")
-    office._die_with_parent()
+    process.die_with_parent()
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -22,7 +22,7 @@ from converters.base import ConversionError, Converter, Limits, RequestError, Ta
 from converters.filetypes.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
-from converters.tools import pandoc
+from converters.tools import pandoc, process
 from converters.tools.office import soffice as office
 from tests.helpers import wait_until_sync
 from tests.pdf_samples import page_texts
@@ -467,10 +467,10 @@ def test_engines_are_offered_only_when_installed(monkeypatch: pytest.MonkeyPatch
 
 
 def test_isolation_can_be_required(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(office.ISOLATION_ENV, "require")
-    monkeypatch.setattr(office, "isolation_available", lambda: False)
+    monkeypatch.setenv(process.ISOLATION_ENV, "require")
+    monkeypatch.setattr(process, "isolation_available", lambda: False)
     assert "namespaces" in (PandocConverter().unavailable() or "")
-    monkeypatch.setenv(office.ISOLATION_ENV, "auto")
+    monkeypatch.setenv(process.ISOLATION_ENV, "auto")
     assert PandocConverter().unavailable() is None
 
 
@@ -478,7 +478,7 @@ def test_limits_leave_room_for_libreoffice() -> None:
     assert CONVERTER.limits.memory_bytes >= 3 * 1024**3
 
 
-@pytest.mark.skipif(not office.isolation_available(), reason="no user namespaces here")
+@pytest.mark.skipif(not process.isolation_available(), reason="no user namespaces here")
 def test_isolated_tool_sees_no_host_files_and_no_network(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("hidden")
@@ -489,7 +489,7 @@ def test_isolated_tool_sees_no_host_files_and_no_network(tmp_path: Path) -> None
         f"cat {secret} 2>/dev/null || echo no-secret; cat {share}/mine.txt; echo; "
         "echo interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1)"
     )
-    proc = office.run_isolated(
+    proc = process.run_isolated(
         ["/bin/sh", "-c", script], share=share, env={"PATH": "/usr/bin:/bin"},
         timeout=20, what="sh", isolate=True,
     )  # fmt: skip

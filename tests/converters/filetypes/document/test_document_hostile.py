@@ -36,7 +36,8 @@ from PIL import Image
 from converters.base import ConversionError, Converter
 from converters.filetypes.ebook import EbookConverter
 from converters.sandbox import parent as sandbox
-from converters.tools import pandoc
+from converters.tools import pandoc, process
+from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
 from tests.converters.filetypes.document.test_document import (
     CONVERTER,
@@ -546,11 +547,11 @@ EBOOK_ATTACKS: dict[str, Attack] = {
 @pytest.fixture(params=["tool-settings", "tool-settings+isolation"])
 def layers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param.endswith("isolation"):
-        if not office.isolation_available():
+        if not process.isolation_available():
             pytest.skip("no user namespaces on this machine")
-        monkeypatch.setenv(office.ISOLATION_ENV, "auto")
+        monkeypatch.setenv(process.ISOLATION_ENV, "auto")
     else:
-        monkeypatch.setenv(office.ISOLATION_ENV, "off")
+        monkeypatch.setenv(process.ISOLATION_ENV, "off")
     return request.param
 
 
@@ -574,14 +575,14 @@ def test_ebook_attack(name: str, layers: str, world: World, tmp_path: Path) -> N
     attempt(build(world), in_fmt, out_fmt, tmp_path, world, EbookConverter())
 
 
-@pytest.mark.skipif(not office.isolation_available(), reason="no user namespaces")
+@pytest.mark.skipif(not process.isolation_available(), reason="no user namespaces")
 @pytest.mark.parametrize("name", ["odp-linked-image", "ods-linked-image", "rtf-includepicture"])
 def test_isolation_alone_stops_local_files(
     name: str, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the link guard switched off, the namespaces alone keep the secret out."""
-    monkeypatch.setattr(office, "guard_links", lambda src, fmt, dest: (src, []))
-    monkeypatch.setenv(office.ISOLATION_ENV, "require")
+    monkeypatch.setattr(office_links, "guard_links", lambda src, fmt, dest: (src, []))
+    monkeypatch.setenv(process.ISOLATION_ENV, "require")
     in_fmt, out_fmt, build = OFFICE_ATTACKS[name]
     assert attempt(build(world), in_fmt, out_fmt, tmp_path, world) == "converted"
 
@@ -589,7 +590,7 @@ def test_isolation_alone_stops_local_files(
 def test_guard_reports_what_it_removed(world: World, tmp_path: Path) -> None:
     src = tmp_path / "a.odt"
     src.write_bytes(OFFICE_ATTACKS["odt-linked-image"][2](world))
-    guarded, removed = office.guard_links(src, "odt", tmp_path)
+    guarded, removed = office_links.guard_links(src, "odt", tmp_path)
     assert guarded != src
     assert removed == [world.png.as_uri(), f"{world.url}/odt.png"]
     with zipfile.ZipFile(guarded) as zf:
@@ -602,10 +603,10 @@ def test_guard_keeps_web_hyperlinks(tmp_path: Path) -> None:
     link = "https://example.com/page"
     src = tmp_path / "l.odt"
     src.write_bytes(odf_bytes("text", f'<text:p><text:a xlink:href="{link}">Quokka</text:a></text:p>'))
-    assert office.guard_links(src, "odt", tmp_path) == (src, [])
+    assert office_links.guard_links(src, "odt", tmp_path) == (src, [])
     out = docx("", ("rIdH", "hyperlink", link, True))
     (tmp_path / "l.docx").write_bytes(out)
-    assert office.guard_links(tmp_path / "l.docx", "docx", tmp_path)[1] == []
+    assert office_links.guard_links(tmp_path / "l.docx", "docx", tmp_path)[1] == []
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-be"])
@@ -623,7 +624,7 @@ def test_guard_reads_parts_in_other_encodings(codec: str, world: World, tmp_path
             name = info.filename
             zout.writestr(name, data if name == "word/_rels/document.xml.rels" else zin.read(name))
     with pytest.raises(ConversionError, match="cannot be converted safely"):
-        office.guard_links(src, "docx", tmp_path)
+        office_links.guard_links(src, "docx", tmp_path)
 
 
 # --------------------------------------------------------- structural refusals
