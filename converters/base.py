@@ -60,10 +60,15 @@ class Option:
             out["minimum"] = self.minimum
         if self.maximum is not None:
             out["maximum"] = self.maximum
-        if self.enum is not None:
+        if self.type == "array":
+            # the allowed values are the elements' (JSON Schema): an `enum` beside
+            # "type": "array" would only admit a list equal to one of them
+            items: dict[str, Any] = {"type": self.items or "string"}
+            if self.enum is not None:
+                items["enum"] = list(self.enum)
+            out["items"] = items
+        elif self.enum is not None:
             out["enum"] = list(self.enum)
-        if self.items is not None:
-            out["items"] = {"type": self.items}
         return out
 
 

@@ -59,6 +59,8 @@ def describe_option(name: str, spec: dict[str, Any]) -> str:
     """`quality (integer 1..100, default 85)` for one property of an options schema."""
     if "enum" in spec:
         kind = "|".join(_shown(v) for v in spec["enum"])
+    elif "enum" in spec.get("items", {}):
+        kind = "list of " + "|".join(_shown(v) for v in spec["items"]["enum"])
     else:
         kind = str(spec.get("type", "any"))
         low, high = spec.get("minimum"), spec.get("maximum")
