@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import ffmpeg
 
 from converters.base import Converter, Limits, Option, Result, Task
-from converters.tools import media, metadata
+from converters.tools import ffmpeg_run, media, metadata
 
 _PCM_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -70,13 +70,13 @@ _LOUDNORM = {"i": -16, "tp": -1.5, "lra": 11}
 
 def audio_outputs() -> frozenset[str]:
     """The audio formats this machine's ffmpeg can really write."""
-    enc, mux = media.encoders(), media.muxers()
+    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     return frozenset(f for f, c in AUDIO_CODECS.items() if c.encoder in enc and c.muxer in mux)
 
 
 def missing_audio_outputs() -> dict[str, str]:
     """Audio formats this ffmpeg cannot write, with the reason (for `convertd doctor`)."""
-    enc, mux = media.encoders(), media.muxers()
+    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     out: dict[str, str] = {}
     for fmt, codec in AUDIO_CODECS.items():
         if codec.encoder not in enc:
@@ -125,12 +125,12 @@ def encode_audio(task: Task, limits: Limits) -> Result:
     opts = task.options
     window = media.trim_window(info, opts)
 
-    stream = media.input_stream(task.inputs[0], info, window)["a:0"]
+    stream = ffmpeg_run.input_stream(task.inputs[0], info, window)["a:0"]
     if opts.get("normalize"):
         stream = stream.filter("loudnorm", **_LOUDNORM)
 
     kwargs: dict[str, Any] = {
-        **media.output_args(info, window, limits),
+        **ffmpeg_run.output_args(info, window, limits),
         "vn": None,
         "c:a": codec.encoder,
         "f": codec.muxer,
@@ -154,8 +154,8 @@ def encode_audio(task: Task, limits: Limits) -> Result:
     if channels:
         kwargs["ac"] = channels
 
-    out = media.output_path(task.workdir, task.output_format)
-    media.run(
+    out = ffmpeg_run.output_path(task.workdir, task.output_format)
+    ffmpeg_run.run(
         ffmpeg.output(stream, f"file:{out}", **kwargs),
         out,
         window=window,
@@ -186,7 +186,7 @@ class AudioConverter(Converter):
     limits: ClassVar[Limits] = Limits(cpu_seconds=3600, wall_seconds=3600)
 
     def unavailable(self) -> str | None:
-        return media.ffmpeg_missing()
+        return ffmpeg_run.ffmpeg_missing()
 
     def unavailable_formats(self) -> Mapping[str, str]:
         return missing_audio_outputs()

@@ -14,7 +14,7 @@ import ffmpeg
 
 from converters.base import Converter, Limits, Option, Result, Task
 from converters.filetypes import audio
-from converters.tools import media, metadata
+from converters.tools import ffmpeg_run, media, metadata
 
 _PRESETS = ("fast", "medium", "slow")
 
@@ -26,7 +26,7 @@ class VideoCodec:
     crf_max: int
 
     def encoder(self) -> str | None:
-        have = media.encoders()
+        have = ffmpeg_run.encoders()
         return next((e for e in self.encoders if e in have), None)
 
 
@@ -63,7 +63,7 @@ def _codecs(output_format: str) -> tuple[str, ...]:
 
 
 def video_outputs() -> frozenset[str]:
-    enc, mux = media.encoders(), media.muxers()
+    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     outs = {f for f, c in CONTAINERS.items() if c.muxer in mux and c.audio_encoder in enc and _codecs(f)}
     if "gif" in enc and "gif" in mux:
         outs.add("gif")
@@ -72,7 +72,7 @@ def video_outputs() -> frozenset[str]:
 
 def missing_video_outputs() -> dict[str, str]:
     """Video formats (and codecs) this ffmpeg cannot write, with the reason."""
-    enc, mux = media.encoders(), media.muxers()
+    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     out: dict[str, str] = {}
     for fmt, container in CONTAINERS.items():
         if container.muxer not in mux:
@@ -193,7 +193,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
     opts = task.options
     window = media.trim_window(info, opts)
     container = CONTAINERS[task.output_format]
-    source = media.input_stream(task.inputs[0], info, window)
+    source = ffmpeg_run.input_stream(task.inputs[0], info, window)
 
     video = source["V:0"]
     if task.input_format in media.SILENT_INPUTS:
@@ -207,7 +207,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
     video = _scale(video, opts.get("width"), opts.get("height"))
     streams = [video]
     kwargs: dict[str, Any] = {
-        **media.output_args(info, window, limits),
+        **ffmpeg_run.output_args(info, window, limits),
         "f": container.muxer,
         **container.extra,
         **_codec_args(
@@ -229,9 +229,9 @@ def encode_video(task: Task, limits: Limits) -> Result:
     else:
         kwargs["an"] = None
 
-    out = media.output_path(task.workdir, task.output_format)
+    out = ffmpeg_run.output_path(task.workdir, task.output_format)
     how = metadata.mode(opts)
-    media.run(
+    ffmpeg_run.run(
         ffmpeg.output(*streams, f"file:{out}", **kwargs),
         out,
         window=window,
@@ -247,7 +247,7 @@ def encode_gif(task: Task, limits: Limits) -> Result:
     info = check_video(task)
     opts = task.options
     window = media.trim_window(info, opts)
-    source = media.input_stream(task.inputs[0], info, window)
+    source = ffmpeg_run.input_stream(task.inputs[0], info, window)
 
     width = opts.get("width") or f"min(iw,{GIF_WIDTH})"
     frames = (
@@ -260,9 +260,9 @@ def encode_gif(task: Task, limits: Limits) -> Result:
     palette = frames[0].filter("palettegen", stats_mode="single")
     video = ffmpeg.filter([frames[1], palette], "paletteuse", new=1)
 
-    out = media.output_path(task.workdir, "gif")
-    kwargs = {**media.output_args(info, window, limits), "f": "gif", "an": None}
-    media.run(
+    out = ffmpeg_run.output_path(task.workdir, "gif")
+    kwargs = {**ffmpeg_run.output_args(info, window, limits), "f": "gif", "an": None}
+    ffmpeg_run.run(
         ffmpeg.output(video, f"file:{out}", **kwargs),
         out,
         window=window,
@@ -281,7 +281,7 @@ class VideoConverter(Converter):
     limits: ClassVar[Limits] = Limits(memory_bytes=4 * 1024**3, cpu_seconds=4 * 3600, wall_seconds=3600)
 
     def unavailable(self) -> str | None:
-        return media.ffmpeg_missing()
+        return ffmpeg_run.ffmpeg_missing()
 
     def unavailable_formats(self) -> Mapping[str, str]:
         return {**missing_video_outputs(), **audio.missing_audio_outputs()}

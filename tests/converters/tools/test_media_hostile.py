@@ -26,7 +26,7 @@ from PIL import Image
 from converters.base import ConversionError, Limits, Task
 from converters.filetypes.audio import AudioConverter
 from converters.filetypes.video import VideoConverter
-from converters.tools import media
+from converters.tools import ffmpeg_run, media
 from tests.converters.samples_media import FFMPEG, decode, make
 from tests.helpers import wait_until_sync
 
@@ -222,7 +222,7 @@ def test_ffconcat_script_is_named_by_the_scan(tmp_path, secret) -> None:
 
 def test_ffmpeg_input_is_pinned_to_one_file_and_demuxer(tmp_path) -> None:
     info = media.MediaInfo("avi", 1.0, None, None)
-    stream = media.input_stream(tmp_path / "concat:x|y.avi", info, media.Window(0, None, 1))
+    stream = ffmpeg_run.input_stream(tmp_path / "concat:x|y.avi", info, media.Window(0, None, 1))
     args = ffmpeg.compile(ffmpeg.output(stream, "out.wav"), cmd="ffmpeg")
     before_input = args[: args.index("-i")]
     pairs = dict(zip(before_input[1::2], before_input[2::2], strict=False))
@@ -500,7 +500,7 @@ def test_ffmpeg_dies_with_a_killed_converter(tmp_path, slow_input) -> None:
 
 
 def test_ffmpeg_without_progress_is_stopped(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(media, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(ffmpeg_run, "STALL_SECONDS", 1.0)
     work = tmp_path / "work"
     work.mkdir()
     fifo = work / "input.wav"
@@ -508,10 +508,10 @@ def test_ffmpeg_without_progress_is_stopped(tmp_path, monkeypatch) -> None:
     info = media.MediaInfo("wav", 1.0, None, media.AudioTrack("pcm_s16le", 44100, 2))
     window = media.Window(0, None, 1.0)
     out = work / "out.mp3"
-    stream = ffmpeg.output(media.input_stream(fifo, info, window)["a:0"], f"file:{out}")
+    stream = ffmpeg.output(ffmpeg_run.input_stream(fifo, info, window)["a:0"], f"file:{out}")
     started = time.monotonic()
     with pytest.raises(ConversionError, match="made no progress for 1 s"):
-        media.run(stream, out, window=window, progress=lambda f: None, limits=Limits())
+        ffmpeg_run.run(stream, out, window=window, progress=lambda f: None, limits=Limits())
     assert time.monotonic() - started < 5
     assert _ffmpeg_pids_in(work) == [] and not out.exists()
 
@@ -520,7 +520,7 @@ def test_deadlocked_ffmpeg_is_stopped(tmp_path, monkeypatch) -> None:
     """ffmpeg 9 deadlocks (printing "frame=0" forever) on an MPEG-PS input seeked with an
     input -ss and cut with an output -t. The converters avoid that shape; the watchdog
     catches such hangs anyway."""
-    monkeypatch.setattr(media, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(ffmpeg_run, "STALL_SECONDS", 1.0)
     work = tmp_path / "work"
     work.mkdir()
     src = make("mpeg", work / "input.mpeg")
@@ -538,7 +538,7 @@ def test_deadlocked_ffmpeg_is_stopped(tmp_path, monkeypatch) -> None:
     for _ in range(5):
         try:
             limits = Limits(wall_seconds=30)
-            media.run(stream, out, window=window, progress=lambda f: None, limits=limits, video=True)
+            ffmpeg_run.run(stream, out, window=window, progress=lambda f: None, limits=limits, video=True)
         except ConversionError as err:
             if "Nothing could be decoded" in err.message:
                 continue  # it did not hang this time (and nothing was kept): try again

@@ -12,6 +12,7 @@ import pytest
 from converters.base import ConversionError, RequestError
 from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
+from converters.tools import ffmpeg_run
 from tests.converters.samples_media import (
     SECONDS,
     SILENT_FORMATS,
@@ -314,10 +315,10 @@ async def test_through_the_sandbox_video_to_sound(samples, tmp_path) -> None:
 
 
 def test_missing_encoders_remove_their_formats(monkeypatch) -> None:
-    from converters.tools import media
+    from converters.tools import ffmpeg_run
 
-    have = media.encoders() - {"libx265", "libopus"}
-    monkeypatch.setattr(media, "encoders", lambda: have)
+    have = ffmpeg_run.encoders() - {"libx265", "libopus"}
+    monkeypatch.setattr(ffmpeg_run, "encoders", lambda: have)
     pairs = CONV.pairs()["mp4"]
     assert "webm" not in pairs and "opus" not in pairs  # webm's sound is Opus
     assert {"mp4", "mkv", "gif", "mp3"} <= pairs
@@ -329,9 +330,8 @@ def test_missing_encoders_remove_their_formats(monkeypatch) -> None:
 
 def test_missing_ffmpeg_is_reported_not_offered(monkeypatch) -> None:
     from converters.filetypes import audio
-    from converters.tools import media
 
-    monkeypatch.setattr(media, "ffmpeg_missing", lambda: "no ffmpeg binary here")
+    monkeypatch.setattr(ffmpeg_run, "ffmpeg_missing", lambda: "no ffmpeg binary here")
     reg = Registry([CONV, audio.AudioConverter()])
     assert reg.filetypes == []
     assert reg.missing == {"video:ffmpeg": "no ffmpeg binary here", "audio:ffmpeg": "no ffmpeg binary here"}
