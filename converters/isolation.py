@@ -180,8 +180,9 @@ def _bind(
 def _skeleton_files(root: str, uid: int, gid: int) -> None:
     # getpwuid() must answer for the job's uid (fontconfig, LibreOffice and ssh-style tools
     # ask); nothing else of the host's accounts is shown
+    nologin = "/usr/sbin/nologin"
     for name, text in (
-        ("passwd", f"root:x:0:0::/:/usr/sbin/nologin\nconvertd:x:{uid}:{gid}::/nonexistent:/usr/sbin/nologin\n"),
+        ("passwd", f"root:x:0:0::/:{nologin}\nconvertd:x:{uid}:{gid}::/nonexistent:{nologin}\n"),
         ("group", f"root:x:0:\nconvertd:x:{gid}:\n"),
         ("hosts", "127.0.0.1 localhost\n"),
     ):
@@ -302,7 +303,9 @@ def skeleton_plan(root: str, extra_ro: tuple[Path, ...]) -> tuple[_Step, ...]:
     return tuple(plan.steps)
 
 
-def _mount_b(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+def _mount_b(
+    source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None
+) -> None:
     if _libc.mount(source, target, fstype, flags, data) != 0:
         err = ctypes.get_errno()
         raise LayerError("mount", f"mount {source!r} on {target!r}", err)
