@@ -278,15 +278,17 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     )
     while not (server["workdir"] / "fill-1").exists():
         await asyncio.sleep(0.02)
-    assert sandbox._zygote is not None
-    old = sandbox._zygote.popen.pid
+    zygote = sandbox._zygotes[sandbox.ALL]  # the test's converter is in no smaller family
+    old = zygote.popen.pid
     os.kill(old, 9)
     with pytest.raises(SandboxError) as err:
         await job
     assert err.value.kind == "crash"
     assert "lost" in err.value.message
     await _hash_ok(tmp_path / "second")
-    assert sandbox._zygote.popen.pid != old
+    again = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], tmp_path / "third")
+    assert again.path.is_file()
+    assert sandbox._zygotes[sandbox.ALL].popen.pid != old
 
 
 def test_jobs_from_other_loops_threads_and_a_forked_worker(tmp_path: Path) -> None:
@@ -329,12 +331,12 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
     # every child shares its fork server's memory layout: a new one re-randomises it
     monkeypatch.setenv(sandbox.RECYCLE_ENV, "2")
     await _hash_ok(tmp_path / "a")  # may start a server (an earlier one had served more)
-    first = sandbox._zygote
-    assert first is not None
+    family = sandbox.FAMILIES["converters.hash"]
+    first = sandbox._zygotes[family]
     while first.jobs < 2:
         await _hash_ok(tmp_path / f"fill{first.jobs}")
     await _hash_ok(tmp_path / "b")
-    assert sandbox._zygote is not first
+    assert sandbox._zygotes[family] is not first
     for _ in range(100):  # the retired one leaves once its jobs are done
         if first.popen.poll() is not None:
             break
@@ -348,6 +350,10 @@ async def test_as_root_every_layer_is_active(tmp_path: Path) -> None:
     await _hash_ok(tmp_path)
     assert sandbox.layers is not None
     assert [name for name, on in sandbox.layers.items() if not on] == []
+    await sandbox.prestart()  # every family's fork server probes its own layers
+    assert {family: z.missing for family, z in sandbox._zygotes.items()} == {
+        family: [] for family in {*sandbox.FAMILIES.values(), sandbox.ALL}
+    }
 
 
 async def test_concurrent_jobs_each_get_their_own_process(
