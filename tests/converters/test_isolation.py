@@ -269,6 +269,29 @@ async def test_jobs_run_under_distinct_unprivileged_uids(
         assert len(set(uids)) == 3  # a uid per job: no job can signal or read another's files
 
 
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _children(parent: int, comm: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rpartition(")")[2].split()
+            if name == comm and int(rest[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
 async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     intruder_registry: None, server: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -280,11 +303,17 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
         await asyncio.sleep(0.02)
     zygote = sandbox._zygotes[sandbox.ALL]  # the test's converter is in no smaller family
     old = zygote.popen.pid
+    inits = _children(old, "cat")  # pid 1 of each job's namespace (as root)
     os.kill(old, 9)
     with pytest.raises(SandboxError) as err:
         await job
     assert err.value.kind == "crash"
     assert "lost" in err.value.message
+    for _ in range(100):  # they read a pipe only the fork server held: they end with it
+        if not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in inits):
+            break
+        await asyncio.sleep(0.05)
+    assert [pid for pid in inits if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"] == []
     await _hash_ok(tmp_path / "second")
     again = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], tmp_path / "third")
     assert again.path.is_file()
