@@ -10,6 +10,7 @@ from typing import Any
 from saq import CronJob, Worker
 
 from app import logs, metrics, outages
+from app.models import Job
 from app.runtime import Runtime
 from app.services import processing, recovery, retention, webhooks
 from converters import office_pool, sandbox
@@ -22,11 +23,16 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
     try:
-        # the job's log lines carry the id of the request that created it (app/logs.py)
-        request_id = await rt.pool.fetchval("SELECT request_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
-        with logs.job_context(job_id, request_id):
-            job_log.info("job taken", extra={"attempt": saq_job.attempts})
-            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+        with logs.job_context(job_id, None):
+
+            def taken(job: Job) -> None:
+                # the job's log lines carry the id of the request that created it
+                # (app/logs.py), read with the job's start rather than by a query of its own
+                logs.request_id.set(job.request_id)
+                job_log.info("job taken", extra={"attempt": saq_job.attempts})
+
+            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update, taken)
+            logs.request_id.set(job.request_id)  # (also when it ended before it was taken)
             metrics.job_ended(job)
             job_log.info("job %s", job.status.value, extra={"status": job.status.value, "error": job.error})
     except Exception as exc:

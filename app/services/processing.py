@@ -62,13 +62,19 @@ class JobEnded(Exception):
         self.job = job
 
 
-async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[None]]) -> Job:
+async def process(
+    rt: Runtime,
+    job_id: uuid.UUID,
+    touch: Callable[[], Awaitable[None]],
+    taken: Callable[[Job], None] | None = None,
+) -> Job:
     """Convert one job. A failure of the conversion is recorded on the job, not raised.
 
     `touch` keeps the queue's heartbeat alive; it is called while the converter runs even
     when the converter reports no progress, so a long silent step is not taken for death.
     The job's own events are followed meanwhile: when it ends elsewhere (a cancel), the
     converter is stopped at once, without waiting for the queue to pass the abort on.
+    `taken` hears of the job as soon as it is marked started (the worker's log context).
     """
     async with _changes(rt, job_id) as changes:
         row = await rt.pool.fetchrow(_START, job_id)
@@ -78,7 +84,10 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
                 log.warning("job %s vanished before it ran", job_id)
                 raise LookupError(job_id)
             return Job.from_row(row)  # it ended (cancelled) before a worker took it
-        job = await announce(rt, Job.from_row(row))
+        started = Job.from_row(row)
+        if taken is not None:
+            taken(started)
+        job = await announce(rt, started)
         try:
             return await _convert(rt, job, row["inputs"], touch, changes)
         except JobEnded as ended:
