@@ -184,7 +184,12 @@ class ZygoteDied(Exception):
 # libraries (`converters.zygote.FAMILY_PRELOAD`); every other job from the one that imports
 # everything. Forking copies the page tables of all the server holds: a tiny job's fork and
 # exit cost ~4 ms of CPU from the image server, ~11 ms from the full one.
-FAMILIES: dict[str, str] = {"converters.image": "image", "converters.hash": "image"}
+FAMILIES: dict[str, str] = {
+    "converters.image": "image",
+    "converters.hash": "image",
+    "converters.document": "document",
+    "converters.ebook": "document",
+}
 ALL = "all"
 
 

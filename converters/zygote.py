@@ -72,6 +72,14 @@ FAMILY_PRELOAD: dict[str, tuple[str, ...]] = {
         "defusedxml.ElementTree", "magic", "tempfile", "converters.image", "converters.hash",
         "converters.sniff", "converters.child", "converters.seccomp",
     ),
+    # office and pandoc documents: their engines run outside (the warm LibreOffice pool,
+    # pandoc's binary); the job itself needs little more than the XML guard
+    "document": (
+        "pypdfium2", "pypandoc", "defusedxml.ElementTree", "defusedxml.expatreader", "magic",
+        "tempfile", "converters.document", "converters.ebook", "converters.office",
+        "converters.office_door", "converters.pandoc", "converters.sniff", "converters.child",
+        "converters.seccomp",
+    ),
 }  # fmt: skip
 ALL = "all"  # the fork server that imports every converter
 
@@ -86,10 +94,11 @@ def preload(family: str = ALL) -> None:
         for name in names:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
-        with contextlib.suppress(Exception):
-            from PIL import Image
+        if "PIL.Image" in names:
+            with contextlib.suppress(Exception):
+                from PIL import Image
 
-            Image.init()  # every format plugin, not only the five Pillow loads at first
+                Image.init()  # every format plugin, not only the five Pillow loads at first
         if family not in FAMILY_PRELOAD:
             with contextlib.suppress(Exception):
                 registry()  # (imports every converter: not in a small server)
