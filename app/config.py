@@ -63,6 +63,10 @@ class Settings:
     request_log_days: int = 90  # days the request log keeps a line (0: forever)
     max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
     access_log: bool = True  # one JSON line per HTTP answer (app/api/observe.py)
+    storage_url: str | None = None  # where uploads and outputs live (app/stores/); None: storage_dir
+    s3_endpoint_url: str | None = None  # an S3-compatible store's address; None: AWS
+    s3_region: str | None = None
+    s3_presign: bool = False  # downloads redirect to a presigned URL instead of streaming
 
     @property
     def storage_dir(self) -> Path:
@@ -91,6 +95,10 @@ class Settings:
             request_log_days=_int("REQUEST_LOG_DAYS", 90),
             max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
             access_log=_bool("ACCESS_LOG", True),
+            storage_url=_env("STORAGE_URL"),
+            s3_endpoint_url=_env("S3_ENDPOINT_URL"),
+            s3_region=_env("S3_REGION"),
+            s3_presign=_bool("S3_PRESIGN", False),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

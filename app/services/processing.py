@@ -110,7 +110,11 @@ async def _convert(
 
     beat = asyncio.create_task(heartbeat())
     try:
-        async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
+        attempt = f"{job_id}-{job.attempts}"
+        keys = [u["storage_path"] for u in uploads]
+        # inputs in an object store are downloaded to this machine first: the sandbox
+        # works on local files only
+        async with rt.storage.inputs(attempt, keys) as paths, rt.storage.workdir(attempt) as workdir:
             # LibreOffice work reaches this worker's warm pool through a door bound to the
             # job's account (converters/office_broker.py); a no-op when no pool runs here
             door = (
@@ -124,14 +128,14 @@ async def _convert(
                     job.input_format,
                     job.output_format,
                     job.options,
-                    [rt.storage.path(u["storage_path"]) for u in uploads],
+                    paths,
                     workdir,
                     on_progress,
                 )
                 result = await _unless_ended(conversion, changes)
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
-            relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)
+            relative = await rt.storage.store_output(result.path, job.account_id, str(job_id), name)
         return await save_change(
             rt,
             job_id,
