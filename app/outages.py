@@ -78,7 +78,7 @@ def unavailable(exc: BaseException) -> ConvertdError:
     if isinstance(exc, redis.exceptions.RedisError):
         server = "queue"
     elif isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
-        server = "file storage"
+        server = "object store"
     else:
         server = "database"
     return ConvertdError(
