@@ -72,6 +72,10 @@ def build_worker(rt: Runtime) -> Worker:
             if not outages.is_outage(exc):
                 raise
             log.warning("recovery at start skipped: a server is out of reach (the cron runs it)")
+        log.info(
+            "worker ready",
+            extra={"concurrency": rt.settings.queue.concurrency, "files": rt.storage.files.kind},
+        )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.to_thread(office_pool.stop)
