@@ -131,7 +131,6 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
         CONVERTD_S3_ENDPOINT_URL=s3_server.endpoint,
         CONVERTD_SECRET="one-secret-for-every-node",  # signed URLs and webhooks, on any node
         CONVERTD_QUEUE=prefix,  # this deployment's own queue on the session's Redis
-        CONVERTD_JOB_HEARTBEAT="2",  # a killed worker's job is taken back within seconds
         CONVERTD_SWEEP_INTERVAL="1",
         CONVERTD_OFFICE_INSTANCES="0",  # no LibreOffice job here: no warm pool to start
         CONVERTD_LOG_FORMAT="json",
@@ -226,7 +225,10 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
             for job_id, events in seen.items():
                 assert events[-1][0] == "FINISHED", (ids[job_id][0], events)
             # the killed attempt was taken up by the other worker: a second attempt, finished
-            assert ("PROCESSING", 1) in seen[cut_job] and seen[cut_job][-1] == ("FINISHED", 2), seen[cut_job]
+            assert ("PROCESSING", 1) in seen[cut_job] and seen[cut_job][-1] == ("FINISHED", 2), (
+                cut_job,
+                seen[cut_job],
+            )
             # the API node's subscribers saw events from jobs on both workers: after the job
             # as it stood, a change made by that worker's attempt (the victim's included)
             for _, log in workers:

@@ -22,7 +22,7 @@ from app.stores.base import FileStore, StoredObject
 
 PART_SIZE = 8 * 1024 * 1024  # S3's smallest part is 5 MiB
 MAX_PARTS = 10_000  # S3's cap on parts per upload: bigger files get bigger parts
-PARTS_IN_FLIGHT = 3  # parts read and sent at once: the upload's memory is this x PART_SIZE
+PARTS_IN_FLIGHT = 2  # parts read and sent at once; each costs about 2 x PART_SIZE (the SDK copies it)
 _CHUNK = 256 * 1024
 _DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's cap)
 PRESIGN_SECONDS = 300  # a redirect is followed at once; the signed download_url lives longer
