@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -22,7 +23,7 @@ from app.stores.base import FileStore, StoredObject
 
 PART_SIZE = 8 * 1024 * 1024  # S3's smallest part is 5 MiB
 MAX_PARTS = 10_000  # S3's cap on parts per upload: bigger files get bigger parts
-PARTS_IN_FLIGHT = 2  # parts read and sent at once; each costs about 2 x PART_SIZE (the SDK copies it)
+PARTS_IN_FLIGHT = 4  # parts sent at once, each streamed from the spool (no part is held whole)
 _CHUNK = 256 * 1024
 _DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's cap)
 PRESIGN_SECONDS = 300  # a redirect is followed at once; the signed download_url lives longer
@@ -91,7 +92,8 @@ class S3Store(FileStore):
         upload_id = created["UploadId"]
 
         async def send(fd: int, number: int) -> dict[str, Any]:
-            body = await asyncio.to_thread(os.pread, fd, part_size, (number - 1) * part_size)
+            start = (number - 1) * part_size
+            body = _Part(fd, start, min(part_size, size - start))
             sent = await self._client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
@@ -101,7 +103,7 @@ class S3Store(FileStore):
         pending: set[asyncio.Task[dict[str, Any]]] = set()
         try:
             with open(source, "rb") as fh:
-                # a sliding window: at most PARTS_IN_FLIGHT parts are in memory at once
+                # a sliding window of PARTS_IN_FLIGHT requests
                 for number in range(1, -(-size // part_size) + 1):
                     if len(pending) >= PARTS_IN_FLIGHT:
                         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -166,3 +168,37 @@ class S3Store(FileStore):
             failed = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if failed:
                 raise RuntimeError(f"the object store kept {len(failed)} objects: {failed[0]}")
+
+
+class _Part(io.RawIOBase):
+    """One part of the spooled file, read in the client's own small chunks: the part is
+    streamed, never held whole (bytes would be held twice, once more in the socket's buffer)."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self.fd, self.start, self.length, self.pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = min(max(base + offset, 0), self.length)
+        return self.pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self.length - self.pos
+        n = left if size is None or size < 0 else min(size, left)
+        data = os.pread(self.fd, n, self.start + self.pos) if n else b""
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
