@@ -80,8 +80,9 @@ class S3Store(FileStore):
     async def put(self, key: str, source: Path) -> None:
         size = source.stat().st_size
         if size <= PART_SIZE:
-            body = await asyncio.to_thread(source.read_bytes)
-            await self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+            with open(source, "rb") as fh:
+                body = _Part(fh.fileno(), 0, size)
+                await self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
         else:
             await self._put_parts(self._key(key), source, size)
         source.unlink(missing_ok=True)
