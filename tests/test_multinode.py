@@ -187,19 +187,19 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
 
             long_jobs: set[str] = set()
 
-            def running_long_job() -> tuple[int, str] | None:
+            def running_long_job() -> tuple[int, set[str]] | None:
                 """A worker in the middle of a long job that has ended jobs before it."""
                 for i, (_, log) in enumerate(workers):
                     finished = _log_jobs(log, "job finished")
                     if finished and (running := (_log_jobs(log, "job taken") - finished) & long_jobs):
-                        return i, running.pop()
+                        return i, running
                 return None
 
-            async def kill_mid_long_job() -> tuple[int, str]:
-                victim, cut_job = await _until(running_long_job, 180, "no worker ran a long job")
+            async def kill_mid_long_job() -> tuple[int, set[str]]:
+                victim, cut_jobs = await _until(running_long_job, 180, "no worker ran a long job")
                 workers[victim][0].kill()  # SIGKILL, mid-conversion
                 await asyncio.to_thread(workers[victim][0].wait)
-                return victim, cut_job
+                return victim, cut_jobs
 
             # watched while jobs are still being submitted: the long jobs start meanwhile
             killer = asyncio.create_task(kill_mid_long_job())
@@ -219,16 +219,14 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
                     long_jobs.add(job_id)
                 payload = {"query": FOLLOW, "variables": {"id": job_id}}
                 await sub.ws.send_json({"id": job_id, "type": "subscribe", "payload": payload})
-            _, cut_job = await killer
+            _, cut_jobs = await killer
 
             await asyncio.wait_for(reader, 240)  # every subscription ended
             for job_id, events in seen.items():
                 assert events[-1][0] == "FINISHED", (ids[job_id][0], events)
             # the killed attempt was taken up by the other worker: a second attempt, finished
-            assert ("PROCESSING", 1) in seen[cut_job] and seen[cut_job][-1] == ("FINISHED", 2), (
-                cut_job,
-                seen[cut_job],
-            )
+            # (one of them may have ended in the instant before the kill)
+            assert any(seen[j][-1] == ("FINISHED", 2) for j in cut_jobs), {j: seen[j] for j in cut_jobs}
             # the API node's subscribers saw events from jobs on both workers: after the job
             # as it stood, a change made by that worker's attempt (the victim's included)
             for _, log in workers:
