@@ -299,6 +299,9 @@ async def test_store_unreachable_answers_503_and_loses_nothing(
             _assert_unavailable(r.status, r.headers, await r.json())
         async with http.delete(f"{n.base}/v1/jobs/{done['job_id']}", headers=headers) as r:
             _assert_unavailable(r.status, r.headers, await r.json())
+        async with http.get(f"{n.base}/readyz") as r:  # a load balancer takes the node out
+            ready = await r.json()
+            assert r.status == 503 and ready["components"]["storage"]["ok"] is False, ready
         # nothing was charged or half-stored, the job is still there, the spool is empty
         assert (
             await rt.pool.fetchval("SELECT conversions_used FROM accounts WHERE id = $1", account.account_id)
@@ -325,6 +328,9 @@ async def test_store_unreachable_answers_503_and_loses_nothing(
             await asyncio.sleep(0.1)
         await gate.open()
         finished = await wait_for_status(http, n.base, account.key, waiting, timeout=60)
+        async with http.get(f"{n.base}/readyz") as r:
+            storage = (await r.json())["components"]["storage"]
+            assert storage["ok"] and storage["kind"] == "object store", storage
         assert finished["status"] == "finished", finished
         async with http.get(finished["download_url"]) as r:
             assert json.loads(await r.read())["sha256"] == hashlib.sha256(b"later").hexdigest()
