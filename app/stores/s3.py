@@ -102,8 +102,8 @@ class S3Store(FileStore):
 
         parts: list[dict[str, Any]] = []
         pending: set[asyncio.Task[dict[str, Any]]] = set()
-        try:
-            with open(source, "rb") as fh:
+        with open(source, "rb") as fh:  # open until every part has been sent or cancelled
+            try:
                 # a sliding window of PARTS_IN_FLIGHT requests
                 for number in range(1, -(-size // part_size) + 1):
                     if len(pending) >= PARTS_IN_FLIGHT:
@@ -113,18 +113,18 @@ class S3Store(FileStore):
                 if pending:
                     done, pending = await asyncio.wait(pending)
                     parts += [t.result() for t in done]
-            parts.sort(key=lambda p: p["PartNumber"])
-            await self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            # the parts sent so far would be stored (and billed) until aborted
-            with contextlib.suppress(Exception):
-                await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
+                parts.sort(key=lambda p: p["PartNumber"])
+                await self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+            except BaseException:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                # the parts sent so far would be stored (and billed) until aborted
+                with contextlib.suppress(Exception):
+                    await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                raise
 
     async def fetch(self, key: str, folder: Path) -> Path:
         target = folder / Path(key).name
