@@ -1,4 +1,4 @@
-"""`convertd`: serve, worker, migrate, keys, doctor."""
+"""`convertd`: serve, worker, migrate, keys, doctor; convert and formats (app/client/)."""
 
 from __future__ import annotations
 
@@ -249,6 +249,37 @@ async def keys_rename(args: argparse.Namespace) -> None:
         except ConvertdError as err:
             _fail(err)
     print(f"key {key.id} is now named '{key.name}'")
+
+
+async def keys_jwt(args: argparse.Namespace) -> None:
+    from app.services.tokens import mint_for_key
+
+    async with _pool() as (settings, pool):
+        try:
+            minted = await mint_for_key(pool, settings.secret, args.id, args.ttl)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(
+            json.dumps(
+                {"token": minted.token, "kid": str(minted.kid), "expires_at": minted.expires_at.isoformat()}
+            )
+        )
+    else:
+        print(minted.token)
+
+
+def _ttl(value: str) -> int:
+    from app.auth.jwts import MAX_MINTED_LIFETIME
+    from app.services.plans import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not 1 <= seconds <= MAX_MINTED_LIFETIME:
+        raise argparse.ArgumentTypeError("from 1s to 24h: minted JWTs are for short-lived use")
+    return seconds
 
 
 def _limit(value: str) -> int | None:
@@ -532,6 +563,12 @@ def parser() -> argparse.ArgumentParser:
     kn.add_argument("name")
     kn.set_defaults(func=keys_rename)
 
+    kj = keys.add_parser("jwt", help="print a JWT for a key (for the web page; never hand out the key)")
+    kj.add_argument("id", type=int, metavar="KEY_ID")
+    kj.add_argument("--ttl", type=_ttl, default=3600, metavar="1h", help="lifetime, at most 24h (default 1h)")
+    kj.add_argument("--json", action="store_true", help="token, kid and expiry as JSON")
+    kj.set_defaults(func=keys_jwt)
+
     plans = sub.add_parser("plans", help="configure plans").add_subparsers(dest="plans", required=True)
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
@@ -573,6 +610,10 @@ def parser() -> argparse.ArgumentParser:
     am.add_argument("account", type=int)
     am.add_argument("--json", action="store_true")
     am.set_defaults(func=accounts_master_token)
+
+    from app.client.commands import add_commands
+
+    add_commands(sub)  # convert, formats: a client of a running server
     return p
 
 

@@ -67,6 +67,9 @@ class Settings:
     s3_endpoint_url: str | None = None  # an S3-compatible store's address; None: AWS
     s3_region: str | None = None
     s3_presign: bool = False  # downloads redirect to a presigned URL instead of streaming
+    url_import_timeout: float = 60.0  # seconds to fetch an input by URL, redirects included
+    url_import_connect_timeout: float = 10.0  # seconds to connect to each origin
+    tus_expiry: int = 24 * 3600  # seconds an unfinished resumable upload is kept
 
     @property
     def storage_dir(self) -> Path:
@@ -99,6 +102,9 @@ class Settings:
             s3_endpoint_url=_env("S3_ENDPOINT_URL"),
             s3_region=_env("S3_REGION"),
             s3_presign=_bool("S3_PRESIGN", False),
+            url_import_timeout=_float("URL_IMPORT_TIMEOUT", 60.0),
+            url_import_connect_timeout=_float("URL_IMPORT_CONNECT_TIMEOUT", 10.0),
+            tus_expiry=_int("TUS_EXPIRY", 24 * 3600),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

@@ -123,6 +123,12 @@ class Storage:
         await self.files.put(relative, source)
         return relative
 
+    async def chunks(self, key: str) -> AsyncIterator[bytes]:
+        """A stored file's bytes, chunk by chunk, wherever it is kept."""
+        async with self.files.open(key) as obj:
+            async for chunk in obj.chunks:
+                yield chunk
+
     @contextlib.asynccontextmanager
     async def readable(self, key: str) -> AsyncIterator[Path]:
         """A stored file as a local path for as long as the block runs (a remote store's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app.api.convertapi_errors import is_convertapi
 from app.api.errors import ERROR_CODE, render
 from app.api.health import PROBE_PATHS
 from app.api.keys import runtime
@@ -22,12 +23,13 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = (
     "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition,"
-    " X-Request-Id"
+    " X-Request-Id, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Upload-Offset,"
+    " Upload-Length, Upload-Expires, Upload-Metadata, X-File-Path"
 )
 
 
 def _api_path(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/") or path == "/graphql"
+    return path == "/v1" or path.startswith("/v1/") or path == "/graphql" or is_convertapi(path)
 
 
 @web.middleware
@@ -74,12 +76,13 @@ async def cors_middleware(request: web.Request, handler):  # type: ignore[no-unt
 
 @web.middleware
 async def access_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Rate-limit headers on every /v1 answer to a known caller, and its line in the request log.
+    """Rate-limit headers on every /v1 (and /convertapi/) answer to a known caller, and its
+    line in the request log.
 
     GraphQL logs per operation (app/api/graphql/access.py); this covers REST.
     """
     response = await handler(request)
-    if not request.path.startswith("/v1"):
+    if not request.path.startswith("/v1") and not is_convertapi(request.path):
         return response
     principal = request.get(PRINCIPAL)
     if principal is not None and principal.rate is not None and not response.prepared:

@@ -89,11 +89,18 @@ async def info(request: web.Request) -> web.Response:
         {
             "name": "Convertd",
             "version": VERSION,
-            "docs_url": f"{base_url(request)}/graphql",
+            "docs_url": f"{base_url(request)}/v1/openapi.json",
             "endpoints": [
                 "GET /v1/",
+                "GET /v1/openapi.json",
                 "GET /v1/formats",
                 "POST /v1/upload",
+                "OPTIONS /v1/uploads/tus/",
+                "POST /v1/uploads/tus/",
+                "HEAD /v1/uploads/tus/{upload_id}",
+                "GET /v1/uploads/tus/{upload_id}",
+                "PATCH /v1/uploads/tus/{upload_id}",
+                "DELETE /v1/uploads/tus/{upload_id}",
                 "POST /v1/convert",
                 "GET /v1/status/{job_id}",
                 "GET /v1/events/{job_id}",
@@ -152,14 +159,15 @@ async def convert(request: web.Request) -> web.Response:
         job = await jobs.convert(
             rt,
             who,
-            filetype=body.get("filetype"),
-            output_format=body.get("output_format"),
+            filetype=_string(body, "filetype"),
+            output_format=_string(body, "output_format"),
             options=body.get("options"),
             file_paths=_as_list(body.get("file_path")),
-            input_format=body.get("input_format"),
-            webhook_url=body.get("webhook_url"),
+            input_format=_string(body, "input_format"),
+            webhook_url=_string(body, "webhook_url"),
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
+            url=_as_text(body.get("url")),
         )
     else:
         async with read_form(request, rt) as form:
@@ -175,6 +183,7 @@ async def convert(request: web.Request) -> web.Response:
                 webhook_url=form.get("webhook_url"),
                 base_url=base_url(request),
                 wait=form.get("wait") or request.query.get("wait"),
+                url=form.get("url"),
             )
     if job.terminal:  # a synchronous convert (wait) that ended within its wait
         return await _settled(request, job)
@@ -270,6 +279,20 @@ async def keys_me(request: web.Request) -> web.Response:
             "storage": storage.body(),
         }
     )
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    """A JSON body's text field; another JSON type is a 400 (the services read strings)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST, f"'{name}' must be a string.", hint=f'e.g. "{name}": "webp"', field=name
+        )
+    return value
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _as_list(value: Any) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from app.auth import jwts, keys, operations, ratelimit, restrictions
 from app.auth.network import client_address
 from app.auth.principal import Principal
-from app.errors import ConvertdError, ErrorCode
+from app.errors import ConvertdError, CredentialCode, ErrorCode
 from app.models import ApiKey, Plan
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.master_token_hash = $1
 ADMIN_CALLS_PER_MINUTE = 120
 
 
-def unauthenticated(message: str, hint: str, legacy_code: int) -> ConvertdError:
+def unauthenticated(message: str, hint: str, legacy_code: CredentialCode) -> ConvertdError:
     return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=legacy_code)
 
 
@@ -50,13 +50,17 @@ def _plan(row: Any) -> Plan:
     return Plan.from_row(row, "plan_name")
 
 
-def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code: int) -> Principal:
+def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code: CredentialCode) -> Principal:
     if row["revoked_at"] is not None:
         raise unauthenticated(
             "The API key has been revoked.", "Create a new key and use it instead.", legacy_code
         )
     if not row["active"]:
-        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
+        raise unauthenticated(
+            "The account is inactive.",
+            "Ask the operator to reactivate the account.",
+            CredentialCode.ACCOUNT_INACTIVE,
+        )
     return Principal(
         account_id=row["account_id"],
         account_name=row["account_name"],
@@ -87,9 +91,9 @@ async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> P
         raise unauthenticated(
             "The API key is not valid.",
             "Check that the key is complete and has not been revoked.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
-    return _from_key_row(row, "api_key", client_ip, 4010)
+    return _from_key_row(row, "api_key", client_ip, CredentialCode.INVALID_KEY)
 
 
 async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
@@ -101,22 +105,26 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
     if row["revoked_at"] is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
-    return _from_key_row(row, "jwt", client_ip, 4012)
+    return _from_key_row(row, "jwt", client_ip, CredentialCode.INVALID_JWT)
 
 
 async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     found = await rt.pool.fetchrow(_TOKEN_QUERY, keys.digest(token))
     hint = "Create a new token with POST /v1/token/create (or createAccessTokens)."
     if found is None:
-        raise unauthenticated("The access token is not valid (unknown or deleted).", hint, 4011)
+        raise unauthenticated(
+            "The access token is not valid (unknown or deleted).", hint, CredentialCode.INVALID_ACCESS_TOKEN
+        )
     if found["expired"]:
-        raise unauthenticated("The access token has expired.", hint, 4011)
+        raise unauthenticated("The access token has expired.", hint, CredentialCode.INVALID_ACCESS_TOKEN)
     if found["requests_left"] <= 0:
-        raise unauthenticated("The access token has no requests left.", hint, 4011)
+        raise unauthenticated(
+            "The access token has no requests left.", hint, CredentialCode.INVALID_ACCESS_TOKEN
+        )
     row = await rt.pool.fetchrow(
         _KEY_SELECT + " JOIN access_tokens t ON t.api_key_id = k.id WHERE t.id = $1", found["token_id"]
     )
-    principal = _from_key_row(row, "access_token", client_ip, 4011)
+    principal = _from_key_row(row, "access_token", client_ip, CredentialCode.INVALID_ACCESS_TOKEN)
     return dataclasses.replace(principal, access_token_id=found["token_id"])
 
 
@@ -126,10 +134,14 @@ async def _master(rt: Runtime, token: str, client_ip: Address | None) -> Princip
         raise unauthenticated(
             "The master token is not valid.",
             "It may have been refreshed; a refresh invalidates the previous token at once.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
     if not row["active"]:
-        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
+        raise unauthenticated(
+            "The account is inactive.",
+            "Ask the operator to reactivate the account.",
+            CredentialCode.ACCOUNT_INACTIVE,
+        )
     return Principal(
         account_id=row["account_id"],
         account_name=row["account_name"],
@@ -146,7 +158,7 @@ async def identify(rt: Runtime, credential: str | None, client_ip: Address | Non
             "No API key was sent.",
             "Send your key as the X-API-Key header, as Authorization: Bearer <key>, "
             "or as ?api_key=<key>; create one with `convertd keys create --name NAME`.",
-            4013,
+            CredentialCode.MISSING,
         )
     if credential.startswith(keys.MASTER_PREFIX):
         return await _master(rt, credential, client_ip)
@@ -209,7 +221,7 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
             raise unauthenticated(
                 "The access token has no requests left.",
                 "Create a new token with POST /v1/token/create (or createAccessTokens).",
-                4011,
+                CredentialCode.INVALID_ACCESS_TOKEN,
             )
     key = principal.key
     if key is None:
@@ -237,7 +249,12 @@ RETURNING k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_acce
           p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
        p.retention, p.storage_quota, p.max_pending, p.max_running
 """
-_LEGACY_CODES = {"api_key": 4010, "jwt": 4012, "access_token": 4011, "master": 4010}
+_LEGACY_CODES = {
+    "api_key": CredentialCode.INVALID_KEY,
+    "jwt": CredentialCode.INVALID_JWT,
+    "access_token": CredentialCode.INVALID_ACCESS_TOKEN,
+    "master": CredentialCode.INVALID_KEY,
+}
 
 
 def _decisive(principal: Principal) -> tuple[object, ...]:
@@ -270,7 +287,7 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
         raise unauthenticated(
             "The master token is never accepted in a URL.",
             "Send it as Authorization: Bearer <token>: URLs end up in proxy and server logs.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
     principal = await identify(rt, info.credential, client_ip)
     info.trace.account_id = principal.account_id

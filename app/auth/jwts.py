@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from app.auth import network
-from app.errors import ConvertdError, ErrorCode
+from app.errors import ConvertdError, CredentialCode, ErrorCode
 
 ALGORITHM = "HS256"
 LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
@@ -23,7 +23,7 @@ MAX_MINTED_LIFETIME = 24 * 3600  # server-minted tokens are for short-lived brow
 
 
 def refused(message: str, hint: str) -> ConvertdError:
-    return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=4012)
+    return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=CredentialCode.INVALID_JWT)
 
 
 def looks_like_jwt(credential: str) -> bool:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, logs
-from app.errors import ConvertdError, ErrorCode, not_found
+from app.errors import ConvertdError, CredentialCode, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
-from app.services import allowance, backpressure, storage_use, uploads, webhooks
+from app.services import allowance, backpressure, storage_use, uploads, url_import, webhooks
 from app.services.dispatch import FairQueue, Position
 from app.services.formats import request_errors
 from converters.base import ConversionError
@@ -99,12 +99,38 @@ async def convert(
     webhook_url: str | None = None,
     base_url: str | None = None,
     wait: object = None,
+    url: str | None = None,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job.
 
     With `wait` (seconds) the job is returned when it ends or when the wait runs out,
     whichever comes first; it is a job like any other either way (quota, history, events).
+    With `url` the input is fetched from there first (app/services/url_import.py) and is
+    then one more received file, checked and stored like an upload.
     """
+    if url is not None and url.strip():
+        # what needs no input is checked before anything is downloaded
+        _wait_seconds(wait)
+        webhooks.check_url(webhook_url)
+        _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
+        _required(output_format, "output_format", "The target extension, e.g. webp.")
+        parse_options(options)
+        await backpressure.admit(rt, principal)
+        await storage_use.check_quota(rt, principal, 0)
+        async with url_import.imported(rt, principal, url) as incoming:
+            return await convert(
+                rt,
+                principal,
+                filetype=filetype,
+                output_format=output_format,
+                options=options,
+                files=[*files, incoming],
+                file_paths=file_paths,
+                input_format=input_format,
+                webhook_url=webhook_url,
+                base_url=base_url,
+                wait=wait,
+            )
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -114,7 +140,7 @@ async def convert(
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
             "No input file.",
-            hint="Send the file as 'file', or pass 'file_path' from an earlier upload.",
+            hint="Send the file as 'file', pass 'file_path' from an earlier upload, or 'url' to import.",
             field="file",
         )
     uploads.check_size(rt, principal, list(files))
@@ -358,7 +384,7 @@ async def download(
             ErrorCode.UNAUTHENTICATED,
             "No API key was sent.",
             hint="Send your API key, or use the signed download_url from the job status.",
-            legacy_code=4013,
+            legacy_code=CredentialCode.MISSING,
         )
     if job.status is JobStatus.FAILED:
         raise ConvertdError(

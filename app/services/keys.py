@@ -57,8 +57,23 @@ def bad(message: str, hint: str, field: str) -> ConvertdError:
     return ConvertdError(ErrorCode.BAD_REQUEST, message, hint, field=field)
 
 
+def _texts(values: Any, field: str) -> list[str]:
+    """A list of strings from a JSON body, or 400 (the validators below read strings)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise bad(f"'{field}' must be a list of strings.", f'e.g. "{field}": ["..."]', field)
+    return list(values)
+
+
+def _text(value: Any, field: str) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise bad(f"'{field}' must be a string.", "Send it as a JSON string.", field)
+    return value
+
+
 def _name(name: str) -> str:
-    name = (name or "").strip()
+    name = (_text(name, "name") or "").strip()
     if not name or len(name) > 200:
         raise bad("A key needs a name of 1 to 200 characters.", "e.g. --name 'My Production Key'", "name")
     return name
@@ -66,7 +81,7 @@ def _name(name: str) -> str:
 
 def _ips(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_ips"):
         try:
             out.append(str(parse_network(value)))
         except ValueError as exc:
@@ -80,7 +95,7 @@ def _ips(values: Sequence[str]) -> list[str]:
 
 def _domains(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_domains"):
         text = value.strip().lower()
         wildcard = text.startswith("*.")
         host = host_of(text[2:] if wildcard else text)
@@ -97,9 +112,9 @@ def _domains(values: Sequence[str]) -> list[str]:
 
 def _endpoints(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_endpoints"):
         text = value.strip()
-        if not (text.startswith("/v1/") or _FIELD.match(text)):
+        if not (text.startswith(("/v1/", "/convertapi/")) or _FIELD.match(text)):
             raise bad(
                 f"'{value}' is neither a REST path nor a GraphQL field.",
                 "Give paths such as /v1/convert or GraphQL root fields such as convert or jobUpdates.",
@@ -110,6 +125,7 @@ def _endpoints(values: Sequence[str]) -> list[str]:
 
 
 def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
+    kind = _text(kind, "restriction_type")
     if kind is None:
         if ips and domains:
             raise bad(
@@ -130,13 +146,17 @@ def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
 
 
 def _limit(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise bad(
+            "The conversion limit must be a whole number.", "Give 0 or more, or null.", "conversion_limit"
+        )
     if value is not None and value < 0:
         raise bad("The conversion limit cannot be negative.", "Give 0 or more, or none.", "conversion_limit")
     return value
 
 
 def _environment(value: str) -> str:
-    if value not in keys.ENVIRONMENTS:
+    if not isinstance(value, str) or value not in keys.ENVIRONMENTS:
         raise bad(f"Unknown environment '{value}'.", "One of: live, test.", "environment")
     return value
 

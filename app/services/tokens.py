@@ -12,6 +12,8 @@ from app.auth.network import parse_network
 from app.errors import ConvertdError, ErrorCode, not_found
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from app.auth.principal import Principal
     from app.runtime import Runtime
 
@@ -85,10 +87,23 @@ async def create_jwt(
             hint=f"Send the calling key's own kid ({own}), or mint with the account's master token.",
         )
     row = await rt.pool.fetchrow(
-        "SELECT revoked_at, jwt_secret_version FROM api_keys WHERE kid = $1 AND account_id = $2",
+        "SELECT kid, revoked_at, jwt_secret_version FROM api_keys WHERE kid = $1 AND account_id = $2",
         ident,
         principal.account_id,
     )
+    return _mint(row, rt.settings.secret, expires_in, _client_ips(client_ip))
+
+
+async def mint_for_key(pool: asyncpg.Pool, server_secret: str, key_id: int, expires_in: object) -> MintedJwt:
+    """A JWT for the key `key_id`, for the operator (`convertd keys jwt`): a browser page
+    gets a short-lived credential without anyone handling the key's secret."""
+    row = await pool.fetchrow(
+        "SELECT kid, revoked_at, jwt_secret_version FROM api_keys WHERE id = $1", key_id
+    )
+    return _mint(row, server_secret, expires_in, None)
+
+
+def _mint(row: asyncpg.Record | None, server_secret: str, expires_in: object, ips: str | None) -> MintedJwt:
     if row is None:
         raise not_found("Key")
     if row["revoked_at"] is not None:
@@ -100,8 +115,8 @@ async def create_jwt(
         "ExpiresInSec",
         "JWTs are for short-lived use: at most a day.",
     )
-    ips = _client_ips(client_ip)
-    secret = keys.signing_secret(rt.settings.secret, ident, row["jwt_secret_version"])
+    ident = row["kid"]
+    secret = keys.signing_secret(server_secret, ident, row["jwt_secret_version"])
     now = datetime.now(UTC)
     token = jwts.mint(ident, secret, lifetime, ips, now=now.timestamp())
     return MintedJwt(token, ident, now.replace(microsecond=0) + timedelta(seconds=lifetime), ips)

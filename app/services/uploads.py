@@ -85,3 +85,18 @@ async def find(rt: Runtime, principal: Principal, file_path: str) -> Upload:
             field="file_path",
         )
     return Upload.from_row(row)
+
+
+async def find_by_token(rt: Runtime, principal: Principal, token: str) -> Upload:
+    """An upload by its token alone (ConvertAPI's FileId); another account's is as absent."""
+    row = await rt.pool.fetchrow(
+        "SELECT * FROM uploads WHERE token = $1 AND account_id = $2", token.strip(), principal.account_id
+    )
+    if row is None:
+        raise ConvertdError(
+            ErrorCode.NOT_FOUND,
+            f"No uploaded file with id '{token}'.",
+            hint="Pass a FileId exactly as the upload returned it; uploads are per account.",
+            field="File",
+        )
+    return Upload.from_row(row)

@@ -16,6 +16,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.unset import UnsetType
 
+from app.api import pages
 from app.api.graphql.context import Context
 from app.api.graphql.jobs.fanout import OUTLET, Outlet
 from app.api.graphql.schema import schema
@@ -69,6 +70,13 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             multipart_uploads_enabled=True,
             # credentials never ride on cookies, so a page elsewhere gains nothing ambient
             allowed_origins=("*",),
+        )
+
+    async def render_graphql_ide(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=pages.graphiql_html(),
+            content_type="text/html",
+            headers={"Content-Security-Policy": pages.GRAPHIQL_POLICY},
         )
 
     async def get_context(self, request: web.Request, response: Any) -> Context:

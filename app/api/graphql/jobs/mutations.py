@@ -10,7 +10,7 @@ from app.services import retention
 from app.services import uploads as uploads_service
 
 
-@strawberry.input(description="Give either file(s) (uploads in this request) or filePath(s).")
+@strawberry.input(description="Give file(s) (uploads in this request), filePath(s), or a url to import from.")
 class ConvertInput:
     filetype: str
     output_format: str
@@ -18,6 +18,11 @@ class ConvertInput:
     files: list[Upload] | None = None
     file_path: str | None = None
     file_paths: list[str] | None = None
+    url: str | None = strawberry.field(
+        default=None,
+        description="An http(s) URL the input is imported from (public addresses only, "
+        "at most 5 redirects, the upload size limit).",
+    )
     input_format: str | None = strawberry.field(
         default=None, description="Overrides the format taken from the file name."
     )
@@ -66,6 +71,7 @@ class JobMutations:
             webhook_url=input.webhook_url,
             base_url=ctx.base_url,
             wait=input.wait,
+            url=input.url,
         )
         return Job.from_model(job)
 
