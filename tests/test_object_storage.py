@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from PIL import Image
+from tusclient import client as tus_client
 
 from app.api.server import build_app
 from app.config import Settings
@@ -195,6 +197,50 @@ async def test_several_inputs_and_several_outputs(
         with zipfile.ZipFile(io.BytesIO(await r.read())) as z:
             names = sorted(z.namelist())
     assert len(names) == 3 and sorted(pages["items"]) == names
+
+
+async def test_url_imports_and_tus_uploads_land_in_the_store(
+    http: aiohttp.ClientSession, s3node: Node, account: Account, tmp_path: Any
+) -> None:
+    """The other ways in (app/services/url_import.py, tus.py) end as ordinary uploads: in the store."""
+    photo = png_bytes((30, 20), "olive")
+
+    async def serve_photo(request: web.Request) -> web.Response:
+        return web.Response(body=photo, content_type="image/png")
+
+    origin = web.Application()
+    origin.router.add_get("/photo.png", serve_photo)
+    runner = web.AppRunner(origin)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/photo.png"  # type: ignore[union-attr]
+    try:
+        body = {"filetype": "image", "output_format": "webp", "url": url}
+        async with http.post(f"{s3node.base}/v1/convert", json=body, headers={"X-API-Key": account.key}) as r:
+            job = await r.json()
+            assert r.status == 202, job
+    finally:
+        await runner.cleanup()
+    done = await wait_for_status(http, s3node.base, account.key, job["job_id"])
+    assert done["status"] == "finished", done
+    assert any(k.endswith("/photo.png") for k in s3node.keys(f"uploads/{account.account_id}/"))
+
+    data = os.urandom(300_000)
+    source = tmp_path / "resumed.bin"
+    source.write_bytes(data)
+    client = tus_client.TusClient(f"{s3node.base}/v1/uploads/tus/", headers={"X-API-Key": account.key})
+    uploader = client.async_uploader(
+        file_path=str(source), chunk_size=100_000, metadata={"filename": "resumed.bin"}
+    )
+    await uploader.upload()
+    async with http.head(uploader.url, headers={"X-API-Key": account.key, "Tus-Resumable": "1.0.0"}) as r:
+        file_path = r.headers["X-File-Path"]
+    key = f"{s3node.prefix}/uploads/{account.account_id}/{file_path}"
+    assert s3node.s3.client().get_object(Bucket=s3node.s3.bucket, Key=key)["Body"].read() == data
+    hashed = await _submit(http, s3node, account.key, _form([], "hash", "json", file_path=file_path))
+    async with http.get(hashed["download_url"]) as r:
+        assert json.loads(await r.read())["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_presigned_downloads_redirect_to_the_store(
