@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
@@ -383,3 +385,14 @@ async def test_store_unreachable_answers_503_and_loses_nothing(
         async with http.get(done["download_url"]) as r:
             assert json.loads(await r.read())["sha256"] == hashlib.sha256(b"kept").hexdigest()
     await gate.close()
+
+
+def test_a_storage_url_that_names_no_store_stops_the_process_with_a_hint(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_")}
+    env.update(CONVERTD_DATA_DIR=str(tmp_path), CONVERTD_STORAGE_URL="s3:/no-bucket")
+    for command in ("serve", "worker"):
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", command], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, done
+        assert "is not a storage URL: use file:///path/to/dir or s3://bucket[/prefix]" in done.stderr
