@@ -64,7 +64,7 @@ async def serve(args: argparse.Namespace) -> None:
     from app.worker import build_worker
 
     async with servers(Settings.from_env()) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
         rt = await Runtime.open(settings)
         runner = web.AppRunner(build_app(rt), access_log=None)
         await runner.setup()
@@ -128,7 +128,7 @@ async def worker(args: argparse.Namespace) -> None:
 
 async def migrate(args: argparse.Namespace) -> None:
     async with servers(Settings.from_env(), redis=False) as settings:
-        applied = await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        applied = await db.migrate(settings.database)
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
@@ -136,8 +136,8 @@ async def migrate(args: argparse.Namespace) -> None:
 async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
     """A migrated database for one operator command."""
     async with servers(Settings.from_env(), redis=False) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
-        pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
+        pool = await db.create_pool(settings.database)
         try:
             yield settings, pool
         finally:
@@ -282,7 +282,7 @@ def _ttl(value: str) -> int:
     return seconds
 
 
-def _limit(value: str) -> int | None:
+def _count_or_unlimited(value: str) -> int | None:
     if value.lower() in ("unlimited", "none"):
         return None
     try:
@@ -453,8 +453,8 @@ def _doctor_fonts() -> None:
     """Which writing systems documents and SVGs can show, and the Office stand-ins."""
     from converters import fonts
 
-    for folder in fonts.missing_dirs():
-        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for missing in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {missing} is not a folder; its fonts are not used")
     for folder in fonts.extra_dirs():
         print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
     cover = fonts.coverage()
@@ -507,7 +507,18 @@ def _doctor_office_pool(concurrency: int) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convertd", description="Self-hosted file conversion.")
     sub = p.add_subparsers(dest="command", required=True)
+    _serve_commands(sub)
+    _keys_commands(sub)
+    _plans_commands(sub)
+    _accounts_commands(sub)
+    from app.client.commands import add_commands
 
+    add_commands(sub)  # convert, formats: a client of a running server
+    return p
+
+
+def _serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, worker, migrate, doctor."""
     s = sub.add_parser("serve", help="run the API (and workers); embedded servers by default")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
@@ -534,6 +545,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=migrate)
     sub.add_parser("doctor", help="report which conversion engines work here").set_defaults(func=doctor)
 
+
+def _keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     k = keys.add_parser("create", help="create a key (and, without --account, its account)")
     k.add_argument("--name", required=True)
@@ -569,13 +582,15 @@ def parser() -> argparse.ArgumentParser:
     kj.add_argument("--json", action="store_true", help="token, kid and expiry as JSON")
     kj.set_defaults(func=keys_jwt)
 
+
+def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plans = sub.add_parser("plans", help="configure plans").add_subparsers(dest="plans", required=True)
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
     limits = ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions", "--max-running")
     for flag in limits:
-        ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+        ps.add_argument(flag, type=_count_or_unlimited, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument(
         "--retention",
         type=_duration,
@@ -592,7 +607,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ps.add_argument(
         "--max-pending",
-        type=_limit,
+        type=_count_or_unlimited,
         default=_NOT_GIVEN,
         metavar="N|unlimited",
         help="jobs one account may have waiting in the queue; more are refused with 429",
@@ -603,6 +618,8 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=plans_list)
 
+
+def _accounts_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account administration").add_subparsers(
         dest="accounts", required=True
     )
@@ -610,11 +627,6 @@ def parser() -> argparse.ArgumentParser:
     am.add_argument("account", type=int)
     am.add_argument("--json", action="store_true")
     am.set_defaults(func=accounts_master_token)
-
-    from app.client.commands import add_commands
-
-    add_commands(sub)  # convert, formats: a client of a running server
-    return p
 
 
 def _metrics_folder(data_dir: Path) -> None:

@@ -14,11 +14,11 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))  # type: ignore[arg-type]
+    return int(_env(name) or default)
 
 
 def _float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))  # type: ignore[arg-type]
+    return float(_env(name) or default)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -76,12 +76,19 @@ class Settings:
         return self.data_dir / "files"
 
     @property
+    def database(self) -> str:
+        """The PostgreSQL URL; `cli.servers()` fills it in when the embedded one is used."""
+        if not self.database_url:
+            raise RuntimeError("no database URL: start the embedded servers first")
+        return self.database_url
+
+    @property
     def embedded(self) -> bool:
         return not (self.database_url and self.redis_url)
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_dir = Path(_env("DATA_DIR", str(Path.home() / ".local/share/convertd"))).expanduser()
+        data_dir = Path(_env("DATA_DIR") or Path.home() / ".local/share/convertd").expanduser()
         return cls(
             data_dir=data_dir,
             database_url=_env("DATABASE_URL"),

@@ -16,6 +16,7 @@ import asyncpg
 import botocore.exceptions
 import redis.exceptions
 
+from app import db
 from app.errors import ConvertdError, ErrorCode
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ async def wait_until_reachable(rt: Runtime, seconds: float = 300) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            await rt.pool.fetchval("SELECT 1")
+            await db.ping(rt.pool)
             await rt.redis.ping()
             await rt.storage.files.ping()
             return True

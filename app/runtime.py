@@ -16,6 +16,7 @@ from app.auth.cache import AuthCache
 from app.config import Settings
 from app.events import EventHub
 from app.models import Job
+from app.services import job_rows
 from app.services.dispatch import FairQueue
 from app.services.usage import RequestLog
 from app.storage import Storage
@@ -62,8 +63,7 @@ class Runtime:
         await storage.start()
 
         async def stored(ids: list[uuid.UUID]) -> list[Job]:
-            rows = await pool.fetch("SELECT * FROM jobs WHERE id = ANY($1)", ids)
-            return [Job.from_row(row) for row in rows]
+            return await job_rows.by_ids(pool, ids)
 
         # workers follow their jobs' events too (a cancel stops the converter at once)
         hub = EventHub(redis, resync=stored)

@@ -5,25 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from saq import CronJob, Worker
+from saq.types import Context, PartialTimersDict
 
 from app import logs, metrics, outages
 from app.runtime import Runtime
-from app.services import processing, recovery, retention, webhooks
+from app.services import job_rows, processing, recovery, retention, webhooks
 from converters import office_pool, sandbox
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("convertd.jobs")  # a job's own lines, with its request's id
 
 
-async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
+class WorkerContext(Context, total=False):
+    """saq's context for each call, with the runtime `startup` puts in it."""
+
+    runtime: Runtime
+
+
+async def convert(ctx: WorkerContext, *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
     try:
         # the job's log lines carry the id of the request that created it (app/logs.py)
-        request_id = await rt.pool.fetchval("SELECT request_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
+        request_id = await job_rows.request_id(rt.pool, uuid.UUID(job_id))
         with logs.job_context(job_id, request_id):
             job_log.info("job taken", extra={"attempt": saq_job.attempts})
             job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
@@ -41,24 +47,24 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     return job.status.value
 
 
-async def webhook(ctx: dict[str, Any], *, job_id: str) -> str:
+async def webhook(ctx: WorkerContext, *, job_id: str) -> str:
     saq_job = ctx["job"]
     last = saq_job.attempts >= saq_job.retries
     return await webhooks.deliver(ctx["runtime"], uuid.UUID(job_id), last_attempt=last)
 
 
-async def reconcile(ctx: dict[str, Any]) -> int:
+async def reconcile(ctx: WorkerContext) -> int:
     return len(await recovery.reconcile(ctx["runtime"]))
 
 
-async def sweep_storage(ctx: dict[str, Any]) -> int:
+async def sweep_storage(ctx: WorkerContext) -> int:
     """Retention (app/services/retention.py): expired files and old request-log lines go."""
     swept = await retention.sweep(ctx["runtime"])
     return swept.jobs_expired + swept.uploads_deleted
 
 
-def build_worker(rt: Runtime) -> Worker:
-    async def startup(ctx: dict[str, Any]) -> None:
+def build_worker(rt: Runtime) -> Worker[WorkerContext]:
+    async def startup(ctx: WorkerContext) -> None:
         ctx["runtime"] = rt
         # warm LibreOffice instances, one per concurrent job unless configured (they start
         # in the background; office jobs wait for the first one ready)
@@ -77,11 +83,11 @@ def build_worker(rt: Runtime) -> Worker:
             extra={"concurrency": rt.settings.queue.concurrency, "files": rt.storage.files.kind},
         )
 
-    async def shutdown(ctx: dict[str, Any]) -> None:
+    async def shutdown(ctx: WorkerContext) -> None:
         await asyncio.to_thread(office_pool.stop)
 
     q = rt.settings.queue
-    worker = Worker(
+    worker: Worker[WorkerContext] = Worker(
         rt.queue,
         functions=[convert, webhook],
         cron_jobs=[
@@ -91,7 +97,7 @@ def build_worker(rt: Runtime) -> Worker:
         concurrency=q.concurrency,
         startup=startup,
         shutdown=shutdown,
-        timers={"sweep": q.sweep_interval},
+        timers=PartialTimersDict(sweep=q.sweep_interval),  # type: ignore[typeddict-item]  # saq: rest default
         # SIGTERM: running jobs finish within the drain time; the rest are cancelled, which
         # kills their converters and puts them back on the queue for another worker
         shutdown_grace_period_s=q.drain_seconds,

@@ -18,6 +18,9 @@ from PIL import Image
 from app.config import Settings
 from tests.conftest import ROOT, Account, png_bytes
 
+# each test runs `convertd` child processes: a Python start with every import, seconds each
+pytestmark = pytest.mark.slow
+
 
 class Ran(NamedTuple):
     code: int

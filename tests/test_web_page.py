@@ -30,10 +30,13 @@ ARGS = [
 ]
 TIMEOUT = 60_000  # ms: a loaded two-core machine converts slowly
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="no /usr/bin/chromium: install Debian's chromium package (scripts/install.sh does)",
-)
+pytestmark = [
+    pytest.mark.slow,  # a Chromium start per test
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: install Debian's chromium package (scripts/install.sh does)",
+    ),
+]
 
 
 @pytest.fixture

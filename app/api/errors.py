@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app.api import convertapi_errors
 from app.errors import ConvertdError, ErrorCode
@@ -30,6 +31,7 @@ _UNREAD_BODY = frozenset({
 
 
 def render(err: ConvertdError, path: str = "") -> web.Response:
+    body: dict[str, object]
     if path == GRAPHQL_PATH:
         body = {"data": None, "errors": [{"message": err.message, "extensions": err.extensions}]}
     elif convertapi_errors.is_convertapi(path):
@@ -45,7 +47,7 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ConvertdError as err:
@@ -68,8 +70,10 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
             return render(unavailable(exc), request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        err = ConvertdError(ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment.")
-        return render(err, request.path if convertapi_errors.is_convertapi(request.path) else "")
+        internal = ConvertdError(
+            ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment."
+        )
+        return render(internal, request.path if convertapi_errors.is_convertapi(request.path) else "")
 
 
 def _convertapi_refusal(exc: web.HTTPException) -> ConvertdError:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app.api.convertapi_errors import is_convertapi
 from app.api.errors import ERROR_CODE, render
 from app.api.health import PROBE_PATHS
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.auth.network import is_secure
 from app.auth.principal import Principal
 from app.auth.request import Trace
@@ -33,7 +34,7 @@ def _api_path(path: str) -> bool:
 
 
 @web.middleware
-async def https_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def https_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = runtime(request).settings
     # load balancers and Prometheus probe over plain HTTP inside the network
     if settings.require_https and request.path not in PROBE_PATHS:
@@ -52,7 +53,7 @@ async def https_middleware(request: web.Request, handler):  # type: ignore[no-un
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _api_path(request.path):
         return await handler(request)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -75,7 +76,7 @@ async def cors_middleware(request: web.Request, handler):  # type: ignore[no-unt
 
 
 @web.middleware
-async def access_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Rate-limit headers on every /v1 (and /convertapi/) answer to a known caller, and its
     line in the request log.
 

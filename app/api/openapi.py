@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from app.api.health import PROBE_PATHS
-from app.api.keys import base_url, runtime
+from app.api.request_context import base_url, runtime
 from app.errors import CredentialCode, ErrorCode
 from app.models import JobStatus
 
@@ -226,8 +226,9 @@ def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
 JOB_ID = _path_param("job_id", STR, "The job's id (a UUID).")
 KEY_ID = _path_param("key_id", STR, "The key's id (a number).")
 OPEN: list[dict[str, list[str]]] = []  # no credential
-MASTER = [{"MasterToken": []}]
-SECRET_KEY = [{"ApiKeyHeader": []}, {"Bearer": []}]  # the API key itself, never in a URL
+MASTER: list[dict[str, list[str]]] = [{"MasterToken": []}]
+# the API key itself, never in a URL
+SECRET_KEY: list[dict[str, list[str]]] = [{"ApiKeyHeader": []}, {"Bearer": []}]
 
 
 def _op(

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from app.api.files import file_response
-from app.api.keys import base_url, runtime
 from app.api.middlewares import PRINCIPAL, TRACE
 from app.api.multipart import read_form
+from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
@@ -18,6 +18,7 @@ from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import backpressure, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
+from app.services import status as status_service
 from app.services.dispatch import Position
 from app.services.links import links as job_links
 
@@ -52,34 +53,7 @@ def upload_body(u: Upload) -> dict[str, Any]:
 
 
 def status_body(request: web.Request, job: Job, position: Position | None = None) -> dict[str, Any]:
-    links = job_links(runtime(request), job, base_url(request))
-    body: dict[str, Any] = {
-        "ok": job.status is not JobStatus.FAILED,
-        "job_id": str(job.id),
-        "status": job.status.value,
-        "progress": round(job.progress, 4),
-        "filetype": job.filetype,
-        "input_format": job.input_format,
-        "output_format": job.output_format,
-        "created_at": job.created_at.isoformat(),
-        "status_url": links.status_url,
-    }
-    if job.expired_at is not None:  # its files were deleted after the plan's retention
-        body.update(expired_at=job.expired_at.isoformat(), file_name=job.output_name)
-    elif job.status is JobStatus.FINISHED:
-        body.update(
-            download_url=links.download_url,
-            file_name=job.output_name,
-            file_size=job.output_size,
-            items=job.output_items,
-        )
-    if job.status is JobStatus.FAILED:
-        body.update(error=job.error, hint=job.error_hint)
-    if position is not None:
-        body["queue"] = position._asdict()
-    if job.webhook_url:
-        body.update(webhook_url=job.webhook_url, webhook_status=job.webhook_status)
-    return body
+    return status_service.body(runtime(request), job, base_url(request), position=position)
 
 
 @routes.get("/v1/")
@@ -132,7 +106,7 @@ async def list_formats(request: web.Request) -> web.Response:
     filetypes = formats_service.formats()
     if request.query.get("options") in ("1", "true"):
         for filetype, group in filetypes.items():
-            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]
+            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]  # an extra list beside the counts
     return ok({"filetypes": filetypes})
 
 
@@ -147,7 +121,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/convert")
-async def convert(request: web.Request) -> web.Response:
+async def convert(request: web.Request) -> web.StreamResponse:
     who = await principal(request)
     rt = runtime(request)
     # a full queue or backlog refuses before the body is read (a flood costs no disk);

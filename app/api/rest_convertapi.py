@@ -26,8 +26,8 @@ from aiohttp import web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from app.api.convertapi_errors import PREFIX
-from app.api.keys import base_url, runtime
 from app.api.multipart import MAX_FILES, Form, read_form
+from app.api.request_context import base_url, runtime
 from app.api.rest import json_body, principal
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
@@ -119,7 +119,10 @@ async def _inline(rt: Any, value: Mapping[str, Any], name: str) -> IncomingFile:
     async def one_chunk() -> AsyncIterator[bytes]:
         yield data
 
-    return await rt.storage.receive(one_chunk(), filename, None, rt.settings.max_upload_bytes)
+    received: IncomingFile = await rt.storage.receive(
+        one_chunk(), filename, None, rt.settings.max_upload_bytes
+    )
+    return received
 
 
 @contextlib.asynccontextmanager
@@ -349,7 +352,7 @@ async def convert(request: web.Request) -> web.Response:
         first = declared or extension_of(inputs.names[0])
         filetype = formats_service.filetype_for(first, dst)
         options = _options(params, filetype, first, dst)
-        common = {
+        common: dict[str, Any] = {
             "filetype": filetype,
             "output_format": dst,
             "options": options,

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 from aiohttp import web
 
-from app.api.keys import RUNTIME, base_url, runtime
+from app.api.request_context import RUNTIME, base_url, runtime
 from app.api.rest import principal
 from app.errors import ConvertdError, ErrorCode
 from app.runtime import Runtime

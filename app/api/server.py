@@ -17,9 +17,9 @@ from app.api import (
 )
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
-from app.api.keys import RUNTIME
 from app.api.middlewares import access_middleware, cors_middleware, https_middleware
 from app.api.observe import observe_middleware, send_request_id
+from app.api.request_context import RUNTIME
 from app.runtime import Runtime
 
 

@@ -62,7 +62,10 @@ _BY_ROUTE = {route: op for op in OPERATIONS for route in op.rest}
 _BY_FIELD = {field: op for op in OPERATIONS for field in op.graphql}
 # introspection and __typename reveal nothing an endpoint restriction protects
 INTROSPECTION = frozenset({"__schema", "__type"})  # CONVERTD_INTROSPECTION=0 refuses these
-OPEN_FIELDS = frozenset({"__typename", *INTROSPECTION})
+OPEN_FIELDS = frozenset({"__typename", *INTROSPECTION})  # no operation: never counted or refused
+# What a caller with no valid credentials may ask GraphQL for: nothing else. The list is
+# explicit so that a new root field is closed to anonymous callers by default.
+ANONYMOUS_FIELDS = frozenset({"__typename", *INTROSPECTION})
 
 
 def for_route(template: str) -> Operation:

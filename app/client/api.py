@@ -83,10 +83,12 @@ class Api:
             raise _from_graphql(body["errors"])
         if not isinstance(body.get("data"), dict):
             raise Unreachable(f"{self.server}/graphql did not answer as Convertd does")
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     async def formats(self) -> list[dict[str, Any]]:
-        return (await self.graphql(FORMATS))["formats"]
+        found: list[dict[str, Any]] = (await self.graphql(FORMATS))["formats"]
+        return found
 
     async def convert(self, path: Path, filetype: str, output_format: str, options: Mapping[str, Any]) -> str:
         """Upload the file and queue its conversion in one request (POST /v1/convert); the job id."""
@@ -122,14 +124,14 @@ class Api:
         )
         client = Client(transport=transport)
         try:
-            session = await client.connect_async()
+            session = await client.connect_async()  # type: ignore[no-untyped-call]  # gql: unannotated
         except (TransportError, aiohttp.ClientError, OSError) as exc:
             raise Unreachable(f"the job updates connection to {url} failed: {exc}") from exc
         try:
             yield Updates(session)
         finally:
             with contextlib.suppress(TransportError, aiohttp.ClientError, OSError):
-                await client.close_async()
+                await client.close_async()  # type: ignore[no-untyped-call]  # gql: unannotated
 
     async def download(self, url: str, dest: Path, *, force: bool) -> int:
         """The result into `dest`; without `force` an existing file is never replaced

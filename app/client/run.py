@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def _exit_with(work: Any) -> None:
     sys.exit(code)
 
 
-async def _guarded(work: Any) -> int:
+async def _guarded(work: Awaitable[int]) -> int:
     """Usage and connection errors as one message, hint and exit status 2."""
     try:
         return await work

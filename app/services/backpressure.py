@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from app import metrics
+from app.db import Conn
 from app.errors import ConvertdError, ErrorCode
 from app.services import allowance
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from app.auth.principal import Principal
     from app.models import Upload
     from app.runtime import Runtime
@@ -70,7 +69,7 @@ async def admit(rt: Runtime, principal: Principal) -> None:
 @contextlib.asynccontextmanager
 async def admission(
     rt: Runtime, principal: Principal, fresh_uploads: Sequence[Upload]
-) -> AsyncIterator[asyncpg.Connection]:
+) -> AsyncIterator[Conn]:
     """The connection to insert the job on, with the account's cap held until it commits.
 
     Refused here (a request that raced others past `admit`), the conversion already charged

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, logs
+from app.db import Executor
 from app.errors import ConvertdError, CredentialCode, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
@@ -25,7 +26,7 @@ from converters.registry import normalize_format, registry
 from converters.sniff import check_declared
 
 if TYPE_CHECKING:
-    from asyncpg import Connection, Pool, Record
+    from asyncpg import Record
 
     from app.auth.principal import Principal
     from app.runtime import Runtime
@@ -44,7 +45,8 @@ def _required(value: str | None, field: str, hint: str) -> str:
     return value.strip().lower()
 
 
-def parse_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+def parse_options(options: object) -> dict[str, Any]:
+    """The options as sent (a JSON text from a form, any JSON value from GraphQL) as a dict."""
     if options is None or options == "":
         return {}
     if isinstance(options, str):
@@ -92,7 +94,7 @@ async def convert(
     *,
     filetype: str | None,
     output_format: str | None,
-    options: Mapping[str, Any] | str | None = None,
+    options: object = None,  # checked by parse_options
     files: Sequence[IncomingFile] = (),
     file_paths: Sequence[str] = (),
     input_format: str | None = None,
@@ -107,30 +109,15 @@ async def convert(
     whichever comes first; it is a job like any other either way (quota, history, events).
     With `url` the input is fetched from there first (app/services/url_import.py) and is
     then one more received file, checked and stored like an upload.
+
+    Long on purpose: it reads top to bottom in the order of the checks, every refusal
+    before anything is charged, stored or queued.
     """
     if url is not None and url.strip():
-        # what needs no input is checked before anything is downloaded
-        _wait_seconds(wait)
-        webhooks.check_url(webhook_url)
-        _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
-        _required(output_format, "output_format", "The target extension, e.g. webp.")
-        parse_options(options)
-        await backpressure.admit(rt, principal)
-        await storage_use.check_quota(rt, principal, 0)
-        async with url_import.imported(rt, principal, url) as incoming:
-            return await convert(
-                rt,
-                principal,
-                filetype=filetype,
-                output_format=output_format,
-                options=options,
-                files=[*files, incoming],
-                file_paths=file_paths,
-                input_format=input_format,
-                webhook_url=webhook_url,
-                base_url=base_url,
-                wait=wait,
-            )
+        request = {"filetype": filetype, "output_format": output_format, "options": options, "files": files,
+                   "file_paths": file_paths, "input_format": input_format, "webhook_url": webhook_url,
+                   "base_url": base_url, "wait": wait}  # fmt: skip
+        return await _convert_from_url(rt, principal, url, request)
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -149,30 +136,7 @@ async def convert(
     inputs: list[tuple[str, Path | str]] = [
         (_format_of(f.filename, f.extension, input_format), f.path) for f in files
     ] + [(_format_of(u.file_name, u.extension, input_format), u.storage_path) for u in stored]
-    with request_errors():
-        converter = registry().find(filetype, inputs[0][0], output_format)
-        for fmt, _ in inputs[1:]:
-            if registry().find(filetype, fmt, output_format) is not converter:
-                raise ConvertdError(
-                    ErrorCode.UNSUPPORTED_CONVERSION,
-                    "These inputs cannot be combined into one output.",
-                    hint="Send inputs of formats one converter reads together.",
-                )
-        values = registry().validate(filetype, inputs[0][0], output_format, values)
-    if len(inputs) > 1 and not converter.multi_input:
-        raise ConvertdError(
-            ErrorCode.BAD_REQUEST,
-            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
-            hint="Send one file per conversion.",
-            field="file",
-        )
-    if not converter.content_agnostic:
-        for fmt, where in inputs:
-            if isinstance(where, Path):
-                _check_content(where, fmt)
-                continue
-            async with rt.storage.readable(where) as path:
-                _check_content(path, fmt)
+    values = await _check_conversion(rt, filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
     await backpressure.admit(rt, principal)
@@ -190,9 +154,7 @@ async def convert(
     # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
     async with backpressure.admission(rt, principal, fresh) as conn:
         row = await conn.fetchrow(
-            "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-            " options, input_uploads, webhook_url, public_base, request_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            _INSERT_JOB,
             principal.account_id,
             principal.key.id if principal.key else None,
             filetype,
@@ -209,9 +171,68 @@ async def convert(
         await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
     except Exception as exc:
         if is_outage(exc):
-            await _withdraw(rt, job, row["api_key_id"])
+            await _withdraw(rt, job, principal.key.id if principal.key else None)
         raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request: dict[str, Any]) -> Job:
+    """convert() with one more input fetched from `url`; what needs no input is checked
+    before anything is downloaded."""
+    _wait_seconds(request["wait"])
+    webhooks.check_url(request["webhook_url"])
+    _required(request["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
+    _required(request["output_format"], "output_format", "The target extension, e.g. webp.")
+    parse_options(request["options"])
+    await backpressure.admit(rt, principal)
+    await storage_use.check_quota(rt, principal, 0)
+    async with url_import.imported(rt, principal, url) as incoming:
+        return await convert(rt, principal, **{**request, "files": [*request["files"], incoming]})
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+    " options, input_uploads, webhook_url, public_base, request_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *"
+)
+
+
+async def _check_conversion(
+    rt: Runtime,
+    filetype: str,
+    output_format: str,
+    inputs: list[tuple[str, Path | str]],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Refuse what the converter cannot do with these inputs (formats that do not go
+    together, several files for a one-input converter, content that is not its format);
+    return the options validated against its schema, defaults filled in. An input is a file
+    just received, or a stored upload's key (read through the file store)."""
+    with request_errors():
+        converter = registry().find(filetype, inputs[0][0], output_format)
+        for fmt, _ in inputs[1:]:
+            if registry().find(filetype, fmt, output_format) is not converter:
+                raise ConvertdError(
+                    ErrorCode.UNSUPPORTED_CONVERSION,
+                    "These inputs cannot be combined into one output.",
+                    hint="Send inputs of formats one converter reads together.",
+                )
+        values = registry().validate(filetype, inputs[0][0], output_format, options)
+    if len(inputs) > 1 and not converter.multi_input:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
+            hint="Send one file per conversion.",
+            field="file",
+        )
+    if not converter.content_agnostic:
+        for fmt, where in inputs:
+            if isinstance(where, Path):
+                _check_content(where, fmt)
+                continue
+            async with rt.storage.readable(where) as path:
+                _check_content(path, fmt)
+    return values
 
 
 async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
@@ -226,6 +247,7 @@ async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
 
 
 MAX_WAIT = 60
+JOBS_PAGE = 20  # jobs per page unless the caller says `first`
 
 
 def _wait_seconds(wait: object) -> float:
@@ -323,7 +345,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_for(
-    rt: Runtime, principal: Principal, *, first: int = 20, after: str | None = None
+    rt: Runtime, principal: Principal, *, first: int = JOBS_PAGE, after: str | None = None
 ) -> JobPage:
     """The caller's jobs, newest first, `first` at a time."""
     if not 1 <= first <= 100:
@@ -442,7 +464,7 @@ async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
     return await announce(rt, Job.from_row(row))
 
 
-async def _update(conn: Connection | Pool, job_id: uuid.UUID, **fields: Any) -> Record | None:
+async def _update(conn: Executor, job_id: uuid.UUID, **fields: Any) -> Record | None:
     """The job's row after the change, or None when it had already ended (it is kept as it was)."""
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
     return await conn.fetchrow(
@@ -491,7 +513,7 @@ async def cancel(rt: Runtime, principal: Principal, job_id: str) -> Job:
     )
 
 
-async def watch(rt: Runtime, principal: Principal, job_id: str) -> AsyncIterator[Job]:
+async def watch(rt: Runtime, principal: Principal, job_id: str | uuid.UUID) -> AsyncIterator[Job]:
     """The job as it stands, then each change, ending at a terminal status.
 
     The listener is registered before the job is read, so a change made in between is

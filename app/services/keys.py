@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.auth import keys
 from app.auth.network import parse_network
 from app.auth.restrictions import RESTRICTION_TYPES, host_of
+from app.db import Conn, Executor
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import ApiKey, Plan
 from app.services import quota
@@ -43,6 +44,21 @@ class KeySpec:
     allowed_domains: Sequence[str] = ()
     allowed_endpoints: Sequence[str] = ()
     conversion_limit: int | None = None
+
+
+# What a key's owner may change after creation (PATCH /v1/account/keys/{id}, updateKey).
+# Not its environment: the key's secret starts with it (sk_live_, sk_test_), so a key keeps
+# it for life; update_key refuses a different one with a hint.
+EDITABLE_FIELDS = (
+    "name",
+    "environment",  # accepted only unchanged, see update_key
+    "restriction_type",
+    "allowed_ips",
+    "allowed_domains",
+    "allowed_endpoints",
+    "conversion_limit",
+)
+CREATE_FIELDS = tuple(f.name for f in dataclasses.fields(KeySpec) if f.name != "name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +161,7 @@ def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
     return kind
 
 
-def _limit(value: int | None) -> int | None:
+def _conversion_limit(value: int | None) -> int | None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise bad(
             "The conversion limit must be a whole number.", "Give 0 or more, or null.", "conversion_limit"
@@ -161,7 +177,7 @@ def _environment(value: str) -> str:
     return value
 
 
-async def _check_plan(conn: asyncpg.Connection, plan: str) -> None:
+async def _check_plan(conn: Conn, plan: str) -> None:
     if not await conn.fetchval("SELECT 1 FROM plans WHERE name = $1", plan):
         names = [r["name"] for r in await conn.fetch("SELECT name FROM plans ORDER BY name")]
         raise ConvertdError(ErrorCode.BAD_REQUEST, f"Unknown plan '{plan}'.", f"Plans: {', '.join(names)}.")
@@ -186,7 +202,7 @@ async def create_account_with_key(
 
 
 async def create_key(
-    pool: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, *, server_secret: str | None
+    pool: Executor, account_id: int, spec: KeySpec, *, server_secret: str | None
 ) -> CreatedKey:
     if not await pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id):
         raise not_found("Account")
@@ -194,7 +210,7 @@ async def create_key(
 
 
 async def _insert_key(
-    conn: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, server_secret: str | None
+    conn: Executor, account_id: int, spec: KeySpec, server_secret: str | None
 ) -> CreatedKey:
     ips, domains = _ips(spec.allowed_ips), _domains(spec.allowed_domains)
     environment = _environment(spec.environment)
@@ -212,7 +228,7 @@ async def _insert_key(
         ips,
         domains,
         _endpoints(spec.allowed_endpoints),
-        _limit(spec.conversion_limit),
+        _conversion_limit(spec.conversion_limit),
     )
     key = ApiKey.from_row(row)
     signing = keys.signing_secret(server_secret, key.kid) if server_secret else None
@@ -243,6 +259,7 @@ async def update_key(
     key_id: int,
     *,
     name: str = KEEP,
+    environment: str = KEEP,
     restriction_type: str | None = KEEP,
     allowed_ips: Sequence[str] = KEEP,
     allowed_domains: Sequence[str] = KEEP,
@@ -251,6 +268,13 @@ async def update_key(
 ) -> ApiKey:
     """Change what is given; the result is validated as a whole, as at creation."""
     key = await _get(pool, account_id, key_id)
+    if environment is not KEEP and environment != key.environment:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A key's environment cannot change (this key is {key.environment}).",
+            hint=f"Create a new key with environment '{environment}' and revoke this one.",
+            field="environment",
+        )
 
     def pick(new: Any, old: Any) -> Any:
         return old if new is KEEP else new
@@ -268,7 +292,7 @@ async def update_key(
         ips,
         domains,
         _endpoints(pick(allowed_endpoints, key.allowed_endpoints)),
-        _limit(pick(conversion_limit, key.conversion_limit)),
+        _conversion_limit(pick(conversion_limit, key.conversion_limit)),
     )
     return ApiKey.from_row(row)
 

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 MAX_REQUEST_COUNT = 999_999_999
 MAX_LIFETIME = 315_569_520  # ten years, in seconds
 MAX_TOKENS_PER_CALL = 100
+# what an access token gets when the request leaves it out (REST and GraphQL alike)
+DEFAULT_REQUEST_COUNT = 1
+DEFAULT_LIFETIME = 3600  # an hour
+DEFAULT_TOKENS_PER_CALL = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +130,31 @@ async def create_access_tokens(
     rt: Runtime,
     principal: Principal,
     *,
-    request_count: object = 1,
-    lifetime: object = 3600,
-    count: object = 1,
+    request_count: object = None,
+    lifetime: object = None,
+    count: object = None,
 ) -> list[AccessToken]:
-    requests = _between(request_count, 1, MAX_REQUEST_COUNT, "RequestCount", "The default is 1.")
-    seconds = _between(lifetime, 1, MAX_LIFETIME, "Lifetime", "Seconds; the default is 3600 (an hour).")
+    """None (left out of the request): the default of each."""
+    requests = _between(
+        DEFAULT_REQUEST_COUNT if request_count is None else request_count,
+        1,
+        MAX_REQUEST_COUNT,
+        "RequestCount",
+        f"The default is {DEFAULT_REQUEST_COUNT}.",
+    )
+    seconds = _between(
+        DEFAULT_LIFETIME if lifetime is None else lifetime,
+        1,
+        MAX_LIFETIME,
+        "Lifetime",
+        f"Seconds; the default is {DEFAULT_LIFETIME} (an hour).",
+    )
     how_many = _between(
-        count, 1, MAX_TOKENS_PER_CALL, "Count", "How many tokens to create; the default is 1."
+        DEFAULT_TOKENS_PER_CALL if count is None else count,
+        1,
+        MAX_TOKENS_PER_CALL,
+        "Count",
+        f"How many tokens to create; the default is {DEFAULT_TOKENS_PER_CALL}.",
     )
     assert principal.key is not None  # creating tokens needs the secret key (app/auth/operations.py)
     valid_until = datetime.now(UTC) + timedelta(seconds=seconds)

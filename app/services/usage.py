@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+REQUEST_LOG_PAGE = 50  # lines per page of the request log unless the caller says `first`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +199,7 @@ def _after(cursor: str | None) -> int | None:
 
 
 async def request_log(
-    rt: Runtime, principal: Principal, *, first: int = 50, after: str | None = None
+    rt: Runtime, principal: Principal, *, first: int = REQUEST_LOG_PAGE, after: str | None = None
 ) -> LogPage:
     """The account's requests, newest first."""
     if not _whole(first) or not 1 <= first <= 500:

@@ -30,6 +30,9 @@ from converters.base import Converter, Limits, Result, Task
 from converters.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import SandboxError
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths
 
 ATTEMPTS = frozenset({"report", "ptrace", "unshare", "mount", "forkbomb", "disk", "uid"})
 
@@ -276,8 +279,7 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     job = asyncio.ensure_future(
         sandbox.run("intruder", "json", "disk", {}, [server["upload"]], server["workdir"])
     )
-    while not (server["workdir"] / "fill-1").exists():
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: (server["workdir"] / "fill-1").exists(), 60, "the job started writing")
     assert sandbox._zygote is not None
     old = sandbox._zygote.popen.pid
     os.kill(old, 9)
@@ -335,11 +337,8 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
         await _hash_ok(tmp_path / f"fill{first.jobs}")
     await _hash_ok(tmp_path / "b")
     assert sandbox._zygote is not first
-    for _ in range(100):  # the retired one leaves once its jobs are done
-        if first.popen.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert first.popen.poll() is not None
+    # the retired one leaves once its jobs are done
+    await wait_until(lambda: first.popen.poll() is not None, 10, "the retired fork server exited")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="every layer needs root (no pid namespace otherwise)")
