@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from app.runtime import Runtime
 from app.services.keys import KeySpec, create_account_with_key
 from app.services.plans import set_plan
 from app.worker import build_worker
+from tests.helpers import wait_until_sync
 
 # pgserver keeps a lock file in the runtime dir, which platformdirs wants private
 _RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
@@ -276,16 +276,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     )
     log.close()
     server = S3Server(f"http://127.0.0.1:{port}", "convertd-test", proc)
+
+    def bucket_made() -> bool:
+        assert proc.poll() is None, "moto's server exited"
+        try:
+            server.client().create_bucket(Bucket=server.bucket)
+        except Exception:  # not listening yet
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server.client().create_bucket(Bucket=server.bucket)
-                break
-            except Exception:
-                assert proc.poll() is None, "moto's server exited"
-                assert time.monotonic() < deadline, "moto's server did not come up"
-                time.sleep(0.2)
+        wait_until_sync(bucket_made, 60, "moto's server answering")
         yield server
     finally:
         proc.terminate()

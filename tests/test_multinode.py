@@ -10,26 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import imageio_ffmpeg
+import pytest
 import yaml
 from PIL import Image
 
 from tests.conftest import S3Server, free_port, png_bytes
 from tests.converters import samples_media
+from tests.helpers import wait_until
 from tests.wsclient import connect
+
+pytestmark = pytest.mark.slow  # three `convertd` processes, one of them killed
 
 CLI = [sys.executable, "-m", "app.cli"]
 FOLLOW = "subscription Follow($id: ID!) { jobUpdates(jobId: $id) { id status attempts } }"
@@ -107,18 +109,6 @@ def _check_output(name: str, data: bytes, filetype: str, out: bytes) -> None:
         assert out[:3] == b"ID3" or out[0] == 0xFF, name  # an MP3 stream
 
 
-async def _until(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.2)
-
-
 async def test_one_api_node_and_two_workers_share_only_the_servers(
     servers: Any, s3_server: S3Server, tmp_path: Path
 ) -> None:
@@ -151,7 +141,7 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
                         return r.status == 200
                 return False
 
-            await _until(up, 120, "the API node did not come up")
+            await wait_until(up, 120, "the API node did not come up")
             made = await asyncio.to_thread(
                 subprocess.run,
                 [*CLI, "keys", "create", "--name", "multi", "--json"],
@@ -182,7 +172,7 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
             reader = asyncio.create_task(read_events())
             workers = [_start(["worker"], env, tmp_path / f"worker{i}") for i in (1, 2)]
             procs += [proc for proc, _ in workers]
-            await _until(lambda: all("worker ready" in log.read_text() for _, log in workers), 120,
+            await wait_until(lambda: all("worker ready" in log.read_text() for _, log in workers), 120,
                          "the workers did not start")  # fmt: skip
 
             long_jobs: set[str] = set()
@@ -196,7 +186,7 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
                 return None
 
             async def kill_mid_long_job() -> tuple[int, set[str]]:
-                victim, cut_jobs = await _until(running_long_job, 180, "no worker ran a long job")
+                victim, cut_jobs = await wait_until(running_long_job, 180, "a worker running a long job")
                 workers[victim][0].kill()  # SIGKILL, mid-conversion
                 await asyncio.to_thread(workers[victim][0].wait)
                 return victim, cut_jobs

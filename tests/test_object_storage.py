@@ -34,6 +34,7 @@ from app.storage import Storage
 from app.stores.s3 import PART_SIZE, S3Store
 from app.worker import build_worker
 from tests.conftest import Account, S3Server, free_port, png_bytes, wait_for_status
+from tests.helpers import wait_until
 from tests.pdf_samples import pdf_bytes
 
 
@@ -316,6 +317,7 @@ def _assert_unavailable(status: int, headers: Any, body: dict[str, Any]) -> None
     assert "try again" in body["hint"].lower()
 
 
+@pytest.mark.slow  # a node of its own, requests that wait out the client's retries
 async def test_store_unreachable_answers_503_and_loses_nothing(
     http: aiohttp.ClientSession, rt: Runtime, s3_server: S3Server, tmp_path: Any, account: Account
 ) -> None:
@@ -369,11 +371,13 @@ async def test_store_unreachable_answers_503_and_loses_nothing(
             "filetype": "hash", "output_format": "json", "file_path": later["file_path"]}) as r:  # fmt: skip
             assert r.status == 202, await r.text()
             waiting = (await r.json())["job_id"]
+
         # a worker took it (processing) and cannot fetch its input: it waits for the store
-        while (
-            await n.rt.pool.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(waiting))
-        ) != "processing":
-            await asyncio.sleep(0.1)
+        async def taken() -> bool:
+            status = await n.rt.pool.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(waiting))
+            return bool(status == "processing")
+
+        await wait_until(taken, 60, "a worker taking the job")
         await gate.open()
         finished = await wait_for_status(http, n.base, account.key, waiting, timeout=60)
         async with http.get(f"{n.base}/readyz") as r:
@@ -387,6 +391,7 @@ async def test_store_unreachable_answers_503_and_loses_nothing(
     await gate.close()
 
 
+@pytest.mark.slow  # two `convertd` processes
 def test_a_storage_url_that_names_no_store_stops_the_process_with_a_hint(tmp_path: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_")}
     env.update(CONVERTD_DATA_DIR=str(tmp_path), CONVERTD_STORAGE_URL="s3:/no-bucket")

@@ -147,8 +147,10 @@ async def convert(
         fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
     except BaseException:
         # the store (or database) failed: the caller gets a 503 and tries again, uncharged
-        async with rt.pool.acquire() as conn, conn.transaction():
-            await allowance.refund(conn, principal.account_id, principal.key.id if principal.key else None)
+        async with rt.pool.acquire() as refunding, refunding.transaction():
+            await allowance.refund(
+                refunding, principal.account_id, principal.key.id if principal.key else None
+            )
         raise
     stored += fresh
     # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)

@@ -7,6 +7,7 @@ the same strings the database keeps in `storage_path` and `output_path`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -53,8 +54,8 @@ class FileStore(abc.ABC):
         sendfile); None for remote stores."""
 
     @abc.abstractmethod
-    def open(self, key: str) -> AsyncIterator[StoredObject]:
-        """An async context manager: the object, streamed (FileNotFoundError when absent)."""
+    def open(self, key: str) -> contextlib.AbstractAsyncContextManager[StoredObject]:
+        """The object, streamed, for as long as the block runs (FileNotFoundError when absent)."""
 
     async def presigned_url(self, key: str, content_type: str, disposition: str, ttl: int) -> str | None:
         """A URL the client can download the object from directly, answering with these

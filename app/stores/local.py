@@ -52,4 +52,9 @@ class LocalStore(FileStore):
 
     async def delete(self, keys: Iterable[str]) -> None:
         folders = [(self.root / key).parent for key in keys]
-        await asyncio.to_thread(lambda: [shutil.rmtree(f, ignore_errors=True) for f in folders])
+
+        def remove() -> None:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        await asyncio.to_thread(remove)

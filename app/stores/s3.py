@@ -149,7 +149,7 @@ class S3Store(FileStore):
     async def presigned_url(self, key: str, content_type: str, disposition: str, ttl: int) -> str | None:
         if not self.presign:
             return None
-        return await self._client.generate_presigned_url(
+        url: str = await self._client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
@@ -159,6 +159,7 @@ class S3Store(FileStore):
             },
             ExpiresIn=min(ttl, PRESIGN_SECONDS),
         )
+        return url
 
     async def delete(self, keys: Iterable[str]) -> None:
         objects = [{"Key": self._key(k)} for k in keys]
