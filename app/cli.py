@@ -1,4 +1,4 @@
-"""`convertd`: serve, worker, migrate, keys, doctor."""
+"""`convertd`: serve, worker, migrate, keys, doctor; convert and formats (app/client/)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def serve(args: argparse.Namespace) -> None:
     from app.worker import build_worker
 
     async with servers(Settings.from_env()) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
         rt = await Runtime.open(settings)
         runner = web.AppRunner(build_app(rt), access_log=None)
         await runner.setup()
@@ -128,7 +128,7 @@ async def worker(args: argparse.Namespace) -> None:
 
 async def migrate(args: argparse.Namespace) -> None:
     async with servers(Settings.from_env(), redis=False) as settings:
-        applied = await db.migrate(settings.database_url)  # type: ignore[arg-type]
+        applied = await db.migrate(settings.database)
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
@@ -136,8 +136,8 @@ async def migrate(args: argparse.Namespace) -> None:
 async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
     """A migrated database for one operator command."""
     async with servers(Settings.from_env(), redis=False) as settings:
-        await db.migrate(settings.database_url)  # type: ignore[arg-type]
-        pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+        await db.migrate(settings.database)
+        pool = await db.create_pool(settings.database)
         try:
             yield settings, pool
         finally:
@@ -251,7 +251,38 @@ async def keys_rename(args: argparse.Namespace) -> None:
     print(f"key {key.id} is now named '{key.name}'")
 
 
-def _limit(value: str) -> int | None:
+async def keys_jwt(args: argparse.Namespace) -> None:
+    from app.services.tokens import mint_for_key
+
+    async with _pool() as (settings, pool):
+        try:
+            minted = await mint_for_key(pool, settings.secret, args.id, args.ttl)
+        except ConvertdError as err:
+            _fail(err)
+    if args.json:
+        print(
+            json.dumps(
+                {"token": minted.token, "kid": str(minted.kid), "expires_at": minted.expires_at.isoformat()}
+            )
+        )
+    else:
+        print(minted.token)
+
+
+def _ttl(value: str) -> int:
+    from app.auth.jwts import MAX_MINTED_LIFETIME
+    from app.services.plans import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not 1 <= seconds <= MAX_MINTED_LIFETIME:
+        raise argparse.ArgumentTypeError("from 1s to 24h: minted JWTs are for short-lived use")
+    return seconds
+
+
+def _count_or_unlimited(value: str) -> int | None:
     if value.lower() in ("unlimited", "none"):
         return None
     try:
@@ -422,8 +453,8 @@ def _doctor_fonts() -> None:
     """Which writing systems documents and SVGs can show, and the Office stand-ins."""
     from converters import fonts
 
-    for folder in fonts.missing_dirs():
-        print(f"warning  {fonts.FONTS_ENV}: {folder} is not a folder; its fonts are not used")
+    for missing in fonts.missing_dirs():
+        print(f"warning  {fonts.FONTS_ENV}: {missing} is not a folder; its fonts are not used")
     for folder in fonts.extra_dirs():
         print(f"ok       fonts: {folder} ({fonts.FONTS_ENV}) is used by LibreOffice, pandoc and SVG")
     cover = fonts.coverage()
@@ -476,7 +507,18 @@ def _doctor_office_pool(concurrency: int) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convertd", description="Self-hosted file conversion.")
     sub = p.add_subparsers(dest="command", required=True)
+    _serve_commands(sub)
+    _keys_commands(sub)
+    _plans_commands(sub)
+    _accounts_commands(sub)
+    from app.client.commands import add_commands
 
+    add_commands(sub)  # convert, formats: a client of a running server
+    return p
+
+
+def _serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, worker, migrate, doctor."""
     s = sub.add_parser("serve", help="run the API (and workers); embedded servers by default")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
@@ -503,6 +545,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=migrate)
     sub.add_parser("doctor", help="report which conversion engines work here").set_defaults(func=doctor)
 
+
+def _keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     k = keys.add_parser("create", help="create a key (and, without --account, its account)")
     k.add_argument("--name", required=True)
@@ -532,13 +576,21 @@ def parser() -> argparse.ArgumentParser:
     kn.add_argument("name")
     kn.set_defaults(func=keys_rename)
 
+    kj = keys.add_parser("jwt", help="print a JWT for a key (for the web page; never hand out the key)")
+    kj.add_argument("id", type=int, metavar="KEY_ID")
+    kj.add_argument("--ttl", type=_ttl, default=3600, metavar="1h", help="lifetime, at most 24h (default 1h)")
+    kj.add_argument("--json", action="store_true", help="token, kid and expiry as JSON")
+    kj.set_defaults(func=keys_jwt)
+
+
+def _plans_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plans = sub.add_parser("plans", help="configure plans").add_subparsers(dest="plans", required=True)
     ps = plans.add_parser("set", help="create a plan or change its settings")
     ps.add_argument("name")
     ps.add_argument("--api-access", type=_on_off, default=_NOT_GIVEN, metavar="on|off")
     limits = ("--calls-per-day", "--calls-per-minute", "--max-file-size", "--conversions", "--max-running")
     for flag in limits:
-        ps.add_argument(flag, type=_limit, default=_NOT_GIVEN, metavar="N|unlimited")
+        ps.add_argument(flag, type=_count_or_unlimited, default=_NOT_GIVEN, metavar="N|unlimited")
     ps.add_argument(
         "--retention",
         type=_duration,
@@ -555,7 +607,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ps.add_argument(
         "--max-pending",
-        type=_limit,
+        type=_count_or_unlimited,
         default=_NOT_GIVEN,
         metavar="N|unlimited",
         help="jobs one account may have waiting in the queue; more are refused with 429",
@@ -566,6 +618,8 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=plans_list)
 
+
+def _accounts_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account administration").add_subparsers(
         dest="accounts", required=True
     )
@@ -573,7 +627,6 @@ def parser() -> argparse.ArgumentParser:
     am.add_argument("account", type=int)
     am.add_argument("--json", action="store_true")
     am.set_defaults(func=accounts_master_token)
-    return p
 
 
 def _metrics_folder(data_dir: Path) -> None:
@@ -593,6 +646,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "serve":
         _metrics_folder(Settings.from_env().data_dir)
+    if args.command in ("serve", "worker"):
+        from app.stores import check_url
+
+        try:
+            check_url(Settings.from_env().storage_url)
+        except ValueError as exc:
+            sys.exit(f"error: {exc}")
     if (args.tls_cert if hasattr(args, "tls_cert") else False) and not args.tls_key:
         sys.exit("--tls-cert needs --tls-key")
     result = args.func(args)

@@ -14,11 +14,11 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))  # type: ignore[arg-type]
+    return int(_env(name) or default)
 
 
 def _float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))  # type: ignore[arg-type]
+    return float(_env(name) or default)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -63,10 +63,24 @@ class Settings:
     request_log_days: int = 90  # days the request log keeps a line (0: forever)
     max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
     access_log: bool = True  # one JSON line per HTTP answer (app/api/observe.py)
+    storage_url: str | None = None  # where uploads and outputs live (app/stores/); None: storage_dir
+    s3_endpoint_url: str | None = None  # an S3-compatible store's address; None: AWS
+    s3_region: str | None = None
+    s3_presign: bool = False  # downloads redirect to a presigned URL instead of streaming
+    url_import_timeout: float = 60.0  # seconds to fetch an input by URL, redirects included
+    url_import_connect_timeout: float = 10.0  # seconds to connect to each origin
+    tus_expiry: int = 24 * 3600  # seconds an unfinished resumable upload is kept
 
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def database(self) -> str:
+        """The PostgreSQL URL; `cli.servers()` fills it in when the embedded one is used."""
+        if not self.database_url:
+            raise RuntimeError("no database URL: start the embedded servers first")
+        return self.database_url
 
     @property
     def embedded(self) -> bool:
@@ -74,7 +88,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_dir = Path(_env("DATA_DIR", str(Path.home() / ".local/share/convertd"))).expanduser()
+        data_dir = Path(_env("DATA_DIR") or Path.home() / ".local/share/convertd").expanduser()
         return cls(
             data_dir=data_dir,
             database_url=_env("DATABASE_URL"),
@@ -91,6 +105,13 @@ class Settings:
             request_log_days=_int("REQUEST_LOG_DAYS", 90),
             max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
             access_log=_bool("ACCESS_LOG", True),
+            storage_url=_env("STORAGE_URL"),
+            s3_endpoint_url=_env("S3_ENDPOINT_URL"),
+            s3_region=_env("S3_REGION"),
+            s3_presign=_bool("S3_PRESIGN", False),
+            url_import_timeout=_float("URL_IMPORT_TIMEOUT", 60.0),
+            url_import_connect_timeout=_float("URL_IMPORT_CONNECT_TIMEOUT", 10.0),
+            tus_expiry=_int("TUS_EXPIRY", 24 * 3600),
             queue=QueueSettings(
                 job_timeout=_int("JOB_TIMEOUT", 3600),
                 heartbeat=_int("JOB_HEARTBEAT", 5),

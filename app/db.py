@@ -8,8 +8,14 @@ import re
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# One connection: a plain one, or one borrowed from the pool (`async with pool.acquire()`)
+Conn = asyncpg.Connection | PoolConnectionProxy
+# Where a single query may run: the pool itself or one connection
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x636F6E76  # advisory lock: two starting services never migrate at once
 
@@ -23,6 +29,11 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session
     )
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """A round trip to PostgreSQL: raises while it is out of reach."""
+    await pool.fetchval("SELECT 1")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

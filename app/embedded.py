@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,13 @@ log = logging.getLogger(__name__)
 class EmbeddedServers:
     database_url: str
     redis_url: str | None
-    _pg: object
+    _pg: Any  # pgserver's PostgresServer (the package has no type information)
     _redis: RedisServer | None
 
     def stop(self) -> None:
         if self._redis is not None:
             self._redis.stop()
-        self._pg.cleanup()  # type: ignore[attr-defined]
+        self._pg.cleanup()
 
     def revive(self) -> list[str]:
         """Start again, on the same data and address, whichever server has died; return
@@ -39,8 +40,8 @@ class EmbeddedServers:
         revived = []
         info = getattr(self._pg, "_postmaster_info", None)
         if info is None or not info.is_running():
-            with self._pg._lock:  # type: ignore[attr-defined]  # pgserver's own, across processes
-                self._pg.ensure_postgres_running()  # type: ignore[attr-defined]
+            with self._pg._lock:  # pgserver's own, across processes
+                self._pg.ensure_postgres_running()
             revived.append("PostgreSQL")
         if self._redis is not None and not self._redis.alive():
             self._redis.start()
@@ -73,7 +74,7 @@ async def supervise(servers: EmbeddedServers) -> None:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def start_postgres(data_dir: Path) -> tuple[object, str]:
@@ -81,7 +82,7 @@ def start_postgres(data_dir: Path) -> tuple[object, str]:
 
     pg_dir = data_dir / "postgres"
     pg_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]  # re-exported, no __all__
     exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'convertd';")
     if "(1 row)" not in exists:
         server.psql("CREATE DATABASE convertd;")

@@ -31,6 +31,22 @@ class ErrorCode(enum.StrEnum):
     STORAGE_QUOTA_EXCEEDED = "STORAGE_QUOTA_EXCEEDED"
     TOO_MANY_PENDING = "TOO_MANY_PENDING"
     OVERLOADED = "OVERLOADED"
+    # resumable uploads (tus 1.0, app/services/tus.py)
+    OFFSET_MISMATCH = "OFFSET_MISMATCH"
+    TUS_VERSION_UNSUPPORTED = "TUS_VERSION_UNSUPPORTED"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    LOCKED = "LOCKED"
+
+
+class CredentialCode(enum.IntEnum):
+    """ConvertAPI's numeric codes for a refused credential: `code` in REST error bodies,
+    `legacyCode` in GraphQL's extensions, `Code` on the /convertapi/ routes."""
+
+    INVALID_KEY = 4010  # an API key (or master token) that is unknown or revoked
+    INVALID_ACCESS_TOKEN = 4011  # unknown, expired or used up
+    INVALID_JWT = 4012  # bad signature, expired, unknown kid, wrong client IP
+    MISSING = 4013  # no credential was sent
+    ACCOUNT_INACTIVE = 4014
 
 
 _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
@@ -53,6 +69,10 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.STORAGE_QUOTA_EXCEEDED: (413, "Payload Too Large"),
     ErrorCode.TOO_MANY_PENDING: (429, "Too Many Requests"),
     ErrorCode.OVERLOADED: (503, "Service Unavailable"),
+    ErrorCode.OFFSET_MISMATCH: (409, "Conflict"),
+    ErrorCode.TUS_VERSION_UNSUPPORTED: (412, "Precondition Failed"),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported Media Type"),
+    ErrorCode.LOCKED: (423, "Locked"),
 }
 
 
@@ -63,7 +83,7 @@ class ConvertdError(Exception):
         message: str,
         hint: str | None = None,
         *,
-        legacy_code: int | None = None,  # ConvertAPI v1 numeric code (4010 ...), where it applies
+        legacy_code: CredentialCode | None = None,  # ConvertAPI's numeric code, where it applies
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:

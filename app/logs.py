@@ -58,7 +58,7 @@ def _install_record_factory() -> None:
             record.job_id = jid
         return record
 
-    factory.convertd = True  # type: ignore[attr-defined]
+    factory.convertd = True  # type: ignore[attr-defined]  # a mark on the function: installed once
     logging.setLogRecordFactory(factory)
 
 

@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.services import job_rows
+
 if TYPE_CHECKING:
     from app.models import Job
     from app.runtime import Runtime
@@ -103,7 +105,7 @@ async def _live(rt: Runtime) -> list[Metric]:
             "convertd_queue_depth", "Queue entries (conversions and webhooks) by state.", labels=["state"]
         )
         for state in ("queued", "active", "scheduled"):
-            depth.add_metric([state], float(info[state]))  # type: ignore[literal-required]
+            depth.add_metric([state], float(info[state]))
         families.append(depth)
         workers = float(len(info["workers"]))
         families.append(GaugeMetricFamily("convertd_workers", "Workers the queue sees alive.", value=workers))
@@ -111,12 +113,7 @@ async def _live(rt: Runtime) -> list[Metric]:
         log.warning("metrics: the queue could not be read: %s", exc)
     try:
         async with asyncio.timeout(LIVE_TIMEOUT):
-            rows = await rt.pool.fetch(
-                "SELECT CASE WHEN expired_at IS NULL THEN status ELSE 'expired' END AS status,"
-                " count(*) AS n FROM jobs GROUP BY 1"
-            )
-        counts = {"pending": 0, "processing": 0, "finished": 0, "failed": 0, "expired": 0}
-        counts.update({r["status"]: r["n"] for r in rows})
+            counts = await job_rows.count_by_status(rt.pool)
         jobs = GaugeMetricFamily(
             "convertd_jobs", "Jobs in the database by status (expired: files deleted).", labels=["status"]
         )
@@ -132,10 +129,10 @@ async def exposition(rt: Runtime) -> bytes:
     """The Prometheus text format: this deployment's counts plus the live figures."""
     if os.environ.get(MULTIPROC_ENV):
         counted = CollectorRegistry()
-        MultiProcessCollector(counted)
+        MultiProcessCollector(counted)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     else:
         counted = REGISTRY
     live = CollectorRegistry(auto_describe=False)
-    live.register(_Fixed(await _live(rt)))  # type: ignore[arg-type]
+    live.register(_Fixed(await _live(rt)))
     # reading the per-process files is disk work: off the event loop
     return await asyncio.to_thread(lambda: generate_latest(counted) + generate_latest(live))

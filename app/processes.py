@@ -50,17 +50,20 @@ class WorkerProcesses:
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
 
+    def _stopping(self) -> bool:
+        return self.stopping
+
     async def start(self) -> None:
         self.tasks = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
 
     async def _keep(self, slot: int) -> None:
-        while not self.stopping:
+        while not self._stopping():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "app.cli", "worker", env=self.env, preexec_fn=_die_with_parent
             )
             self.procs[slot] = proc
             code = await proc.wait()
-            if self.stopping:
+            if self._stopping():  # (read again: stop() ran while we waited)
                 return
             log.error("worker process %s exited with %s; starting another", proc.pid, code)
             await asyncio.sleep(RESTART_DELAY)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from saq import CronJob, Worker
+from saq.types import Context, PartialTimersDict
 
 from app import logs, metrics, outages
 from app.models import Job
@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 job_log = logging.getLogger("convertd.jobs")  # a job's own lines, with its request's id
 
 
-async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
+class WorkerContext(Context, total=False):
+    """saq's context for each call, with the runtime `startup` puts in it."""
+
+    runtime: Runtime
+
+
+async def convert(ctx: WorkerContext, *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
     try:
@@ -47,24 +53,24 @@ async def convert(ctx: dict[str, Any], *, job_id: str) -> str:
     return job.status.value
 
 
-async def webhook(ctx: dict[str, Any], *, job_id: str) -> str:
+async def webhook(ctx: WorkerContext, *, job_id: str) -> str:
     saq_job = ctx["job"]
     last = saq_job.attempts >= saq_job.retries
     return await webhooks.deliver(ctx["runtime"], uuid.UUID(job_id), last_attempt=last)
 
 
-async def reconcile(ctx: dict[str, Any]) -> int:
+async def reconcile(ctx: WorkerContext) -> int:
     return len(await recovery.reconcile(ctx["runtime"]))
 
 
-async def sweep_storage(ctx: dict[str, Any]) -> int:
+async def sweep_storage(ctx: WorkerContext) -> int:
     """Retention (app/services/retention.py): expired files and old request-log lines go."""
     swept = await retention.sweep(ctx["runtime"])
     return swept.jobs_expired + swept.uploads_deleted
 
 
-def build_worker(rt: Runtime) -> Worker:
-    async def startup(ctx: dict[str, Any]) -> None:
+def build_worker(rt: Runtime) -> Worker[WorkerContext]:
+    async def startup(ctx: WorkerContext) -> None:
         ctx["runtime"] = rt
         # warm LibreOffice instances, one per concurrent job unless configured (they start
         # in the background; office jobs wait for the first one ready)
@@ -78,12 +84,16 @@ def build_worker(rt: Runtime) -> Worker:
             if not outages.is_outage(exc):
                 raise
             log.warning("recovery at start skipped: a server is out of reach (the cron runs it)")
+        log.info(
+            "worker ready",
+            extra={"concurrency": rt.settings.queue.concurrency, "files": rt.storage.files.kind},
+        )
 
-    async def shutdown(ctx: dict[str, Any]) -> None:
+    async def shutdown(ctx: WorkerContext) -> None:
         await asyncio.to_thread(office_pool.stop)
 
     q = rt.settings.queue
-    worker = Worker(
+    worker: Worker[WorkerContext] = Worker(
         rt.queue,
         functions=[convert, webhook],
         cron_jobs=[
@@ -93,7 +103,7 @@ def build_worker(rt: Runtime) -> Worker:
         concurrency=q.concurrency,
         startup=startup,
         shutdown=shutdown,
-        timers={"sweep": q.sweep_interval},
+        timers=PartialTimersDict(sweep=q.sweep_interval),  # type: ignore[typeddict-item]  # saq: rest default
         # SIGTERM: running jobs finish within the drain time; the rest are cancelled, which
         # kills their converters and puts them back on the queue for another worker
         shutdown_grace_period_s=q.drain_seconds,

@@ -63,7 +63,7 @@ class ArchiveConverter(Converter):
 
     def __init__(self, bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
-        self._scanned: dict[tuple, Audit] = {}
+        self._scanned: dict[tuple[object, ...], Audit] = {}
 
     # --- what this machine offers -----------------------------------------------------------
 
@@ -73,7 +73,7 @@ class ArchiveConverter(Converter):
     def unavailable_formats(self) -> dict[str, str]:
         """Formats left out on this machine, with the reason (for `convertd doctor`)."""
         missing: dict[str, str] = {}
-        if readers.py7zr is None:
+        if not readers.HAVE_7Z:
             missing["7z"] = "py7zr is not installed"
         if reason := readers.rar_unavailable():
             missing["rar"] = reason
@@ -81,14 +81,14 @@ class ArchiveConverter(Converter):
 
     def _readable(self) -> tuple[str, ...]:
         out = ["zip", *TARS, "tgz", "tbz2", "txz", *SINGLES]
-        if readers.py7zr is not None:
+        if readers.HAVE_7Z:
             out.append("7z")
         if readers.rar_unavailable() is None:
             out.append("rar")
         return tuple(out)
 
     def _writable(self) -> frozenset[str]:
-        return frozenset((*WRITABLE, "7z") if readers.py7zr is not None else WRITABLE)
+        return frozenset((*WRITABLE, "7z") if readers.HAVE_7Z else WRITABLE)
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outs = self._writable()
@@ -167,7 +167,7 @@ class ArchiveConverter(Converter):
         # content says whether a tar is inside.
         families = [(s, readers._COMPRESSED[s]) for s in SINGLES]
         if any(declared in fam and found in fam for fam in families):
-            return found  # type: ignore[return-value]
+            return found  # type: ignore[return-value]  # not None: it is in a family
         if found is None:
             raise ConversionError(
                 f"The file is not a {declared} archive: its content is not any archive format we know.",
@@ -215,7 +215,7 @@ class ArchiveConverter(Converter):
         progress(1.0)
         return ArchiveResult(out, staging.files, staging.skipped)
 
-    def _extract(self, path: Path, fmt: str, staging: Staging, progress: Callable) -> None:
+    def _extract(self, path: Path, fmt: str, staging: Staging, progress: Callable[[float], None]) -> None:
         # Zip, 7z and rar readers list all headers themselves first; a tar is listed once
         # here (or reused from check()) so nothing is written before every header passed.
         scanned = self._scan(path, fmt) if fmt in TARS else None
@@ -223,7 +223,8 @@ class ArchiveConverter(Converter):
         if fmt == "zip":
             readers.extract_zip(path, staging, audit, progress)
         elif fmt in TARS:
-            readers.extract_tar(path, fmt, staging, audit, progress, scanned.count)  # type: ignore[union-attr]
+            assert scanned is not None  # scanned above for every tar
+            readers.extract_tar(path, fmt, staging, audit, progress, scanned.count)
         elif fmt in SINGLES:
             readers.extract_single(path, fmt, staging, audit, progress)
         elif fmt == "7z":

@@ -20,16 +20,19 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
-from converters.archive_safety import Audit, Member, MiB, Staging, kind_of_mode
+from converters.archive_safety import Audit, Kind, Member, MiB, Staging, kind_of_mode
 from converters.base import ConversionError
 
 try:
     import py7zr
     from py7zr.io import Py7zIO, WriterFactory
 except ImportError:  # pragma: no cover - depends on the installation
-    py7zr = None
-    Py7zIO = WriterFactory = object  # type: ignore[misc,assignment]
+    py7zr = None  # type: ignore[assignment]  # optional: 7z input drops out without it
+    Py7zIO = WriterFactory = object  # type: ignore[misc,assignment]  # base classes never used then
+
+HAVE_7Z = py7zr is not None
 
 try:
     import libarchive
@@ -42,7 +45,7 @@ Progress = Callable[[float], None]
 
 # Compressed single streams and the tar they may hold.
 _COMPRESSED = {"gz": "tar.gz", "bz2": "tar.bz2", "xz": "tar.xz"}
-_OPENERS: dict[str, Callable[..., object]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[..., Any]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _DAMAGED = (
     zipfile.BadZipFile,
     tarfile.TarError,
@@ -93,7 +96,7 @@ def sniff(path: Path) -> str | None:
     for short, magic in (("gz", b"\x1f\x8b"), ("bz2", b"BZh"), ("xz", b"\xfd7zXZ\x00")):
         if head.startswith(magic):
             try:
-                with _OPENERS[short](path, "rb") as inner:  # type: ignore[attr-defined]
+                with _OPENERS[short](path, "rb") as inner:
                     block = inner.read(512)
             except _DAMAGED:
                 return short
@@ -131,14 +134,14 @@ def zip_declared_entries(path: Path) -> int | None:
         at = tail.rfind(b"PK\x05\x06")
         if at < 0 or at + 22 > len(tail):
             return None
-        count = struct.unpack_from("<H", tail, at + 10)[0]
+        count = int(struct.unpack_from("<H", tail, at + 10)[0])
         locator = at - 20
         if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
             (zip64_at,) = struct.unpack_from("<Q", tail, locator + 8)
             f.seek(zip64_at)
             record = f.read(56)
             if len(record) == 56 and record[:4] == b"PK\x06\x06":
-                count = max(count, struct.unpack_from("<Q", record, 32)[0])
+                count = max(count, int(struct.unpack_from("<Q", record, 32)[0]))
         return count
 
 
@@ -194,6 +197,7 @@ def extract_zip(path: Path, staging: Staging, audit: Audit, progress: Progress) 
 
 
 def _tar_member(ti: tarfile.TarInfo) -> Member:
+    kind: Kind
     if ti.isreg():
         kind = "file"
     elif ti.isdir():
@@ -218,8 +222,16 @@ def _tar_member(ti: tarfile.TarInfo) -> Member:
     )
 
 
-def _tar_mode(fmt: str) -> str:
-    return {"tar": "r:", "tar.gz": "r:gz", "tar.bz2": "r:bz2", "tar.xz": "r:xz"}[fmt]
+_TAR_READ_MODES: dict[str, Literal["r:", "r:gz", "r:bz2", "r:xz"]] = {
+    "tar": "r:",
+    "tar.gz": "r:gz",
+    "tar.bz2": "r:bz2",
+    "tar.xz": "r:xz",
+}
+
+
+def _tar_mode(fmt: str) -> Literal["r:", "r:gz", "r:bz2", "r:xz"]:
+    return _TAR_READ_MODES[fmt]
 
 
 def _tar_entries(path: Path, fmt: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
@@ -288,8 +300,8 @@ def extract_single(path: Path, fmt: str, staging: Staging, audit: Audit, progres
     m = Member(single_name(path, fmt), "file", None, 0o644, path.stat().st_mtime)
     audit.add(m)
     try:
-        with _OPENERS[fmt](path, "rb") as src:  # type: ignore[attr-defined]
-            staging.add(m, iter(functools.partial(src.read, MiB), b""))  # type: ignore[attr-defined]
+        with _OPENERS[fmt](path, "rb") as src:
+            staging.add(m, iter(functools.partial(src.read, MiB), b""))
     except _DAMAGED as exc:
         raise damaged(fmt, exc) from exc
     progress(1.0)
@@ -298,21 +310,23 @@ def extract_single(path: Path, fmt: str, staging: Staging, audit: Audit, progres
 # --- 7z --------------------------------------------------------------------------------------
 
 
-def _7z_member(f: object) -> Member:
-    if f.is_directory:  # type: ignore[attr-defined]
+def _7z_member(f: Any) -> Member:
+    """`f`: one of py7zr's file entries (SevenZipFile.files)."""
+    kind: Kind
+    if f.is_directory:
         kind = "dir"
-    elif f.is_symlink or f.is_junction:  # type: ignore[attr-defined]
+    elif f.is_symlink or f.is_junction:
         kind = "symlink"
-    elif f.st_fmt is not None and not stat.S_ISREG(f.st_fmt):  # type: ignore[attr-defined]
-        kind = kind_of_mode(f.st_fmt) or "other"  # type: ignore[attr-defined]
+    elif f.st_fmt is not None and not stat.S_ISREG(f.st_fmt):
+        kind = kind_of_mode(f.st_fmt) or "other"
     else:
         kind = "file"
     mtime = None
-    if f.lastwritetime is not None:  # type: ignore[attr-defined]
+    if f.lastwritetime is not None:
         with contextlib.suppress(ValueError, OverflowError, OSError):
-            mtime = f.lastwritetime.totimestamp()  # type: ignore[attr-defined]
-    size = (f.uncompressed or 0) if kind == "file" else None  # type: ignore[attr-defined]
-    return Member(f.filename, kind, size, f.posix_mode or 0o644, mtime)  # type: ignore[attr-defined]
+            mtime = f.lastwritetime.totimestamp()
+    size = (f.uncompressed or 0) if kind == "file" else None
+    return Member(f.filename, kind, size, f.posix_mode or 0o644, mtime)
 
 
 def _7z_errors() -> tuple[type[BaseException], ...]:
@@ -326,7 +340,7 @@ def _7z_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _7z_open(fp: object) -> py7zr.SevenZipFile:
+def _7z_open(fp: BinaryIO) -> py7zr.SevenZipFile:
     z = py7zr.SevenZipFile(fp, "r")  # a file object (not a path) keeps py7zr single-threaded
     if z.needs_password():
         z.close()
@@ -346,7 +360,7 @@ def scan_7z(path: Path, audit: Audit) -> None:
         raise damaged("7z", exc) from exc
 
 
-class _Discard(Py7zIO):  # type: ignore[misc,valid-type]
+class _Discard(Py7zIO):
     def write(self, s: bytes | bytearray) -> int:
         return len(s)
 
@@ -363,7 +377,7 @@ class _Discard(Py7zIO):  # type: ignore[misc,valid-type]
         return 0
 
 
-class _ToStaging(Py7zIO):  # type: ignore[misc,valid-type]
+class _ToStaging(Py7zIO):
     """py7zr pushes a file's bytes here; they go through a Staging sink with its limits."""
 
     def __init__(self, staging: Staging, member: Member, on_close: Callable[[], None]) -> None:
@@ -391,7 +405,7 @@ class _ToStaging(Py7zIO):  # type: ignore[misc,valid-type]
         self._on_close()
 
 
-class _Factory(WriterFactory):  # type: ignore[misc,valid-type]
+class _Factory(WriterFactory):
     """Maps py7zr's per-entry output names back to the entries we audited."""
 
     def __init__(
@@ -459,23 +473,25 @@ def extract_7z(path: Path, staging: Staging, audit: Audit, progress: Progress) -
 # --- rar (libarchive, read only) -------------------------------------------------------------
 
 
-def _rar_member(e: object) -> Member:
-    if e.isdir:  # type: ignore[attr-defined]
+def _rar_member(e: Any) -> Member:
+    """`e`: a libarchive-c ArchiveEntry (the library has no type information)."""
+    kind: Kind
+    if e.isdir:
         kind = "dir"
-    elif e.issym:  # type: ignore[attr-defined]
+    elif e.issym:
         kind = "symlink"
-    elif e.islnk:  # type: ignore[attr-defined]
+    elif e.islnk:
         kind = "hardlink"
-    elif e.isblk or e.ischr:  # type: ignore[attr-defined]
+    elif e.isblk or e.ischr:
         kind = "device"
-    elif e.isfifo:  # type: ignore[attr-defined]
+    elif e.isfifo:
         kind = "fifo"
-    elif e.isreg:  # type: ignore[attr-defined]
+    elif e.isreg:
         kind = "file"
     else:
         kind = "other"
-    name = e.pathname or ""  # type: ignore[attr-defined]
-    link = e.linkpath if kind == "hardlink" else None  # type: ignore[attr-defined]
+    name = e.pathname or ""
+    link = e.linkpath if kind == "hardlink" else None
     return Member(
         name if isinstance(name, str) else name.decode("utf-8", "replace"),
         kind,
@@ -483,13 +499,13 @@ def _rar_member(e: object) -> Member:
         e.perm,
         e.mtime,
         link,
-    )  # type: ignore[attr-defined]
+    )
 
 
-def _rar_blocks(entry: object) -> Iterator[bytes]:
+def _rar_blocks(entry: Any) -> Iterator[bytes]:
     # Not entry.get_blocks(): libarchive reports a CRC mismatch as a warning (-20), and
     # libarchive-c then yields a buffer of garbage instead of failing. Any negative is fatal.
-    archive_p = entry._archive_p  # type: ignore[attr-defined]
+    archive_p = entry._archive_p
     buf = ctypes.create_string_buffer(MiB)
     while (n := libarchive.ffi.read_data(archive_p, buf, MiB)) != 0:
         if n < 0:
@@ -498,7 +514,7 @@ def _rar_blocks(entry: object) -> Iterator[bytes]:
         yield ctypes.string_at(buf, n)
 
 
-def _rar_reader(path: Path) -> object:
+def _rar_reader(path: Path) -> Any:  # libarchive-c's reader context (no type information)
     with path.open("rb") as f:
         head = f.read(8)
     # Only the RAR readers: a file sniffed as RAR must not be parsed as anything else.
@@ -512,7 +528,7 @@ def _rar_errors() -> tuple[type[BaseException], ...]:
 
 def scan_rar(path: Path, audit: Audit) -> None:
     try:
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 audit.add(_rar_member(e))
     except _rar_errors() as exc:
@@ -522,11 +538,11 @@ def scan_rar(path: Path, audit: Audit) -> None:
 def extract_rar(path: Path, staging: Staging, audit: Audit, progress: Progress) -> None:
     try:
         # Headers first (libarchive skips the data), then a second pass that writes.
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 audit.add(_rar_member(e))
         total, n = audit.count, 0
-        with _rar_reader(path) as arc:  # type: ignore[attr-defined]
+        with _rar_reader(path) as arc:
             for e in arc:
                 m = _rar_member(e)
                 staging.add(m, _rar_blocks(e) if m.kind == "file" else None)

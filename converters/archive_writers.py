@@ -13,7 +13,7 @@ from converters.base import ConversionError
 try:
     import py7zr
 except ImportError:  # pragma: no cover - depends on the installation
-    py7zr = None
+    py7zr = None  # type: ignore[assignment]  # optional: 7z output drops out without it
 
 Entry = tuple[Path, str, bool]  # (disk path, name in the archive, is a folder)
 Progress = Callable[[float], None]
@@ -38,7 +38,8 @@ def _write_tar(out: Path, fmt: str, level: int, entries: Sequence[Entry], progre
         kwargs["compresslevel"] = max(level, 1)  # bzip2 has no "store" level
     elif fmt == "tar.xz":
         kwargs["preset"] = level
-    with tarfile.open(out, TAR_MODES[fmt], format=tarfile.PAX_FORMAT, **kwargs) as tar:
+    mode = TAR_MODES[fmt]  # typeshed overloads tarfile.open per literal mode, each with its own keywords:
+    with tarfile.open(out, mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]  # ^
         for n, (path, arc, _) in enumerate(entries, 1):
             tar.add(path, arcname=arc, recursive=False, filter=_anonymous)
             progress(n / len(entries))

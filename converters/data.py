@@ -399,8 +399,8 @@ def _table_key(data: Any) -> str:
     return "rows" if isinstance(data, list) and data and isinstance(data[0], dict) else "items"
 
 
-def _xml_name(name: Any) -> str:
-    name = re.sub(r"[^\w.-]", "_", str(name))
+def _xml_name(value: object) -> str:
+    name = re.sub(r"[^\w.-]", "_", str(value))
     if not _XML_NAME.fullmatch(name) or name.lower().startswith("xml"):
         name = f"_{name}"
     return name

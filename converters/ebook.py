@@ -31,7 +31,9 @@ class EbookConverter(Converter):
         return pandoc.unavailable()
 
     def unavailable_formats(self) -> Mapping[str, str]:
-        missing = dict.fromkeys(sorted(CALIBRE_FORMATS), CalibreEbookConverter().unavailable())
+        missing: dict[str, str | None] = dict.fromkeys(
+            sorted(CALIBRE_FORMATS), CalibreEbookConverter().unavailable()
+        )
         missing["pdf"] = office.unavailable()
         return {fmt: reason for fmt, reason in missing.items() if reason}
 

@@ -148,7 +148,8 @@ def _frame_count(im: Image.Image) -> int:
 
 def _target_size(size: tuple[int, int], opts: Mapping[str, Any]) -> tuple[int, int] | None:
     """Size to scale to before any crop or pad (None: keep the size)."""
-    width, height = opts.get("width"), opts.get("height")
+    width: int = opts.get("width") or 0  # unset and 0 both mean "follow the other side"
+    height: int = opts.get("height") or 0
     w0, h0 = size
     if not width and not height:
         return None
@@ -183,7 +184,7 @@ def _background(opts: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
             f"Invalid background colour {value!r}.",
             "Use a CSS colour: a name (white), #rrggbb, #rrggbbaa or rgb(r, g, b).",
         ) from exc
-    return rgb  # type: ignore[return-value]
+    return rgb  # type: ignore[return-value]  # mode RGBA: always a 4-tuple, typeshed says tuple | int
 
 
 def _normalize(im: Image.Image) -> Image.Image:
@@ -260,7 +261,7 @@ XMP_OUT = frozenset({"jpg", "png", "webp", "tiff", "avif"})
 COMMENT_OUT = frozenset({"jpg", "gif"})
 
 
-def _save_args(fmt: str, meta: dict[str, Any], im: Image.Image, opts: Mapping[str, Any]) -> dict:
+def _save_args(fmt: str, meta: dict[str, Any], im: Image.Image, opts: Mapping[str, Any]) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if fmt in LOSSY:
         args["quality"] = int(opts.get("quality") or 85)
@@ -541,6 +542,8 @@ class ImageConverter(Converter):
         fmt = task.output_format
         out = _output_path(task)
         background = _background(task.options)
+        frames: list[Any]  # each set to None once processed
+        durations: list[int]
         with _strict():
             if task.input_format == "svg":
                 src = svg_render(task.inputs[0].read_bytes(), task.options, PIXEL_LIMIT, task.workdir)

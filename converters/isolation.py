@@ -30,7 +30,7 @@ import os
 import resource
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from converters import fonts
@@ -427,11 +427,14 @@ def finish(
 
     With strict, the first missing layer raises LayerError (the job is refused); otherwise
     the job goes on with what worked, and the caller reports what did not.
+
+    Long on purpose: the layers must go up in exactly this order in one process (each one
+    takes away what the next would need), and reading them top to bottom is the audit.
     """
     active = dict(prep.active)
     uid, gid = prep.uid, prep.gid
 
-    def attempt(layer: str, fn) -> bool:  # type: ignore[no-untyped-def]
+    def attempt(layer: str, fn: Callable[[], object]) -> bool:
         try:
             fn()
             return True

@@ -367,7 +367,7 @@ def _av_reason(exc: av.FFmpegError) -> str:
 
 def _duration(container: Any) -> float | None:
     if container.duration and container.duration > 0:
-        return container.duration / av.time_base
+        return float(container.duration / av.time_base)
     best = 0.0
     for stream in container.streams:
         if stream.duration and stream.time_base:

@@ -32,6 +32,7 @@ import xml.sax.xmlreader
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml.common import DefusedXmlException
@@ -199,6 +200,9 @@ def convert(
 
     src is linked under a fixed name so the output name is predictable and no name chosen
     by the uploader reaches the command line.
+
+    Long for now: the pool path and the cold path share the link guards and the output
+    checks; it splits with the LibreOffice tool package (issue 11, item 2).
     """
     soffice = soffice_path()
     if soffice is None:
@@ -699,6 +703,8 @@ class _Scanner(DefusedExpatParser):
         super().__init__()
         self.part = part
 
+    _parser: Any  # expatreader's pyexpat parser, set by reset() (not in the stubs)
+
     def reset(self) -> None:
         super().reset()
         self._parser.StartDoctypeDeclHandler = self._doctype
@@ -708,7 +714,7 @@ class _Scanner(DefusedExpatParser):
             raise _Unsafe(f"its part {self.part} declares its own DTD")
 
     def byte_index(self) -> int:
-        return self._parser.CurrentByteIndex
+        return int(self._parser.CurrentByteIndex)
 
 
 class _Finder(xml.sax.handler.ContentHandler):

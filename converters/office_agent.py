@@ -106,7 +106,7 @@ def load_seccomp() -> bool:
                 nr = lib.seccomp_syscall_resolve_name(name.encode())
                 if nr >= 0:  # unknown on this architecture: nothing to deny
                     lib.seccomp_rule_add(ctx, action, nr, 0)
-        return lib.seccomp_load(ctx) == 0
+        return bool(lib.seccomp_load(ctx) == 0)
     finally:
         lib.seccomp_release(ctx)
 
@@ -304,7 +304,7 @@ class Office:
                 typed.append(props(**{name: uno.Any(kind, value) if kind != "string" else value})[0])
             store["FilterData"] = uno.Any("[]com.sun.star.beans.PropertyValue", tuple(typed))
         self._load_store(uno_url(req["input"]), load, req["output"], store)
-        return req["output"]
+        return str(req["output"])
 
 
 def props(**values: Any) -> tuple[Any, ...]:

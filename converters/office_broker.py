@@ -35,6 +35,7 @@ from converters import office, office_pool
 from converters.base import ConversionError
 from converters.office_door import SOCKET_NAME, convert, find
 from converters.office_door import address as _address
+from converters.office_instance import Job
 
 __all__ = ["SOCKET_NAME", "JobBroker", "convert", "find", "serve_job"]  # the door's job side too
 
@@ -161,7 +162,7 @@ def _peer_gone(conn: socket.socket) -> bool:
         return True
 
 
-def _parse(data: bytes, fds: list[int]) -> office_pool.Job:
+def _parse(data: bytes, fds: list[int]) -> Job:
     """Check everything the (untrusted) child sent; build the job the pool runs."""
     bad = ConversionError("The conversion failed unexpectedly.", hint="Bad request to LibreOffice.")
     try:
@@ -193,7 +194,7 @@ def _parse(data: bytes, fds: list[int]) -> office_pool.Job:
         export_options = options
     elif options:
         raise bad
-    return office_pool.Job(
+    return Job(
         input_fd=in_fd,
         output_fd=out_fd,
         input_format=src,

@@ -83,7 +83,7 @@ class PoolSettings:
         instances = int(num("INSTANCES", default_instances))
         return cls(
             instances=max(0, instances),
-            reuse=reuse,  # type: ignore[arg-type]
+            reuse=reuse,  # type: ignore[arg-type]  # one of the three literals: checked just above
             restart_after=max(1, int(num("RESTART_AFTER", cls.restart_after))),
             timeout=num("TIMEOUT", cls.timeout),
             memory=int(num("MEMORY", cls.memory)),
@@ -127,7 +127,8 @@ class Pool:
         self._spawns.put((argv, kwargs, done))
         if self.closed:
             raise RuntimeError("the pool closed")
-        return done.result(60)  # type: ignore[no-any-return]
+        proc: subprocess.Popen[bytes] = done.result(60)
+        return proc
 
     def _spawn_loop(self) -> None:
         while (item := self._spawns.get()) is not None:
@@ -199,7 +200,8 @@ class Pool:
         if reuse == "none":
             return fresh[0] if fresh else None
         mine = [i for i in ready if i.account is not FRESH and i.account == account]
-        return (mine or fresh or [None])[0]
+        found = mine or fresh
+        return found[0] if found else None
 
     def acquire(self, account: object, deadline: float, abandoned: Callable[[], bool]) -> Instance:
         with self.lock:

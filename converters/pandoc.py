@@ -105,7 +105,10 @@ def convert(
     metadata: Mapping[str, str] | None = None,
     timeout: float = TIMEOUT_SECONDS,
 ) -> Path:
-    """Convert src with pandoc --sandbox; return the output file inside workdir."""
+    """Convert src with pandoc --sandbox; return the output file inside workdir.
+
+    Long for now: argument building, the resource bounds and the error mapping for one
+    pandoc run; it splits with the tools/ package (issue 11, item 2)."""
     pandoc = pandoc_path()
     if pandoc is None:
         raise ConversionError("pandoc is not installed on this server.", unavailable())

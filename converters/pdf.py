@@ -383,6 +383,7 @@ def _image_pdf(path: Path, task: Task) -> bytes:
             auto_orient=True,
         )
     try:
-        return img2pdf.convert(str(source), **kwargs)
+        pdf: bytes = img2pdf.convert(str(source), **kwargs)
+        return pdf
     except (img2pdf.ImageOpenError, img2pdf.AlphaChannelError, ValueError, OSError) as exc:
         raise ConversionError("This image cannot be placed in a PDF.", hint=f"img2pdf said: {exc}") from None

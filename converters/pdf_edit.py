@@ -77,9 +77,9 @@ def single_page(pdf: pikepdf.Pdf, index: int) -> bytes:
 
 def _compress(pdf: pikepdf.Pdf, options: Mapping[str, object]) -> None:
     pdf.remove_unreferenced_resources()
-    dpi = int(options.get("image_dpi") or 0)  # type: ignore[call-overload]
+    dpi = int(str(options.get("image_dpi") or 0))  # (an integer, validated by the registry)
     if dpi:
-        quality = int(options.get("image_quality") or 75)  # type: ignore[call-overload]
+        quality = int(str(options.get("image_quality") or 75))
         for placed in placed_images(pdf).values():
             if placed.dpi > dpi + 1:
                 _downsample(placed, dpi, quality)

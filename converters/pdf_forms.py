@@ -48,13 +48,14 @@ class _Counter:
                 instructions = pikepdf.parse_content_stream(form)
             except pikepdf.PdfError:
                 instructions = []  # unreadable: PDFium will not draw it either
-            for operands, operator in instructions:
+            for instruction in instructions:
+                operands, operator = instruction.operands, instruction.operator
                 self.budget -= 1
                 if self.budget < 0:
                     break
                 if str(operator) != "Do" or not operands:
                     continue
-                child = xobjects.get(operands[0])
+                child = xobjects.get(str(operands[0]))  # a /Name: its text is the key
                 if isinstance(child, pikepdf.Stream) and child.get("/Subtype") == "/Form":
                     total += self.draws(child, resources)
                     if total > MAX_FORM_DRAWS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pikepdf
 
@@ -32,12 +33,13 @@ def _multiply(m: Matrix, n: Matrix) -> Matrix:
             e * a2 + f * c2 + e2, e * b2 + f * d2 + f2)  # fmt: skip
 
 
-def _matrix(values: object) -> Matrix | None:
+def _matrix(values: Any) -> Matrix | None:
+    """Six numbers from a `cm` operator's operands (any PDF objects: checked here)."""
     try:
-        nums = tuple(float(v) for v in values)  # type: ignore[union-attr]
+        nums = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         return None
-    return nums if len(nums) == 6 else None  # type: ignore[return-value]
+    return nums if len(nums) == 6 else None
 
 
 class _Walker:
@@ -54,8 +56,9 @@ class _Walker:
         except pikepdf.PdfError:
             return  # unreadable content: its images are left alone
         stack: list[Matrix] = []
-        xobjects = resources.get("/XObject", {}) if isinstance(resources, pikepdf.Dictionary) else {}
-        for operands, operator in instructions:
+        xobjects: Any = resources.get("/XObject", {}) if isinstance(resources, pikepdf.Dictionary) else {}
+        for instruction in instructions:
+            operands, operator = instruction.operands, instruction.operator
             self.budget -= 1
             if self.budget < 0:
                 return

@@ -112,7 +112,7 @@ class Registry:
         conv = self.find(filetype, input_format, output_format)
         return dict(conv.options(normalize_format(input_format), normalize_format(output_format)))
 
-    def options_schema(self, filetype: str, input_format: str, output_format: str) -> dict:
+    def options_schema(self, filetype: str, input_format: str, output_format: str) -> dict[str, Any]:
         opts = self.options(filetype, input_format, output_format)
         return {
             "type": "object",
@@ -177,6 +177,7 @@ def _coerce(name: str, opt: Option, value: Any) -> Any:
     if not isinstance(value, _PY_TYPES[opt.type]):
         raise bad()
     if opt.type == "array":
+        assert isinstance(value, (list, tuple))  # _PY_TYPES["array"], checked just above
         elem = _PY_TYPES.get(opt.items or "string", (object,))
         if not all(isinstance(v, elem) and not isinstance(v, bool) for v in value):
             raise bad()
@@ -185,16 +186,18 @@ def _coerce(name: str, opt: Option, value: Any) -> Any:
         return list(value)
     if opt.enum is not None and value not in opt.enum:
         raise bad()
-    if opt.minimum is not None and value < opt.minimum:
-        raise bad()
-    if opt.maximum is not None and value > opt.maximum:
-        raise bad()
+    if isinstance(value, (int, float)):
+        if opt.minimum is not None and value < opt.minimum:
+            raise bad()
+        if opt.maximum is not None and value > opt.maximum:
+            raise bad()
     return value
 
 
 def _load(spec: str) -> Converter:
     module, _, cls = spec.partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    converter: Converter = getattr(importlib.import_module(module), cls)()
+    return converter
 
 
 def build() -> Registry:

@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -458,7 +459,10 @@ async def _drain(stream: asyncio.StreamReader, tail: bytearray) -> None:
 
 
 def _failure(final: dict[str, Any], returncode: int | None, limits: Limits, tail: str) -> SandboxError:
-    """Turn how the child ended into an error a user understands."""
+    """Turn how the child ended into an error a user understands.
+
+    One long table of cases on purpose, checked in order (the first that holds explains the
+    end); it moves to converters/sandbox/failures.py with issue 11, item 2."""
     err = final.get("error")
     if isinstance(err, dict):
         kind = err.get("kind", "internal")
@@ -582,6 +586,10 @@ async def run(
     `registry().validate`). Returns the Result with an absolute path inside `workdir`;
     raises SandboxError (a ConversionError) on any failure of the conversion, and kills the
     child's whole process group on timeout or cancellation.
+
+    Long on purpose, for now: the descriptors, pipes, socket and child opened here are
+    released by its `finally` blocks in one fixed order. It is split into parent side and
+    failures when converters/ becomes packages (issue 11, item 2: converters/sandbox/).
     """
     input_format, output_format = normalize_format(input_format), normalize_format(output_format)
     reg = registry()
@@ -595,7 +603,7 @@ async def run(
     loop = asyncio.get_running_loop()
     # copies can take seconds (large uploads): never on the event loop
     names = await loop.run_in_executor(None, _stage_inputs, [Path(p) for p in inputs], workdir)
-    spec = {
+    spec: dict[str, Any] = {
         "converter": f"{type(conv).__module__}:{type(conv).__qualname__}",
         "filetype": filetype,
         "input_format": input_format,
@@ -669,14 +677,14 @@ async def run(
     stdout = asyncio.StreamReader(limit=2**16)
     messages = os.fdopen(msg_r, "rb", buffering=0)
     output = os.fdopen(out_r, "rb", buffering=0)
-    transports: list[asyncio.BaseTransport] = []
+    transports: list[asyncio.ReadTransport] = []
     tail = bytearray()
     timed_out = lost = False
     final: dict[str, Any] = {}
     try:
         for stream, pipe in ((reader, messages), (stdout, output)):
             transport, _ = await loop.connect_read_pipe(
-                lambda stream=stream: asyncio.StreamReaderProtocol(stream), pipe
+                functools.partial(asyncio.StreamReaderProtocol, stream), pipe
             )
             transports.append(transport)
 

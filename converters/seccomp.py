@@ -92,7 +92,7 @@ def _check(rc: int, what: str) -> None:
 
 
 def _build(lib: ctypes.CDLL) -> int:
-    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    ctx: int | None = lib.seccomp_init(SCMP_ACT_ALLOW)  # a c_void_p result: int or NULL
     if not ctx:
         raise OSError(errno.ENOMEM, "seccomp_init failed")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from converters.base import ConversionError
 
@@ -133,15 +134,15 @@ _ODF = {
 
 
 @functools.cache
-def _magic(mime: bool) -> object:
+def _magic(mime: bool) -> Any:  # a magic.Magic (python-magic has no type information)
     import magic
 
     return magic.Magic(mime=mime)
 
 
 def _libmagic(path: Path) -> tuple[str, str]:
-    mime = _magic(True).from_file(str(path))  # type: ignore[attr-defined]
-    desc = _magic(False).from_file(str(path))  # type: ignore[attr-defined]
+    mime = _magic(True).from_file(str(path))
+    desc = _magic(False).from_file(str(path))
     return str(mime).split(";")[0].strip(), str(desc)
 
 

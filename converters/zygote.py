@@ -165,7 +165,8 @@ def _read_spec(fd: int) -> dict[str, Any]:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     os.close(fd)
-    return json.loads(b"".join(chunks))
+    spec: dict[str, Any] = json.loads(b"".join(chunks))
+    return spec
 
 
 class Zygote:
@@ -399,6 +400,10 @@ class Zygote:
         return max(0.0, min(checks) - time.monotonic()) if checks else None
 
     def serve(self, ready: dict[str, Any]) -> None:
+        """The fork server's one event loop: control requests, child exits, wake-ups.
+
+        Long on purpose: a select loop whose branches share the selector and the table of
+        running children; each branch is a few lines."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)

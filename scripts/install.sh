@@ -13,6 +13,9 @@ DEBIAN_PACKAGES=(
   # the conversion sandbox and the LibreOffice pool: libseccomp (loaded with ctypes),
   # unshare/setpriv, sleep as pid 1
   libseccomp2 util-linux coreutils
+  # the browser tests of the web page and GraphiQL (Playwright drives this chromium; nothing
+  # is downloaded at run time); chromium-driver lets Selenium do the same
+  chromium chromium-driver
   # fonts: metric-compatible stand-ins for Calibri, Cambria, Arial/Times/Courier New (same
   # layout as Word), Noto for every major script and emoji; fontconfig for `convertd doctor`
   fontconfig fonts-crosextra-carlito fonts-crosextra-caladea fonts-liberation2

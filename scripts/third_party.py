@@ -229,12 +229,37 @@ whoever redistributes an installed Convertd must treat that PyAV as GPL-2.0-or-l
 """
 
 
+# scripts/vendor_js.sh copies these npm packages into app/api/static/vendor/PACKAGE@VERSION;
+# their licences, reviewed by hand (each folder keeps the package's licence file)
+VENDORED_JS = {
+    "graphql-ws": ("MIT", "the web page's jobUpdates subscription"),
+    "react": ("MIT", "GraphiQL"),
+    "react-dom": ("MIT", "GraphiQL"),
+    "graphiql": ("MIT", "GraphiQL"),
+    "@graphiql/plugin-explorer": ("MIT", "GraphiQL's explorer"),
+    "js-cookie": ("MIT", "GraphiQL (Strawberry's template)"),
+}
+
+
+def _vendored_js() -> list[str]:
+    vendor = ROOT / "app" / "api" / "static" / "vendor"
+    rows = []
+    for folder in sorted(p for p in vendor.rglob("*@*") if p.is_dir() and "@" in p.name.lstrip("@")):
+        spec = str(folder.relative_to(vendor))
+        name, _, version = spec.rpartition("@")
+        licence, use = VENDORED_JS.get(name, ("not reviewed", "?"))
+        rows.append(f"| {name} | {version} | {licence} | {use} |")
+    return rows
+
+
 def render() -> str:
     runtime, test = python_sets()
     lines = [INTRO, "## Python packages installed by `pip install .`", ""]
     lines += _table(runtime)
     lines += ["", "## Added by the test extra (`pip install .[test]`)", ""]
     lines += _table(test)
+    lines += ["", "## JavaScript served to browsers (`scripts/vendor_js.sh`)", ""]
+    lines += [*_header("npm package", "version", "licence", "used by"), *_vendored_js()]
     lines += ["", "## Native code inside those wheels (in-process)", "", *_header("package", "bundles")]
     lines += [f"| {name} | {text} |" for name, text in sorted(BUNDLED.items())]
     lines += ["", "## Debian libraries loaded in-process", ""]

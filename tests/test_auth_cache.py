@@ -4,13 +4,17 @@ changes, whoever changes it (the API, the CLI, plain SQL on another connection).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
 import asyncpg
 
 from app.runtime import Runtime
+from app.services import keys as keys_service
 from tests.conftest import Account
+from tests.helpers import wait_until
+from tests.test_secret_rotation import self_signed
 
 
 async def _status(http: aiohttp.ClientSession, base_url: str, key: str) -> int:
@@ -65,3 +69,26 @@ async def test_counters_stay_exact_through_the_cache(
         async with http.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": account.key}) as r:
             seen.append((await r.json())["usage_count"])
     assert seen == [seen[0], seen[0] + 1, seen[0] + 2]
+
+
+async def test_a_jwt_of_a_rotated_secret_is_refused_while_the_cache_still_holds_the_old_key(
+    http: aiohttp.ClientSession, base_url: str, rt: Runtime, account: Account
+) -> None:
+    # the moment between a rotation and its notification, made to last: the old key is put
+    # back into the cache after the rotation, as if the NOTIFY had not arrived yet
+    cache = rt.auth_cache
+    assert cache is not None and cache.live
+    old = self_signed(account, account.signing_secret)
+    headers = {"Authorization": f"Bearer {old}"}
+    async with http.get(f"{base_url}/v1/keys/me", headers=headers) as r:
+        assert r.status == 200
+    entry = ("key_by_kid", uuid.UUID(account.kid))
+    stale = cache.get(entry)
+    assert stale is not None, "the key should be cached after a call"
+    await keys_service.rotate_secret(rt.pool, account.account_id, account.key_id, "jwt", rt.settings.secret)
+    await wait_until(lambda: cache.get(entry) is None, 10, "the rotation's notification cleared the cache")
+    cache.put(entry, stale, cache.generation)
+    assert cache.get(entry) is stale
+    async with http.get(f"{base_url}/v1/keys/me", headers=headers) as r:
+        body = await r.json()
+    assert r.status == 401 and body["error_code"] == "UNAUTHENTICATED", body

@@ -14,6 +14,7 @@ import psutil
 from app.services import jobs
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL, operation, wait_for_status
+from tests.helpers import wait_until
 from tests.test_media_progress import make_video
 
 
@@ -56,26 +57,19 @@ async def test_cancelling_a_running_job_stops_it_and_refunds_it(
     job_id = await _start(
         gql, account.key, "long.mp4", clip.read_bytes(), "video", "webm", {"codec": "vp9", "preset": "slow"}
     )
-    for _ in range(300):
-        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as r:
-            if (await r.json())["status"] == "processing":
-                break
-        await asyncio.sleep(0.1)
-    for _ in range(100):  # the child starts just after the job turns processing
-        running = {p.pid for p in _converter_children(job_id)}
-        if running:
-            break
-        await asyncio.sleep(0.05)
-    assert running, "the conversion should be running in a child process"
+    await wait_until(lambda: _status_is(http, base_url, account.key, job_id, "processing"), 30, "job running")
+    # the child starts just after the job turns processing
+    running = await wait_until(
+        lambda: {p.pid for p in _converter_children(job_id)}, 5, "the conversion running in a child process"
+    )
 
     body = await gql(operation("CancelJob"), {"id": job_id}, key=account.key)
     cancelled = body["data"]["cancelJob"]
     assert cancelled["status"] == "FAILED" and "Cancelled" in cancelled["error"]
-    for _ in range(100):  # the worker notices within its abort timer (1 s)
-        if not running & {p.pid for p in _converter_children(job_id)}:
-            break
-        await asyncio.sleep(0.1)
-    assert not running & {p.pid for p in _converter_children(job_id)}, "the converter kept running"
+    # the worker notices within its abort timer (1 s)
+    await wait_until(
+        lambda: not running & {p.pid for p in _converter_children(job_id)}, 10, "converter stopped"
+    )
     final = await wait_for_status(http, base_url, account.key, job_id)
     assert final["status"] == "failed" and "Cancelled" in final["error"]
 
@@ -128,12 +122,13 @@ async def _running(gql: GraphQL, http: aiohttp.ClientSession, base_url: str, key
     job_id = await _start(
         gql, key, "long.mp4", clip.read_bytes(), "video", "webm", {"codec": "vp9", "preset": "slow"}
     )
-    for _ in range(300):
-        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": key}) as r:
-            if (await r.json())["status"] == "processing":
-                return job_id
-        await asyncio.sleep(0.1)
-    raise AssertionError("the job never started")
+    await wait_until(lambda: _status_is(http, base_url, key, job_id, "processing"), 30, "the job started")
+    return job_id
+
+
+async def _status_is(http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, status: str) -> bool:
+    async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": key}) as r:
+        return bool((await r.json())["status"] == status)
 
 
 async def test_concurrent_cancels_refund_the_conversion_once(

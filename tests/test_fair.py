@@ -37,7 +37,10 @@ from tests.conftest import Account, GraphQL
 from tests.test_worker import _principal, _start_worker, _worker_env
 from tests.wsclient import connect, subscribe
 
-pytestmark = pytest.mark.usefixtures("rt")
+pytestmark = [
+    pytest.mark.usefixtures("rt"),
+    pytest.mark.slow,  # 10-26 s each: floods of sparse-file jobs, worker processes
+]
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from saq import Queue
 from app.api.server import build_app
 from app.runtime import Runtime
 from tests.conftest import Account, GraphQL, png_bytes, wait_for_status
+from tests.helpers import wait_until
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -88,7 +89,12 @@ async def test_readyz_is_ready_with_postgres_redis_a_worker_and_lists_engines(
         await asyncio.sleep(0.1)
     assert r.status == 200, body
     assert body["ok"] is True and body["status"] == "ready"
-    assert {name for name, c in body["components"].items() if c["ok"]} == {"postgres", "redis", "workers"}
+    assert {name for name, c in body["components"].items() if c["ok"]} == {
+        "postgres",
+        "redis",
+        "storage",
+        "workers",
+    }
     assert body["components"]["workers"]["count"] >= 1
     # what `convertd doctor` finds: formats per filetype, and what this machine lacks
     assert body["engines"]["filetypes"]["image"]["input_formats"] > 5
@@ -285,11 +291,12 @@ async def test_metrics_count_webhook_deliveries_by_outcome(
         ) as r:  # fmt: skip
             job_id = (await r.json())["job_id"]
         await wait_for_status(http, base_url, account.key, job_id)
-        for _ in range(300):
+
+        async def delivered() -> bool:
             async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as r:
-                if (await r.json()).get("webhook_status") == "delivered":
-                    break
-            await asyncio.sleep(0.1)
+                return bool((await r.json()).get("webhook_status") == "delivered")
+
+        await wait_until(delivered, 30, "the webhook delivered")
         after = await scrape(http, base_url)
     finally:
         await runner.cleanup()

@@ -182,6 +182,21 @@ async def test_key_management_with_the_master_token(
     assert (await call("rest", http, base_url, rest_key["key"])).status == 401
 
 
+async def test_a_keys_environment_cannot_change(
+    http: aiohttp.ClientSession, base_url: str, admin: tuple[Account, str]
+) -> None:
+    acct, master = admin
+    path = f"{base_url}/v1/account/keys/{acct.key_id}"
+    async with http.patch(path, json={"environment": "test"}, headers=bearer(master)) as r:
+        body = await r.json()
+    assert r.status == 400 and body["error_code"] == "BAD_REQUEST", body
+    assert "cannot change" in body["message"] and "new key" in body["hint"]
+    # the same environment again is no change, and the rest of the edit goes through
+    async with http.patch(path, json={"environment": "live", "name": "kept"}, headers=bearer(master)) as r:
+        body = await r.json()
+    assert r.status == 200 and body["environment"] == "live" and body["name"] == "kept", body
+
+
 async def test_request_log_and_statistics(
     http: aiohttp.ClientSession, base_url: str, gql: GraphQL, admin: tuple[Account, str]
 ) -> None:

@@ -15,7 +15,10 @@ from converters import office_pool
 from tests.conftest import Account, wait_for_status
 from tests.pdf_samples import page_texts
 
-pytestmark = pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice or jail tools")
+pytestmark = [
+    pytest.mark.slow,  # LibreOffice pool behind the service
+    pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice or jail tools"),
+]
 
 
 def odt(text: str) -> bytes:

@@ -24,9 +24,12 @@ from typing import Any
 
 import imageio_ffmpeg
 import psutil
+import pytest
 import requests
 
 from app import embedded
+
+pytestmark = pytest.mark.slow  # `convertd serve` with its servers killed
 
 CLI = [sys.executable, "-m", "app.cli"]
 
@@ -289,7 +292,7 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
         client = threading.Thread(target=load)
         client.start()
         try:
-            time.sleep(2)
+            _until(lambda: len(accepted) >= 3, 60, "the load was never accepted")
             redis_proc = next(
                 p for p in psutil.Process(svc.proc.pid).children() if "redis-server" in p.name()
             )
@@ -300,7 +303,8 @@ def test_embedded_servers_are_restarted_and_no_acknowledged_job_is_lost(tmp_path
                 30, "serve did not start Redis again",
             )  # fmt: skip
             assert new_redis
-            time.sleep(2)
+            seen = len(accepted)  # load acknowledged with the new Redis before PostgreSQL goes
+            _until(lambda: len(accepted) >= seen + 2, 60, "no load accepted after Redis came back")
             pg_dir = data_dir / "postgres"
             old = _postmaster(pg_dir).pid
             _kill_postgres(pg_dir)
@@ -332,7 +336,9 @@ def test_a_killed_worker_process_loses_no_job_and_sigterm_drains(tmp_path: Path)
             resp = svc.convert(data, wait=False)
             assert resp.status_code == 202, resp.text
             jobs[resp.json()["job_id"]] = data
-        time.sleep(0.5)
+        # kill a worker once it is running jobs (not before it took any)
+        _until(lambda: any(svc.get(f"/v1/status/{j}").json()["status"] == "processing" for j in jobs), 60,
+               "no job started")  # fmt: skip
         victim = svc.workers()[0]
         victim.kill()
         deadline = time.monotonic() + 180

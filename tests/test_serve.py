@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
+
+from tests.helpers import wait_until_sync
+
+pytestmark = pytest.mark.slow  # `convertd serve` start-up and stop
 
 
 def _free_port() -> int:
@@ -94,6 +99,5 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
             server.kill()
             raise
     assert server.returncode == 0, server.stdout.read()  # type: ignore[union-attr]
-    time.sleep(1)
-    assert _children_using(data_dir) == [], "embedded PostgreSQL/Redis left running"
+    wait_until_sync(lambda: _children_using(data_dir) == [], 10, "embedded PostgreSQL/Redis stopped")
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

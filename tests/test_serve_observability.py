@@ -13,12 +13,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from app.config import Settings
 from tests.conftest import Account
 from tests.test_health_metrics import samples, value
 from tests.test_serve import _free_port
+
+pytestmark = pytest.mark.slow  # `convertd serve` start-up
 
 
 def _wait_ready(base: str, server: subprocess.Popen[str], log: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 from PIL import Image
 
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
@@ -77,6 +78,7 @@ async def test_a_failed_job_answers_with_its_error(
         assert (await r.json())["conversions_used"] == 0
 
 
+@pytest.mark.slow  # waits out its wait by design
 async def test_a_job_longer_than_the_wait_answers_202_and_goes_on(
     http: aiohttp.ClientSession, base_url: str, account: Account, tmp_path: Path
 ) -> None:

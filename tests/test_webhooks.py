@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -17,6 +16,7 @@ from aiohttp import web
 from app.runtime import Runtime
 from app.services import outbound, webhooks
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
+from tests.helpers import wait_until
 
 
 @dataclasses.dataclass
@@ -48,11 +48,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def _until_called(receiver: Receiver, count: int, timeout: float = 30) -> None:
-    for _ in range(int(timeout * 10)):
-        if len(receiver.calls) >= count:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"webhook called {len(receiver.calls)} times, expected {count}")
+    await wait_until(lambda: len(receiver.calls) >= count, timeout, f"webhook called {count} times")
 
 
 def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -82,12 +78,12 @@ async def test_finished_job_is_posted_signed_with_the_keys_webhook_secret(
     assert event["event"] == "job.finished" and event["job_id"] == job_id
     async with http.get(event["download_url"]) as resp:  # signed: works without a key
         assert hashlib.sha256(b"hello").hexdigest() in await resp.text()
-    for _ in range(50):
+
+    async def delivered() -> bool:
         status = await wait_for_status(http, base_url, account.key, job_id)
-        if status["webhook_status"] == "delivered":
-            break
-        await asyncio.sleep(0.1)
-    assert status["webhook_status"] == "delivered"
+        return status["webhook_status"] == "delivered"
+
+    await wait_until(delivered, 5, "the webhook's delivery recorded on the job")
 
 
 async def test_failed_job_is_posted_and_a_refusing_receiver_is_retried(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from app.config import Settings
 from app.models import JobStatus
@@ -19,6 +20,9 @@ from app.runtime import Runtime
 from app.services import jobs
 from app.storage import IncomingFile
 from tests.conftest import Account, png_bytes, wait_for_status
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow  # worker processes started and killed
 
 
 async def test_corrupt_image_fails_clearly_and_the_next_job_succeeds(
@@ -85,7 +89,8 @@ async def test_job_of_a_worker_killed_mid_job_is_taken_up_again(
         incoming = IncomingFile(big, "big.bin", big.stat().st_size, None)
         env = _worker_env(own, queue)
         first = _start_worker(env)
-        await asyncio.sleep(3)  # let it start and sweep an empty queue
+        # the worker has started once it registers with its queue
+        await wait_until(lambda: _has_worker(rt), 60, "the worker registered with its queue")
         job = await jobs.convert(
             rt,
             principal,
@@ -124,6 +129,10 @@ async def _principal(rt: Runtime, acc: Account) -> Any:
     from app.auth.request import RequestInfo
 
     return await authenticate(rt, RequestInfo(acc.key, "127.0.0.1", {}, "test", False))
+
+
+async def _has_worker(rt: Runtime) -> bool:
+    return bool((await rt.queue.info())["workers"])
 
 
 async def _until(rt: Runtime, job_id: Any, predicate: Any, timeout: float) -> bool:

@@ -9,8 +9,11 @@ import json
 import os
 
 import aiohttp
+import pytest
 
 from tests.conftest import Account
+
+pytestmark = pytest.mark.slow  # 150 websocket subscribers at once
 
 QUERY = "subscription($id: ID!) { jobUpdates(jobId: $id) { status } }"
 

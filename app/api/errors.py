@@ -1,7 +1,8 @@
 """The one place HTTP-level errors become JSON: an aiohttp middleware over ConvertdError.
 
 Errors raised before a GraphQL operation runs (an oversized or unauthenticated multipart
-upload) are rendered in the GraphQL response shape on /graphql, REST's everywhere else.
+upload) are rendered in the GraphQL response shape on /graphql, ConvertAPI's under
+/convertapi/ (app/api/convertapi_errors.py), REST's everywhere else.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from app.api import convertapi_errors
 from app.errors import ConvertdError, ErrorCode
 from app.outages import is_outage, unavailable
 
@@ -28,11 +31,13 @@ _UNREAD_BODY = frozenset({
 
 
 def render(err: ConvertdError, path: str = "") -> web.Response:
-    body = (
-        {"data": None, "errors": [{"message": err.message, "extensions": err.extensions}]}
-        if path == GRAPHQL_PATH
-        else err.body()
-    )
+    body: dict[str, object]
+    if path == GRAPHQL_PATH:
+        body = {"data": None, "errors": [{"message": err.message, "extensions": err.extensions}]}
+    elif convertapi_errors.is_convertapi(path):
+        body = convertapi_errors.body(err)
+    else:
+        body = err.body()
     response = web.json_response(body, status=err.status, headers=err.headers)
     if err.code in _UNREAD_BODY:
         # the rest of the body may never have been read: close rather than wait for it
@@ -42,13 +47,15 @@ def render(err: ConvertdError, path: str = "") -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ConvertdError as err:
         return render(err, request.path)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/v1"):
+            if exc.status >= 400 and convertapi_errors.is_convertapi(request.path):
+                return render(_convertapi_refusal(exc), request.path)
             raise
         code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(
             exc.status, ErrorCode.BAD_REQUEST
@@ -63,5 +70,18 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
             return render(unavailable(exc), request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        err = ConvertdError(ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment.")
-        return render(err)
+        internal = ConvertdError(
+            ErrorCode.INTERNAL, "Something went wrong on our side.", "Try again in a moment."
+        )
+        return render(internal, request.path if convertapi_errors.is_convertapi(request.path) else "")
+
+
+def _convertapi_refusal(exc: web.HTTPException) -> ConvertdError:
+    """aiohttp's own 404/405/413 on a /convertapi/ path, in ConvertAPI's shape."""
+    code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(exc.status, ErrorCode.BAD_REQUEST)
+    hint = (
+        "Routes: POST /convertapi/upload, POST /convertapi/convert/{from}/to/{to}, GET /convertapi/user."
+        if exc.status in (404, 405)
+        else None
+    )
+    return ConvertdError(code, exc.reason, hint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import metrics
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.services import health
 
 routes = web.RouteTableDef()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from app.api.convertapi_errors import is_convertapi
 from app.api.errors import ERROR_CODE, render
 from app.api.health import PROBE_PATHS
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.auth.network import is_secure
 from app.auth.principal import Principal
 from app.auth.request import Trace
@@ -22,16 +24,17 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = (
     "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Content-Disposition,"
-    " X-Request-Id"
+    " X-Request-Id, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Upload-Offset,"
+    " Upload-Length, Upload-Expires, Upload-Metadata, X-File-Path"
 )
 
 
 def _api_path(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/") or path == "/graphql"
+    return path == "/v1" or path.startswith("/v1/") or path == "/graphql" or is_convertapi(path)
 
 
 @web.middleware
-async def https_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def https_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = runtime(request).settings
     # load balancers and Prometheus probe over plain HTTP inside the network
     if settings.require_https and request.path not in PROBE_PATHS:
@@ -50,7 +53,7 @@ async def https_middleware(request: web.Request, handler):  # type: ignore[no-un
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _api_path(request.path):
         return await handler(request)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -73,13 +76,14 @@ async def cors_middleware(request: web.Request, handler):  # type: ignore[no-unt
 
 
 @web.middleware
-async def access_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Rate-limit headers on every /v1 answer to a known caller, and its line in the request log.
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Rate-limit headers on every /v1 (and /convertapi/) answer to a known caller, and its
+    line in the request log.
 
     GraphQL logs per operation (app/api/graphql/access.py); this covers REST.
     """
     response = await handler(request)
-    if not request.path.startswith("/v1"):
+    if not request.path.startswith("/v1") and not is_convertapi(request.path):
         return response
     principal = request.get(PRINCIPAL)
     if principal is not None and principal.rate is not None and not response.prepared:

@@ -8,10 +8,11 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app import logs, metrics
 from app.api.health import PROBE_PATHS
-from app.api.keys import runtime
+from app.api.request_context import runtime
 
 REQUEST_ID = web.RequestKey("convertd.request_id", str)
 HEADER = "X-Request-Id"
@@ -28,7 +29,7 @@ def _route(request: web.Request) -> str:
 
 
 @web.middleware
-async def observe_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = logs.incoming_or_new(request.headers.get(HEADER))
     request[REQUEST_ID] = rid
     token = logs.request_id.set(rid)  # every log line of this request carries it

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import mimetypes
 from typing import Any
 
 from aiohttp import web
 
-from app.api.keys import base_url, runtime
+from app.api.files import file_response
 from app.api.middlewares import PRINCIPAL, TRACE
 from app.api.multipart import read_form
+from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
@@ -18,6 +18,7 @@ from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
 from app.services import backpressure, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
+from app.services import status as status_service
 from app.services.dispatch import Position
 from app.services.links import links as job_links
 
@@ -52,34 +53,7 @@ def upload_body(u: Upload) -> dict[str, Any]:
 
 
 def status_body(request: web.Request, job: Job, position: Position | None = None) -> dict[str, Any]:
-    links = job_links(runtime(request), job, base_url(request))
-    body: dict[str, Any] = {
-        "ok": job.status is not JobStatus.FAILED,
-        "job_id": str(job.id),
-        "status": job.status.value,
-        "progress": round(job.progress, 4),
-        "filetype": job.filetype,
-        "input_format": job.input_format,
-        "output_format": job.output_format,
-        "created_at": job.created_at.isoformat(),
-        "status_url": links.status_url,
-    }
-    if job.expired_at is not None:  # its files were deleted after the plan's retention
-        body.update(expired_at=job.expired_at.isoformat(), file_name=job.output_name)
-    elif job.status is JobStatus.FINISHED:
-        body.update(
-            download_url=links.download_url,
-            file_name=job.output_name,
-            file_size=job.output_size,
-            items=job.output_items,
-        )
-    if job.status is JobStatus.FAILED:
-        body.update(error=job.error, hint=job.error_hint)
-    if position is not None:
-        body["queue"] = position._asdict()
-    if job.webhook_url:
-        body.update(webhook_url=job.webhook_url, webhook_status=job.webhook_status)
-    return body
+    return status_service.body(runtime(request), job, base_url(request), position=position)
 
 
 @routes.get("/v1/")
@@ -89,11 +63,18 @@ async def info(request: web.Request) -> web.Response:
         {
             "name": "Convertd",
             "version": VERSION,
-            "docs_url": f"{base_url(request)}/graphql",
+            "docs_url": f"{base_url(request)}/v1/openapi.json",
             "endpoints": [
                 "GET /v1/",
+                "GET /v1/openapi.json",
                 "GET /v1/formats",
                 "POST /v1/upload",
+                "OPTIONS /v1/uploads/tus/",
+                "POST /v1/uploads/tus/",
+                "HEAD /v1/uploads/tus/{upload_id}",
+                "GET /v1/uploads/tus/{upload_id}",
+                "PATCH /v1/uploads/tus/{upload_id}",
+                "DELETE /v1/uploads/tus/{upload_id}",
                 "POST /v1/convert",
                 "GET /v1/status/{job_id}",
                 "GET /v1/events/{job_id}",
@@ -125,7 +106,7 @@ async def list_formats(request: web.Request) -> web.Response:
     filetypes = formats_service.formats()
     if request.query.get("options") in ("1", "true"):
         for filetype, group in filetypes.items():
-            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]
+            group["conversions"] = formats_service.conversions(filetype)  # type: ignore[assignment]  # an extra list beside the counts
     return ok({"filetypes": filetypes})
 
 
@@ -140,7 +121,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/convert")
-async def convert(request: web.Request) -> web.Response:
+async def convert(request: web.Request) -> web.StreamResponse:
     who = await principal(request)
     rt = runtime(request)
     # a full queue or backlog refuses before the body is read (a flood costs no disk);
@@ -152,14 +133,15 @@ async def convert(request: web.Request) -> web.Response:
         job = await jobs.convert(
             rt,
             who,
-            filetype=body.get("filetype"),
-            output_format=body.get("output_format"),
+            filetype=_string(body, "filetype"),
+            output_format=_string(body, "output_format"),
             options=body.get("options"),
             file_paths=_as_list(body.get("file_path")),
-            input_format=body.get("input_format"),
-            webhook_url=body.get("webhook_url"),
+            input_format=_string(body, "input_format"),
+            webhook_url=_string(body, "webhook_url"),
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
+            url=_as_text(body.get("url")),
         )
     else:
         async with read_form(request, rt) as form:
@@ -175,6 +157,7 @@ async def convert(request: web.Request) -> web.Response:
                 webhook_url=form.get("webhook_url"),
                 base_url=base_url(request),
                 wait=form.get("wait") or request.query.get("wait"),
+                url=form.get("url"),
             )
     if job.terminal:  # a synchronous convert (wait) that ended within its wait
         return await _settled(request, job)
@@ -203,20 +186,7 @@ async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(status_body(request, job), headers=headers)
     result = await jobs.download(runtime(request), str(job.id), principal=request[PRINCIPAL])
-    return _file_response(result, headers)
-
-
-def _file_response(result: jobs.Download, headers: dict[str, str] | None = None) -> web.FileResponse:
-    content_type = mimetypes.guess_type(result.filename)[0] or "application/octet-stream"
-    return web.FileResponse(
-        result.path,
-        headers={
-            "Content-Type": content_type,
-            "Content-Disposition": _attachment(result.filename),
-            "X-Content-Type-Options": "nosniff",
-            **(headers or {}),
-        },
-    )
+    return await file_response(request, runtime(request), result, headers)
 
 
 @routes.get("/v1/status/{job_id}")
@@ -266,7 +236,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         expires=q.get("expires"),
         signature=q.get("signature"),
     )
-    return _file_response(result)
+    return await file_response(request, runtime(request), result)
 
 
 @routes.get("/v1/keys/me")
@@ -285,11 +255,18 @@ async def keys_me(request: web.Request) -> web.Response:
     )
 
 
-def _attachment(filename: str) -> str:
-    from urllib.parse import quote
+def _string(body: dict[str, Any], name: str) -> str | None:
+    """A JSON body's text field; another JSON type is a 400 (the services read strings)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST, f"'{name}' must be a string.", hint=f'e.g. "{name}": "webp"', field=name
+        )
+    return value
 
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _as_list(value: Any) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.api.rest import json_body, ok, principal
 from app.api.rest_tokens import number
 from app.errors import not_found
@@ -76,7 +76,10 @@ async def statistics(request: web.Request) -> web.Response:
 async def request_log(request: web.Request) -> web.Response:
     who = await principal(request)
     page = await usage.request_log(
-        runtime(request), who, first=number(request.query.get("first"), 50), after=request.query.get("after")
+        runtime(request),
+        who,
+        first=number(request.query.get("first"), usage.REQUEST_LOG_PAGE),
+        after=request.query.get("after"),
     )
     return ok(
         {
@@ -94,22 +97,13 @@ async def list_keys(request: web.Request) -> web.Response:
     )
 
 
-_SPEC_FIELDS = (
-    "environment",
-    "restriction_type",
-    "allowed_ips",
-    "allowed_domains",
-    "allowed_endpoints",
-    "conversion_limit",
-)
-
-
 @routes.post("/v1/account/keys")
 async def create_key(request: web.Request) -> web.Response:
     who = await principal(request)
     body = await json_body(request)
     spec = keys_service.KeySpec(
-        name=str(body.get("name") or ""), **{f: body[f] for f in _SPEC_FIELDS if body.get(f) is not None}
+        name=str(body.get("name") or ""),
+        **{f: body[f] for f in keys_service.CREATE_FIELDS if body.get(f) is not None},
     )
     rt = runtime(request)
     created = await keys_service.create_key(rt.pool, who.account_id, spec, server_secret=rt.settings.secret)
@@ -121,7 +115,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def update_key(request: web.Request) -> web.Response:
     who = await principal(request)
     body = await json_body(request)
-    changes = {f: body[f] for f in ("name", *_SPEC_FIELDS[1:]) if f in body}
+    changes = {f: body[f] for f in keys_service.EDITABLE_FIELDS if f in body}
     key = await keys_service.update_key(runtime(request).pool, who.account_id, _key_id(request), **changes)
     return ok(key.public())
 

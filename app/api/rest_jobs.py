@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.api.rest import ok, principal
 from app.services import retention
 

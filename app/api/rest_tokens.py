@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.keys import runtime
+from app.api.request_context import runtime
 from app.api.rest import json_body, ok, principal
 from app.services import tokens
 
@@ -54,9 +54,9 @@ async def create_access_tokens(request: web.Request) -> web.Response:
     created = await tokens.create_access_tokens(
         runtime(request),
         who,
-        request_count=number(p.get("requestcount"), 1),
-        lifetime=number(p.get("lifetime"), 3600),
-        count=number(p.get("count"), 1),
+        request_count=number(p.get("requestcount")),
+        lifetime=number(p.get("lifetime")),
+        count=number(p.get("count")),
     )
     return ok(
         {

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import health, rest, rest_admin, rest_jobs, rest_tokens
+from app.api import (
+    health,
+    openapi,
+    pages,
+    rest,
+    rest_admin,
+    rest_convertapi,
+    rest_jobs,
+    rest_tokens,
+    rest_tus,
+)
 from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
-from app.api.keys import RUNTIME
 from app.api.middlewares import access_middleware, cors_middleware, https_middleware
 from app.api.observe import observe_middleware, send_request_id
+from app.api.request_context import RUNTIME
 from app.runtime import Runtime
 
 
@@ -28,8 +38,13 @@ def build_app(rt: Runtime) -> web.Application:
     app.on_response_prepare.append(send_request_id)
     app.router.add_routes(health.routes)
     app.router.add_routes(rest.routes)
+    app.router.add_routes(openapi.routes)
     app.router.add_routes(rest_tokens.routes)
     app.router.add_routes(rest_jobs.routes)
     app.router.add_routes(rest_admin.routes)
+    app.router.add_routes(rest_convertapi.routes)
+    app.router.add_routes(rest_tus.routes)
+    app.cleanup_ctx.append(rest_tus.sweeper)
     app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))
+    app.router.add_routes(pages.routes)  # / (the conversion page) and /static/
     return app

@@ -14,126 +14,130 @@ from typing import TYPE_CHECKING, Any
 from app.auth import jwts, keys, operations, ratelimit, restrictions
 from app.auth.network import client_address
 from app.auth.principal import Principal
-from app.errors import ConvertdError, ErrorCode
-from app.models import ApiKey, Plan
+from app.errors import ConvertdError, CredentialCode, ErrorCode
+from app.services import credentials
+from app.services.credentials import KeyHolder
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from app.auth.network import Address
+    from app.auth.principal import Method
     from app.auth.request import RequestInfo
+    from app.db import Executor
     from app.runtime import Runtime
 
-_KEY_SELECT = """
-SELECT k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending, p.max_running
-FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
-"""
-_TOKEN_QUERY = """
-SELECT t.id AS token_id, t.requests_left, t.valid_until, t.valid_until <= now() AS expired
-FROM access_tokens t WHERE t.token_hash = $1
-"""
-_MASTER_QUERY = """
-SELECT a.id AS account_id, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-       p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending, p.max_running
-FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.master_token_hash = $1
-"""
 # administration is not metered by the plan, but a leaked master token must not flood us
 ADMIN_CALLS_PER_MINUTE = 120
 
 
-def unauthenticated(message: str, hint: str, legacy_code: int) -> ConvertdError:
+def unauthenticated(message: str, hint: str, legacy_code: CredentialCode) -> ConvertdError:
     return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=legacy_code)
 
 
-def _plan(row: Any) -> Plan:
-    return Plan.from_row(row, "plan_name")
-
-
-def _from_key_row(row: Any, method: Any, client_ip: Address | None, legacy_code: int) -> Principal:
-    if row["revoked_at"] is not None:
+def _from_holder(
+    found: KeyHolder, method: Method, client_ip: Address | None, legacy_code: CredentialCode
+) -> Principal:
+    if found.key.revoked_at is not None:
         raise unauthenticated(
             "The API key has been revoked.", "Create a new key and use it instead.", legacy_code
         )
-    if not row["active"]:
-        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
+    if not found.account_active:
+        raise unauthenticated(
+            "The account is inactive.",
+            "Ask the operator to reactivate the account.",
+            CredentialCode.ACCOUNT_INACTIVE,
+        )
     return Principal(
-        account_id=row["account_id"],
-        account_name=row["account_name"],
-        plan=_plan(row),
+        account_id=found.key.account_id,
+        account_name=found.account_name,
+        plan=found.plan,
         method=method,
-        key=ApiKey.from_row(row),
+        key=found.key,
         client_ip=str(client_ip) if client_ip else None,
     )
 
 
-async def _key_row(rt: Runtime, where: str, value: Any) -> Any:
-    """The key with its account and plan, from the auth cache when it is there."""
+async def _cached(
+    rt: Runtime, lookup: Callable[[Executor, Any], Awaitable[KeyHolder | None]], value: Any
+) -> KeyHolder | None:
+    """The key with its account and plan from the service, or from the auth cache when it
+    holds the answer (charge() checks the cached answer against the database)."""
     cache = rt.auth_cache
     if cache is None:
-        return await rt.pool.fetchrow(_KEY_SELECT + where, value)
-    row = cache.get((where, value))
-    if row is None:
+        return await lookup(rt.pool, value)
+    found: KeyHolder | None = cache.get((lookup.__name__, value))
+    if found is None:
         generation = cache.generation
-        row = await rt.pool.fetchrow(_KEY_SELECT + where, value)
-        if row is not None:
-            cache.put((where, value), row, generation)
-    return row
+        found = await lookup(rt.pool, value)
+        if found is not None:
+            cache.put((lookup.__name__, value), found, generation)
+    return found
 
 
 async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> Principal:
-    row = await _key_row(rt, " WHERE k.key_hash = $1", keys.digest(credential))
-    if row is None or not keys.matches(credential, row["key_hash"]):
+    found = await _cached(rt, credentials.key_by_digest, keys.digest(credential))
+    if found is None or not keys.matches(credential, found.key_hash):
         raise unauthenticated(
             "The API key is not valid.",
             "Check that the key is complete and has not been revoked.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
-    return _from_key_row(row, "api_key", client_ip, 4010)
+    return _from_holder(found, "api_key", client_ip, CredentialCode.INVALID_KEY)
 
 
 async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     kid = jwts.kid_of(token)
-    row = await _key_row(rt, " WHERE k.kid = $1", kid)
-    if row is None:
+    found = await _cached(rt, credentials.key_by_kid, kid)
+    if found is None:
         raise jwts.unknown_kid(str(kid))
-    secret = keys.signing_secret(rt.settings.secret, kid, row["jwt_secret_version"])
+    secret = keys.signing_secret(rt.settings.secret, kid, found.key.jwt_secret_version)
     jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
-    if row["revoked_at"] is not None:
+    if found.key.revoked_at is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
-    return _from_key_row(row, "jwt", client_ip, 4012)
+    return _from_holder(found, "jwt", client_ip, CredentialCode.INVALID_JWT)
 
 
 async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
-    found = await rt.pool.fetchrow(_TOKEN_QUERY, keys.digest(token))
+    found = await credentials.access_token(rt.pool, keys.digest(token))
     hint = "Create a new token with POST /v1/token/create (or createAccessTokens)."
     if found is None:
-        raise unauthenticated("The access token is not valid (unknown or deleted).", hint, 4011)
-    if found["expired"]:
-        raise unauthenticated("The access token has expired.", hint, 4011)
-    if found["requests_left"] <= 0:
-        raise unauthenticated("The access token has no requests left.", hint, 4011)
-    row = await rt.pool.fetchrow(
-        _KEY_SELECT + " JOIN access_tokens t ON t.api_key_id = k.id WHERE t.id = $1", found["token_id"]
-    )
-    principal = _from_key_row(row, "access_token", client_ip, 4011)
-    return dataclasses.replace(principal, access_token_id=found["token_id"])
+        raise unauthenticated(
+            "The access token is not valid (unknown or deleted).", hint, CredentialCode.INVALID_ACCESS_TOKEN
+        )
+    if found.expired:
+        raise unauthenticated("The access token has expired.", hint, CredentialCode.INVALID_ACCESS_TOKEN)
+    if found.requests_left <= 0:
+        raise unauthenticated(
+            "The access token has no requests left.", hint, CredentialCode.INVALID_ACCESS_TOKEN
+        )
+    holder = await credentials.key_of_access_token(rt.pool, found.id)
+    if holder is None:  # deleted with its key meanwhile
+        raise unauthenticated(
+            "The access token is not valid (unknown or deleted).", hint, CredentialCode.INVALID_ACCESS_TOKEN
+        )
+    principal = _from_holder(holder, "access_token", client_ip, CredentialCode.INVALID_ACCESS_TOKEN)
+    return dataclasses.replace(principal, access_token_id=found.id)
 
 
 async def _master(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
-    row = await rt.pool.fetchrow(_MASTER_QUERY, keys.digest(token))
-    if row is None:
+    found = await credentials.master_account(rt.pool, keys.digest(token))
+    if found is None:
         raise unauthenticated(
             "The master token is not valid.",
             "It may have been refreshed; a refresh invalidates the previous token at once.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
-    if not row["active"]:
-        raise unauthenticated("The account is inactive.", "Ask the operator to reactivate the account.", 4014)
+    if not found.active:
+        raise unauthenticated(
+            "The account is inactive.",
+            "Ask the operator to reactivate the account.",
+            CredentialCode.ACCOUNT_INACTIVE,
+        )
     return Principal(
-        account_id=row["account_id"],
-        account_name=row["account_name"],
-        plan=_plan(row),
+        account_id=found.account_id,
+        account_name=found.account_name,
+        plan=found.plan,
         method="master",
         client_ip=str(client_ip) if client_ip else None,
     )
@@ -146,7 +150,7 @@ async def identify(rt: Runtime, credential: str | None, client_ip: Address | Non
             "No API key was sent.",
             "Send your key as the X-API-Key header, as Authorization: Bearer <key>, "
             "or as ?api_key=<key>; create one with `convertd keys create --name NAME`.",
-            4013,
+            CredentialCode.MISSING,
         )
     if credential.startswith(keys.MASTER_PREFIX):
         return await _master(rt, credential, client_ip)
@@ -169,6 +173,8 @@ def check_plan(principal: Principal) -> None:
 
 async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.RateState:
     """Count `cost` calls against the caller's rate limits, or refuse with 429."""
+    per_minute: int | None
+    per_day: int | None
     if principal.method == "master":
         scope, per_minute, per_day = f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None
     else:
@@ -200,16 +206,12 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
     """Count the call against the rate limits, then spend one request of an access token."""
     state = await limit(rt, principal)
     if principal.access_token_id is not None:
-        left = await rt.pool.fetchval(
-            "UPDATE access_tokens SET requests_left = requests_left - 1"
-            " WHERE id = $1 AND requests_left > 0 AND valid_until > now() RETURNING requests_left",
-            principal.access_token_id,
-        )
+        left = await credentials.spend_token_request(rt.pool, principal.access_token_id)
         if left is None:
             raise unauthenticated(
                 "The access token has no requests left.",
                 "Create a new token with POST /v1/token/create (or createAccessTokens).",
-                4011,
+                CredentialCode.INVALID_ACCESS_TOKEN,
             )
     key = principal.key
     if key is None:
@@ -217,11 +219,11 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
     # The call is counted on the key in the same trip that reads the key, its account and
     # its plan as they are now: an answer from the auth cache that is no longer true (the
     # notification of a change not yet heard) is caught here, on the very next call.
-    row = await rt.pool.fetchrow(_CHARGE_KEY, key.id)
+    counted = await credentials.count_key_call(rt.pool, key.id)
     legacy = _LEGACY_CODES[principal.method]
-    if row is None:  # deleted with its account meanwhile
+    if counted is None:  # deleted with its account meanwhile
         raise unauthenticated("The API key is not valid.", "Create a new key and use it instead.", legacy)
-    fresh = _from_key_row(row, principal.method, None, legacy)
+    fresh = _from_holder(counted, principal.method, None, legacy)
     if _decisive(fresh) != _decisive(principal):
         if rt.auth_cache is not None:
             rt.auth_cache.clear()
@@ -229,15 +231,12 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
     return dataclasses.replace(principal, key=fresh.key, rate=state)
 
 
-_CHARGE_KEY = """
-UPDATE api_keys k SET usage_count = k.usage_count + 1, last_used_at = now()
-FROM accounts a JOIN plans p ON p.name = a.plan
-WHERE k.id = $1 AND a.id = k.account_id
-RETURNING k.*, a.name AS account_name, a.active, p.name AS plan_name, p.api_access,
-          p.calls_per_day, p.calls_per_minute, p.max_file_size, p.conversions,
-       p.retention, p.storage_quota, p.max_pending, p.max_running
-"""
-_LEGACY_CODES = {"api_key": 4010, "jwt": 4012, "access_token": 4011, "master": 4010}
+_LEGACY_CODES = {
+    "api_key": CredentialCode.INVALID_KEY,
+    "jwt": CredentialCode.INVALID_JWT,
+    "access_token": CredentialCode.INVALID_ACCESS_TOKEN,
+    "master": CredentialCode.INVALID_KEY,
+}
 
 
 def _decisive(principal: Principal) -> tuple[object, ...]:
@@ -270,7 +269,7 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
         raise unauthenticated(
             "The master token is never accepted in a URL.",
             "Send it as Authorization: Bearer <token>: URLs end up in proxy and server logs.",
-            4010,
+            CredentialCode.INVALID_KEY,
         )
     principal = await identify(rt, info.credential, client_ip)
     info.trace.account_id = principal.account_id
@@ -280,12 +279,11 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     try:
         return await charge(rt, principal)
     except _Stale as stale:
-        # admitted on what was true a moment ago: decide again on what is true now (this
-        # call was counted once already, and stays counted)
-        fresh = dataclasses.replace(
-            stale.fresh,
-            client_ip=principal.client_ip,
-            access_token_id=principal.access_token_id,
-        )
+        # admitted on what was true a moment ago: identify and decide again on what is true
+        # now, from the database (charge() cleared the cache). Identify too, not only admit:
+        # a JWT signed with a secret rotated meanwhile fails its signature check there. This
+        # call was counted once already, and stays counted.
+        fresh = await identify(rt, info.credential, client_ip)
+        fresh = dataclasses.replace(fresh, rate=stale.fresh.rate)
         _admit(fresh, info, client_ip)
         return fresh

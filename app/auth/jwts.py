@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from app.auth import network
-from app.errors import ConvertdError, ErrorCode
+from app.errors import ConvertdError, CredentialCode, ErrorCode
 
 ALGORITHM = "HS256"
 LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
@@ -23,7 +23,7 @@ MAX_MINTED_LIFETIME = 24 * 3600  # server-minted tokens are for short-lived brow
 
 
 def refused(message: str, hint: str) -> ConvertdError:
-    return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=4012)
+    return ConvertdError(ErrorCode.UNAUTHENTICATED, message, hint, legacy_code=CredentialCode.INVALID_JWT)
 
 
 def looks_like_jwt(credential: str) -> bool:
@@ -93,7 +93,20 @@ def verify(
         ) from exc
     except jwt.InvalidTokenError as exc:
         raise refused("The JWT is malformed.", "Check the token's encoding and claims.") from exc
-    now = time.time() if now is None else now
+    _check_times(claims, time.time() if now is None else now, max_lifetime)
+    allowed = claims.get("clientIp")
+    if allowed not in (None, ""):
+        entries = allowed.split(",") if isinstance(allowed, str) else []
+        if not network.in_any(client_ip, entries):
+            raise refused(
+                f"This JWT may only be used from {allowed}; the request came from {client_ip}.",
+                "Mint a token for the address this client really uses (or leave clientIp out).",
+            )
+    return claims
+
+
+def _check_times(claims: dict[str, Any], now: float, max_lifetime: int) -> None:
+    """exp, nbf and iat: present where required, whole seconds, and within their bounds."""
     exp = claims.get("exp")
     if exp is None:
         raise refused("The JWT has no exp claim.", "Add exp (Unix time) to the payload; it is required.")
@@ -122,15 +135,6 @@ def verify(
             f"The JWT's lifetime (exp - iat) is over the {max_lifetime} s this server allows.",
             "Sign shorter-lived tokens and sign new ones as they run out.",
         )
-    allowed = claims.get("clientIp")
-    if allowed not in (None, ""):
-        entries = allowed.split(",") if isinstance(allowed, str) else []
-        if not network.in_any(client_ip, entries):
-            raise refused(
-                f"This JWT may only be used from {allowed}; the request came from {client_ip}.",
-                "Mint a token for the address this client really uses (or leave clientIp out).",
-            )
-    return claims
 
 
 def _number(value: object) -> bool:

@@ -30,13 +30,14 @@ class Operation:
 
 OPERATIONS = (
     Operation("formats", ("/v1/formats",), ("formats", "formatOptions")),
-    Operation("upload", ("/v1/upload",), ("upload",)),
-    Operation("convert", ("/v1/convert",), ("convert",)),
+    # the ConvertAPI routes (app/api/rest_convertapi.py) are the same operations as REST's
+    Operation("upload", ("/v1/upload", "/convertapi/upload"), ("upload",)),
+    Operation("convert", ("/v1/convert", "/convertapi/convert/{src}/to/{dst}"), ("convert",)),
     Operation("status", ("/v1/status/{job_id}", "/v1/events/{job_id}"), ("job", "jobs", "jobUpdates")),
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
     Operation("delete", ("/v1/jobs/{job_id}",), ("deleteJob",)),
     Operation("download", ("/v1/download/{job_id}",)),
-    Operation("key info", ("/v1/keys/me",), ("me", "quota")),
+    Operation("key info", ("/v1/keys/me", "/convertapi/user"), ("me", "quota")),
     # a key mints only for itself, the master token for any key of its account (services/tokens.py)
     Operation("jwt", ("/v1/token/jwt",), ("createJwt",), secret_key=True, master_too=True),
     Operation(
@@ -61,7 +62,10 @@ _BY_ROUTE = {route: op for op in OPERATIONS for route in op.rest}
 _BY_FIELD = {field: op for op in OPERATIONS for field in op.graphql}
 # introspection and __typename reveal nothing an endpoint restriction protects
 INTROSPECTION = frozenset({"__schema", "__type"})  # CONVERTD_INTROSPECTION=0 refuses these
-OPEN_FIELDS = frozenset({"__typename", *INTROSPECTION})
+OPEN_FIELDS = frozenset({"__typename", *INTROSPECTION})  # no operation: never counted or refused
+# What a caller with no valid credentials may ask GraphQL for: nothing else. The list is
+# explicit so that a new root field is closed to anonymous callers by default.
+ANONYMOUS_FIELDS = frozenset({"__typename", *INTROSPECTION})
 
 
 def for_route(template: str) -> Operation:

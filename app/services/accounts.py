@@ -10,6 +10,7 @@ from app.auth import keys
 from app.errors import not_found
 from app.models import ApiKey, Plan
 from app.services import quota as quota_service
+from app.services.credentials import ACCOUNTS_JOIN_PLANS, PLAN_COLUMNS
 
 if TYPE_CHECKING:
     import asyncpg
@@ -44,10 +45,7 @@ class Consumption:
 
 async def get_account(pool: asyncpg.Pool, account_id: int) -> Account:
     row = await pool.fetchrow(
-        "SELECT a.*, p.name AS plan_name, p.api_access, p.calls_per_day, p.calls_per_minute,"
-        " p.max_file_size, p.conversions, p.retention, p.storage_quota, p.max_pending, p.max_running"
-        " FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = $1",
-        account_id,
+        f"SELECT a.*, {PLAN_COLUMNS} FROM {ACCOUNTS_JOIN_PLANS} WHERE a.id = $1", account_id
     )
     if row is None:
         raise not_found("Account")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from app.db import Conn
 from app.errors import ConvertdError, ErrorCode
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ async def spend(pool: asyncpg.Pool, principal: Principal) -> None:
             )
 
 
-async def refund(conn: asyncpg.Connection, account_id: int, key_id: int | None) -> None:
+async def refund(conn: Conn, account_id: int, key_id: int | None) -> None:
     """Give back the conversion of a job that failed: only finished work is charged.
 
     Runs on the caller's connection, inside the transaction that ended the job, so a job

@@ -14,19 +14,16 @@ and may be passed by the requests in flight at the instant it is reached.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from app import metrics
+from app.db import Conn
 from app.errors import ConvertdError, ErrorCode
 from app.services import allowance
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from app.auth.principal import Principal
     from app.models import Upload
     from app.runtime import Runtime
@@ -72,7 +69,7 @@ async def admit(rt: Runtime, principal: Principal) -> None:
 @contextlib.asynccontextmanager
 async def admission(
     rt: Runtime, principal: Principal, fresh_uploads: Sequence[Upload]
-) -> AsyncIterator[asyncpg.Connection]:
+) -> AsyncIterator[Conn]:
     """The connection to insert the job on, with the account's cap held until it commits.
 
     Refused here (a request that raced others past `admit`), the conversion already charged
@@ -98,10 +95,5 @@ async def admission(
             await conn.execute(
                 "DELETE FROM uploads WHERE id = ANY($1::bigint[])", [u.id for u in fresh_uploads]
             )
-        await asyncio.to_thread(_delete_files, rt, fresh_uploads)
+        await rt.storage.files.delete([u.storage_path for u in fresh_uploads])
         raise refused
-
-
-def _delete_files(rt: Runtime, uploads: Sequence[Upload]) -> None:
-    for u in uploads:
-        shutil.rmtree(rt.storage.path(u.storage_path).parent, ignore_errors=True)

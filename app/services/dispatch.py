@@ -295,7 +295,9 @@ class FairQueue(RedisQueue):
         return job if added else None
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
-        job_id = await self.redis.blmove(self._queued, self._taking, timeout, "LEFT", "RIGHT")
+        queued, taking = self._queued, self._taking
+        # Redis 6+ takes fractions of a second here; redis-py annotates the timeout as int
+        job_id = await self.redis.blmove(queued, taking, timeout, "LEFT", "RIGHT")  # type: ignore[arg-type]  # float ok
         if job_id is None:
             return None
         async with self._op_sem:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, logs
-from app.errors import ConvertdError, ErrorCode, not_found
+from app.db import Executor
+from app.errors import ConvertdError, CredentialCode, ErrorCode, not_found
 from app.models import Job, JobStatus
 from app.outages import is_outage
-from app.services import allowance, backpressure, storage_use, uploads, webhooks
+from app.services import allowance, backpressure, storage_use, uploads, url_import, webhooks
 from app.services.dispatch import FairQueue, Position
 from app.services.formats import request_errors
 from converters.base import ConversionError
@@ -25,7 +26,7 @@ from converters.registry import normalize_format, registry
 from converters.sniff import check_declared
 
 if TYPE_CHECKING:
-    from asyncpg import Connection, Pool, Record
+    from asyncpg import Record
 
     from app.auth.principal import Principal
     from app.runtime import Runtime
@@ -44,7 +45,8 @@ def _required(value: str | None, field: str, hint: str) -> str:
     return value.strip().lower()
 
 
-def parse_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+def parse_options(options: object) -> dict[str, Any]:
+    """The options as sent (a JSON text from a form, any JSON value from GraphQL) as a dict."""
     if options is None or options == "":
         return {}
     if isinstance(options, str):
@@ -92,19 +94,30 @@ async def convert(
     *,
     filetype: str | None,
     output_format: str | None,
-    options: Mapping[str, Any] | str | None = None,
+    options: object = None,  # checked by parse_options
     files: Sequence[IncomingFile] = (),
     file_paths: Sequence[str] = (),
     input_format: str | None = None,
     webhook_url: str | None = None,
     base_url: str | None = None,
     wait: object = None,
+    url: str | None = None,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job.
 
     With `wait` (seconds) the job is returned when it ends or when the wait runs out,
     whichever comes first; it is a job like any other either way (quota, history, events).
+    With `url` the input is fetched from there first (app/services/url_import.py) and is
+    then one more received file, checked and stored like an upload.
+
+    Long on purpose: it reads top to bottom in the order of the checks, every refusal
+    before anything is charged, stored or queued.
     """
+    if url is not None and url.strip():
+        request = {"filetype": filetype, "output_format": output_format, "options": options, "files": files,
+                   "file_paths": file_paths, "input_format": input_format, "webhook_url": webhook_url,
+                   "base_url": base_url, "wait": wait}  # fmt: skip
+        return await _convert_from_url(rt, principal, url, request)
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -114,50 +127,36 @@ async def convert(
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
             "No input file.",
-            hint="Send the file as 'file', or pass 'file_path' from an earlier upload.",
+            hint="Send the file as 'file', pass 'file_path' from an earlier upload, or 'url' to import.",
             field="file",
         )
     uploads.check_size(rt, principal, list(files))
     stored = [await uploads.find(rt, principal, p) for p in file_paths]
-    inputs: list[tuple[str, Path]] = [
+    # each input's format, and where to read it: a file just received, or a stored upload's key
+    inputs: list[tuple[str, Path | str]] = [
         (_format_of(f.filename, f.extension, input_format), f.path) for f in files
-    ] + [
-        (_format_of(u.file_name, u.extension, input_format), rt.storage.path(u.storage_path)) for u in stored
-    ]
-    with request_errors():
-        converter = registry().find(filetype, inputs[0][0], output_format)
-        for fmt, _ in inputs[1:]:
-            if registry().find(filetype, fmt, output_format) is not converter:
-                raise ConvertdError(
-                    ErrorCode.UNSUPPORTED_CONVERSION,
-                    "These inputs cannot be combined into one output.",
-                    hint="Send inputs of formats one converter reads together.",
-                )
-        values = registry().validate(filetype, inputs[0][0], output_format, values)
-    if len(inputs) > 1 and not converter.multi_input:
-        raise ConvertdError(
-            ErrorCode.BAD_REQUEST,
-            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
-            hint="Send one file per conversion.",
-            field="file",
-        )
-    if not converter.content_agnostic:
-        for fmt, path in inputs:
-            _check_content(path, fmt)
+    ] + [(_format_of(u.file_name, u.extension, input_format), u.storage_path) for u in stored]
+    values = await _check_conversion(rt, filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
     await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
-    fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    try:
+        fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    except BaseException:
+        # the store (or database) failed: the caller gets a 503 and tries again, uncharged
+        async with rt.pool.acquire() as refunding, refunding.transaction():
+            await allowance.refund(
+                refunding, principal.account_id, principal.key.id if principal.key else None
+            )
+        raise
     stored += fresh
     # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
     async with backpressure.admission(rt, principal, fresh) as conn:
         row = await conn.fetchrow(
-            "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-            " options, input_uploads, webhook_url, public_base, request_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            _INSERT_JOB,
             principal.account_id,
             principal.key.id if principal.key else None,
             filetype,
@@ -174,9 +173,68 @@ async def convert(
         await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
     except Exception as exc:
         if is_outage(exc):
-            await _withdraw(rt, job, row["api_key_id"])
+            await _withdraw(rt, job, principal.key.id if principal.key else None)
         raise
     return await settle(rt, principal, job, seconds) if seconds else job
+
+
+async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request: dict[str, Any]) -> Job:
+    """convert() with one more input fetched from `url`; what needs no input is checked
+    before anything is downloaded."""
+    _wait_seconds(request["wait"])
+    webhooks.check_url(request["webhook_url"])
+    _required(request["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
+    _required(request["output_format"], "output_format", "The target extension, e.g. webp.")
+    parse_options(request["options"])
+    await backpressure.admit(rt, principal)
+    await storage_use.check_quota(rt, principal, 0)
+    async with url_import.imported(rt, principal, url) as incoming:
+        return await convert(rt, principal, **{**request, "files": [*request["files"], incoming]})
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
+    " options, input_uploads, webhook_url, public_base, request_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *"
+)
+
+
+async def _check_conversion(
+    rt: Runtime,
+    filetype: str,
+    output_format: str,
+    inputs: list[tuple[str, Path | str]],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Refuse what the converter cannot do with these inputs (formats that do not go
+    together, several files for a one-input converter, content that is not its format);
+    return the options validated against its schema, defaults filled in. An input is a file
+    just received, or a stored upload's key (read through the file store)."""
+    with request_errors():
+        converter = registry().find(filetype, inputs[0][0], output_format)
+        for fmt, _ in inputs[1:]:
+            if registry().find(filetype, fmt, output_format) is not converter:
+                raise ConvertdError(
+                    ErrorCode.UNSUPPORTED_CONVERSION,
+                    "These inputs cannot be combined into one output.",
+                    hint="Send inputs of formats one converter reads together.",
+                )
+        values = registry().validate(filetype, inputs[0][0], output_format, options)
+    if len(inputs) > 1 and not converter.multi_input:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A {filetype} conversion to {output_format} takes one input file, not {len(inputs)}.",
+            hint="Send one file per conversion.",
+            field="file",
+        )
+    if not converter.content_agnostic:
+        for fmt, where in inputs:
+            if isinstance(where, Path):
+                _check_content(where, fmt)
+                continue
+            async with rt.storage.readable(where) as path:
+                _check_content(path, fmt)
+    return values
 
 
 async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
@@ -191,6 +249,7 @@ async def _withdraw(rt: Runtime, job: Job, key_id: int | None) -> None:
 
 
 MAX_WAIT = 60
+JOBS_PAGE = 20  # jobs per page unless the caller says `first`
 
 
 def _wait_seconds(wait: object) -> float:
@@ -288,7 +347,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_for(
-    rt: Runtime, principal: Principal, *, first: int = 20, after: str | None = None
+    rt: Runtime, principal: Principal, *, first: int = JOBS_PAGE, after: str | None = None
 ) -> JobPage:
     """The caller's jobs, newest first, `first` at a time."""
     if not 1 <= first <= 100:
@@ -317,7 +376,7 @@ async def list_for(
 
 @dataclasses.dataclass(frozen=True)
 class Download:
-    path: Path
+    key: str  # the output's key in the file store (app/stores/)
     filename: str
 
 
@@ -349,7 +408,7 @@ async def download(
             ErrorCode.UNAUTHENTICATED,
             "No API key was sent.",
             hint="Send your API key, or use the signed download_url from the job status.",
-            legacy_code=4013,
+            legacy_code=CredentialCode.MISSING,
         )
     if job.status is JobStatus.FAILED:
         raise ConvertdError(
@@ -365,7 +424,7 @@ async def download(
             f"The job is {job.status.value}; its output is not ready yet.",
             hint="Wait for status 'finished' (subscribe to jobUpdates or poll /v1/status).",
         )
-    return Download(rt.storage.path(job.output_path), job.output_name or "output")
+    return Download(job.output_path, job.output_name or "output")
 
 
 async def fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) -> Job:
@@ -407,7 +466,7 @@ async def save_change(rt: Runtime, job_id: uuid.UUID, **fields: Any) -> Job:
     return await announce(rt, Job.from_row(row))
 
 
-async def _update(conn: Connection | Pool, job_id: uuid.UUID, **fields: Any) -> Record | None:
+async def _update(conn: Executor, job_id: uuid.UUID, **fields: Any) -> Record | None:
     """The job's row after the change, or None when it had already ended (it is kept as it was)."""
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
     return await conn.fetchrow(
@@ -456,7 +515,7 @@ async def cancel(rt: Runtime, principal: Principal, job_id: str) -> Job:
     )
 
 
-async def watch(rt: Runtime, principal: Principal, job_id: str) -> AsyncIterator[Job]:
+async def watch(rt: Runtime, principal: Principal, job_id: str | uuid.UUID) -> AsyncIterator[Job]:
     """The job as it stands, then each change, ending at a terminal status.
 
     The listener is registered before the job is read, so a change made in between is

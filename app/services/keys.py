@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.auth import keys
 from app.auth.network import parse_network
 from app.auth.restrictions import RESTRICTION_TYPES, host_of
+from app.db import Conn, Executor
 from app.errors import ConvertdError, ErrorCode, not_found
 from app.models import ApiKey, Plan
 from app.services import quota
@@ -45,6 +46,21 @@ class KeySpec:
     conversion_limit: int | None = None
 
 
+# What a key's owner may change after creation (PATCH /v1/account/keys/{id}, updateKey).
+# Not its environment: the key's secret starts with it (sk_live_, sk_test_), so a key keeps
+# it for life; update_key refuses a different one with a hint.
+EDITABLE_FIELDS = (
+    "name",
+    "environment",  # accepted only unchanged, see update_key
+    "restriction_type",
+    "allowed_ips",
+    "allowed_domains",
+    "allowed_endpoints",
+    "conversion_limit",
+)
+CREATE_FIELDS = tuple(f.name for f in dataclasses.fields(KeySpec) if f.name != "name")
+
+
 @dataclasses.dataclass(frozen=True)
 class CreatedKey:
     key: ApiKey
@@ -57,8 +73,23 @@ def bad(message: str, hint: str, field: str) -> ConvertdError:
     return ConvertdError(ErrorCode.BAD_REQUEST, message, hint, field=field)
 
 
+def _texts(values: Any, field: str) -> list[str]:
+    """A list of strings from a JSON body, or 400 (the validators below read strings)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise bad(f"'{field}' must be a list of strings.", f'e.g. "{field}": ["..."]', field)
+    return list(values)
+
+
+def _text(value: Any, field: str) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise bad(f"'{field}' must be a string.", "Send it as a JSON string.", field)
+    return value
+
+
 def _name(name: str) -> str:
-    name = (name or "").strip()
+    name = (_text(name, "name") or "").strip()
     if not name or len(name) > 200:
         raise bad("A key needs a name of 1 to 200 characters.", "e.g. --name 'My Production Key'", "name")
     return name
@@ -66,7 +97,7 @@ def _name(name: str) -> str:
 
 def _ips(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_ips"):
         try:
             out.append(str(parse_network(value)))
         except ValueError as exc:
@@ -80,7 +111,7 @@ def _ips(values: Sequence[str]) -> list[str]:
 
 def _domains(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_domains"):
         text = value.strip().lower()
         wildcard = text.startswith("*.")
         host = host_of(text[2:] if wildcard else text)
@@ -97,9 +128,9 @@ def _domains(values: Sequence[str]) -> list[str]:
 
 def _endpoints(values: Sequence[str]) -> list[str]:
     out = []
-    for value in values or ():
+    for value in _texts(values, "allowed_endpoints"):
         text = value.strip()
-        if not (text.startswith("/v1/") or _FIELD.match(text)):
+        if not (text.startswith(("/v1/", "/convertapi/")) or _FIELD.match(text)):
             raise bad(
                 f"'{value}' is neither a REST path nor a GraphQL field.",
                 "Give paths such as /v1/convert or GraphQL root fields such as convert or jobUpdates.",
@@ -110,6 +141,7 @@ def _endpoints(values: Sequence[str]) -> list[str]:
 
 
 def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
+    kind = _text(kind, "restriction_type")
     if kind is None:
         if ips and domains:
             raise bad(
@@ -129,19 +161,23 @@ def _restriction(kind: str | None, ips: list[str], domains: list[str]) -> str:
     return kind
 
 
-def _limit(value: int | None) -> int | None:
+def _conversion_limit(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise bad(
+            "The conversion limit must be a whole number.", "Give 0 or more, or null.", "conversion_limit"
+        )
     if value is not None and value < 0:
         raise bad("The conversion limit cannot be negative.", "Give 0 or more, or none.", "conversion_limit")
     return value
 
 
 def _environment(value: str) -> str:
-    if value not in keys.ENVIRONMENTS:
+    if not isinstance(value, str) or value not in keys.ENVIRONMENTS:
         raise bad(f"Unknown environment '{value}'.", "One of: live, test.", "environment")
     return value
 
 
-async def _check_plan(conn: asyncpg.Connection, plan: str) -> None:
+async def _check_plan(conn: Conn, plan: str) -> None:
     if not await conn.fetchval("SELECT 1 FROM plans WHERE name = $1", plan):
         names = [r["name"] for r in await conn.fetch("SELECT name FROM plans ORDER BY name")]
         raise ConvertdError(ErrorCode.BAD_REQUEST, f"Unknown plan '{plan}'.", f"Plans: {', '.join(names)}.")
@@ -166,7 +202,7 @@ async def create_account_with_key(
 
 
 async def create_key(
-    pool: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, *, server_secret: str | None
+    pool: Executor, account_id: int, spec: KeySpec, *, server_secret: str | None
 ) -> CreatedKey:
     if not await pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id):
         raise not_found("Account")
@@ -174,7 +210,7 @@ async def create_key(
 
 
 async def _insert_key(
-    conn: asyncpg.Pool | asyncpg.Connection, account_id: int, spec: KeySpec, server_secret: str | None
+    conn: Executor, account_id: int, spec: KeySpec, server_secret: str | None
 ) -> CreatedKey:
     ips, domains = _ips(spec.allowed_ips), _domains(spec.allowed_domains)
     environment = _environment(spec.environment)
@@ -192,7 +228,7 @@ async def _insert_key(
         ips,
         domains,
         _endpoints(spec.allowed_endpoints),
-        _limit(spec.conversion_limit),
+        _conversion_limit(spec.conversion_limit),
     )
     key = ApiKey.from_row(row)
     signing = keys.signing_secret(server_secret, key.kid) if server_secret else None
@@ -223,6 +259,7 @@ async def update_key(
     key_id: int,
     *,
     name: str = KEEP,
+    environment: str = KEEP,
     restriction_type: str | None = KEEP,
     allowed_ips: Sequence[str] = KEEP,
     allowed_domains: Sequence[str] = KEEP,
@@ -231,6 +268,13 @@ async def update_key(
 ) -> ApiKey:
     """Change what is given; the result is validated as a whole, as at creation."""
     key = await _get(pool, account_id, key_id)
+    if environment is not KEEP and environment != key.environment:
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"A key's environment cannot change (this key is {key.environment}).",
+            hint=f"Create a new key with environment '{environment}' and revoke this one.",
+            field="environment",
+        )
 
     def pick(new: Any, old: Any) -> Any:
         return old if new is KEEP else new
@@ -248,7 +292,7 @@ async def update_key(
         ips,
         domains,
         _endpoints(pick(allowed_endpoints, key.allowed_endpoints)),
-        _limit(pick(conversion_limit, key.conversion_limit)),
+        _conversion_limit(pick(conversion_limit, key.conversion_limit)),
     )
     return ApiKey.from_row(row)
 

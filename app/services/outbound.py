@@ -1,11 +1,12 @@
-"""Calls the service makes to URLs its callers chose (webhooks today): only to the public
+"""Calls the service makes to URLs its callers chose (webhooks, URL import): only to the public
 internet unless the operator opts in, and only to the address that was checked.
 
 A URL is resolved once; every address it resolves to must be globally routable (loopback,
 private ranges, link-local and cloud metadata, 100.64.0.0/10 and the other special ranges
 are refused), and the connection goes to those very addresses through a resolver that
 knows no others, so a DNS answer that changes between the check and the connection (DNS
-rebinding) changes nothing. Redirects are never followed.
+rebinding) changes nothing. Redirects are never followed here: a caller that follows
+them (app/services/url_import.py) checks each new host afresh.
 `CONVERTD_ALLOW_PRIVATE_URLS=1` lets the service reach private addresses (closed networks,
 tests).
 """
@@ -63,8 +64,12 @@ class _Pinned(AbstractResolver):
         pass
 
 
-async def session(url_host: str, port: int, *, allow_private: bool, timeout: float) -> aiohttp.ClientSession:
+async def session(
+    url_host: str, port: int, *, allow_private: bool, timeout: float, connect: float | None = None
+) -> aiohttp.ClientSession:
     """A client session that can only connect to `url_host`'s checked addresses."""
     results = await resolve(url_host, port, allow_private=allow_private)
     connector = aiohttp.TCPConnector(resolver=_Pinned(results), use_dns_cache=False)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
+    )

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,24 +103,14 @@ async def _convert(
     changes: asyncio.Queue[Job] | None,
 ) -> Job:
     job_id = job.id
-    # the first progress write waits an interval too: a job done within it (most are) costs
-    # no progress write, publish or event at all, only its start and its end
-    last = {"value": 0.0, "at": time.monotonic()}
-
-    async def on_progress(fraction: float) -> None:
-        now = time.monotonic()
-        if fraction - last["value"] >= PROGRESS_STEP and now - last["at"] >= PROGRESS_INTERVAL:
-            last.update(value=fraction, at=now)
-            await save_change(rt, job_id, progress=min(max(fraction, 0.0), 0.99))
-
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(max(rt.settings.queue.heartbeat / 3, 0.5))
-            await touch()
-
-    beat = asyncio.create_task(heartbeat())
+    on_progress = _progress_saver(rt, job_id)
+    beat = asyncio.create_task(_heartbeat(rt, touch))
     try:
-        async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
+        attempt = f"{job_id}-{job.attempts}"
+        keys = [u["storage_path"] for u in uploads]
+        # inputs in an object store are downloaded to this machine first: the sandbox
+        # works on local files only
+        async with rt.storage.inputs(attempt, keys) as paths, rt.storage.workdir(attempt) as workdir:
             # LibreOffice work reaches this worker's warm pool through a door bound to the
             # job's account (converters/office_broker.py); a no-op when no pool runs here
             door = (
@@ -133,14 +124,14 @@ async def _convert(
                     job.input_format,
                     job.output_format,
                     job.options,
-                    [rt.storage.path(u["storage_path"]) for u in uploads],
+                    paths,
                     workdir,
                     on_progress,
                 )
                 result = await _unless_ended(conversion, changes)
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
-            relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)
+            relative = await rt.storage.store_output(result.path, job.account_id, str(job_id), name)
         return await save_change(
             rt,
             job_id,
@@ -169,6 +160,29 @@ async def _convert(
         )
     finally:
         beat.cancel()
+
+
+def _progress_saver(rt: Runtime, job_id: uuid.UUID) -> Callable[[float], Awaitable[None]]:
+    """The converter's progress, saved at most every PROGRESS_STEP and PROGRESS_INTERVAL.
+
+    The first write waits an interval too: a job done within it (most are) costs no
+    progress write, publish or event at all, only its start and its end."""
+    last = {"value": 0.0, "at": time.monotonic()}
+
+    async def on_progress(fraction: float) -> None:
+        now = time.monotonic()
+        if fraction - last["value"] >= PROGRESS_STEP and now - last["at"] >= PROGRESS_INTERVAL:
+            last.update(value=fraction, at=now)
+            await save_change(rt, job_id, progress=min(max(fraction, 0.0), 0.99))
+
+    return on_progress
+
+
+async def _heartbeat(rt: Runtime, touch: Callable[[], Awaitable[None]]) -> None:
+    """Tell the queue the job is alive, three times per heartbeat period, until cancelled."""
+    while True:
+        await asyncio.sleep(max(rt.settings.queue.heartbeat / 3, 0.5))
+        await touch()
 
 
 def _uses_office(job: Job) -> bool:
@@ -215,7 +229,5 @@ async def _unless_ended(conversion: Awaitable[Result], changes: asyncio.Queue[Jo
     return work.result()  # the conversion's result or its error
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

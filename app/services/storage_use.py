@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.db import Executor
 from app.errors import ConvertdError, ErrorCode
 from app.services.plans import human_duration
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from app.auth.principal import Principal
     from app.models import Job
     from app.runtime import Runtime
@@ -26,12 +25,14 @@ class StorageUse:
         return dataclasses.asdict(self)
 
 
-async def used_bytes(conn: asyncpg.Pool | asyncpg.Connection, account_id: int) -> int:
-    return await conn.fetchval(
-        "SELECT ((SELECT coalesce(sum(file_size), 0) FROM uploads WHERE account_id = $1)"
-        " + (SELECT coalesce(sum(output_size), 0) FROM jobs"
-        "    WHERE account_id = $1 AND output_path IS NOT NULL))::bigint",
-        account_id,
+async def used_bytes(conn: Executor, account_id: int) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT ((SELECT coalesce(sum(file_size), 0) FROM uploads WHERE account_id = $1)"
+            " + (SELECT coalesce(sum(output_size), 0) FROM jobs"
+            "    WHERE account_id = $1 AND output_path IS NOT NULL))::bigint",
+            account_id,
+        )
     )
 
 

@@ -12,12 +12,18 @@ from app.auth.network import parse_network
 from app.errors import ConvertdError, ErrorCode, not_found
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from app.auth.principal import Principal
     from app.runtime import Runtime
 
 MAX_REQUEST_COUNT = 999_999_999
 MAX_LIFETIME = 315_569_520  # ten years, in seconds
 MAX_TOKENS_PER_CALL = 100
+# what an access token gets when the request leaves it out (REST and GraphQL alike)
+DEFAULT_REQUEST_COUNT = 1
+DEFAULT_LIFETIME = 3600  # an hour
+DEFAULT_TOKENS_PER_CALL = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +91,23 @@ async def create_jwt(
             hint=f"Send the calling key's own kid ({own}), or mint with the account's master token.",
         )
     row = await rt.pool.fetchrow(
-        "SELECT revoked_at, jwt_secret_version FROM api_keys WHERE kid = $1 AND account_id = $2",
+        "SELECT kid, revoked_at, jwt_secret_version FROM api_keys WHERE kid = $1 AND account_id = $2",
         ident,
         principal.account_id,
     )
+    return _mint(row, rt.settings.secret, expires_in, _client_ips(client_ip))
+
+
+async def mint_for_key(pool: asyncpg.Pool, server_secret: str, key_id: int, expires_in: object) -> MintedJwt:
+    """A JWT for the key `key_id`, for the operator (`convertd keys jwt`): a browser page
+    gets a short-lived credential without anyone handling the key's secret."""
+    row = await pool.fetchrow(
+        "SELECT kid, revoked_at, jwt_secret_version FROM api_keys WHERE id = $1", key_id
+    )
+    return _mint(row, server_secret, expires_in, None)
+
+
+def _mint(row: asyncpg.Record | None, server_secret: str, expires_in: object, ips: str | None) -> MintedJwt:
     if row is None:
         raise not_found("Key")
     if row["revoked_at"] is not None:
@@ -100,8 +119,8 @@ async def create_jwt(
         "ExpiresInSec",
         "JWTs are for short-lived use: at most a day.",
     )
-    ips = _client_ips(client_ip)
-    secret = keys.signing_secret(rt.settings.secret, ident, row["jwt_secret_version"])
+    ident = row["kid"]
+    secret = keys.signing_secret(server_secret, ident, row["jwt_secret_version"])
     now = datetime.now(UTC)
     token = jwts.mint(ident, secret, lifetime, ips, now=now.timestamp())
     return MintedJwt(token, ident, now.replace(microsecond=0) + timedelta(seconds=lifetime), ips)
@@ -111,14 +130,31 @@ async def create_access_tokens(
     rt: Runtime,
     principal: Principal,
     *,
-    request_count: object = 1,
-    lifetime: object = 3600,
-    count: object = 1,
+    request_count: object = None,
+    lifetime: object = None,
+    count: object = None,
 ) -> list[AccessToken]:
-    requests = _between(request_count, 1, MAX_REQUEST_COUNT, "RequestCount", "The default is 1.")
-    seconds = _between(lifetime, 1, MAX_LIFETIME, "Lifetime", "Seconds; the default is 3600 (an hour).")
+    """None (left out of the request): the default of each."""
+    requests = _between(
+        DEFAULT_REQUEST_COUNT if request_count is None else request_count,
+        1,
+        MAX_REQUEST_COUNT,
+        "RequestCount",
+        f"The default is {DEFAULT_REQUEST_COUNT}.",
+    )
+    seconds = _between(
+        DEFAULT_LIFETIME if lifetime is None else lifetime,
+        1,
+        MAX_LIFETIME,
+        "Lifetime",
+        f"Seconds; the default is {DEFAULT_LIFETIME} (an hour).",
+    )
     how_many = _between(
-        count, 1, MAX_TOKENS_PER_CALL, "Count", "How many tokens to create; the default is 1."
+        DEFAULT_TOKENS_PER_CALL if count is None else count,
+        1,
+        MAX_TOKENS_PER_CALL,
+        "Count",
+        f"How many tokens to create; the default is {DEFAULT_TOKENS_PER_CALL}.",
     )
     assert principal.key is not None  # creating tokens needs the secret key (app/auth/operations.py)
     valid_until = datetime.now(UTC) + timedelta(seconds=seconds)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+REQUEST_LOG_PAGE = 50  # lines per page of the request log unless the caller says `first`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id)
 
 
 async def statistics(rt: Runtime, principal: Principal, days: int = 30) -> Statistics:
-    if not 1 <= days <= 366:
+    if not _whole(days) or not 1 <= days <= 366:  # the REST layer passes on what is not a number
         raise ConvertdError(
             ErrorCode.BAD_REQUEST, "'days' must be from 1 to 366.", "e.g. days=30", field="days"
         )
@@ -198,10 +199,10 @@ def _after(cursor: str | None) -> int | None:
 
 
 async def request_log(
-    rt: Runtime, principal: Principal, *, first: int = 50, after: str | None = None
+    rt: Runtime, principal: Principal, *, first: int = REQUEST_LOG_PAGE, after: str | None = None
 ) -> LogPage:
     """The account's requests, newest first."""
-    if not 1 <= first <= 500:
+    if not _whole(first) or not 1 <= first <= 500:
         raise ConvertdError(ErrorCode.BAD_REQUEST, "'first' must be from 1 to 500.", "Page with 'after'.")
     await rt.request_log.flush()
     rows = await rt.pool.fetch(
@@ -214,3 +215,7 @@ async def request_log(
     )
     entries = [LogEntry(**dict(r)) for r in rows[:first]]
     return LogPage(entries, _cursor(entries[-1]) if len(rows) > first else None)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -23,9 +23,9 @@ import aiohttp
 from app import metrics
 from app.auth import keys
 from app.errors import ConvertdError, ErrorCode
-from app.models import Job, JobStatus
+from app.models import Job
 from app.services import outbound
-from app.services.links import links
+from app.services import status as status_service
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -51,22 +51,12 @@ def check_url(url: str | None) -> str | None:
     return url
 
 
-def payload(job: Job) -> dict[str, Any]:
-    body: dict[str, Any] = {
+def payload(rt: Runtime, job: Job) -> dict[str, Any]:
+    """The event: the job's status body (services/status.py), as GET /v1/status shows it."""
+    return {
         "event": f"job.{job.status.value}",
-        "job_id": str(job.id),
-        "status": job.status.value,
-        "filetype": job.filetype,
-        "input_format": job.input_format,
-        "output_format": job.output_format,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        **status_service.body(rt, job, job.public_base, delivery=False),
     }
-    if job.status is JobStatus.FINISHED:
-        body.update(file_name=job.output_name, file_size=job.output_size, items=job.output_items)
-    else:
-        body.update(error=job.error, hint=job.error_hint)
-    return body
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -97,12 +87,7 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
         return "job deleted"
     job = Job.from_row(row)
     assert job.webhook_url and job.terminal
-    body = payload(job)
-    if job.public_base:
-        urls = links(rt, job, job.public_base)
-        body["status_url"] = urls.status_url
-        if job.status is JobStatus.FINISHED:
-            body["download_url"] = urls.download_url
+    body = payload(rt, job)
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "X-Convertd-Event": body["event"],
                "User-Agent": "Convertd-Webhook/1"}  # fmt: skip

@@ -293,6 +293,7 @@ def gigabyte_of_zeros(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow  # builds and reads a gigabyte of zeros
 def test_real_zip_bomb_is_refused_before_extraction(gigabyte_of_zeros: bytes, tmp_path: Path) -> None:
     job = Job(tmp_path)
     start = time.monotonic()
@@ -383,6 +384,7 @@ def test_gzip_bomb_stops_while_decompressing(tmp_path: Path) -> None:
     assert "compression bomb" in err2.message
 
 
+@pytest.mark.slow  # writes up to the total limit
 def test_total_limit_holds_while_writing(tmp_path: Path) -> None:
     src = tmp_path / "noise.xz"
     import lzma

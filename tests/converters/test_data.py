@@ -414,6 +414,7 @@ async def test_xlsx_cell_bomb_refused_before_reading(tmp_path: Path) -> None:
     assert "1,048,576 rows by 16,384 columns" in err.value.message
 
 
+@pytest.mark.slow  # a workbook bomb of a million rows
 def test_xlsx_zip_bomb_refused(tmp_path: Path) -> None:
     src = tmp_path / "zipbomb.xlsx"
     with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:

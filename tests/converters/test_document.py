@@ -7,11 +7,11 @@ import csv
 import io
 import subprocess
 import threading
-import time
 import zipfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import defusedxml.ElementTree as SafeET
 import openpyxl
@@ -22,11 +22,19 @@ from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter, Limits, RequestError, Task
 from converters.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
+from tests.helpers import wait_until_sync
 from tests.pdf_samples import page_texts
 
 WORDS = ("Quokka", "Zephyr")
 
-needs_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
+_no_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
+
+
+def needs_office(test: Any) -> Any:
+    """Runs LibreOffice: skipped without it, and slow (seconds per start)."""
+    return pytest.mark.slow(_no_office(test))
+
+
 needs_pandoc = pytest.mark.skipif(pandoc.unavailable() is not None, reason="no pandoc")
 
 CONVERTER = DocumentConverter()
@@ -201,13 +209,28 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["xlsx"] = make_xlsx(root / "sample.xlsx")
     out["odp"] = root / "sample.odp"
     out["odp"].write_bytes(odf_bytes("presentation", odp_slide()))
-    if office.unavailable() is None:
-        # binary formats and pptx come from LibreOffice itself
-        for src, fmt in (("docx", "doc"), ("xlsx", "xls"), ("xlsx", "ods"), ("odp", "pptx"),
-                         ("odp", "ppt")):  # fmt: skip
-            made = office.convert(out[src], src, fmt, root / f"make-{fmt}")
-            out[fmt] = made.rename(root / f"sample.{fmt}")
-    return out
+    return _Samples(out, root)
+
+
+# binary formats and pptx come from LibreOffice itself (seconds each): made when first asked
+_OFFICE_MADE = {"doc": "docx", "xls": "xlsx", "ods": "xlsx", "pptx": "odp", "ppt": "odp"}
+
+
+class _Samples(dict[str, Path]):
+    """The sample files; the LibreOffice-made ones are made on first use, so a run of the
+    fast tests (`-m "not slow"`) never starts LibreOffice for them."""
+
+    def __init__(self, made: dict[str, Path], root: Path) -> None:
+        super().__init__(made)
+        self.root = root
+
+    def __missing__(self, fmt: str) -> Path:
+        src = _OFFICE_MADE.get(fmt)
+        if src is None or office.unavailable() is not None:
+            raise KeyError(fmt)
+        made = office.convert(self[src], src, fmt, self.root / f"make-{fmt}")
+        self[fmt] = made.rename(self.root / f"sample.{fmt}")
+        return self[fmt]
 
 
 class Recorder:
@@ -268,6 +291,7 @@ def test_pairs_cover_the_brief() -> None:
     assert all(src not in dsts for src, dsts in pairs.items())
 
 
+@pytest.mark.slow  # 2-13 s a pair: LibreOffice or pandoc per pair
 @pytest.mark.parametrize(("src", "dst"), ALL_PAIRS, ids=[f"{s}-{d}" for s, d in ALL_PAIRS])
 def test_every_pair(src: str, dst: str, samples: dict[str, Path], tmp_path: Path) -> None:
     task = make_task(samples[src], src, dst, tmp_path)
@@ -410,17 +434,20 @@ def test_two_conversions_at_once_both_succeed(samples: dict[str, Path], tmp_path
 def test_timeout_kills_libreoffice(samples: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="longer than"):
         office.convert(samples["docx"], "docx", "pdf", tmp_path, timeout=0.05)
-    time.sleep(0.3)
     marker = str(tmp_path).encode()
-    leftovers = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    leftovers.append(proc.name)
-            except OSError:
-                pass
-    assert leftovers == []
+
+    def leftovers() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if marker in (proc / "cmdline").read_bytes():
+                        found.append(proc.name)
+                except OSError:
+                    pass
+        return found
+
+    wait_until_sync(lambda: leftovers() == [], 10, f"LibreOffice processes gone (left: {leftovers()})")
 
 
 def test_engines_are_offered_only_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:

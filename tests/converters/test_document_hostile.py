@@ -23,6 +23,7 @@ import struct
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,15 +43,19 @@ from test_document import (
 from converters import office, pandoc, sandbox
 from converters.base import ConversionError, Converter
 from converters.ebook import EbookConverter
+from tests.helpers import wait_until_sync
 from tests.pdf_samples import embedded_images, page_count, page_texts, render
 
 TOKEN = "SECRET-TOKEN-5150"
 MAGENTA = (255, 0, 255)
 
-pytestmark = pytest.mark.skipif(
-    office.unavailable() is not None or pandoc.unavailable() is not None,
-    reason="LibreOffice and pandoc are needed",
-)
+pytestmark = [
+    pytest.mark.slow,  # LibreOffice and pandoc attack files
+    pytest.mark.skipif(
+        office.unavailable() is not None or pandoc.unavailable() is not None,
+        reason="LibreOffice and pandoc are needed",
+    ),
+]
 
 
 # ------------------------------------------------------------------- the world around
@@ -74,6 +79,15 @@ class World:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def settle(self) -> None:
+        """Return once every connection already made has been recorded: a probe of ours is
+        accepted after all earlier ones (the backlog is first in, first out), then dropped."""
+        marker = f"settle {uuid.uuid4()}".encode()
+        with socket.create_connection(("127.0.0.1", self.port)) as probe:
+            probe.sendall(marker)
+            wait_until_sync(lambda: marker in self.connections, 10, "the listener took the probe")
+        self.connections.remove(marker)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +163,7 @@ def assert_no_leak(path: Path, fmt: str, world: World) -> None:
             assert magenta_share(img) < 0.5, "the secret image was embedded"
     else:
         assert TOKEN not in read_text(path, fmt)
+    world.settle()
     assert world.connections == [], f"the converter connected out: {world.connections}"
     assert not world.pwned.exists(), "a macro ran"
 
@@ -176,7 +191,7 @@ def attempt(
     else:
         assert_no_leak(result.path, out_fmt, world)
         outcome = "converted"
-    time.sleep(0.05)  # let a late connection land before we look
+    world.settle()
     assert world.connections == [], f"the converter connected out: {world.connections}"
     assert not world.pwned.exists(), "a macro ran"
     return outcome
@@ -677,7 +692,7 @@ def test_control_plain_libreoffice_leaks_the_local_image(name: str, world: World
     images += embedded_images(out)
     assert any(magenta_share(img) > 0 for img in images), "the secret image did not leak"
     if name == "odp-linked-image":
-        time.sleep(0.2)
+        world.settle()
         assert world.connections, "plain LibreOffice did not fetch the http image"
     world.connections.clear()
 

@@ -53,6 +53,7 @@ def test_pairs() -> None:
     assert not any({"mobi", "azw3"} & dsts for dsts in pairs.values())
 
 
+@pytest.mark.slow  # 2-7 s a pair (PDF through LibreOffice)
 @pytest.mark.parametrize(("src", "dst"), PAIRS, ids=[f"{s}-{d}" for s, d in PAIRS])
 def test_every_pair(src: str, dst: str, books: dict[str, Path], tmp_path: Path) -> None:
     task = make_task(books[src], src, dst, tmp_path, CONVERTER)

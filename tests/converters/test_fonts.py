@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
@@ -26,8 +26,21 @@ from converters.document import DocumentConverter
 from converters.image import ImageConverter
 from converters.registry import Registry
 
-needs_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
-needs_pool = pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice pool")
+_no_office = pytest.mark.skipif(office.unavailable() is not None, reason="no LibreOffice")
+
+
+def needs_office(test: Any) -> Any:
+    """Runs LibreOffice: skipped without it, and slow (seconds per start)."""
+    return pytest.mark.slow(_no_office(test))
+
+
+_no_pool = pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice pool")
+
+
+def needs_pool(test: Any) -> Any:
+    """Runs the LibreOffice pool: skipped without it, and slow."""
+    return pytest.mark.slow(_no_pool(test))
+
 
 LIBERATION_MONO = Path("/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf")
 TEST_FAMILY = "Convertd Test Mono"  # Liberation Mono's glyphs under a name no installed font has
@@ -209,6 +222,7 @@ class FontProbeConverter(Converter):
         return Result(out)
 
 
+@pytest.mark.slow  # probes a job's view of the font folders through the sandbox
 async def test_jobs_see_the_fonts_read_only_and_nothing_beside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

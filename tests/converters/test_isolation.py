@@ -30,6 +30,9 @@ from converters.base import Converter, Limits, Result, Task
 from converters.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import SandboxError
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths
 
 ATTEMPTS = frozenset({"report", "ptrace", "unshare", "mount", "forkbomb", "disk", "uid"})
 
@@ -299,8 +302,7 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     job = asyncio.ensure_future(
         sandbox.run("intruder", "json", "disk", {}, [server["upload"]], server["workdir"])
     )
-    while not (server["workdir"] / "fill-1").exists():
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: (server["workdir"] / "fill-1").exists(), 60, "the job started writing")
     zygote = sandbox._zygotes[sandbox.ALL]  # the test's converter is in no smaller family
     old = zygote.popen.pid
     inits = _children(old, "cat")  # pid 1 of each job's namespace (as root)
@@ -309,11 +311,10 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
         await job
     assert err.value.kind == "crash"
     assert "lost" in err.value.message
-    for _ in range(100):  # they read a pipe only the fork server held: they end with it
-        if not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in inits):
-            break
-        await asyncio.sleep(0.05)
-    assert [pid for pid in inits if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"] == []
+    # they read a pipe only the fork server held: they end with it
+    await wait_until(
+        lambda: not [pid for pid in inits if _state(pid) not in ("Z", "gone")], 10, "the jobs' pid 1 ended"
+    )
     await _hash_ok(tmp_path / "second")
     again = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], tmp_path / "third")
     assert again.path.is_file()
@@ -366,11 +367,8 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
         await _hash_ok(tmp_path / f"fill{first.jobs}")
     await _hash_ok(tmp_path / "b")
     assert sandbox._zygotes[family] is not first
-    for _ in range(100):  # the retired one leaves once its jobs are done
-        if first.popen.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert first.popen.poll() is not None
+    # the retired one leaves once its jobs are done
+    await wait_until(lambda: first.popen.poll() is not None, 10, "the retired fork server exited")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="every layer needs root (no pid namespace otherwise)")

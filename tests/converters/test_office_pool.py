@@ -35,11 +35,13 @@ from test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa:
 from converters import office, office_broker, office_jail, office_pool, sandbox
 from converters.base import ConversionError, Limits
 from converters.document import LibreOfficeConverter
+from tests.helpers import wait_until
 from tests.pdf_samples import make_pdf, page_texts
 
-pytestmark = pytest.mark.skipif(
-    office_pool.unavailable() is not None, reason="no LibreOffice or no jail tools"
-)
+pytestmark = [
+    pytest.mark.slow,  # LibreOffice pool: instances started, killed, attacked
+    pytest.mark.skipif(office_pool.unavailable() is not None, reason="no LibreOffice or no jail tools"),
+]
 
 
 @contextlib.contextmanager
@@ -229,9 +231,8 @@ async def test_instance_killed_mid_job_is_retried_on_a_fresh_one(tmp_path: Path)
     with running_pool(instances=2) as pool:
         task = asyncio.ensure_future(job(pool, 1, src, tmp_path / "job"))
         inst = await asyncio.to_thread(busy_instance, pool)
-        await asyncio.sleep(0.5)
-        victims = soffice_pids(inst)
-        assert victims and not task.done()
+        victims = await wait_until(lambda: soffice_pids(inst), 30, "the busy instance's LibreOffice")
+        assert not task.done()
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         out = await task

@@ -36,6 +36,7 @@ from converters.base import ConversionError, Converter, Limits, Result, Task
 from converters.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import SandboxError
+from tests.helpers import wait_until
 
 BEHAVIOURS = frozenset(
     {"ok", "chatty", "mem", "cpu", "sleep", "segv", "error", "bigout", "spawn", "net", "env",
@@ -251,8 +252,8 @@ async def test_wall_timeout_kills_the_whole_group(probe_registry: None, sample: 
     assert time.monotonic() - started < 10
     assert err.value.kind == "timeout"
     assert err.value.message == "The conversion took longer than 3 s and was stopped."
-    await asyncio.sleep(0.2)
-    assert not any(_alive(pid) for pid in pids)  # the grandchild went with it
+    # the grandchild went with it
+    await wait_until(lambda: not any(_alive(pid) for pid in pids), 10, "the job's processes ended")
     await _hash_ok(sample, tmp_path / "after")
 
 
@@ -295,8 +296,7 @@ async def test_cancel_kills_child_and_helpers(probe_registry: None, sample: Path
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.2)
-    assert not any(_alive(pid) for pid in pids)
+    await wait_until(lambda: not any(_alive(pid) for pid in pids), 10, "the job's processes ended")
 
 
 async def test_environment_is_minimal(

@@ -199,6 +199,7 @@ def test_no_video_track_is_a_clear_error(samples, tmp_path) -> None:
             CONV.check(task)
 
 
+@pytest.mark.slow  # a long clip encoded to watch the progress
 def test_progress_rises_from_ffmpeg_output(tmp_path) -> None:
     long = make("mp4", tmp_path / "long.mp4", size=(320, 240), seconds=8)
     seen: list[float] = []
@@ -258,6 +259,7 @@ print(json.dumps(str(conv.convert(task).path)))
 """
 
 
+@pytest.mark.slow  # 3-7 s each: the heaviest encoders at their memory limit
 @pytest.mark.parametrize("codec", ["h265", "av1", "vp9"])
 def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
     src = make("mp4", tmp_path / "hd.mp4", size=(1920, 1080), seconds=0.3, audio=False)
@@ -275,6 +277,7 @@ def test_heavy_encoders_fit_the_memory_limit(tmp_path, codec: str) -> None:
     assert got.video_codec == DECODED_NAME[codec] and (got.width, got.height) == (1920, 1080)
 
 
+@pytest.mark.slow  # a long clip through the sandbox
 async def test_through_the_sandbox_progress_rises(tmp_path) -> None:
     from converters import sandbox
 

@@ -2,7 +2,9 @@
 
 After validation and before anything runs, the root fields the caller may not use are
 refused: administration without the master token, conversions with it, fields outside a
-key's allowed_endpoints. On a websocket each operation is admitted again (app/auth). This
+key's allowed_endpoints. A caller with no valid credentials gets only the fields on
+operations.ANONYMOUS_FIELDS (closed by default: a new resolver is refused to anonymous callers
+whether or not it reads the principal). On a websocket each operation is admitted again (app/auth). This
 holds for queries, mutations and subscriptions alike, over HTTP and the websocket. The
 extension also writes each operation's line in the request log.
 """
@@ -94,12 +96,41 @@ def refusals(
     return errors
 
 
+NO_CREDENTIALS = ConvertdError(
+    ErrorCode.UNAUTHENTICATED,
+    "No valid credentials were sent.",
+    hint="Send your key as the X-API-Key header or as Authorization: Bearer <key>.",
+)
+
+
+def anonymous_refusals(
+    document: DocumentNode, error: ConvertdError | None, *, introspection: bool = True
+) -> list[GraphQLError]:
+    """For a caller with no valid credentials: every root field not on the explicit list of
+    open fields, refused with the authentication error."""
+    refusal = error or NO_CREDENTIALS
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    errors: list[GraphQLError] = []
+    for node in document.definitions:
+        if not isinstance(node, OperationDefinitionNode):
+            continue
+        for field in _root_fields(node.selection_set, fragments, set()):
+            name = field.name.value
+            if name in operations.INTROSPECTION and not introspection:
+                errors.append(
+                    GraphQLError(INTROSPECTION_OFF.message, field, original_error=INTROSPECTION_OFF)
+                )
+            elif name not in operations.ANONYMOUS_FIELDS:
+                errors.append(GraphQLError(refusal.message, field, original_error=refusal))
+    return errors
+
+
 class AccessExtension(SchemaExtension):
     _logged = False
     _principal: Principal | None = None
     _refusal: ConvertdError | None = None
 
-    async def on_operation(self) -> Any:  # type: ignore[override]
+    async def on_operation(self) -> Any:
         ctx: Context = self.execution_context.context
         self._principal, self._refusal = ctx.principal_or_none, None
         if self._principal is not None and ctx.ws_info is not None:
@@ -113,12 +144,17 @@ class AccessExtension(SchemaExtension):
         yield
         await self._log()
 
-    async def on_validate(self) -> Any:  # type: ignore[override]
+    async def on_validate(self) -> Any:
         # after the document's own validation (limits.CheckedDocuments, earlier in the list)
         # and before anything runs; a document GraphQL refuses is refused for that first
         ec = self.execution_context
-        if self._principal is not None and not ec.pre_execution_errors and ec.graphql_document:
-            introspection = self.execution_context.context.rt.settings.introspection
+        ctx: Context = ec.context
+        introspection = ctx.rt.settings.introspection
+        if self._principal is None and not ec.pre_execution_errors and ec.graphql_document:
+            refused = anonymous_refusals(ec.graphql_document, ctx.auth_error, introspection=introspection)
+            if refused:
+                ec.pre_execution_errors = refused
+        elif self._principal is not None and not ec.pre_execution_errors and ec.graphql_document:
             refused = refusals(
                 ec.graphql_document, self._principal, self._refusal, introspection=introspection
             )
@@ -147,7 +183,7 @@ class AccessExtension(SchemaExtension):
             except ConvertdError as err:
                 self.execution_context.pre_execution_errors = [GraphQLError(err.message, original_error=err)]
 
-    async def on_execute(self) -> Any:  # type: ignore[override]
+    async def on_execute(self) -> Any:
         yield
         # a subscription is logged when it starts, not when its stream ends
         if self._operation_type() == "subscription":

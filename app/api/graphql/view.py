@@ -7,20 +7,21 @@ import logging
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from cross_web import AiohttpHTTPRequestAdapter, AsyncHTTPRequestAdapter
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.unset import UnsetType
 
+from app.api import pages
 from app.api.graphql.context import Context
 from app.api.graphql.jobs.fanout import OUTLET, Outlet
 from app.api.graphql.schema import schema
-from app.api.keys import base_url, runtime
 from app.api.multipart import read_form
+from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
 from app.errors import ConvertdError, ErrorCode
@@ -69,6 +70,13 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             multipart_uploads_enabled=True,
             # credentials never ride on cookies, so a page elsewhere gains nothing ambient
             allowed_origins=("*",),
+        )
+
+    async def render_graphql_ide(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=pages.graphiql_html(),
+            content_type="text/html",
+            headers={"Content-Security-Policy": pages.GRAPHIQL_POLICY},
         )
 
     async def get_context(self, request: web.Request, response: Any) -> Context:
@@ -126,7 +134,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         """Refuse a caller without valid credentials before a byte of its document is read:
         parsing and validating is CPU on the loop every request shares, and a keyless
         caller must not be able to buy it."""
-        aio_request: web.Request = request.request  # type: ignore[attr-defined]
+        aio_request = _aiohttp_request(request)
         if AUTH_ERROR in aio_request:
             raise aio_request[AUTH_ERROR]
         if aio_request.method == "POST" and not aio_request.content_type.startswith("multipart/"):
@@ -143,7 +151,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
         """The GraphQL multipart request spec, with files streamed to disk."""
-        aio_request: web.Request = request.request  # type: ignore[attr-defined]
+        aio_request = _aiohttp_request(request)
         if not any(h in aio_request.headers for h in PREFLIGHT_HEADERS):
             raise ConvertdError(
                 ErrorCode.BAD_REQUEST,
@@ -159,7 +167,8 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         mapping = self.parse_json(form.get("map") or "{}")
         files: dict[str, IncomingFile] = {name: group[-1] for name, group in form.files.items() if group}
         try:
-            return _place_files(operations, mapping, files)
+            placed: dict[str, str] = _place_files(operations, mapping, files)  # (Strawberry's type)
+            return placed
         except (KeyError, IndexError, TypeError) as exc:
             raise ConvertdError(
                 ErrorCode.BAD_REQUEST,
@@ -172,7 +181,7 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
         try:
             return await super().__call__(request)
         except Exception:
-            ws = request.get(SOCKET)
+            ws: web.WebSocketResponse | None = request.get(SOCKET)
             if ws is None:
                 raise
             # after the upgrade an HTTP error page would be written into the websocket
@@ -185,6 +194,12 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             form_cm = request.get(FORM)
             if form_cm is not None:
                 await form_cm.__aexit__(None, None, None)
+
+
+def _aiohttp_request(request: AsyncHTTPRequestAdapter) -> web.Request:
+    """The aiohttp request behind Strawberry's adapter (this view serves aiohttp only)."""
+    assert isinstance(request, AiohttpHTTPRequestAdapter)
+    return request.request
 
 
 def _place_files(operations: Any, mapping: dict[str, list[str]], files: dict[str, Any]) -> Any:

@@ -26,7 +26,10 @@ class AccountQueries:
 
     @strawberry.field(description="The request log, newest first (master token).")
     async def request_log(
-        self, info: strawberry.Info[Context, None], first: int = 50, after: str | None = None
+        self,
+        info: strawberry.Info[Context, None],
+        first: int = usage.REQUEST_LOG_PAGE,
+        after: str | None = None,
     ) -> RequestLogPage:
         ctx = info.context
         page = await usage.request_log(ctx.rt, ctx.principal, first=first, after=after)

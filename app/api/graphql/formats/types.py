@@ -17,7 +17,7 @@ class Conversion:
         return [
             ConversionOptions(
                 output_format=dst,
-                schema=formats_service.options_schema(self.filetype, self.input_format, dst),
+                schema=JSON(formats_service.options_schema(self.filetype, self.input_format, dst)),
             )
             for dst in self.output_formats
         ]

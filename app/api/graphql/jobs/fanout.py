@@ -98,7 +98,7 @@ class Follower:
     """One subscriber's operation as its feed sees it."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, outlet: Outlet
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, outlet: Outlet
     ) -> None:
         self.ws, self.transport = ws, transport
         # the message around a rendered payload, as Strawberry's handlers format it
@@ -268,7 +268,7 @@ async def following(ctx: Context, outlet: Outlet, job_id: str) -> AsyncIterator[
         render_ctx.authenticated(None, NO_CALLER)
         feed = _feeds[key] = Feed(key, ctx.rt, ident, outlet, render_ctx)
     assert isinstance(ctx.response, web.WebSocketResponse)
-    follower = Follower(ctx.response, ctx.request.transport, outlet)  # type: ignore[arg-type]
+    follower = Follower(ctx.response, ctx.request.transport, outlet)
     feed.followers.add(follower)
     try:
         yield ident, follower

@@ -8,9 +8,17 @@ from app.api.graphql.scalars import JSON, Upload
 from app.services import jobs as jobs_service
 from app.services import retention
 from app.services import uploads as uploads_service
+from app.storage import IncomingFile
 
 
-@strawberry.input(description="Give either file(s) (uploads in this request) or filePath(s).")
+def _incoming(files: list[Upload]) -> list[IncomingFile]:
+    """The files of this request: the view streams each Upload to disk as an IncomingFile."""
+    stored: list[IncomingFile] = [f for f in files if isinstance(f, IncomingFile)]
+    assert len(stored) == len(files), "an Upload that the view did not store"
+    return stored
+
+
+@strawberry.input(description="Give file(s) (uploads in this request), filePath(s), or a url to import from.")
 class ConvertInput:
     filetype: str
     output_format: str
@@ -18,6 +26,11 @@ class ConvertInput:
     files: list[Upload] | None = None
     file_path: str | None = None
     file_paths: list[str] | None = None
+    url: str | None = strawberry.field(
+        default=None,
+        description="An http(s) URL the input is imported from (public addresses only, "
+        "at most 5 redirects, the upload size limit).",
+    )
     input_format: str | None = strawberry.field(
         default=None, description="Overrides the format taken from the file name."
     )
@@ -37,7 +50,7 @@ class JobMutations:
     @strawberry.mutation(description="Store files for later conversions (multipart request).")
     async def upload(self, info: strawberry.Info[Context, None], files: list[Upload]) -> list[UploadedFile]:
         ctx = info.context
-        stored = await uploads_service.store(ctx.rt, ctx.principal, list(files))
+        stored = await uploads_service.store(ctx.rt, ctx.principal, _incoming(files))
         return [
             UploadedFile(
                 file_path=u.file_path,
@@ -60,12 +73,13 @@ class JobMutations:
             filetype=input.filetype,
             output_format=input.output_format,
             options=input.options,
-            files=files,
+            files=_incoming(files),
             file_paths=paths,
             input_format=input.input_format,
             webhook_url=input.webhook_url,
             base_url=ctx.base_url,
             wait=input.wait,
+            url=input.url,
         )
         return Job.from_model(job)
 

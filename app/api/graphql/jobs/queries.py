@@ -16,7 +16,10 @@ class JobQueries:
 
     @strawberry.field(description="Your jobs, newest first.")
     async def jobs(
-        self, info: strawberry.Info[Context, None], first: int = 20, after: str | None = None
+        self,
+        info: strawberry.Info[Context, None],
+        first: int = jobs_service.JOBS_PAGE,
+        after: str | None = None,
     ) -> JobConnection:
         ctx = info.context
         page = await jobs_service.list_for(ctx.rt, ctx.principal, first=first, after=after)

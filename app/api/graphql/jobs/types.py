@@ -9,6 +9,7 @@ from app.api.graphql.scalars import JSON
 from app.models import Job as JobModel
 from app.models import JobStatus as JobStatusModel
 from app.services import jobs as jobs_service
+from app.services import status as status_service
 from app.services.links import links as job_links
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Job:
     input_format: str
     output_format: str
     options: JSON
-    status: JobStatus  # type: ignore[valid-type]
+    status: JobStatus  # type: ignore[valid-type]  # strawberry.enum(...) wraps it: a type at run time
     progress: float = strawberry.field(description="0 to 1.")
     error: str | None
     error_hint: str | None
@@ -69,9 +70,7 @@ class Job:
 
     @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
     def download_url(self, info: strawberry.Info[Context, None]) -> str | None:
-        if self._model.status is not JobStatusModel.FINISHED or self._model.expired_at is not None:
-            return None
-        return job_links(info.context.rt, self._model, info.context.base_url).download_url
+        return status_service.download_url(info.context.rt, self._model, info.context.base_url)
 
     @classmethod
     def from_model(cls, job: JobModel) -> Job:
@@ -80,7 +79,7 @@ class Job:
             filetype=job.filetype,
             input_format=job.input_format,
             output_format=job.output_format,
-            options=job.options,
+            options=JSON(job.options),
             status=job.status,
             progress=job.progress,
             error=job.error,

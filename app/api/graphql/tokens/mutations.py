@@ -30,9 +30,9 @@ class TokenMutations:
     async def create_access_tokens(
         self,
         info: strawberry.Info[Context, None],
-        request_count: int = 1,
-        lifetime: int = 3600,
-        count: int = 1,
+        request_count: int = tokens_service.DEFAULT_REQUEST_COUNT,
+        lifetime: int = tokens_service.DEFAULT_LIFETIME,
+        count: int = tokens_service.DEFAULT_TOKENS_PER_CALL,
     ) -> list[AccessToken]:
         ctx = info.context
         created = await tokens_service.create_access_tokens(

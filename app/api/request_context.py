@@ -1,3 +1,6 @@
+"""What every API handler reaches through its request: the runtime (pool, queue, storage,
+settings) the app was built with, and the base URL the caller used."""
+
 from __future__ import annotations
 
 from aiohttp import web

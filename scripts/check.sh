@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The quality gate over the whole tree: lint, formatting and types (strict on app/ and
+# converters/, see [tool.mypy] in pyproject.toml). Any finding fails. scripts/test.sh runs
+# it before the tests; .pre-commit-config.yaml runs the same three tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
