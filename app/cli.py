@@ -647,6 +647,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "serve":
         _metrics_folder(Settings.from_env().data_dir)
+    if args.command in ("serve", "worker"):
+        from app.stores import check_url
+
+        try:
+            check_url(Settings.from_env().storage_url)
+        except ValueError as exc:
+            sys.exit(f"error: {exc}")
     if (args.tls_cert if hasattr(args, "tls_cert") else False) and not args.tls_key:
         sys.exit("--tls-cert needs --tls-key")
     result = args.func(args)

@@ -63,6 +63,10 @@ class Settings:
     request_log_days: int = 90  # days the request log keeps a line (0: forever)
     max_queue_depth: int = 10_000  # queued entries past which conversions get 503 (0: no cap)
     access_log: bool = True  # one JSON line per HTTP answer (app/api/observe.py)
+    storage_url: str | None = None  # where uploads and outputs live (app/stores/); None: storage_dir
+    s3_endpoint_url: str | None = None  # an S3-compatible store's address; None: AWS
+    s3_region: str | None = None
+    s3_presign: bool = False  # downloads redirect to a presigned URL instead of streaming
     url_import_timeout: float = 60.0  # seconds to fetch an input by URL, redirects included
     url_import_connect_timeout: float = 10.0  # seconds to connect to each origin
     tus_expiry: int = 24 * 3600  # seconds an unfinished resumable upload is kept
@@ -101,6 +105,10 @@ class Settings:
             request_log_days=_int("REQUEST_LOG_DAYS", 90),
             max_queue_depth=_int("MAX_QUEUE_DEPTH", 10_000),
             access_log=_bool("ACCESS_LOG", True),
+            storage_url=_env("STORAGE_URL"),
+            s3_endpoint_url=_env("S3_ENDPOINT_URL"),
+            s3_region=_env("S3_REGION"),
+            s3_presign=_bool("S3_PRESIGN", False),
             url_import_timeout=_float("URL_IMPORT_TIMEOUT", 60.0),
             url_import_connect_timeout=_float("URL_IMPORT_CONNECT_TIMEOUT", 10.0),
             tus_expiry=_int("TUS_EXPIRY", 24 * 3600),

@@ -1,4 +1,4 @@
-"""PostgreSQL or Redis out of reach: the one place such failures become a 503.
+"""PostgreSQL, Redis or the object store out of reach: the one place such failures become a 503.
 
 Every request that needs a server which is down (restarting, failed over, overloaded)
 answers 503 with `Retry-After` and a hint, on REST and GraphQL alike, instead of a 500:
@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 import asyncpg
+import botocore.exceptions
 import redis.exceptions
 
 from app import db
@@ -37,20 +38,34 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     redis.exceptions.ConnectionError,  # includes BusyLoadingError (loading its data)
     redis.exceptions.TimeoutError,
+    # the object store (app/stores/s3.py): refused, timed out or cut off, after the
+    # client's own few retries
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError
+    botocore.exceptions.HTTPClientError,  # ReadTimeoutError, ConnectionClosedError
 )
 
 
 def is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OUTAGE_ERRORS)
+    return isinstance(exc, OUTAGE_ERRORS) or _store_overloaded(exc)
+
+
+def _store_overloaded(exc: BaseException) -> bool:
+    """The object store answered, but with a 5xx (SlowDown, InternalError, a proxy's 502):
+    its trouble, not the request's."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
 
 
 async def wait_until_reachable(rt: Runtime, seconds: float = 300) -> bool:
-    """Wait for PostgreSQL and Redis to answer again (True), or give up after `seconds`."""
+    """Wait for PostgreSQL, Redis and the file store to answer again (True), or give up
+    after `seconds`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             await db.ping(rt.pool)
             await rt.redis.ping()
+            await rt.storage.files.ping()
             return True
         except Exception as exc:
             if not is_outage(exc):
@@ -61,7 +76,12 @@ async def wait_until_reachable(rt: Runtime, seconds: float = 300) -> bool:
 
 def unavailable(exc: BaseException) -> ConvertdError:
     """The error a caller gets for `exc`, an outage of one of our servers."""
-    server = "queue" if isinstance(exc, redis.exceptions.RedisError) else "database"
+    if isinstance(exc, redis.exceptions.RedisError):
+        server = "queue"
+    elif isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+        server = "object store"
+    else:
+        server = "database"
     return ConvertdError(
         ErrorCode.SERVICE_UNAVAILABLE,
         f"The service is briefly unavailable: its {server} server cannot be reached.",

@@ -20,6 +20,7 @@ from app.services import job_rows
 from app.services.dispatch import FairQueue
 from app.services.usage import RequestLog
 from app.storage import Storage
+from app.stores import FileStore, open_store
 
 REDIS_CONNECTIONS = 64  # per process
 REDIS_WAIT = 20  # seconds a command waits for a free connection before it fails
@@ -58,7 +59,8 @@ class Runtime:
         kind = FairQueue if settings.queue.fair else Queue
         queue = kind.from_url(settings.redis_url, name=settings.queue.name)
         await queue.connect()
-        storage = Storage(settings.storage_dir, settings.secret)
+        storage = Storage(settings.storage_dir, settings.secret, open_files(settings))
+        await storage.start()
 
         async def stored(ids: list[uuid.UUID]) -> list[Job]:
             return await job_rows.by_ids(pool, ids)
@@ -74,6 +76,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.request_log.stop()
+        await self.storage.close()
         if self.hub:
             await self.hub.stop()
         if self.auth_cache:
@@ -81,3 +84,14 @@ class Runtime:
         await self.queue.disconnect()
         await self.redis.aclose()
         await self.pool.close()
+
+
+def open_files(settings: Settings) -> FileStore:
+    """The file store CONVERTD_STORAGE_URL names (the local storage directory by default)."""
+    return open_store(
+        settings.storage_url,
+        settings.storage_dir,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        presign=settings.s3_presign,
+    )

@@ -1,10 +1,12 @@
-"""Files on disk: uploads streamed in, outputs stored, and signed download URLs.
+"""Files: uploads streamed in, outputs stored, and signed download URLs.
 
-Layout under the storage root:
-  incoming/<random>             parts being received; claimed (renamed) or deleted per request
+The local spool, always on this machine's disk under the storage root:
+  incoming/<random>             parts being received; claimed (stored) or deleted per request
+  work/<job id>-<attempt>/      a conversion's private working directory
+  work/<job id>-<attempt>.in/   its inputs fetched from a remote store
+Kept in the file store (app/stores/: this directory by default, or an object store):
   uploads/<account>/<token>/<name>
   outputs/<account>/<job id>/<name>
-  work/<job id>-<attempt>/      a conversion's private working directory
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from app.errors import ConvertdError, ErrorCode
+from app.stores import FileStore, LocalStore
 
 _MULTI_EXT = ("tar.gz", "tar.bz2", "tar.xz", "tar.zst")
 _CHUNK = 256 * 1024
@@ -67,14 +69,26 @@ class IncomingFile:
 
 
 class Storage:
-    def __init__(self, root: Path, secret: str) -> None:
+    """The spool on local disk, the file store behind it, and download signatures."""
+
+    def __init__(self, root: Path, secret: str, files: FileStore | None = None) -> None:
         self.root = root
         self._secret = secret.encode()
-        for sub in ("incoming", "uploads", "outputs", "work"):
+        self.files = files or LocalStore(root)
+        for sub in ("incoming", "work"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
+    async def start(self) -> None:
+        await self.files.start()
+
+    async def close(self) -> None:
+        await self.files.close()
+
     def path(self, relative: str) -> Path:
-        return self.root / relative
+        """A stored file's path, for a store on this machine (tests look at files this way)."""
+        path = self.files.local_path(relative)
+        assert path is not None, "the file store is not a local directory"
+        return path
 
     async def receive(
         self, chunks: AsyncIterator[bytes], filename: str, content_type: str | None, limit: int
@@ -98,19 +112,43 @@ class Storage:
         for f in files:
             f.path.unlink(missing_ok=True)
 
-    def claim_upload(self, incoming: IncomingFile, account_id: int, token: str) -> str:
+    async def claim_upload(self, incoming: IncomingFile, account_id: int, token: str) -> str:
+        """Move a received file into the store; its key (the upload's storage_path)."""
         relative = f"uploads/{account_id}/{token}/{incoming.filename}"
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(incoming.path, target)
+        await self.files.put(relative, incoming.path)
         return relative
 
-    def store_output(self, source: Path, account_id: int, job_id: str, name: str) -> str:
+    async def store_output(self, source: Path, account_id: int, job_id: str, name: str) -> str:
         relative = f"outputs/{account_id}/{job_id}/{name}"
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(source, target)
+        await self.files.put(relative, source)
         return relative
+
+    async def chunks(self, key: str) -> AsyncIterator[bytes]:
+        """A stored file's bytes, chunk by chunk, wherever it is kept."""
+        async with self.files.open(key) as obj:
+            async for chunk in obj.chunks:
+                yield chunk
+
+    @contextlib.asynccontextmanager
+    async def readable(self, key: str) -> AsyncIterator[Path]:
+        """A stored file as a local path for as long as the block runs (a remote store's
+        object is downloaded into the spool, and deleted afterwards)."""
+        folder = self.root / "incoming" / secrets.token_hex(16)
+        try:
+            yield await self.files.fetch(key, folder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+
+    @contextlib.asynccontextmanager
+    async def inputs(self, name: str, keys: list[str]) -> AsyncIterator[list[Path]]:
+        """A job attempt's inputs as local files, in order (each in its own folder: two inputs
+        may share a name); fetched copies are removed afterwards."""
+        folder = self.root / "work" / f"{name}.in"
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        try:
+            yield [await self.files.fetch(key, folder / str(i)) for i, key in enumerate(keys)]
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
     @contextlib.asynccontextmanager
     async def workdir(self, name: str) -> AsyncIterator[Path]:

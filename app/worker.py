@@ -10,8 +10,9 @@ from saq import CronJob, Worker
 from saq.types import Context, PartialTimersDict
 
 from app import logs, metrics, outages
+from app.models import Job
 from app.runtime import Runtime
-from app.services import job_rows, processing, recovery, retention, webhooks
+from app.services import processing, recovery, retention, webhooks
 from converters.sandbox import parent as sandbox
 from converters.tools.office import pool as office_pool
 
@@ -29,11 +30,16 @@ async def convert(ctx: WorkerContext, *, job_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     saq_job = ctx["job"]
     try:
-        # the job's log lines carry the id of the request that created it (app/logs.py)
-        request_id = await job_rows.request_id(rt.pool, uuid.UUID(job_id))
-        with logs.job_context(job_id, request_id):
-            job_log.info("job taken", extra={"attempt": saq_job.attempts})
-            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update)
+        with logs.job_context(job_id, None):
+
+            def taken(job: Job) -> None:
+                # the job's log lines carry the id of the request that created it
+                # (app/logs.py), read with the job's start rather than by a query of its own
+                logs.request_id.set(job.request_id)
+                job_log.info("job taken", extra={"attempt": saq_job.attempts})
+
+            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update, taken)
+            logs.request_id.set(job.request_id)  # (also when it ended before it was taken)
             metrics.job_ended(job)
             job_log.info("job %s", job.status.value, extra={"status": job.status.value, "error": job.error})
     except Exception as exc:
@@ -79,6 +85,10 @@ def build_worker(rt: Runtime) -> Worker[WorkerContext]:
             if not outages.is_outage(exc):
                 raise
             log.warning("recovery at start skipped: a server is out of reach (the cron runs it)")
+        log.info(
+            "worker ready",
+            extra={"concurrency": rt.settings.queue.concurrency, "files": rt.storage.files.kind},
+        )
 
     async def shutdown(ctx: WorkerContext) -> None:
         await asyncio.to_thread(office_pool.stop)

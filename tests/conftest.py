@@ -8,9 +8,12 @@ import dataclasses
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from app.runtime import Runtime
 from app.services.keys import KeySpec, create_account_with_key
 from app.services.plans import set_plan
 from app.worker import build_worker
+from tests.helpers import wait_until_sync
 
 # pgserver keeps a lock file in the runtime dir, which platformdirs wants private
 _RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
@@ -234,3 +238,56 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} still {body['status']} after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+@dataclasses.dataclass
+class S3Server:
+    """moto's standalone S3 server in its own process: a real S3 protocol endpoint."""
+
+    endpoint: str
+    bucket: str
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> Any:
+        import boto3  # moto's dependency: the tests read the bucket with the plain AWS SDK
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    # the AWS SDKs read these; moto accepts any (the services started by tests inherit them)
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        os.environ.setdefault(name, value)
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    log.close()
+    server = S3Server(f"http://127.0.0.1:{port}", "convertd-test", proc)
+
+    def bucket_made() -> bool:
+        assert proc.poll() is None, "moto's server exited"
+        try:
+            server.client().create_bucket(Bucket=server.bucket)
+        except Exception:  # not listening yet
+            return False
+        return True
+
+    try:
+        wait_until_sync(bucket_made, 60, "moto's server answering")
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import mimetypes
 from typing import Any
 
 from aiohttp import web
 
+from app.api.files import file_response
 from app.api.middlewares import PRINCIPAL, TRACE
 from app.api.multipart import read_form
 from app.api.request_context import base_url, runtime
@@ -186,20 +186,7 @@ async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(status_body(request, job), headers=headers)
     result = await jobs.download(runtime(request), str(job.id), principal=request[PRINCIPAL])
-    return _file_response(result, headers)
-
-
-def _file_response(result: jobs.Download, headers: dict[str, str] | None = None) -> web.FileResponse:
-    content_type = mimetypes.guess_type(result.filename)[0] or "application/octet-stream"
-    return web.FileResponse(
-        result.path,
-        headers={
-            "Content-Type": content_type,
-            "Content-Disposition": _attachment(result.filename),
-            "X-Content-Type-Options": "nosniff",
-            **(headers or {}),
-        },
-    )
+    return await file_response(request, runtime(request), result, headers)
 
 
 @routes.get("/v1/status/{job_id}")
@@ -249,7 +236,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         expires=q.get("expires"),
         signature=q.get("signature"),
     )
-    return _file_response(result)
+    return await file_response(request, runtime(request), result)
 
 
 @routes.get("/v1/keys/me")
@@ -266,13 +253,6 @@ async def keys_me(request: web.Request) -> web.Response:
             "storage": storage.body(),
         }
     )
-
-
-def _attachment(filename: str) -> str:
-    from urllib.parse import quote
-
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def _string(body: dict[str, Any], name: str) -> str | None:

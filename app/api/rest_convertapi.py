@@ -20,7 +20,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -226,12 +225,9 @@ async def _job_output(request: web.Request, who: Principal, job_id: str) -> Asyn
     rt = runtime(request)
     found = await jobs.download(rt, job_id.strip(), principal=who)
 
-    async def chunks() -> AsyncIterator[bytes]:
-        with open(found.path, "rb") as fh:
-            while chunk := await asyncio.to_thread(fh.read, _CHUNK):
-                yield chunk
-
-    incoming = await rt.storage.receive(chunks(), found.filename, None, rt.settings.max_upload_bytes)
+    incoming = await rt.storage.receive(
+        rt.storage.chunks(found.key), found.filename, None, rt.settings.max_upload_bytes
+    )
     try:
         yield incoming
     finally:
@@ -432,7 +428,7 @@ async def _result_file(
         return entry
     # StoreFile=false: the bytes in the answer, and nothing kept
     found = await jobs.download(rt, str(job.id), principal=who)
-    data = await asyncio.to_thread(Path(found.path).read_bytes)
+    data = b"".join([chunk async for chunk in rt.storage.chunks(found.key)])
     entry["FileData"] = base64.b64encode(data).decode()
     await retention.delete_job(rt, who, str(job.id))
     return entry

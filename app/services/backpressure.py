@@ -14,9 +14,7 @@ and may be passed by the requests in flight at the instant it is reached.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -97,10 +95,5 @@ async def admission(
             await conn.execute(
                 "DELETE FROM uploads WHERE id = ANY($1::bigint[])", [u.id for u in fresh_uploads]
             )
-        await asyncio.to_thread(_delete_files, rt, fresh_uploads)
+        await rt.storage.files.delete([u.storage_path for u in fresh_uploads])
         raise refused
-
-
-def _delete_files(rt: Runtime, uploads: Sequence[Upload]) -> None:
-    for u in uploads:
-        shutil.rmtree(rt.storage.path(u.storage_path).parent, ignore_errors=True)

@@ -51,7 +51,7 @@ def engines() -> dict[str, Any]:
 
 
 async def readiness(rt: Runtime) -> Readiness:
-    """Ready when PostgreSQL and Redis answer and at least one worker is alive."""
+    """Ready when PostgreSQL, Redis and the file store answer and at least one worker is alive."""
 
     async def postgres() -> dict[str, Any]:
         await rt.pool.fetchval("SELECT 1")
@@ -61,13 +61,17 @@ async def readiness(rt: Runtime) -> Readiness:
         await rt.redis.ping()
         return {}
 
+    async def storage() -> dict[str, Any]:
+        await rt.storage.files.ping()
+        return {"kind": rt.storage.files.kind}
+
     async def workers() -> dict[str, Any]:
         info = await rt.queue.info()  # saq workers refresh their entry every 10 s (TTL 11 s)
         count = len(info["workers"])
         return {"ok": count > 0, "count": count, "queued": info["queued"], "active": info["active"]}
 
-    checks = await asyncio.gather(_check(postgres), _check(redis), _check(workers))
-    components = dict(zip(("postgres", "redis", "workers"), checks, strict=True))
+    checks = await asyncio.gather(_check(postgres), _check(redis), _check(storage), _check(workers))
+    components = dict(zip(("postgres", "redis", "storage", "workers"), checks, strict=True))
     return Readiness(
         ready=all(c["ok"] for c in components.values()),
         components=components,

@@ -19,12 +19,6 @@ async def by_ids(db: Executor, ids: list[uuid.UUID]) -> list[Job]:
     return [Job.from_row(row) for row in rows]
 
 
-async def request_id(db: Executor, job_id: uuid.UUID) -> str | None:
-    """The id of the request that created the job (its log lines carry it)."""
-    found: str | None = await db.fetchval("SELECT request_id FROM jobs WHERE id = $1", job_id)
-    return found
-
-
 async def count_by_status(db: Executor) -> dict[str, int]:
     """Jobs per status, "expired" for those whose files retention deleted; every status present."""
     rows = await db.fetch(

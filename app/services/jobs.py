@@ -132,19 +132,26 @@ async def convert(
         )
     uploads.check_size(rt, principal, list(files))
     stored = [await uploads.find(rt, principal, p) for p in file_paths]
-    inputs: list[tuple[str, Path]] = [
+    # each input's format, and where to read it: a file just received, or a stored upload's key
+    inputs: list[tuple[str, Path | str]] = [
         (_format_of(f.filename, f.extension, input_format), f.path) for f in files
-    ] + [
-        (_format_of(u.file_name, u.extension, input_format), rt.storage.path(u.storage_path)) for u in stored
-    ]
-    values = _check_conversion(filetype, output_format, inputs, values)
+    ] + [(_format_of(u.file_name, u.extension, input_format), u.storage_path) for u in stored]
+    values = await _check_conversion(rt, filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
     await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
-    fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    try:
+        fresh = await uploads.store(rt, principal, list(files), quota_checked=True) if files else []
+    except BaseException:
+        # the store (or database) failed: the caller gets a 503 and tries again, uncharged
+        async with rt.pool.acquire() as refunding, refunding.transaction():
+            await allowance.refund(
+                refunding, principal.account_id, principal.key.id if principal.key else None
+            )
+        raise
     stored += fresh
     # the plan's cap on waiting jobs, exact under concurrency (backpressure.py)
     async with backpressure.admission(rt, principal, fresh) as conn:
@@ -192,12 +199,17 @@ _INSERT_JOB = (
 )
 
 
-def _check_conversion(
-    filetype: str, output_format: str, inputs: list[tuple[str, Path]], options: dict[str, Any]
+async def _check_conversion(
+    rt: Runtime,
+    filetype: str,
+    output_format: str,
+    inputs: list[tuple[str, Path | str]],
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     """Refuse what the converter cannot do with these inputs (formats that do not go
     together, several files for a one-input converter, content that is not its format);
-    return the options validated against its schema, defaults filled in."""
+    return the options validated against its schema, defaults filled in. An input is a file
+    just received, or a stored upload's key (read through the file store)."""
     with request_errors():
         converter = registry().find(filetype, inputs[0][0], output_format)
         for fmt, _ in inputs[1:]:
@@ -216,8 +228,12 @@ def _check_conversion(
             field="file",
         )
     if not converter.content_agnostic:
-        for fmt, path in inputs:
-            _check_content(path, fmt)
+        for fmt, where in inputs:
+            if isinstance(where, Path):
+                _check_content(where, fmt)
+                continue
+            async with rt.storage.readable(where) as path:
+                _check_content(path, fmt)
     return values
 
 
@@ -360,7 +376,7 @@ async def list_for(
 
 @dataclasses.dataclass(frozen=True)
 class Download:
-    path: Path
+    key: str  # the output's key in the file store (app/stores/)
     filename: str
 
 
@@ -408,7 +424,7 @@ async def download(
             f"The job is {job.status.value}; its output is not ready yet.",
             hint="Wait for status 'finished' (subscribe to jobUpdates or poll /v1/status).",
         )
-    return Download(rt.storage.path(job.output_path), job.output_name or "output")
+    return Download(job.output_path, job.output_name or "output")
 
 
 async def fail(rt: Runtime, job_id: uuid.UUID, message: str, hint: str | None) -> Job:

@@ -64,13 +64,19 @@ class JobEnded(Exception):
         self.job = job
 
 
-async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[None]]) -> Job:
+async def process(
+    rt: Runtime,
+    job_id: uuid.UUID,
+    touch: Callable[[], Awaitable[None]],
+    taken: Callable[[Job], None] | None = None,
+) -> Job:
     """Convert one job. A failure of the conversion is recorded on the job, not raised.
 
     `touch` keeps the queue's heartbeat alive; it is called while the converter runs even
     when the converter reports no progress, so a long silent step is not taken for death.
     The job's own events are followed meanwhile: when it ends elsewhere (a cancel), the
     converter is stopped at once, without waiting for the queue to pass the abort on.
+    `taken` hears of the job as soon as it is marked started (the worker's log context).
     """
     async with _changes(rt, job_id) as changes:
         row = await rt.pool.fetchrow(_START, job_id)
@@ -80,7 +86,10 @@ async def process(rt: Runtime, job_id: uuid.UUID, touch: Callable[[], Awaitable[
                 log.warning("job %s vanished before it ran", job_id)
                 raise LookupError(job_id)
             return Job.from_row(row)  # it ended (cancelled) before a worker took it
-        job = await announce(rt, Job.from_row(row))
+        started = Job.from_row(row)
+        if taken is not None:
+            taken(started)
+        job = await announce(rt, started)
         try:
             return await _convert(rt, job, row["inputs"], touch, changes)
         except JobEnded as ended:
@@ -98,7 +107,11 @@ async def _convert(
     on_progress = _progress_saver(rt, job_id)
     beat = asyncio.create_task(_heartbeat(rt, touch))
     try:
-        async with rt.storage.workdir(f"{job_id}-{job.attempts}") as workdir:
+        attempt = f"{job_id}-{job.attempts}"
+        keys = [u["storage_path"] for u in uploads]
+        # inputs in an object store are downloaded to this machine first: the sandbox
+        # works on local files only
+        async with rt.storage.inputs(attempt, keys) as paths, rt.storage.workdir(attempt) as workdir:
             # LibreOffice work reaches this worker's warm pool through a door bound to the
             # job's account (converters/tools/office/broker.py); a no-op when no pool runs here
             door = (
@@ -112,14 +125,14 @@ async def _convert(
                     job.input_format,
                     job.output_format,
                     job.options,
-                    [rt.storage.path(u["storage_path"]) for u in uploads],
+                    paths,
                     workdir,
                     on_progress,
                 )
                 result = await _unless_ended(conversion, changes)
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
-            relative = rt.storage.store_output(result.path, job.account_id, str(job_id), name)
+            relative = await rt.storage.store_output(result.path, job.account_id, str(job_id), name)
         return await save_change(
             rt,
             job_id,

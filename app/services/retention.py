@@ -4,19 +4,16 @@ each account's storage is measured and capped, and the request log is trimmed by
 A job's files are its output and its input uploads. The sweeper (a worker cron job, every
 minute) marks ended jobs past their plan's retention expired and deletes their outputs;
 uploads past it are deleted unless a waiting or running job still needs them. Rows are
-changed and files deleted inside one transaction per batch, so a sweeper that dies half-way
+changed and files deleted (in the file store: a directory or an object store) inside one
+transaction per batch, so a sweeper that dies half-way, or meets the store out of reach,
 leaves rows that the next sweep finds again (deleting a missing file is not an error).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import shutil
 import uuid
-from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from saq.job import Status
@@ -45,13 +42,6 @@ class Swept:
 class Deleted:
     job_id: uuid.UUID
     freed_bytes: int
-
-
-def _remove(root: Path, relatives: Iterable[str]) -> None:
-    """Delete stored files and the folder each lived in (a job's or an upload's own folder)."""
-    for relative in relatives:
-        folder = (root / relative).parent
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def delete_job(rt: Runtime, principal: Principal, job_id: str) -> Deleted:
@@ -92,7 +82,8 @@ async def delete_job(rt: Runtime, principal: Principal, job_id: str) -> Deleted:
         paths = [u["storage_path"] for u in uploads]
         if row["output_path"]:
             paths.append(row["output_path"])
-        await asyncio.to_thread(_remove, rt.storage.root, paths)
+        # inside the transaction: a store out of reach rolls the delete back (503, try again)
+        await rt.storage.files.delete(paths)
     metrics.SWEPT.labels("job_files").inc(1 if row["output_path"] else 0)
     metrics.SWEPT.labels("uploads").inc(len(uploads))
     freed = (row["output_size"] if row["output_path"] else 0) + sum(u["file_size"] for u in uploads)
@@ -135,7 +126,7 @@ async def _in_batches(rt: Runtime, query: str) -> int:
     while True:
         async with rt.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(query, BATCH)
-            await asyncio.to_thread(_remove, rt.storage.root, [r[0] for r in rows if r[0]])
+            await rt.storage.files.delete([r[0] for r in rows if r[0]])
         done += len(rows)
         if len(rows) < BATCH:
             return done

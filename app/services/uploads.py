@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import TYPE_CHECKING
 
@@ -40,22 +41,32 @@ async def store(
     check_size(rt, principal, files)
     if not quota_checked:  # a conversion checks it before charging (jobs.convert)
         await storage_use.check_quota(rt, principal, sum(f.size for f in files))
-    uploads = []
-    for f in files:
-        token = secrets.token_hex(6)
-        relative = rt.storage.claim_upload(f, principal.account_id, token)
-        row = await rt.pool.fetchrow(
-            "INSERT INTO uploads (account_id, token, file_name, file_size, content_type,"
-            " storage_path) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-            principal.account_id,
-            token,
-            f.filename,
-            f.size,
-            f.content_type,
-            relative,
-        )
-        uploads.append(Upload.from_row(row))
-    return uploads
+    # every file goes into the store first, then the rows in one transaction: a store or
+    # database failure half-way leaves neither rows without files nor files without rows
+    tokens = [secrets.token_hex(6) for _ in files]
+    keys: list[str] = []
+    try:
+        for f, token in zip(files, tokens, strict=True):
+            keys.append(await rt.storage.claim_upload(f, principal.account_id, token))
+        async with rt.pool.acquire() as conn, conn.transaction():
+            rows = [
+                await conn.fetchrow(
+                    "INSERT INTO uploads (account_id, token, file_name, file_size, content_type,"
+                    " storage_path) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                    principal.account_id,
+                    token,
+                    f.filename,
+                    f.size,
+                    f.content_type,
+                    key,
+                )
+                for f, token, key in zip(files, tokens, keys, strict=True)
+            ]
+    except BaseException:
+        with contextlib.suppress(Exception):  # the store may be the thing that is down
+            await rt.storage.files.delete(keys)
+        raise
+    return [Upload.from_row(row) for row in rows]
 
 
 async def find(rt: Runtime, principal: Principal, file_path: str) -> Upload:

@@ -135,6 +135,13 @@ def python_paths() -> list[Path]:
     return sorted(paths)
 
 
+@functools.cache  # like python_paths: the fork server's environment does not change
+def tree_paths() -> tuple[Path, ...]:
+    """Every extra path a job's tree binds read-only: Python, and the fonts
+    (fontconfig's cache and CONVERTD_FONTS_DIR, `converters.tools.fonts`)."""
+    return tuple(python_paths() + fonts.read_only_paths())
+
+
 def _below(root: str, path: Path) -> str:
     return root + str(path)
 
@@ -171,50 +178,161 @@ def _bind(
 
 
 def _skeleton_files(root: str, uid: int, gid: int) -> None:
-    os.makedirs(root + "/etc", mode=0o755, exist_ok=True)
     # getpwuid() must answer for the job's uid (fontconfig, LibreOffice and ssh-style tools
     # ask); nothing else of the host's accounts is shown
-    with open(root + "/etc/passwd", "w") as fh:
-        fh.write(f"root:x:0:0::/:/usr/sbin/nologin\nconvertd:x:{uid}:{gid}::/nonexistent:/usr/sbin/nologin\n")
-    with open(root + "/etc/group", "w") as fh:
-        fh.write(f"root:x:0:\nconvertd:x:{gid}:\n")
-    with open(root + "/etc/hosts", "w") as fh:
-        fh.write("127.0.0.1 localhost\n")
-    for name in ("passwd", "group", "hosts"):
-        os.chmod(f"{root}/etc/{name}", 0o644)
+    nologin = "/usr/sbin/nologin"
+    for name, text in (
+        ("passwd", f"root:x:0:0::/:{nologin}\nconvertd:x:{uid}:{gid}::/nonexistent:{nologin}\n"),
+        ("group", f"root:x:0:\nconvertd:x:{gid}:\n"),
+        ("hosts", "127.0.0.1 localhost\n"),
+    ):
+        fd = os.open(f"{root}/etc/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, text.encode())
+            os.fchmod(fd, 0o644)  # whatever our umask
+        finally:
+            os.close(fd)
 
 
-def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with_proc: bool) -> None:
-    """Mount the job-independent part of the tree at root (done before the job arrives)."""
-    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES},mode=755")
-    os.mkdir(root + OLD_ROOT, mode=0)  # where pivot_root puts the host's tree, to be covered
+# One step of building the skeleton: (kind, path in the tree, argument, flags), paths as
+# bytes with the mount point in front. Made once per fork server (`skeleton_plan`), so a
+# job's process only makes the system calls: every stat, access check and path join done
+# in a freshly forked child also copies the pages of the objects it touches.
+_Step = tuple[str, bytes, bytes | None, int]
+
+
+class _Planner:
+    """Works out, once, the steps `build_skeleton` takes in a fresh tmpfs at root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.steps: list[_Step] = []
+        self.made: set[str] = set()  # paths the steps create in the tree
+        self.bound: list[str] = []  # host directories bound at their own path
+        self.links: list[str] = []  # symlinks made in the tree (to host paths)
+
+    def _add(self, kind: str, path: str, arg: bytes | None = None, flags: int = 0) -> None:
+        self.steps.append((kind, os.fsencode(self.root + path), arg, flags))
+
+    def _exists(self, path: str) -> bool:
+        if path in self.made:
+            return True
+        for top in self.bound + self.links:
+            if path == top or path.startswith(top + "/"):
+                # inside a bind (or through a link into one): the host's own path
+                return os.path.lexists(path)
+        return False
+
+    def mkdirs(self, path: str, mode: int = 0o755) -> None:
+        parts = [p for p in path.split("/") if p]
+        for n in range(1, len(parts) + 1):
+            sub = "/" + "/".join(parts[:n])
+            if not self._exists(sub):
+                self._add("mkdir", sub, None, mode)
+                self.made.add(sub)
+
+    def file(self, path: str) -> None:
+        if not self._exists(path):
+            self._add("file", path)
+            self.made.add(path)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._add("symlink", path, os.fsencode(target))
+        self.made.add(path)
+
+    def tmpfs(self, path: str, flags: int, options: str) -> None:
+        self._add("tmpfs", path, options.encode(), flags)
+
+    def bind(self, src: Path, *, device: bool = False) -> None:
+        """As `_bind(root, src)`: at the same path, read-only."""
+        path = str(src)
+        if src.is_symlink():
+            # a symlinked top-level directory (/lib -> usr/lib on merged-/usr systems)
+            self.mkdirs(str(src.parent))
+            if not self._exists(path):
+                self.symlink(os.readlink(src), path)
+                self.links.append(path)
+            return
+        if src.is_dir():
+            self.mkdirs(path)
+        else:
+            self.mkdirs(str(src.parent))
+            self.file(path)
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if device else MS_NODEV) | (0 if device else MS_RDONLY)
+        self._add("bind", path, os.fsencode(path), flags)
+        if src.is_dir():
+            self.bound.append(path)
+
+
+@functools.cache
+def skeleton_plan(root: str, extra_ro: tuple[Path, ...]) -> tuple[_Step, ...]:
+    """The steps that build the job-independent tree at root (see `build_skeleton`).
+
+    Called once in the fork server: its children inherit the answer. What it reads of
+    the host (which top-level directories are links, which files exist) holds for the fork
+    server's life, like `python_paths`."""
+    plan = _Planner(root)
+    plan.tmpfs("", MS_NOSUID | MS_NODEV, f"size={ROOT_TMPFS_BYTES},mode=755")
+    plan.mkdirs(OLD_ROOT, mode=0)  # where pivot_root puts the host's tree, to be covered
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/" + top)
         if os.path.lexists(path):
-            _bind(root, path)
-    _skeleton_files(root, uid, gid)
+            plan.bind(path)
+    plan.mkdirs("/etc")
+    plan._add("accounts", "/etc")  # /etc/passwd, group, hosts: they name the job's uid
     for name in ETC_ENTRIES:
         path = Path("/etc") / name
         if path.exists():
-            _bind(root, path)
-    os.makedirs(root + "/dev/shm", mode=0o755)
+            plan.bind(path)
+    plan.mkdirs("/dev/shm")
     for dev in DEVICES:
         if stat.S_ISCHR(os.stat(f"/dev/{dev}").st_mode):
-            _bind(root, Path("/dev") / dev, writable=True, device=True)
+            plan.bind(Path("/dev") / dev, device=True)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
-        os.symlink(target, f"{root}/dev/{name}")
+        plan.symlink(target, f"/dev/{name}")
     # tools insist on a writable /tmp (LibreOffice puts its pipe there, whatever TMPDIR
     # says): a small one of its own; TMPDIR points into the job directory for real work
-    os.makedirs(root + "/tmp", mode=0o755, exist_ok=True)
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMP_TMPFS_BYTES},mode=1777")
+    plan.mkdirs("/tmp")
+    plan.tmpfs("/tmp", MS_NOSUID | MS_NODEV, f"size={TMP_TMPFS_BYTES},mode=1777")
     # (first: a Python install or checkout under /tmp is then bound inside it)
     for path in extra_ro:
         if os.access(path, os.R_OK | os.X_OK):  # one we cannot read would be of no use inside
-            _bind(root, path)
-    if with_proc:  # the /proc of the job's own pid namespace (we are in it already)
-        os.makedirs(root + "/proc", mode=0o555)
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            plan.bind(path)
+    plan._add("proc", "/proc")
+    return tuple(plan.steps)
+
+
+def _mount_b(
+    source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None
+) -> None:
+    if _libc.mount(source, target, fstype, flags, data) != 0:
+        err = ctypes.get_errno()
+        raise LayerError("mount", f"mount {source!r} on {target!r}", err)
+
+
+def build_skeleton(root: str, extra_ro: Iterable[Path], uid: int, gid: int, with_proc: bool) -> None:
+    """Mount the job-independent part of the tree at root (done before the job arrives):
+    a read-only tmpfs holding /usr and the library links, a few files of /etc, /dev basics,
+    a /tmp of its own, the read-only extra paths and (with_proc) the pid namespace's /proc."""
+    for kind, path, arg, flags in skeleton_plan(root, tuple(extra_ro)):
+        if kind == "bind":
+            _mount_b(arg, path, None, MS_BIND | MS_REC, None)
+            _mount_b(None, path, None, flags, None)
+        elif kind == "mkdir":
+            os.mkdir(path, flags)
+        elif kind == "file":
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        elif kind == "symlink":
+            assert arg is not None
+            os.symlink(arg, path)
+        elif kind == "tmpfs":
+            _mount_b(b"tmpfs", path, b"tmpfs", flags, arg)
+        elif kind == "accounts":
+            _skeleton_files(os.fsdecode(path[: -len(b"/etc")]), uid, gid)
+        elif kind == "proc" and with_proc:  # the /proc of the job's own pid namespace
+            os.mkdir(path, 0o555)
+            _mount_b(b"proc", path, b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
 
 
 def bind_job(root: str, workdir: Path) -> None:
@@ -293,7 +411,7 @@ def prepare(mount_point: str, *, in_pid_ns: bool, uid: int | None = None) -> Pre
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         # fonts: fontconfig's cache and CONVERTD_FONTS_DIR, read-only (converters.tools.fonts)
-        build_skeleton(mount_point, python_paths() + fonts.read_only_paths(), uid, gid, with_proc=in_pid_ns)
+        build_skeleton(mount_point, tree_paths(), uid, gid, with_proc=in_pid_ns)
         prep.active["mount"] = True
         prep.active["pid"] = in_pid_ns
     except OSError as exc:

@@ -89,7 +89,12 @@ async def test_readyz_is_ready_with_postgres_redis_a_worker_and_lists_engines(
         await asyncio.sleep(0.1)
     assert r.status == 200, body
     assert body["ok"] is True and body["status"] == "ready"
-    assert {name for name, c in body["components"].items() if c["ok"]} == {"postgres", "redis", "workers"}
+    assert {name for name, c in body["components"].items() if c["ok"]} == {
+        "postgres",
+        "redis",
+        "storage",
+        "workers",
+    }
     assert body["components"]["workers"]["count"] >= 1
     # what `convertd doctor` finds: formats per filetype, and what this machine lacks
     assert body["engines"]["filetypes"]["image"]["input_formats"] > 5

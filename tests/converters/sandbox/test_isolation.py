@@ -272,6 +272,29 @@ async def test_jobs_run_under_distinct_unprivileged_uids(
         assert len(set(uids)) == 3  # a uid per job: no job can signal or read another's files
 
 
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _children(parent: int, comm: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rpartition(")")[2].split()
+            if name == comm and int(rest[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
 async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     intruder_registry: None, server: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -280,15 +303,22 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
         sandbox.run("intruder", "json", "disk", {}, [server["upload"]], server["workdir"])
     )
     await wait_until(lambda: (server["workdir"] / "fill-1").exists(), 60, "the job started writing")
-    assert sandbox._zygote is not None
-    old = sandbox._zygote.popen.pid
+    zygote = sandbox._zygotes[sandbox.ALL]  # the test's converter is in no smaller family
+    old = zygote.popen.pid
+    inits = _children(old, "cat")  # pid 1 of each job's namespace (as root)
     os.kill(old, 9)
     with pytest.raises(SandboxError) as err:
         await job
     assert err.value.kind == "crash"
     assert "lost" in err.value.message
+    # they read a pipe only the fork server held: they end with it
+    await wait_until(
+        lambda: not [pid for pid in inits if _state(pid) not in ("Z", "gone")], 10, "the jobs' pid 1 ended"
+    )
     await _hash_ok(tmp_path / "second")
-    assert sandbox._zygote.popen.pid != old
+    again = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], tmp_path / "third")
+    assert again.path.is_file()
+    assert sandbox._zygotes[sandbox.ALL].popen.pid != old
 
 
 def test_jobs_from_other_loops_threads_and_a_forked_worker(tmp_path: Path) -> None:
@@ -331,12 +361,12 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
     # every child shares its fork server's memory layout: a new one re-randomises it
     monkeypatch.setenv(sandbox.RECYCLE_ENV, "2")
     await _hash_ok(tmp_path / "a")  # may start a server (an earlier one had served more)
-    first = sandbox._zygote
-    assert first is not None
+    family = sandbox.FAMILIES["converters.filetypes.hash"]
+    first = sandbox._zygotes[family]
     while first.jobs < 2:
         await _hash_ok(tmp_path / f"fill{first.jobs}")
     await _hash_ok(tmp_path / "b")
-    assert sandbox._zygote is not first
+    assert sandbox._zygotes[family] is not first
     # the retired one leaves once its jobs are done
     await wait_until(lambda: first.popen.poll() is not None, 10, "the retired fork server exited")
 
@@ -347,6 +377,10 @@ async def test_as_root_every_layer_is_active(tmp_path: Path) -> None:
     await _hash_ok(tmp_path)
     assert sandbox.layers is not None
     assert [name for name, on in sandbox.layers.items() if not on] == []
+    await sandbox.prestart()  # every family's fork server probes its own layers
+    assert {family: z.missing for family, z in sandbox._zygotes.items()} == {
+        family: [] for family in {*sandbox.FAMILIES.values(), sandbox.ALL}
+    }
 
 
 async def test_concurrent_jobs_each_get_their_own_process(
