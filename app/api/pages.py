@@ -42,7 +42,7 @@ def graphiql_html() -> str:
     """Strawberry's GraphiQL page with its CDN scripts and styles taken from /static/vendor/.
 
     The template's integrity attributes stay: the vendored files are the same bytes, and a
-    Strawberry upgrade that moves to other versions fails the asset test (tests/test_pages.py)
+    Strawberry upgrade that moves to other versions fails the asset test (tests/api/test_pages.py)
     until scripts/vendor_js.sh is run with the new pins."""
     html = get_graphql_ide_html(graphql_ide="graphiql").replace(CDN, VENDOR_PREFIX)
     return html.replace("<title>Strawberry GraphiQL</title>", "<title>Convertd GraphiQL</title>")
