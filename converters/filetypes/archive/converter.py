@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
-from converters.filetypes.archive import readers
+from converters.filetypes.archive import read_7z, read_rar, readers
 from converters.filetypes.archive.safety import Audit, Bounds, Staging
 from converters.filetypes.archive.writers import pack
 
@@ -73,22 +73,22 @@ class ArchiveConverter(Converter):
     def unavailable_formats(self) -> dict[str, str]:
         """Formats left out on this machine, with the reason (for `convertd doctor`)."""
         missing: dict[str, str] = {}
-        if not readers.HAVE_7Z:
+        if not read_7z.HAVE_7Z:
             missing["7z"] = "py7zr is not installed"
-        if reason := readers.rar_unavailable():
+        if reason := read_rar.rar_unavailable():
             missing["rar"] = reason
         return missing
 
     def _readable(self) -> tuple[str, ...]:
         out = ["zip", *TARS, "tgz", "tbz2", "txz", *SINGLES]
-        if readers.HAVE_7Z:
+        if read_7z.HAVE_7Z:
             out.append("7z")
-        if readers.rar_unavailable() is None:
+        if read_rar.rar_unavailable() is None:
             out.append("rar")
         return tuple(out)
 
     def _writable(self) -> frozenset[str]:
-        return frozenset((*WRITABLE, "7z") if readers.HAVE_7Z else WRITABLE)
+        return frozenset((*WRITABLE, "7z") if read_7z.HAVE_7Z else WRITABLE)
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         outs = self._writable()
@@ -151,9 +151,9 @@ class ArchiveConverter(Converter):
         elif fmt in TARS:
             readers.scan_tar(path, fmt, audit)
         elif fmt == "7z":
-            readers.scan_7z(path, audit)
+            read_7z.scan_7z(path, audit)
         elif fmt == "rar":
-            readers.scan_rar(path, audit)
+            read_rar.scan_rar(path, audit)
         # single gz/bz2/xz streams declare nothing reliable: limits apply while writing
         self._scanned = {**dict(list(self._scanned.items())[-7:]), key: audit}
         return audit
@@ -228,9 +228,9 @@ class ArchiveConverter(Converter):
         elif fmt in SINGLES:
             readers.extract_single(path, fmt, staging, audit, progress)
         elif fmt == "7z":
-            readers.extract_7z(path, staging, audit, progress)
+            read_7z.extract_7z(path, staging, audit, progress)
         elif fmt == "rar":
-            readers.extract_rar(path, staging, audit, progress)
+            read_rar.extract_rar(path, staging, audit, progress)
         else:  # pragma: no cover - _real_format returns only the above
             raise ConversionError(f"Cannot read '{fmt}' archives.", hint="")
 

@@ -1,52 +1,35 @@
 """Reading archives: recognise the container, list its headers, stream its files out.
 
 Every reader turns its library's entries into `Member`s and hands the bytes to a `Staging`
-(see archive_safety); no library is ever asked to extract to disk itself.
+(see safety.py); no library is ever asked to extract to disk itself. zip, tar and single
+compressed files are read here, 7z in read_7z.py, RAR in read_rar.py.
 """
 
 from __future__ import annotations
 
 import bz2
 import contextlib
-import ctypes
 import datetime
 import functools
 import gzip
 import lzma
-import stat
 import struct
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from converters.base import ConversionError
 from converters.filetypes.archive.safety import Audit, Kind, Member, MiB, Staging, kind_of_mode
-
-try:
-    import py7zr
-    from py7zr.io import Py7zIO, WriterFactory
-except ImportError:  # pragma: no cover - depends on the installation
-    py7zr = None  # type: ignore[assignment]  # optional: 7z input drops out without it
-    Py7zIO = WriterFactory = object  # type: ignore[misc,assignment]  # base classes never used then
-
-HAVE_7Z = py7zr is not None
-
-try:
-    import libarchive
-    import libarchive.exception
-    import libarchive.ffi
-except Exception:  # pragma: no cover - libarchive.so missing fails in several ways
-    libarchive = None
 
 Progress = Callable[[float], None]
 
 # Compressed single streams and the tar they may hold.
 _COMPRESSED = {"gz": "tar.gz", "bz2": "tar.bz2", "xz": "tar.xz"}
 _OPENERS: dict[str, Callable[..., Any]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
-_DAMAGED = (
+DAMAGED = (
     zipfile.BadZipFile,
     tarfile.TarError,
     EOFError,
@@ -98,7 +81,7 @@ def sniff(path: Path) -> str | None:
             try:
                 with _OPENERS[short](path, "rb") as inner:
                     block = inner.read(512)
-            except _DAMAGED:
+            except DAMAGED:
                 return short
             return _COMPRESSED[short] if _looks_like_tar(block) else short
     if _looks_like_tar(head, empty_ok=path.stat().st_size % 512 == 0):
@@ -171,7 +154,7 @@ def scan_zip(path: Path, audit: Audit) -> None:
         with _zip_open(path, audit) as zf:
             for info in _zip_infos(zf):
                 audit.add(_zip_member(info))
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise damaged("zip", exc) from exc
 
 
@@ -189,7 +172,7 @@ def extract_zip(path: Path, staging: Staging, audit: Audit, progress: Progress) 
                 else:
                     staging.add(m)
                 progress(n / len(infos))
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise damaged("zip", exc) from exc
 
 
@@ -247,7 +230,7 @@ def scan_tar(path: Path, fmt: str, audit: Audit) -> None:
     try:
         for _, ti in _tar_entries(path, fmt):
             audit.add(_tar_member(ti))
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise damaged(fmt, exc) from exc
 
 
@@ -267,7 +250,7 @@ def extract_tar(path: Path, fmt: str, staging: Staging, audit: Audit, progress: 
             else:
                 staging.add(m)
             progress(n / max(count, n, 1))
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise damaged(fmt, exc) from exc
 
 
@@ -302,272 +285,6 @@ def extract_single(path: Path, fmt: str, staging: Staging, audit: Audit, progres
     try:
         with _OPENERS[fmt](path, "rb") as src:
             staging.add(m, iter(functools.partial(src.read, MiB), b""))
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise damaged(fmt, exc) from exc
     progress(1.0)
-
-
-# --- 7z --------------------------------------------------------------------------------------
-
-
-def _7z_member(f: Any) -> Member:
-    """`f`: one of py7zr's file entries (SevenZipFile.files)."""
-    kind: Kind
-    if f.is_directory:
-        kind = "dir"
-    elif f.is_symlink or f.is_junction:
-        kind = "symlink"
-    elif f.st_fmt is not None and not stat.S_ISREG(f.st_fmt):
-        kind = kind_of_mode(f.st_fmt) or "other"
-    else:
-        kind = "file"
-    mtime = None
-    if f.lastwritetime is not None:
-        with contextlib.suppress(ValueError, OverflowError, OSError):
-            mtime = f.lastwritetime.totimestamp()
-    size = (f.uncompressed or 0) if kind == "file" else None
-    return Member(f.filename, kind, size, f.posix_mode or 0o644, mtime)
-
-
-def _7z_errors() -> tuple[type[BaseException], ...]:
-    return (
-        *_DAMAGED,
-        py7zr.exceptions.ArchiveError,
-        py7zr.exceptions.PasswordRequired,
-        py7zr.exceptions.UnsupportedCompressionMethodError,
-        KeyError,
-        IndexError,
-    )
-
-
-def _7z_open(fp: BinaryIO) -> py7zr.SevenZipFile:
-    z = py7zr.SevenZipFile(fp, "r")  # a file object (not a path) keeps py7zr single-threaded
-    if z.needs_password():
-        z.close()
-        raise ConversionError(
-            "The 7z archive is password-protected.",
-            hint="Encrypted archives are not supported; send it without a password.",
-        )
-    return z
-
-
-def scan_7z(path: Path, audit: Audit) -> None:
-    try:
-        with path.open("rb") as fp, _7z_open(fp) as z:
-            for f in z.files:
-                audit.add(_7z_member(f))
-    except _7z_errors() as exc:
-        raise damaged("7z", exc) from exc
-
-
-class _Discard(Py7zIO):
-    def write(self, s: bytes | bytearray) -> int:
-        return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
-
-    def size(self) -> int:
-        return 0
-
-
-class _ToStaging(Py7zIO):
-    """py7zr pushes a file's bytes here; they go through a Staging sink with its limits."""
-
-    def __init__(self, staging: Staging, member: Member, on_close: Callable[[], None]) -> None:
-        self._sink = staging.begin(member)
-        self._on_close = on_close
-
-    def write(self, s: bytes | bytearray) -> int:
-        return self._sink.write(s) if self._sink else len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
-
-    def size(self) -> int:
-        return self._sink.written if self._sink else 0
-
-    def close(self) -> None:
-        if self._sink:
-            self._sink.close()
-        self._on_close()
-
-
-class _Factory(WriterFactory):
-    """Maps py7zr's per-entry output names back to the entries we audited."""
-
-    def __init__(
-        self, staging: Staging, by_key: dict[str, list[Member]], progress: Progress, total: int
-    ) -> None:
-        self.staging, self.by_key, self.progress, self.total = staging, by_key, progress, total
-        self.done = 0
-        self.opened: set[int] = set()
-
-    def create(self, filename: str) -> Py7zIO:
-        queue = self.by_key.get(filename)
-        if not queue:
-            raise ConversionError(
-                f"The 7z entry '{filename[:200]}' does not match the archive's directory.",
-                hint="The archive is damaged or forged.",
-            )
-        m = queue.pop(0)
-        self.opened.add(id(m))
-        if m.kind != "file":
-            self.staging.add(m)  # records the skip; data is discarded
-            return _Discard()
-        return _ToStaging(self.staging, m, self._closed)
-
-    def _closed(self) -> None:
-        self.done += 1
-        self.progress(min(self.done / max(self.total, 1), 1.0))
-
-
-def extract_7z(path: Path, staging: Staging, audit: Audit, progress: Progress) -> None:
-    from py7zr.helpers import get_sanitized_output_path
-
-    try:
-        with path.open("rb") as fp, _7z_open(fp) as z:
-            files = list(z.files)
-            members = [_7z_member(f) for f in files]
-            for m in members:
-                audit.add(m)
-            # py7zr names each output like this before asking the factory for a writer;
-            # rebuild the same keys (duplicates get "_N") to find our member again.
-            by_key: dict[str, list[Member]] = {}
-            seen: dict[str, int] = {}
-            for f, m in zip(files, members, strict=True):
-                if f.filename not in seen:
-                    out, seen[f.filename] = f.filename, 0
-                else:
-                    out = f"{f.filename}_{seen[f.filename]}"
-                    seen[f.filename] += 1
-                if m.kind == "dir":
-                    staging.add(m)
-                    continue
-                key = get_sanitized_output_path(out, None).as_posix()
-                by_key.setdefault(key, []).append(m)
-            factory = _Factory(staging, by_key, progress, len(files))
-            z.extractall(factory=factory)
-            # Empty files have no stream and may never be opened: create them now.
-            for m in members:
-                if m.kind != "dir" and id(m) not in factory.opened:
-                    staging.add(m, ())
-    except ConversionError:
-        raise
-    except _7z_errors() as exc:
-        raise damaged("7z", exc) from exc
-
-
-# --- rar (libarchive, read only) -------------------------------------------------------------
-
-
-def _rar_member(e: Any) -> Member:
-    """`e`: a libarchive-c ArchiveEntry (the library has no type information)."""
-    kind: Kind
-    if e.isdir:
-        kind = "dir"
-    elif e.issym:
-        kind = "symlink"
-    elif e.islnk:
-        kind = "hardlink"
-    elif e.isblk or e.ischr:
-        kind = "device"
-    elif e.isfifo:
-        kind = "fifo"
-    elif e.isreg:
-        kind = "file"
-    else:
-        kind = "other"
-    name = e.pathname or ""
-    link = e.linkpath if kind == "hardlink" else None
-    return Member(
-        name if isinstance(name, str) else name.decode("utf-8", "replace"),
-        kind,
-        e.size if kind == "file" else None,
-        e.perm,
-        e.mtime,
-        link,
-    )
-
-
-def _rar_blocks(entry: Any) -> Iterator[bytes]:
-    # Not entry.get_blocks(): libarchive reports a CRC mismatch as a warning (-20), and
-    # libarchive-c then yields a buffer of garbage instead of failing. Any negative is fatal.
-    archive_p = entry._archive_p
-    buf = ctypes.create_string_buffer(MiB)
-    while (n := libarchive.ffi.read_data(archive_p, buf, MiB)) != 0:
-        if n < 0:
-            msg = libarchive.ffi.error_string(archive_p) or b"read error"
-            raise libarchive.exception.ArchiveError(msg.decode("utf-8", "replace"))
-        yield ctypes.string_at(buf, n)
-
-
-def _rar_reader(path: Path) -> Any:  # libarchive-c's reader context (no type information)
-    with path.open("rb") as f:
-        head = f.read(8)
-    # Only the RAR readers: a file sniffed as RAR must not be parsed as anything else.
-    fmt = "rar5" if head.startswith(b"Rar!\x1a\x07\x01\x00") else "rar"
-    return libarchive.file_reader(str(path), format_name=fmt, filter_name="none")
-
-
-def _rar_errors() -> tuple[type[BaseException], ...]:
-    return (*_DAMAGED, libarchive.exception.ArchiveError)
-
-
-def scan_rar(path: Path, audit: Audit) -> None:
-    try:
-        with _rar_reader(path) as arc:
-            for e in arc:
-                audit.add(_rar_member(e))
-    except _rar_errors() as exc:
-        raise damaged("rar", exc) from exc
-
-
-def extract_rar(path: Path, staging: Staging, audit: Audit, progress: Progress) -> None:
-    try:
-        # Headers first (libarchive skips the data), then a second pass that writes.
-        with _rar_reader(path) as arc:
-            for e in arc:
-                audit.add(_rar_member(e))
-        total, n = audit.count, 0
-        with _rar_reader(path) as arc:
-            for e in arc:
-                m = _rar_member(e)
-                staging.add(m, _rar_blocks(e) if m.kind == "file" else None)
-                n += 1
-                progress(n / max(total, 1))
-    except ConversionError:
-        raise
-    except _rar_errors() as exc:
-        raise damaged("rar", exc) from exc
-
-
-@functools.cache
-def rar_unavailable() -> str | None:
-    """Why RAR cannot be read here, or None."""
-    if libarchive is None:
-        return "libarchive-c or the libarchive shared library (Debian: libarchive13) is missing"
-    try:
-        with libarchive.memory_reader(_rar_probe_bytes(), format_name="rar") as arc:
-            data = b"".join(b"".join(e.get_blocks()) for e in arc)
-    except Exception as exc:  # any failure means no usable RAR reader
-        return f"libarchive cannot read RAR: {exc}"
-    return None if data == b"ok\n" else "libarchive read a RAR test archive wrongly"
-
-
-def _rar_probe_bytes() -> bytes:
-    from converters.filetypes.archive.rar4 import rar4
-
-    return rar4([("a.txt", b"ok\n", stat.S_IFREG | 0o644)])

@@ -23,7 +23,7 @@ import pytest
 from converters.base import ConversionError, RequestError, Task
 from converters.filetypes.archive.converter import PLAIN_INPUTS, ArchiveConverter
 from converters.filetypes.archive.rar4 import rar4
-from converters.filetypes.archive.readers import rar_unavailable
+from converters.filetypes.archive.read_rar import rar_unavailable
 from converters.registry import Registry
 
 CONV = ArchiveConverter()
