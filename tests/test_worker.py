@@ -75,7 +75,7 @@ async def test_job_of_a_worker_killed_mid_job_is_taken_up_again(
 ) -> None:
     # a queue of its own, so only the worker processes started here take the job
     queue = "killtest"
-    own = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, name=queue, heartbeat=2))
+    own = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, name=queue, heartbeat=4))
     rt = await Runtime.open(own)
     first = second = None
     try:
@@ -105,7 +105,7 @@ async def test_job_of_a_worker_killed_mid_job_is_taken_up_again(
         killed_at = asyncio.get_running_loop().time()
 
         second = _start_worker(env)
-        assert await _until(rt, job.id, lambda j: j["status"] == "finished", 90), await rt.pool.fetchrow(
+        assert await _until(rt, job.id, lambda j: j["status"] == "finished", 150), await rt.pool.fetchrow(
             "SELECT status, error, attempts FROM jobs WHERE id = $1", job.id
         )
         taken_up_after = asyncio.get_running_loop().time() - killed_at
