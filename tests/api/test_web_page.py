@@ -4,6 +4,7 @@ driven by Playwright (its pip package; no browser is downloaded), against the li
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import time
@@ -129,6 +130,32 @@ async def test_drop_a_png_convert_to_webp_with_options_and_download_it(
         assert img.format == "WEBP" and img.size == (32, 24)
     assert only_local(page.requested, base_url) == []
     assert any(u.startswith(base_url.replace("http://", "ws://")) for u in page.requested)
+    assert page.errors == []
+
+
+async def test_a_list_option_is_a_multiple_select_and_its_choices_are_sent(
+    page: Any, base_url: str, account: Account, tmp_path: Path
+) -> None:
+    await page.goto(f"{base_url}/")
+    await sign_in(page, token_for(account))
+    await page.wait_for_selector("#convert:not([hidden])")
+    await drop_file(page, "data.bin", b"hello", "application/octet-stream")
+    await page.wait_for_selector("#file-list li")
+    await page.select_option("#target", "json")
+    algorithms = page.locator("#opt-algorithms")
+    assert await algorithms.evaluate("e => e.tagName + ':' + e.multiple") == "SELECT:true"
+    await page.select_option("#opt-algorithms", ["sha1", "md5"])
+    await page.click("#start")
+    row = page.locator('#jobs tr[data-file="data.bin"]')
+    await row.locator("text=finished").wait_for()
+    async with page.expect_download() as info:
+        await row.locator("a").click()
+    saved = tmp_path / "hashes.json"
+    await (await info.value).save_as(saved)
+    body = json.loads(saved.read_text())
+    assert body["md5"] == hashlib.md5(b"hello").hexdigest()
+    assert body["sha1"] == hashlib.sha1(b"hello").hexdigest()
+    assert "sha256" not in body  # the chosen list, not the default
     assert page.errors == []
 
 

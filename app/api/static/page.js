@@ -137,8 +137,9 @@ function schemaFor(target) {
   return (opt && opt.schema) || {};
 }
 
-// the form follows the pair's JSON schema: enums as selects, numbers with their bounds,
-// booleans as checkboxes, anything else as text; left empty, the server's default applies
+// the form follows the pair's JSON schema: enums as selects (lists of enums as multiple
+// selects), numbers with their bounds, booleans as checkboxes, anything else as text; left
+// empty, the server's default applies
 function buildOptions() {
   const form = $("options");
   const target = $("target").value;
@@ -147,7 +148,11 @@ function buildOptions() {
   for (const [name, spec] of Object.entries(props)) {
     const id = `opt-${name}`;
     let input;
-    if (Array.isArray(spec.enum)) {
+    const choices = spec.type === "array" && spec.items && Array.isArray(spec.items.enum) ? spec.items.enum : null;
+    if (choices) {
+      input = el("select", { id, name, multiple: true, size: Math.min(choices.length, 6) });
+      choices.forEach((v) => input.append(el("option", { value: JSON.stringify(v) }, String(v))));
+    } else if (Array.isArray(spec.enum)) {
       input = el("select", { id, name });
       input.append(el("option", { value: "" }, spec.default !== undefined ? `default (${spec.default})` : "default"));
       spec.enum.forEach((v) => input.append(el("option", { value: JSON.stringify(v) }, String(v))));
@@ -164,7 +169,7 @@ function buildOptions() {
       input = el("input", { id, name, type: "text" });
       if (spec.default !== undefined) input.placeholder = String(spec.default);
     }
-    input.dataset.kind = Array.isArray(spec.enum) ? "enum" : spec.type || "string";
+    input.dataset.kind = choices ? "list" : Array.isArray(spec.enum) ? "enum" : spec.type || "string";
     form.append(el("label", { htmlFor: id, title: spec.description || "" }, name), input);
     if (spec.description) form.append(el("small", {}, spec.description));
   }
@@ -177,6 +182,9 @@ function optionValues() {
     const kind = input.dataset.kind;
     if (kind === "boolean") {
       if (String(input.checked) !== input.dataset.default) values[input.name] = input.checked;
+    } else if (kind === "list") {
+      const chosen = Array.from(input.selectedOptions, (o) => JSON.parse(o.value));
+      if (chosen.length) values[input.name] = chosen;
     } else if (input.value !== "") {
       values[input.name] = kind === "enum" ? JSON.parse(input.value)
         : kind === "integer" || kind === "number" ? Number(input.value) : input.value;
