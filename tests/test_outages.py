@@ -142,8 +142,9 @@ def _finished_digest(svc: Service, job_id: str, deadline: float) -> str:
 
 def _finished_digest_any(svc: Service, job_id: str, deadline: float) -> None:
     """Wait for the job to finish (any output)."""
-    while svc.status(job_id) != "finished":
-        assert svc.status(job_id) in ("pending", "processing"), svc.status(job_id)
+    while (status := svc.status(job_id)) != "finished":
+        # one read per turn: a second read could see it finish between the two
+        assert status in ("pending", "processing"), status
         assert time.monotonic() < deadline, f"job {job_id} did not finish"
         time.sleep(0.3)
 
