@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 .venv/bin/python scripts/licenses.py
 bash scripts/check.sh
-exec .venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# the whole suite in two parts: the fast tests two at a time (each xdist worker starts its
+# own servers), then the slow ones one at a time, because they time kills, restarts and
+# floods that two at a time on two cores would skew
+.venv/bin/python -m pytest -m "not slow" -n 2
+exec .venv/bin/python -m pytest -m slow --durations=15
