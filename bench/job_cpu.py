@@ -1,6 +1,6 @@
 """CPU one job costs the whole service, beside the CPU of the engine alone.
 
-    .venv/bin/python -m bench.job_cpu [--jobs 40] [--compare /path/to/other/checkout]
+    .venv/bin/python -m bench.job_cpu [--jobs 40] [--compare /path/to/other/checkout] [--media]
 
 Runs `convertd serve` (API, worker process, fork server, embedded PostgreSQL and Redis),
 sends synchronous converts one at a time, and adds up the CPU time every process of the
@@ -21,12 +21,13 @@ import io
 import json
 import os
 import resource
+import tempfile
 from pathlib import Path
 
 import aiohttp
 from PIL import Image
 
-from bench.service import ROOT, Service, photo, running
+from bench.service import ROOT, Service, ffmpeg_file, photo, running, wav
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -68,6 +69,20 @@ CASES = {  # name: (input bytes, file name, filetype, output, options, raw engin
 }
 
 
+def media_cases(tmp: Path) -> dict[str, tuple]:
+    """The audio and video families' jobs (their engine is the ffmpeg program: no raw column)."""
+    clip = ffmpeg_file(
+        tmp / "clip.mp4",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=1",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+    )  # fmt: skip
+    return {
+        "30 s WAV -> MP3": (wav(tmp / "tone.wav").read_bytes(), "tone.wav", "audio", "mp3", {}, None),
+        "1 s 320x240 MP4 -> WebM": (clip.read_bytes(), "clip.mp4", "video", "webm", {"preset": "fast"}, None),
+    }
+
+
 def raw_cpu(data: bytes, width: int, jobs: int) -> float:
     before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(jobs):
@@ -103,6 +118,10 @@ async def job_cpu(http: aiohttp.ClientSession, svc: Service, case: tuple, jobs: 
 
 
 async def main(args: argparse.Namespace) -> None:
+    cases = dict(CASES)
+    if args.media:
+        with tempfile.TemporaryDirectory(prefix="jobcpu") as tmp:
+            cases.update(media_cases(Path(tmp)))  # (read into memory)
     roots = [("this", ROOT)] + ([("compared", Path(args.compare).resolve())] if args.compare else [])
     with running(roots[0][1]) as first, running(roots[1][1]) if args.compare else running() as second:
         services = [first, second][: len(roots)]
@@ -111,7 +130,7 @@ async def main(args: argparse.Namespace) -> None:
         head = f"{'case':26} {'engine':>7}" + "".join(f" {name:>9} {'-engine':>8}" for name, _ in roots)
         print(head + ("  this/compared" if args.compare else ""))
         async with aiohttp.ClientSession() as http:
-            for label, case in CASES.items():
+            for label, case in cases.items():
                 engine = raw_cpu(case[0], case[5], args.jobs) if case[5] is not None else 0.0
                 costs = [await job_cpu(http, svc, case, args.jobs) for svc in services]
                 row = f"{label:26} {1000 * engine:7.1f}"
@@ -125,4 +144,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--compare", help="another checkout to measure beside this one")
+    parser.add_argument("--media", action="store_true", help="add a WAV -> MP3 and an MP4 -> WebM job")
     asyncio.run(main(parser.parse_args()))

@@ -57,3 +57,7 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# packages Convertd no longer uses, out of a .venv made before (scripts/licenses.py refuses
+# them): PyAV, replaced by the ffprobe program (docs/decisions.md, 2026-12-03)
+REMOVED_PACKAGES=(av)
+.venv/bin/python -m pip uninstall -y -q "${REMOVED_PACKAGES[@]}" >/dev/null 2>&1 || true

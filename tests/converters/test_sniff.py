@@ -7,7 +7,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import openpyxl
 import pytest
 from PIL import Image
@@ -15,6 +14,7 @@ from PIL import Image
 from converters.base import ConversionError
 from converters.filetypes.image import heif
 from converters.sniff import check_declared, compatible, detect
+from tests.converters.samples_media import ffmpeg
 from tests.pdf_samples import pdf_bytes
 
 
@@ -50,35 +50,20 @@ def _wav(path: Path) -> None:
 
 
 def _video(codec: str) -> Callable[[Path], None]:
+    """Two black 32x32 frames, the container chosen by the file's extension."""
+
     def make(path: Path) -> None:
-        with av.open(str(path), "w") as box:
-            stream = box.add_stream(codec, rate=10)
-            stream.width = stream.height = 32
-            stream.pix_fmt = "yuv420p"
-            for _ in range(2):
-                frame = av.VideoFrame(32, 32, "yuv420p")
-                for plane in frame.planes:
-                    plane.update(bytes(plane.buffer_size))
-                for packet in stream.encode(frame):
-                    box.mux(packet)
-            for packet in stream.encode():
-                box.mux(packet)
+        ffmpeg("-f", "lavfi", "-i", "color=black:size=32x32:rate=10", "-frames:v", "2",
+               "-c:v", codec, "-pix_fmt", "yuv420p", str(path))  # fmt: skip
 
     return make
 
 
 def _audio(codec: str) -> Callable[[Path], None]:
+    """One frame of mono silence at 48 kHz."""
+
     def make(path: Path) -> None:
-        with av.open(str(path), "w") as box:
-            stream = box.add_stream(codec, rate=48000)
-            ctx = stream.codec_context
-            frame = av.AudioFrame(format=ctx.format.name, layout="mono",
-                                  samples=ctx.frame_size or 1024)  # fmt: skip
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            frame.sample_rate = 48000
-            for packet in [*stream.encode(frame), *stream.encode()]:
-                box.mux(packet)
+        ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-frames:a", "1", "-c:a", codec, str(path))
 
     return make
 

@@ -115,8 +115,17 @@ def test_this_environment_passes() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_reviewed_exception_passes_with_a_warning(tmp_path: Path) -> None:
+def test_pyav_bundling_x264_is_refused(tmp_path: Path) -> None:
+    # it was tolerated until media were probed with the ffprobe program: it may not come back
     fake_dist(tmp_path, "av", {"License-Expression": "BSD-3-Clause"}, {"../av.libs/libx264-0f.so.165": ""})
     done = run_check(tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "warning: av 1.0: bundles x264" in done.stderr and "Tolerated: PyAV" in done.stderr
+    assert done.returncode == 1
+    assert "av 1.0: BSD-3-Clause  [bundles x264" in done.stderr, done.stderr
+
+
+def test_reviewed_exception_passes_with_a_warning(tmp_path: Path, monkeypatch, capsys) -> None:
+    fake_dist(tmp_path, "pkg", {"License-Expression": "MIT"}, {"../pkg.libs/libx265-1a.so.199": ""})
+    monkeypatch.setattr(licenses, "ALLOWED", {"pkg": "reviewed: only a separate program uses it"})
+    assert licenses.main(["--path", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: pkg 1.0: bundles x265" in err and "Tolerated: reviewed: only" in err

@@ -3,7 +3,8 @@
 Inputs are made here: a JPEG that carries EXIF (camera, date, orientation, a GPS position),
 an XMP packet that names the position too, and a comment; an mp4/mov/m4a whose container
 holds a location atom (QuickTime ©xyz, what phones write). Outputs are read back with
-Pillow (any plugin) and PyAV, never with the converter's own code.
+Pillow (any plugin) and ffprobe (with its own command line), never with the converter's own
+code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 from pathlib import Path
 
 import aiohttp
-import av
 import pikepdf
 import pytest
 from PIL import Image
@@ -25,7 +25,7 @@ from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
 from tests.conftest import Account, GraphQL, operation, wait_for_status
-from tests.converters.samples_media import ffmpeg, task_for
+from tests.converters.samples_media import ffmpeg, ffprobe, task_for
 
 IMAGE = ImageConverter()
 MAKE, DATE, ORIENTATION, GPS = 0x010F, 0x0132, 0x0112, 0x8825
@@ -178,10 +178,10 @@ def geotagged_media(path: Path, fmt: str) -> Path:
 
 
 def tags_of(path: Path) -> dict[str, str]:
-    with av.open(str(path)) as container:
-        tags = dict(container.metadata)
-        for stream in container.streams:
-            tags.update({f"stream:{k}": v for k, v in stream.metadata.items()})
+    found = ffprobe(path, "-show_entries", "format_tags:stream_tags")
+    tags = dict(found["format"].get("tags") or {})
+    for stream in found["streams"]:
+        tags.update({f"stream:{k}": v for k, v in (stream.get("tags") or {}).items()})
     return tags
 
 

@@ -4,14 +4,14 @@ webm through the video family with their timing.
 
 Animations are made here with Pillow: frames of different colours (an encoder may merge
 identical neighbours) and durations that differ frame to frame, in 10 ms steps (GIF counts
-in hundredths of a second). Outputs are read back with Pillow and PyAV.
+in hundredths of a second). Outputs are read back with Pillow, and videos with ffprobe and
+ffmpeg.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import pytest
 from PIL import Image
 
@@ -20,6 +20,7 @@ from converters.filetypes.image.converter import ANIMATION_SECONDS_LIMIT, WRITE,
 from converters.filetypes.video import VideoConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
+from tests.converters.samples_media import decoded_frames, ffprobe
 
 IMAGE, VIDEO = ImageConverter(), VideoConverter()
 SIZE = (64, 48)
@@ -129,13 +130,9 @@ def test_an_animation_playing_too_long_is_refused(tmp_path: Path) -> None:
 
 def video_frames(path: Path) -> tuple[list[float], float, list[tuple[int, int, int]]]:
     """Frame start times (s), the container's duration (s) and each frame's centre colour."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        times, colours = [], []
-        for frame in container.decode(stream):
-            times.append(round(float(frame.pts * stream.time_base), 3))
-            colours.append(frame.to_image().getpixel((32, 24)))
-        return times, container.duration / 1e6, colours
+    frames = decoded_frames(path)
+    duration = float(ffprobe(path, "-show_entries", "format=duration")["format"]["duration"])
+    return [round(t, 3) for t, _ in frames], duration, [p.getpixel((32, 24)) for _, p in frames]
 
 
 @pytest.mark.parametrize("src", ["gif", "webp"])
@@ -180,7 +177,6 @@ async def test_transparent_gif_becomes_a_video_on_white(tmp_path: Path) -> None:
         path = tmp_path / f"sticker.{fmt}"
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0, disposal=2)
         result = await sandbox.run("video", fmt, "mp4", {}, [path], tmp_path / f"job-{fmt}")
-        with av.open(str(result.path)) as container:
-            first = next(container.decode(video=0)).to_image()
+        first = decoded_frames(result.path)[0][1]
         assert near(first.getpixel((4, 4)), (255, 255, 255), 12), fmt
         assert near(first.getpixel((28, 24)), (200, 30, 40), 30), fmt
