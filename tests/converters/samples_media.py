@@ -143,13 +143,12 @@ def decode(path: Path) -> Decoded:
     """Describe a media file by decoding every frame of its first video and audio tracks."""
     fmt = ffprobe(path, "-show_entries", "format=format_name,duration,bit_rate")["format"]
     out = Decoded(format=fmt["format_name"], duration=float(fmt.get("duration") or 0))
-    entries = "stream=codec_name,width,height,avg_frame_rate,nb_read_frames"
-    video = _first(path, "v", "-count_frames", "-show_entries", entries)
+    video = _first(path, "v", "-show_entries", "stream=codec_name,width,height,avg_frame_rate")
     if video:
         out.video_codec = video["codec_name"]
         num, den = (int(x) for x in video["avg_frame_rate"].split("/"))
         out.fps = num / den if den else 0.0
-        out.frames = int(video.get("nb_read_frames") or 0)
+        out.frames = _decoded_video_frames(path)
         out.width, out.height = video["width"], video["height"]
     audio = _first(path, "a", "-show_entries", "stream=codec_name,bit_rate,sample_rate,channels")
     if audio:
@@ -162,6 +161,17 @@ def decode(path: Path) -> Decoded:
         if not out.duration and out.sample_rate:
             out.duration = out.samples / out.sample_rate
     return out
+
+
+def _decoded_video_frames(path: Path) -> int:
+    """Frames ffmpeg decodes from the first video track (ffprobe's build has no software AV1
+    decoder; imageio's ffmpeg has dav1d)."""
+    lines = subprocess.run(
+        [FFMPEG, "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:v:0",
+         "-fps_mode", "passthrough", "-f", "framecrc", "-"],
+        capture_output=True, check=True, timeout=120, text=True,
+    ).stdout.splitlines()  # fmt: skip
+    return sum(1 for line in lines if line and not line.startswith("#"))
 
 
 def decoded_frames(path: Path) -> list[tuple[float, Image.Image]]:

@@ -314,7 +314,7 @@ def test_control_gab2_payload_is_opened_as_a_nested_file(tmp_path) -> None:
     path.write_bytes(avi_file(SRT))
     # ffprobe without the whitelists probed the chunk and opened a nested demuxer on it
     subtitles = ffprobe(path, "-select_streams", "s", "-show_entries", "stream=codec_name")["streams"]
-    assert [s["codec_name"] for s in subtitles] == ["srt"]
+    assert [s["codec_name"] for s in subtitles] == ["subrip"]
 
 
 def test_benign_gab2_subtitles_still_convert(tmp_path) -> None:
