@@ -277,7 +277,7 @@ def test_fontconfig_file_names_the_folders(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_doctor_reports_scripts_and_stand_ins(capsys: pytest.CaptureFixture[str]) -> None:
-    from app.cli import _doctor_fonts
+    from app.cli.doctor import _doctor_fonts
 
     _doctor_fonts()
     lines = capsys.readouterr().out.splitlines()
