@@ -75,6 +75,11 @@ def _convert_body(filetypes: list[str]) -> dict[str, Any]:
 
 
 def job_paths(filetypes: list[str]) -> dict[str, Any]:
+    """The info, formats, upload, convert and job routes (tus in between, as served).
+
+    Long on purpose: one literal with an entry per route, read top to bottom like the route
+    table; cutting it into functions would only scatter the routes.
+    """
     status = reply(ref("JobStatus"))
     info = operation(
         "API version and endpoints",
