@@ -33,13 +33,13 @@ from tests.converters.filetypes.document.test_document import (
     CONVERTER,
     WORDS,
     make_task,
-    odf_bytes,
     read_text,
     run,
     samples,  # noqa: F401  (a fixture)
 )
 from tests.converters.filetypes.document.test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa: F401  (a fixture)
 from tests.helpers import wait_until
+from tests.office_samples import odf_bytes
 from tests.pdf_samples import make_pdf, page_texts
 
 pytestmark = [
