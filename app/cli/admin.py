@@ -30,12 +30,15 @@ NOT_GIVEN = object()  # a plan setting the command line did not mention stays as
 
 @contextlib.asynccontextmanager
 async def _pool() -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
-    """A migrated database for one operator command."""
+    """A migrated database for one operator command; a refused operation exits with its error
+    and hint (`_fail`)."""
     async with servers(Settings.from_env(), redis=False) as settings:
         await db.migrate(settings.database)
         pool = await db.create_pool(settings.database)
         try:
             yield settings, pool
+        except ConvertdError as err:
+            _fail(err)
         finally:
             await pool.close()
 
@@ -57,18 +60,13 @@ async def keys_create(args: argparse.Namespace) -> None:
         conversion_limit=args.conversion_limit,
     )
     async with _pool() as (settings, pool):
-        try:
-            if args.account is None:
-                created = await keys_service.create_account_with_key(
-                    pool, args.name, plan=args.plan, spec=spec, server_secret=settings.secret
-                )
-            else:
-                created = await keys_service.create_key(
-                    pool, args.account, spec, server_secret=settings.secret
-                )
-            plan = (await get_account(pool, created.key.account_id)).plan.name
-        except ConvertdError as err:
-            _fail(err)
+        if args.account is None:
+            created = await keys_service.create_account_with_key(
+                pool, args.name, plan=args.plan, spec=spec, server_secret=settings.secret
+            )
+        else:
+            created = await keys_service.create_key(pool, args.account, spec, server_secret=settings.secret)
+        plan = (await get_account(pool, created.key.account_id)).plan.name
     key = created.key
     if args.json:
         print(
@@ -113,10 +111,7 @@ async def keys_revoke(args: argparse.Namespace) -> None:
     from app.services.keys import revoke_key
 
     async with _pool() as (_, pool):
-        try:
-            key = await revoke_key(pool, None, args.id)
-        except ConvertdError as err:
-            _fail(err)
+        key = await revoke_key(pool, None, args.id)
     print(f"revoked key {key.id} ({key.name}); it is refused from now on")
 
 
@@ -124,10 +119,7 @@ async def keys_rotate(args: argparse.Namespace) -> None:
     from app.services.keys import rotate_secret
 
     async with _pool() as (settings, pool):
-        try:
-            key, secret = await rotate_secret(pool, None, args.id, args.secret, settings.secret)
-        except ConvertdError as err:
-            _fail(err)
+        key, secret = await rotate_secret(pool, None, args.id, args.secret, settings.secret)
     if args.json:
         print(json.dumps({**key.public(), "rotated": args.secret, "secret": secret}))
         return
@@ -140,10 +132,7 @@ async def keys_rename(args: argparse.Namespace) -> None:
     from app.services.keys import update_key
 
     async with _pool() as (_, pool):
-        try:
-            key = await update_key(pool, None, args.id, name=args.name)
-        except ConvertdError as err:
-            _fail(err)
+        key = await update_key(pool, None, args.id, name=args.name)
     print(f"key {key.id} is now named '{key.name}'")
 
 
@@ -151,10 +140,7 @@ async def keys_jwt(args: argparse.Namespace) -> None:
     from app.services.tokens import mint_for_key
 
     async with _pool() as (settings, pool):
-        try:
-            minted = await mint_for_key(pool, settings.secret, args.id, args.ttl)
-        except ConvertdError as err:
-            _fail(err)
+        minted = await mint_for_key(pool, settings.secret, args.id, args.ttl)
     if args.json:
         print(
             json.dumps(
@@ -184,10 +170,7 @@ async def plans_set(args: argparse.Namespace) -> None:
         if getattr(args, name) is not NOT_GIVEN
     }
     async with _pool() as (_, pool):
-        try:
-            plan = await set_plan(pool, args.name, **given)
-        except ConvertdError as err:
-            _fail(err)
+        plan = await set_plan(pool, args.name, **given)
     _print_plans([plan], args.json)
 
 
@@ -227,10 +210,7 @@ async def accounts_master_token(args: argparse.Namespace) -> None:
     from app.services.accounts import issue_master_token
 
     async with _pool() as (_, pool):
-        try:
-            token = await issue_master_token(pool, args.account)
-        except ConvertdError as err:
-            _fail(err)
+        token = await issue_master_token(pool, args.account)
     if args.json:
         print(json.dumps({"account_id": args.account, "master_token": token}))
     else:
