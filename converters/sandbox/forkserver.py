@@ -62,7 +62,7 @@ PRELOAD: tuple[str, ...] = (
 )  # fmt: skip
 
 
-# A fork server that holds only what some converters use (`converters.sandbox.parent.FAMILIES`):
+# A fork server that holds only what some converters use (`converters.sandbox.servers.FAMILIES`):
 # a fork copies the page tables of every mapping the server holds, so the smaller the
 # server, the cheaper each job (measured: fork + exit ~4 ms of CPU for this one, ~11 ms
 # for a server holding every converter's libraries).

@@ -35,7 +35,8 @@ from converters.base import ConversionError, Converter, Limits, Result, Task
 from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
-from converters.sandbox.parent import SandboxError
+from converters.sandbox.failures import SandboxError
+from converters.sandbox.inputs import stage_inputs
 from tests.helpers import wait_until
 
 BEHAVIOURS = frozenset(
@@ -335,7 +336,7 @@ async def test_input_names_are_kept_and_deduplicated(probe_registry: None, tmp_p
     first, second, dash = tmp_path / "a" / "x.bin", tmp_path / "b" / "x.bin", tmp_path / "-o.bin"
     for path in (first, second, dash):
         path.write_bytes(b"data")
-    names = sandbox._stage_inputs([first, second, dash], tmp_path / "job")
+    names = stage_inputs([first, second, dash], tmp_path / "job")
     assert names == ["x.bin", "x-2.bin", "_-o.bin"]
 
 
@@ -451,7 +452,7 @@ def test_inputs_are_private_read_only_copies_and_sparse_stays_sparse(tmp_path: P
         fh.truncate(1024**3)
         fh.seek(512 * 1024**2)
         fh.write(b"middle")
-    [name] = sandbox._stage_inputs([src], tmp_path / "job")
+    [name] = stage_inputs([src], tmp_path / "job")
     staged = tmp_path / "job" / "in" / name
     assert staged.stat().st_ino != src.stat().st_ino and staged.stat().st_nlink == 1
     assert staged.stat().st_mode & 0o777 == 0o444
