@@ -48,7 +48,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from converters.sandbox import child, isolation
+from converters.sandbox import child, isolation, kernel, tree
 
 MAX_FDS = 5  # spec memfd, message pipe, output pipe, status socket, job directory
 DISK_CHECK_SECONDS = 0.5
@@ -109,7 +109,7 @@ def preload(family: str = ALL) -> None:
 
             seccomp.compiled()  # built once here, not by each job inside its tree
         with contextlib.suppress(Exception):
-            isolation.tree_paths()  # walked once here, not by each job's process
+            tree.tree_paths()  # walked once here, not by each job's process
         with contextlib.suppress(Exception):
             from converters import sniff
 
@@ -188,8 +188,8 @@ class Zygote:
         self.pidns_fd = self._pid_namespaces()
         self.spare: _Spare | None = None
         with contextlib.suppress(Exception):
-            # the tree's steps, worked out once for every job (see isolation.skeleton_plan)
-            isolation.skeleton_plan(self.mount_point, isolation.tree_paths())
+            # the tree's steps, worked out once for every job (see tree.skeleton_plan)
+            tree.skeleton_plan(self.mount_point, tree.tree_paths())
         gc.freeze()
 
     def _pid_namespaces(self) -> int | None:
@@ -201,8 +201,8 @@ class Zygote:
         except OSError:
             return None
         try:
-            isolation.unshare(isolation.CLONE_NEWPID)
-            isolation.setns(fd, isolation.CLONE_NEWPID)
+            kernel.unshare(kernel.CLONE_NEWPID)
+            kernel.setns(fd, kernel.CLONE_NEWPID)
         except OSError:
             os.close(fd)
             return None
@@ -221,7 +221,7 @@ class Zygote:
         code = 1
         try:
             os.setsid()  # a process group of its own, which the worker's kill reaches
-            isolation.die_with_parent()
+            kernel.die_with_parent()
             if os.getppid() != self.pid and not in_pid_ns:
                 os._exit(1)
             signal.set_wakeup_fd(-1)
@@ -267,11 +267,11 @@ class Zygote:
         init_pid = None
         try:
             if self.pidns_fd is not None:
-                isolation.unshare(isolation.CLONE_NEWPID)
+                kernel.unshare(kernel.CLONE_NEWPID)
                 try:
                     init_pid = self._spawn_init()
                 except OSError:
-                    isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+                    kernel.setns(self.pidns_fd, kernel.CLONE_NEWPID)
                     raise
                 self.inits.add(init_pid)
             uid = isolation.UID_BASE + init_pid if init_pid else None
@@ -285,7 +285,7 @@ class Zygote:
                 raise
             finally:
                 if self.pidns_fd is not None and os.getpid() == self.pid:
-                    isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+                    kernel.setns(self.pidns_fd, kernel.CLONE_NEWPID)
             if pid == 0:
                 self._spare_main(theirs.fileno(), uid, init_pid is not None)
         except BaseException:
@@ -476,7 +476,7 @@ class Zygote:
             read_fd, write_fd = os.pipe()
             init_pid = None
             if self.pidns_fd is not None:
-                isolation.unshare(isolation.CLONE_NEWPID)
+                kernel.unshare(kernel.CLONE_NEWPID)
                 with contextlib.suppress(OSError):
                     init_pid = self._spawn_init()
             pid = os.fork()
@@ -496,7 +496,7 @@ class Zygote:
                 finally:
                     os._exit(code)
             if self.pidns_fd is not None:
-                isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
+                kernel.setns(self.pidns_fd, kernel.CLONE_NEWPID)
             os.close(write_fd)
             with os.fdopen(read_fd, "rb") as fh:
                 data = fh.read()

@@ -386,6 +386,7 @@ _UNPRIVILEGED_JOB = """
 import json, os, socket, sys, tempfile
 from pathlib import Path
 from converters.sandbox import isolation
+from converters.sandbox.kernel import LayerError
 workdir = Path(tempfile.mkdtemp()) / "job"
 (workdir / "tmp").mkdir(parents=True)
 read_fd, write_fd = os.pipe()
@@ -413,7 +414,7 @@ if pid == 0:
         isolation.enter(workdir, {"memory_bytes": 2**31, "cpu_seconds": 10, "output_bytes": 2**20},
                         tempfile.mkdtemp(), in_pid_ns=False, strict=True)
         os.write(write_fd, b"converted")
-    except isolation.LayerError as exc:
+    except LayerError as exc:
         os.write(write_fd, f"refused: {exc.layer}".encode())
     os._exit(0)
 os.close(write_fd)
