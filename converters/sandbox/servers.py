@@ -63,7 +63,7 @@ class ZygoteDied(Exception):
 
 
 # Jobs of these converter modules fork from a fork server that imports only their family's
-# libraries (`converters.sandbox.forkserver.FAMILY_PRELOAD`); every other job from the one that imports
+# libraries (`converters.sandbox.preload.FAMILY_PRELOAD`); every other job from the one that imports
 # everything. Forking copies the page tables of all the server holds: a tiny job's fork and
 # exit cost ~4 ms of CPU from the image server, ~11 ms from the full one.
 FAMILIES: dict[str, str] = {
