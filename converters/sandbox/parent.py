@@ -228,7 +228,20 @@ async def run(
     status = _Status(ours)
     final, tail, timed_out, lost = await _supervise(status, msg_r, out_r, on_progress, limits.wall_seconds)
     _note(final, submitted)
-    tail_text = tail.decode("utf-8", "replace")
+    return _outcome(final, status, tail.decode("utf-8", "replace"), timed_out, lost, limits, spec, workdir)
+
+
+def _outcome(
+    final: dict[str, Any],
+    status: _Status,
+    tail_text: str,
+    timed_out: bool,
+    lost: bool,
+    limits: Limits,
+    spec: dict[str, Any],
+    workdir: Path,
+) -> Result:
+    """The job's Result, or the SandboxError that says why there is none."""
     if lost:
         raise SandboxError(
             "The conversion was interrupted: the process running it was lost.",
@@ -331,7 +344,8 @@ async def _supervise(
     """Follow the running job to its end: (final message, output tail, timed out, lost).
 
     Whatever happens here (timeout, cancellation, any error), its `finally` kills the job
-    if it still runs and closes the status socket and both pipes, in that order."""
+    if it still runs and closes the status socket and both pipes, in that order. Long on
+    purpose: what it opens and what its `finally` releases must be read side by side."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1024 * 1024)
     stdout = asyncio.StreamReader(limit=2**16)
