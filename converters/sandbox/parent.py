@@ -20,8 +20,8 @@ with the layers this machine allows, and the missing ones are logged when the zy
 (`convertd doctor` lists them).
 
 This module is the worker's side of one job (`run`); beside it: `servers` (the fork
-servers, by family), `inputs` (staging the inputs), `failures` (SandboxError, and how a
-child's end reads to a user).
+servers, by family), `inputs` (staging the inputs), `channels` (what the running job
+says), `failures` (SandboxError, and how a child's end reads to a user).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 import socket
 import time
@@ -40,15 +39,11 @@ from typing import Any
 
 from converters.base import Limits, Result
 from converters.registry import normalize_format, registry
-from converters.sandbox import servers
+from converters.sandbox import channels, servers
 from converters.sandbox.failures import SandboxError, failure, human_bytes
 from converters.sandbox.inputs import stage_inputs
 from converters.sandbox.servers import ZygoteDied
 
-log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL = 0.1  # seconds between forwarded progress updates (at most ~10/s)
-STDERR_TAIL = 8192  # bytes of the child's stdout/stderr kept for the logs
 DISK_ENV = "CONVERTD_JOB_DISK_BYTES"  # per-job disk cap; default 2 x output limit + inputs
 
 last_timings: dict[str, float] = {}
@@ -60,102 +55,6 @@ network_isolated: bool | None = None
 
 False means the kernel refused (not root, no user namespaces): conversions still run, but
 a converter could reach the network; `convertd doctor` should say so."""
-
-
-class _Status:
-    """The job's status socket: its pid, then how it ended; writing `kill` ends it."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        sock.setblocking(False)
-        self.pid: int | None = None
-        self.returncode: int | None = None
-        self.disk_exceeded = False
-        self.done = False
-
-    async def wait(self) -> int | None:
-        """The exit code (negative: killed by that signal). Raises ZygoteDied."""
-        loop = asyncio.get_running_loop()
-        while not self.done:
-            try:
-                data = await loop.sock_recv(self.sock, 65536)
-            except OSError as exc:
-                raise ZygoteDied(str(exc)) from exc
-            if not data:
-                self.done = True
-                raise ZygoteDied("the fork server closed the job's status socket")
-            msg = json.loads(data)
-            if "pid" in msg:
-                self.pid = int(msg["pid"])
-            elif "error" in msg:
-                self.done = True
-                raise ZygoteDied(str(msg["error"]))
-            elif "status" in msg:
-                self.returncode = int(msg["status"])
-                self.disk_exceeded = bool(msg.get("disk"))
-                self.done = True
-        return self.returncode
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.send(b"kill")
-
-
-async def _read_messages(
-    reader: asyncio.StreamReader,
-    on_progress: Callable[[float], Awaitable[None]] | None,
-) -> dict[str, Any]:
-    """Consume the child's message pipe; forward progress; return the final message."""
-    final: dict[str, Any] = {}
-    sent = 0.0
-    pending: float | None = None
-    last_time = 0.0
-
-    async def forward(value: float) -> None:
-        nonlocal sent, last_time, pending
-        sent, last_time, pending = value, time.monotonic(), None
-        if on_progress is None:
-            return
-        try:
-            await on_progress(value)
-        except Exception:  # a failing progress sink must not fail the conversion
-            log.warning("progress callback failed", exc_info=True)
-
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:  # an over-long line: the child is not speaking our protocol
-            break
-        if not line:
-            break
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(msg, dict):
-            continue
-        if "progress" in msg:
-            try:
-                value = min(max(float(msg["progress"]), 0.0), 1.0)
-            except (TypeError, ValueError):
-                continue
-            if value <= sent:
-                continue
-            if time.monotonic() - last_time >= PROGRESS_INTERVAL:
-                await forward(value)
-            else:
-                pending = value
-        elif "result" in msg or "error" in msg:
-            final = msg
-    if pending is not None and pending > sent and "result" in final:
-        await forward(pending)
-    return final
-
-
-async def _drain(stream: asyncio.StreamReader, tail: bytearray) -> None:
-    while chunk := await stream.read(65536):
-        tail.extend(chunk)
-        del tail[:-STDERR_TAIL]
 
 
 def _result_path(rel: str, workdir: Path) -> Path:
@@ -225,7 +124,7 @@ async def run(
     zygote = await _server(family, spec["strict"])
     submitted = time.monotonic()
     ours, msg_r, out_r = await _submit(zygote, family, spec)
-    status = _Status(ours)
+    status = channels.Status(ours)
     final, tail, timed_out, lost = await _supervise(status, msg_r, out_r, on_progress, limits.wall_seconds)
     _note(final, submitted)
     return _outcome(final, status, tail.decode("utf-8", "replace"), timed_out, lost, limits, spec, workdir)
@@ -233,7 +132,7 @@ async def run(
 
 def _outcome(
     final: dict[str, Any],
-    status: _Status,
+    status: channels.Status,
     tail_text: str,
     timed_out: bool,
     lost: bool,
@@ -335,7 +234,7 @@ async def _submit(
 
 
 async def _supervise(
-    status: _Status,
+    status: channels.Status,
     msg_r: int,
     out_r: int,
     on_progress: Callable[[float], Awaitable[None]] | None,
@@ -363,9 +262,9 @@ async def _supervise(
             transports.append(transport)
 
         async def supervise() -> dict[str, Any]:
-            drain = asyncio.ensure_future(_drain(stdout, tail))
+            drain = asyncio.ensure_future(channels.drain(stdout, tail))
             try:
-                msg = await _read_messages(reader, on_progress)
+                msg = await channels.read_messages(reader, on_progress)
                 if "result" not in msg:
                     # how it ended says why it failed; after a result the process only exits
                     # (it closed its channel first), and tearing down its memory takes a few

@@ -34,6 +34,7 @@ from converters import registry as registry_module
 from converters.base import ConversionError, Converter, Limits, Result, Task
 from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
+from converters.sandbox import channels
 from converters.sandbox import parent as sandbox
 from converters.sandbox.failures import SandboxError
 from converters.sandbox.inputs import stage_inputs
@@ -210,7 +211,7 @@ async def test_progress_is_forwarded_rising_and_throttled(
     assert values[-1] == 1.0
     # 200 updates over ~1 s arrive as about 10 per second
     span = seen[-1][0] - seen[0][0]
-    assert len(values) <= span / sandbox.PROGRESS_INTERVAL + 3
+    assert len(values) <= span / channels.PROGRESS_INTERVAL + 3
 
 
 async def test_converter_error_passes_message_and_hint(
