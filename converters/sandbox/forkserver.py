@@ -48,6 +48,7 @@ from typing import Any
 from converters.sandbox import isolation, tree
 from converters.sandbox.preload import ALL, preload
 from converters.sandbox.spares import MAX_FDS, Spares, recv
+from converters.tools import process
 
 DISK_CHECK_SECONDS = 0.5
 
@@ -143,8 +144,7 @@ class Zygote:
         if job.init_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(job.init_pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.pid, signal.SIGKILL)
+        process.kill_group(job.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(job.pid, signal.SIGKILL)
 
@@ -166,8 +166,7 @@ class Zygote:
             if job.init_pid:  # helpers the job left behind go with its namespace
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(job.init_pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            process.kill_group(pid)
             reply = {"status": os.waitstatus_to_exitcode(status), "disk": job.disk_exceeded}
             with contextlib.suppress(OSError, ValueError):
                 job.status.send(json.dumps(reply).encode())

@@ -43,13 +43,13 @@ from converters.sandbox.kernel import (
     PR_SET_NO_NEW_PRIVS,
     LayerError,
     check,
-    die_with_parent,
     drop_capabilities,
     libc,
     mount,
     unshare,
 )
 from converters.sandbox.tree import bind_job, build_skeleton, pivot_into, tree_paths
+from converters.tools.process import die_with_parent
 
 LAYERS: tuple[str, ...] = ("uid", "mount", "pid", "net", "nnp", "seccomp", "limits", "disk")
 

@@ -19,7 +19,6 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_PDEATHSIG = 1
 SYS_PIVOT_ROOT = 155  # x86_64
 SYS_SETNS = 308
 
@@ -54,11 +53,6 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     enc = [s.encode() if s is not None else None for s in (source, target, fstype)]
     rc = libc.mount(enc[0], enc[1], enc[2], flags, data.encode() if data else None)
     check("mount", f"mount {source} on {target}", rc)
-
-
-def die_with_parent() -> None:
-    """The kernel kills us when our parent (the zygote) dies, whatever killed it."""
-    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
 
 
 def mount_b(

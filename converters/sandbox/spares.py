@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.sandbox import child, isolation, kernel
+from converters.tools import process
 
 MAX_FDS = 5  # spec memfd, message pipe, output pipe, status socket, job directory
 
@@ -98,7 +99,7 @@ class Spares:
         code = 1
         try:
             os.setsid()  # a process group of its own, which the worker's kill reaches
-            kernel.die_with_parent()
+            process.die_with_parent()
             if os.getppid() != self.pid and not in_pid_ns:
                 os._exit(1)
             signal.set_wakeup_fd(-1)

@@ -4,6 +4,7 @@ isolated in user, mount, PID and network namespaces when the machine allows.
 `run_isolated` is the one process helper of the tools: the tool runs in its own process
 group (`kill_group` ends it and whatever it started) and dies with its parent
 (`die_with_parent`, PR_SET_PDEATHSIG), so a sandbox that kills a conversion ends the tool too.
+The sandbox (converters/sandbox/) uses the same two for its job processes.
 """
 
 from __future__ import annotations
@@ -172,13 +173,22 @@ def run_isolated(
     return subprocess.CompletedProcess(full, proc.returncode, stdout, stderr)
 
 
+# loaded once: a preexec_fn, or a job's process the sandbox just forked, only makes the call
+_libc = ctypes.CDLL(None)
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
-    """In a child before exec: the kernel kills it when its parent dies (PR_SET_PDEATHSIG)."""
+    """The kernel kills this process when its parent dies (PR_SET_PDEATHSIG), whatever
+    killed the parent: in a tool's child before exec, and in the sandbox's job process
+    (again after each change of credentials, which clears it)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def kill_group(proc: subprocess.Popen[Any]) -> None:
-    """Kill the process group a tool started with start_new_session=True leads."""
+def kill_group(proc: subprocess.Popen[Any] | int) -> None:
+    """Kill the process group `proc` leads (a Popen started with start_new_session=True,
+    or the pid of a process that called setsid): it and whatever it started."""
+    pid = proc if isinstance(proc, int) else proc.pid
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -250,8 +249,7 @@ def preexec(cgroups: list[Path]) -> None:
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill the whole jail: unshare's group (its child is the PID namespace's init, whose
     death takes every process of the namespace with it)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    process.kill_group(proc)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
 
