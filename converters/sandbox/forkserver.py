@@ -64,17 +64,6 @@ class _Job:
     disk_exceeded: bool = False
 
 
-def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One message and the descriptors it carries (close-on-exec: no helper inherits them)."""
-    size = 4 * MAX_FDS
-    msg, anc, _flags, _addr = sock.recvmsg(1 << 20, socket.CMSG_SPACE(size), socket.MSG_CMSG_CLOEXEC)
-    fds: list[int] = []
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
-    return msg, fds
-
-
 def _disk_usage(dir_fd: int, cap: int) -> int:
     """Bytes allocated under the directory dir_fd, counting stops once over cap."""
     total = 0

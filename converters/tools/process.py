@@ -25,19 +25,11 @@ from converters.base import ConversionError
 
 ISOLATION_ENV = "CONVERTD_TOOL_ISOLATION"  # auto (default) | require | off
 
-# Runs as "root" of a fresh user namespace: builds a root file system that holds /usr, a
-# few files of /etc, /dev/null & co, a private /proc and the job's folder, then chroots
-# into it. The network namespace has nothing but its own loopback, and that is down.
-_ISOLATE_SH = r"""
-set -e
-share="$1"; ro="$2"; shift 2
-new="$share/.root"
-mkdir -p "$new"
-mount -t tmpfs -o size=8m,mode=755 none "$new"
-cd "$new"
-mkdir -p usr etc dev proc tmp
-mount --rbind /usr usr
-mount -o remount,bind,ro usr
+# The system part of a jail's root, run in the new root's directory (after its usr/, etc/,
+# dev/ and proc/ are made and /usr is bound there): the library directories (a link stays
+# a link), the few files of /etc that LibreOffice and fontconfig read, /dev's basics and a
+# private /proc. Shared by `_ISOLATE_SH` and the office jail (`converters.tools.office.jail`).
+SYSTEM_TREE_SH = r"""
 for l in bin sbin lib lib64 lib32 libx32; do
   if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$l"
   elif [ -d "/$l" ]; then mkdir "$l"; mount --rbind "/$l" "$l"; mount -o remount,bind,ro "$l"
@@ -51,7 +43,24 @@ for e in fonts libreoffice alternatives ld.so.cache localtime; do
 done
 for n in null zero urandom random; do : > "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc proc
-IFS=:
+"""
+
+# Runs as "root" of a fresh user namespace: builds a root file system that holds /usr, a
+# few files of /etc, /dev/null & co, a private /proc and the job's folder, then chroots
+# into it. The network namespace has nothing but its own loopback, and that is down.
+_ISOLATE_SH = (
+    r"""
+set -e
+share="$1"; ro="$2"; shift 2
+new="$share/.root"
+mkdir -p "$new"
+mount -t tmpfs -o size=8m,mode=755 none "$new"
+cd "$new"
+mkdir -p usr etc dev proc tmp
+mount --rbind /usr usr
+mount -o remount,bind,ro usr"""
+    + SYSTEM_TREE_SH
+    + r"""IFS=:
 for p in $ro; do
   if [ -d "$p" ]; then mkdir -p "./$p"; else mkdir -p "./${p%/*}"; : > "./$p"; fi
   mount --bind "$p" "./$p"
@@ -62,6 +71,7 @@ mkdir -p "./$share"
 mount --bind "$share" "./$share"
 exec chroot . "$@"
 """
+)
 
 
 def isolation_mode() -> str:
