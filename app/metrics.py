@@ -76,7 +76,7 @@ def job_ended(job: Job) -> None:
 
 
 def conversion_failed(error: Exception) -> None:
-    kind = getattr(error, "kind", None)  # a converters.sandbox.parent.SandboxError
+    kind = getattr(error, "kind", None)  # a converters.sandbox.failures.SandboxError
     if kind is not None:
         SANDBOX_FAILURES.labels(kind).inc()
 

@@ -14,6 +14,8 @@ async def doctor(args: argparse.Namespace) -> None:
 
     from converters.registry import registry
     from converters.sandbox import parent as sandbox
+    from converters.sandbox import servers
+    from converters.sandbox.failures import SandboxError
 
     reg = registry()
     for filetype, group in reg.formats().items():
@@ -29,17 +31,17 @@ async def doctor(args: argparse.Namespace) -> None:
         probe.write_text("convertd")
         try:
             await sandbox.run("hash", "txt", "txt", {}, [probe], Path(tmp) / "work")
-        except sandbox.SandboxError as exc:
+        except SandboxError as exc:
             print(f"error    a test conversion failed: {exc.message} ({exc.detail.strip()[:200]})")
     from converters.sandbox import isolation
 
-    layers = sandbox.layers or {}
+    layers = servers.layers or {}
     for name in isolation.LAYERS:
         state = "ok      " if layers.get(name) else "warning "
         print(f"{state} sandbox layer {name}: {isolation.LAYER_DESCRIPTIONS[name]}"
               + ("" if layers.get(name) else " -- NOT ACTIVE on this machine"))  # fmt: skip
     missing_layers = [name for name in isolation.LAYERS if not layers.get(name)]
-    if sandbox.strict():
+    if servers.strict():
         print(
             "ok       CONVERTD_SANDBOX=strict: conversions are refused while a layer is missing"
             if not missing_layers

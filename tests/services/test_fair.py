@@ -31,7 +31,7 @@ from app.services.accounts import issue_master_token
 from app.services.dispatch import FairQueue
 from app.services.plans import set_plan
 from app.storage import IncomingFile
-from converters.sandbox import parent as sandbox
+from converters.sandbox import servers
 from tests.conftest import Account, GraphQL
 from tests.helpers import queue_tiny_job, start_local
 from tests.test_worker import _principal, _start_worker, _worker_env
@@ -63,7 +63,7 @@ async def in_process_worker(rt: Runtime, concurrency: int) -> AsyncIterator[Work
         ctx["runtime"] = rt
         # as the real worker does: a fork server started by the first job would hold the
         # event loop for seconds, and saq would sweep the silent jobs as dead
-        await sandbox.prestart()
+        await servers.prestart()
 
     w = Worker(
         rt.queue,

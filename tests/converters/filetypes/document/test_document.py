@@ -21,6 +21,7 @@ from converters.base import ConversionError, Converter, Limits, RequestError, Ta
 from converters.filetypes.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
+from converters.sandbox.failures import SandboxError
 from converters.tools import pandoc, process
 from converters.tools.office import soffice as office
 from tests.helpers import wait_until_sync
@@ -460,7 +461,7 @@ async def test_through_the_sandbox(samples: dict[str, Path], tmp_path: Path) -> 
 
 @needs_office
 async def test_too_little_memory_fails_cleanly(samples: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run(
             "document", "xlsx", "pdf", {}, [samples["xlsx"]], tmp_path / "job",
             limits=Limits(memory_bytes=350 * 1024**2),
