@@ -77,7 +77,7 @@ class Settings:
 
     @property
     def database(self) -> str:
-        """The PostgreSQL URL; `cli.servers()` fills it in when the embedded one is used."""
+        """The PostgreSQL URL; `servers()` (app/cli/service.py) fills it in when the embedded one is used."""
         if not self.database_url:
             raise RuntimeError("no database URL: start the embedded servers first")
         return self.database_url

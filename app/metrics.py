@@ -2,8 +2,9 @@
 
 `convertd serve` runs the API and its workers in separate processes, so counts and durations
 use prometheus-client's multiprocess mode: `serve` points PROMETHEUS_MULTIPROC_DIR at a folder
-of the data directory before anything imports prometheus_client (app/cli.py), every process (the API and
-each worker it starts) writes its figures to its own files there, and /metrics adds them up.
+of the data directory before anything imports prometheus_client (app/cli/parser.py), every
+process (the API and each worker it starts) writes its figures to its own files there, and
+/metrics adds them up.
 Figures that are a state rather than a count (queue depth, jobs by status, live workers) are
 read from Redis and PostgreSQL at scrape time, so they are the deployment's, whoever answers.
 Without the variable (tests, one process) the default registry is used as it is.
@@ -75,7 +76,7 @@ def job_ended(job: Job) -> None:
 
 
 def conversion_failed(error: Exception) -> None:
-    kind = getattr(error, "kind", None)  # a converters.sandbox.parent.SandboxError
+    kind = getattr(error, "kind", None)  # a converters.sandbox.failures.SandboxError
     if kind is not None:
         SANDBOX_FAILURES.labels(kind).inc()
 

@@ -13,7 +13,7 @@ from app import logs, metrics, outages
 from app.models import Job
 from app.runtime import Runtime
 from app.services import processing, recovery, retention, webhooks
-from converters.sandbox import parent as sandbox
+from converters.sandbox import servers
 from converters.tools.office import pool as office_pool
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def build_worker(rt: Runtime) -> Worker[WorkerContext]:
         await asyncio.to_thread(office_pool.start, rt.settings.queue.concurrency)
         # the fork server imports every converter now, not in front of the first job, and
         # says at start which isolation layers this machine lacks
-        await sandbox.prestart()
+        await servers.prestart()
         try:
             await recovery.reconcile(rt)
         except Exception as exc:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import shutil
 import socket
@@ -44,7 +43,6 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -66,6 +64,7 @@ from converters.sandbox import parent as sandbox  # noqa: E402
 from converters.tools.office import broker as office_broker  # noqa: E402
 from converters.tools.office import pool as office_pool  # noqa: E402
 from converters.tools.office import soffice as office  # noqa: E402
+from tests.office_samples import odf_bytes  # noqa: E402
 
 UNOSERVER_VENV = ROOT / ".bench" / "unoserver-venv"
 
@@ -99,37 +98,13 @@ def make_documents(root: Path, uno: Unoserver) -> dict[str, Path]:
 
 
 def _odp(slides: int) -> bytes:
-    ns = (
-        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-        'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
-        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
-        'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0"'
-    )
     pages = "".join(
         f'<draw:page draw:name="p{n}"><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" '
         f'svg:height="4cm"><draw:text-box><text:p>Slide {n}: quarterly figures</text:p>'
         "</draw:text-box></draw:frame></draw:page>"
         for n in range(slides)
     )
-    content = (
-        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
-        f"<office:body><office:presentation>{pages}</office:presentation></office:body>"
-        "</office:document-content>"
-    )
-    mime = "application/vnd.oasis.opendocument.presentation"
-    manifest = (
-        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
-        '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{mime}"/>'
-        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-        "</manifest:manifest>"
-    )
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(zipfile.ZipInfo("mimetype"), mime)
-        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
-        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
-    return buf.getvalue()
+    return odf_bytes("presentation", pages)
 
 
 # ------------------------------------------------------------------------- engines

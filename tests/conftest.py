@@ -29,7 +29,7 @@ from app.runtime import Runtime
 from app.services.keys import KeySpec, create_account_with_key
 from app.services.plans import set_plan
 from app.worker import build_worker
-from tests.helpers import wait_until_sync
+from tests.helpers import Receiver, start_local, wait_until_sync
 
 # pgserver keeps a lock file in the runtime dir, which platformdirs wants private
 _RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
@@ -96,12 +96,8 @@ async def worker(rt: Runtime) -> AsyncIterator[None]:
 @pytest.fixture(scope="session")
 async def base_url(rt: Runtime, worker: None) -> AsyncIterator[str]:
     """The whole service on a real port, with in-process workers."""
-    runner = web.AppRunner(build_app(rt))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
+    runner, url = await start_local(build_app(rt))
+    yield url
     await runner.cleanup()
 
 
@@ -156,13 +152,9 @@ async def make_server(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
 
     async def start(host: str = "127.0.0.1", **changes: Any) -> str:
         settings = dataclasses.replace(rt.settings, **changes)
-        runner = web.AppRunner(build_app(dataclasses.replace(rt, settings=settings)))
-        await runner.setup()
-        site = web.TCPSite(runner, host, 0)
-        await site.start()
+        runner, url = await start_local(build_app(dataclasses.replace(rt, settings=settings)), host)
         runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return url
 
     yield start
     for runner in runners:
@@ -172,6 +164,25 @@ async def make_server(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def account(make_account: Callable[..., Any]) -> Account:
     return await make_account()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook endpoint on a local port (POST /hook) recording what it is sent."""
+    got = Receiver("", [])
+
+    async def hook(request: web.Request) -> web.Response:
+        got.calls.append((dict(request.headers), await request.read()))
+        if len(got.calls) <= got.fail_first:
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner, base = await start_local(app)
+    got.url = f"{base}/hook"
+    yield got
+    await runner.cleanup()
 
 
 def png_bytes(size: tuple[int, int] = (64, 48), color: str = "red") -> bytes:

@@ -1,17 +1,27 @@
-"""Waiting for something to become true, instead of sleeping a fixed time and hoping.
+"""Small helpers the tests share: waiting, local servers, a tiny job, a webhook receiver.
 
-A fixed sleep before an assertion either fails on a slow machine or passes without having
-checked anything; these poll a condition until it holds, and fail with a message naming
-what never happened when the time is up.
+`wait_until` / `wait_until_sync` wait for something to become true instead of sleeping a
+fixed time and hoping (a fixed sleep before an assertion either fails on a slow machine or
+passes without having checked anything): they poll a condition until it holds, and fail with
+a message naming what never happened when the time is up. `start_local` serves an aiohttp
+app on a free port; `queue_tiny_job` queues the cheapest real job (a hash) for tests that need
+*a* job rather than a conversion; `Receiver` is what a webhook endpoint got (the `receiver`
+fixture in conftest.py serves one), `signed_by` checks a delivery's signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import hmac
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
 
 T = TypeVar("T")
 
@@ -47,3 +57,54 @@ def wait_until_sync(predicate: Callable[[], T], timeout: float = 30, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: still not true after {timeout} s")
         time.sleep(INTERVAL)
+
+
+async def start_local(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free port of `host`: the runner (the caller cleans it up) and the base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def queue_tiny_job(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    key: str,
+    data: bytes = b"abc",
+    *,
+    output_format: str = "txt",
+    webhook_url: str | None = None,
+) -> str:
+    """Queue a hash of `data` through REST /v1/convert (multipart); its job id (202 asserted)."""
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="a.txt")
+    form.add_field("filetype", "hash")
+    form.add_field("output_format", output_format)
+    if webhook_url is not None:
+        form.add_field("webhook_url", webhook_url)
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": key}) as r:
+        body = await r.json()
+        assert r.status == 202, body
+    return str(body["job_id"])
+
+
+@dataclasses.dataclass
+class Receiver:
+    """A webhook endpoint's record: its URL and every (headers, body) it was sent, in order."""
+
+    url: str
+    calls: list[tuple[dict[str, str], bytes]]
+    fail_first: int = 0  # answer 503 to this many deliveries first
+
+    async def until_called(self, count: int, timeout: float = 30) -> None:
+        await wait_until(lambda: len(self.calls) >= count, timeout, f"webhook called {count} times")
+
+
+def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether a delivery's X-Convertd-Signature (t=..., v1=HMAC-SHA256) was made with `secret`."""
+    parts = dict(p.split("=", 1) for p in headers["X-Convertd-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), parts["v1"])

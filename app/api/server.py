@@ -6,7 +6,6 @@ from aiohttp import web
 
 from app.api import (
     health,
-    openapi,
     pages,
     rest,
     rest_admin,
@@ -19,6 +18,7 @@ from app.api.errors import error_middleware
 from app.api.graphql.view import ConvertdGraphQLView
 from app.api.middlewares import access_middleware, cors_middleware, https_middleware
 from app.api.observe import observe_middleware, send_request_id
+from app.api.openapi import view as openapi
 from app.api.request_context import RUNTIME
 from app.runtime import Runtime
 

@@ -70,19 +70,15 @@ _LOUDNORM = {"i": -16, "tp": -1.5, "lra": 11}
 
 def audio_outputs() -> frozenset[str]:
     """The audio formats this machine's ffmpeg can really write."""
-    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
-    return frozenset(f for f, c in AUDIO_CODECS.items() if c.encoder in enc and c.muxer in mux)
+    return frozenset(f for f, c in AUDIO_CODECS.items() if not ffmpeg_run.cannot_write(c.encoder, c.muxer))
 
 
 def missing_audio_outputs() -> dict[str, str]:
     """Audio formats this ffmpeg cannot write, with the reason (for `convertd doctor`)."""
-    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     out: dict[str, str] = {}
     for fmt, codec in AUDIO_CODECS.items():
-        if codec.encoder not in enc:
-            out[fmt] = f"this ffmpeg has no {codec.encoder} encoder"
-        elif codec.muxer not in mux:
-            out[fmt] = f"this ffmpeg has no {codec.muxer} muxer"
+        if reason := ffmpeg_run.cannot_write(codec.encoder, codec.muxer):
+            out[fmt] = reason
     return out
 
 
@@ -110,11 +106,16 @@ def audio_options(output_format: str) -> dict[str, Option]:
     return opts
 
 
-def check_audio(task: Task) -> media.MediaInfo:
+def probe_input(task: Task, *, audio: bool = False, video: bool = False) -> media.MediaInfo:
+    """The input's tracks; refused before any work when a needed track or the trim window is wrong."""
     info = media.probe(task.inputs[0], task.input_format)
-    media.require_tracks(info, audio=True)
+    media.require_tracks(info, audio=audio, video=video)
     media.trim_window(info, task.options)
     return info
+
+
+def check_audio(task: Task) -> media.MediaInfo:
+    return probe_input(task, audio=True)
 
 
 def encode_audio(task: Task, limits: Limits) -> Result:

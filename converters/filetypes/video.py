@@ -63,28 +63,28 @@ def _codecs(output_format: str) -> tuple[str, ...]:
 
 
 def video_outputs() -> frozenset[str]:
-    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
-    outs = {f for f, c in CONTAINERS.items() if c.muxer in mux and c.audio_encoder in enc and _codecs(f)}
-    if "gif" in enc and "gif" in mux:
+    outs = {
+        f
+        for f, c in CONTAINERS.items()
+        if not ffmpeg_run.cannot_write(c.audio_encoder, c.muxer) and _codecs(f)
+    }
+    if not ffmpeg_run.cannot_write("gif", "gif"):
         outs.add("gif")
     return frozenset(outs)
 
 
 def missing_video_outputs() -> dict[str, str]:
     """Video formats (and codecs) this ffmpeg cannot write, with the reason."""
-    enc, mux = ffmpeg_run.encoders(), ffmpeg_run.muxers()
     out: dict[str, str] = {}
     for fmt, container in CONTAINERS.items():
-        if container.muxer not in mux:
-            out[fmt] = f"this ffmpeg has no {container.muxer} muxer"
-        elif container.audio_encoder not in enc:
-            out[fmt] = f"this ffmpeg has no {container.audio_encoder} encoder"
+        if reason := ffmpeg_run.cannot_write(container.audio_encoder, container.muxer):
+            out[fmt] = reason
         for codec in container.codecs:
             if VIDEO_CODECS[codec].encoder() is None:
                 out[f"{fmt}+{codec}"] = "this ffmpeg has none of the encoders " + ", ".join(
                     VIDEO_CODECS[codec].encoders
                 )
-    if "gif" not in enc or "gif" not in mux:
+    if ffmpeg_run.cannot_write("gif", "gif"):
         out["gif"] = "this ffmpeg cannot write GIF"
     return out
 
@@ -182,10 +182,7 @@ def _codec_args(name: str, crf: int | None, preset: str, muxer: str) -> dict[str
 
 
 def check_video(task: Task, *, needs_audio: bool = False) -> media.MediaInfo:
-    info = media.probe(task.inputs[0], task.input_format)
-    media.require_tracks(info, video=not needs_audio, audio=needs_audio)
-    media.trim_window(info, task.options)
-    return info
+    return audio.probe_input(task, video=not needs_audio, audio=needs_audio)
 
 
 def encode_video(task: Task, limits: Limits) -> Result:

@@ -152,6 +152,7 @@ def run_job(spec: dict[str, Any], channel: _Channel, prep: Any, started: float) 
     """Resolve the converter, finish the isolation `prep` began, convert; report on the
     channel. Returns the exit code."""
     from converters.sandbox import isolation
+    from converters.sandbox.kernel import LayerError
 
     workdir = Path(spec["workdir"])
     strict = bool(spec.get("strict"))
@@ -160,7 +161,7 @@ def run_job(spec: dict[str, Any], channel: _Channel, prep: Any, started: float) 
         # live outside the tree the job will see): done before isolation, input untouched
         converter = _load(spec["converter"])
         layers = isolation.finish(prep, workdir, spec["limits"], strict=strict, parent=spec.get("parent"))
-    except isolation.LayerError as exc:
+    except LayerError as exc:
         channel.send({"error": {"kind": "isolation", "layer": exc.layer, "detail": str(exc)}})
         return 2
     except BaseException as exc:

@@ -86,6 +86,15 @@ def muxers() -> frozenset[str]:
     return _listing("-muxers")
 
 
+def cannot_write(encoder: str, muxer: str) -> str | None:
+    """Why this ffmpeg cannot write an `encoder` stream into a `muxer` file; None when it can."""
+    if encoder not in encoders():
+        return f"this ffmpeg has no {encoder} encoder"
+    if muxer not in muxers():
+        return f"this ffmpeg has no {muxer} muxer"
+    return None
+
+
 # ---------------------------------------------------------------------------- running ffmpeg
 
 

@@ -106,10 +106,7 @@ def convert(
     metadata: Mapping[str, str] | None = None,
     timeout: float = TIMEOUT_SECONDS,
 ) -> Path:
-    """Convert src with pandoc --sandbox; return the output file inside workdir.
-
-    Long for now: argument building, the resource bounds and the error mapping for one
-    pandoc run; it splits with the tools/ package (issue 11, item 2)."""
+    """Convert src with pandoc --sandbox; return the output file inside workdir."""
     pandoc = pandoc_path()
     if pandoc is None:
         raise ConversionError("pandoc is not installed on this server.", unavailable())
@@ -123,34 +120,8 @@ def convert(
         office.stage(src, staged)
     (run_dir / "out").mkdir()
     out = run_dir / "out" / f"{stem}.{output_format}"
-    reader = READERS[input_format]
-    writer = WRITERS[output_format]
-    if markdown_flavor:
-        if input_format == "md":
-            reader = markdown_flavor
-        if output_format == "md":
-            writer = markdown_flavor
-    cmd = [
-        pandoc,
-        "+RTS",
-        f"-M{MEMORY_MB}m",
-        "-RTS",
-        "--sandbox",
-        f"--from={reader}",
-        f"--to={writer}",
-        f"--output={out}",
-    ]
-    if output_format in _STANDALONE:
-        cmd.append("--standalone")
-    metadata = dict(metadata or {})
-    if output_format == "html":
-        # one self-contained file: images the input itself carries become data: URLs
-        cmd.append("--embed-resources")
-        cmd.append(f"--metadata=pagetitle:{metadata.get('title') or stem}")
-    cmd += [f"--metadata={key}:{value}" for key, value in metadata.items()]
-    if toc:
-        cmd.append("--toc")
-    cmd.append(str(staged))
+    args = _arguments(input_format, output_format, out, stem, markdown_flavor, toc, metadata)
+    cmd = [pandoc, *args, str(staged)]
     proc = process.run_isolated(
         cmd,
         share=run_dir,
@@ -172,6 +143,45 @@ def convert(
     out.replace(final)
     shutil.rmtree(run_dir, ignore_errors=True)
     return final
+
+
+def _arguments(
+    input_format: str,
+    output_format: str,
+    out: Path,
+    stem: str,
+    markdown_flavor: str | None,
+    toc: bool,
+    metadata: Mapping[str, str] | None,
+) -> list[str]:
+    """pandoc's arguments for one run (without the input): heap cap, sandbox, reader, writer."""
+    reader = READERS[input_format]
+    writer = WRITERS[output_format]
+    if markdown_flavor:
+        if input_format == "md":
+            reader = markdown_flavor
+        if output_format == "md":
+            writer = markdown_flavor
+    args = [
+        "+RTS",
+        f"-M{MEMORY_MB}m",
+        "-RTS",
+        "--sandbox",
+        f"--from={reader}",
+        f"--to={writer}",
+        f"--output={out}",
+    ]
+    if output_format in _STANDALONE:
+        args.append("--standalone")
+    metadata = dict(metadata or {})
+    if output_format == "html":
+        # one self-contained file: images the input itself carries become data: URLs
+        args.append("--embed-resources")
+        args.append(f"--metadata=pagetitle:{metadata.get('title') or stem}")
+    args += [f"--metadata={key}:{value}" for key, value in metadata.items()]
+    if toc:
+        args.append("--toc")
+    return args
 
 
 def _first_error(stderr: str) -> str:

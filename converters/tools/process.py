@@ -4,6 +4,7 @@ isolated in user, mount, PID and network namespaces when the machine allows.
 `run_isolated` is the one process helper of the tools: the tool runs in its own process
 group (`kill_group` ends it and whatever it started) and dies with its parent
 (`die_with_parent`, PR_SET_PDEATHSIG), so a sandbox that kills a conversion ends the tool too.
+The sandbox (converters/sandbox/) uses the same two for its job processes.
 """
 
 from __future__ import annotations
@@ -24,19 +25,11 @@ from converters.base import ConversionError
 
 ISOLATION_ENV = "CONVERTD_TOOL_ISOLATION"  # auto (default) | require | off
 
-# Runs as "root" of a fresh user namespace: builds a root file system that holds /usr, a
-# few files of /etc, /dev/null & co, a private /proc and the job's folder, then chroots
-# into it. The network namespace has nothing but its own loopback, and that is down.
-_ISOLATE_SH = r"""
-set -e
-share="$1"; ro="$2"; shift 2
-new="$share/.root"
-mkdir -p "$new"
-mount -t tmpfs -o size=8m,mode=755 none "$new"
-cd "$new"
-mkdir -p usr etc dev proc tmp
-mount --rbind /usr usr
-mount -o remount,bind,ro usr
+# The system part of a jail's root, run in the new root's directory (after its usr/, etc/,
+# dev/ and proc/ are made and /usr is bound there): the library directories (a link stays
+# a link), the few files of /etc that LibreOffice and fontconfig read, /dev's basics and a
+# private /proc. Shared by `_ISOLATE_SH` and the office jail (`converters.tools.office.jail`).
+SYSTEM_TREE_SH = r"""
 for l in bin sbin lib lib64 lib32 libx32; do
   if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$l"
   elif [ -d "/$l" ]; then mkdir "$l"; mount --rbind "/$l" "$l"; mount -o remount,bind,ro "$l"
@@ -50,7 +43,24 @@ for e in fonts libreoffice alternatives ld.so.cache localtime; do
 done
 for n in null zero urandom random; do : > "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc proc
-IFS=:
+"""
+
+# Runs as "root" of a fresh user namespace: builds a root file system that holds /usr, a
+# few files of /etc, /dev/null & co, a private /proc and the job's folder, then chroots
+# into it. The network namespace has nothing but its own loopback, and that is down.
+_ISOLATE_SH = (
+    r"""
+set -e
+share="$1"; ro="$2"; shift 2
+new="$share/.root"
+mkdir -p "$new"
+mount -t tmpfs -o size=8m,mode=755 none "$new"
+cd "$new"
+mkdir -p usr etc dev proc tmp
+mount --rbind /usr usr
+mount -o remount,bind,ro usr"""
+    + SYSTEM_TREE_SH
+    + r"""IFS=:
 for p in $ro; do
   if [ -d "$p" ]; then mkdir -p "./$p"; else mkdir -p "./${p%/*}"; : > "./$p"; fi
   mount --bind "$p" "./$p"
@@ -61,6 +71,7 @@ mkdir -p "./$share"
 mount --bind "$share" "./$share"
 exec chroot . "$@"
 """
+)
 
 
 def isolation_mode() -> str:
@@ -172,13 +183,22 @@ def run_isolated(
     return subprocess.CompletedProcess(full, proc.returncode, stdout, stderr)
 
 
+# loaded once: a preexec_fn, or a job's process the sandbox just forked, only makes the call
+_libc = ctypes.CDLL(None)
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
-    """In a child before exec: the kernel kills it when its parent dies (PR_SET_PDEATHSIG)."""
+    """The kernel kills this process when its parent dies (PR_SET_PDEATHSIG), whatever
+    killed the parent: in a tool's child before exec, and in the sandbox's job process
+    (again after each change of credentials, which clears it)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def kill_group(proc: subprocess.Popen[Any]) -> None:
-    """Kill the process group a tool started with start_new_session=True leads."""
+def kill_group(proc: subprocess.Popen[Any] | int) -> None:
+    """Kill the process group `proc` leads (a Popen started with start_new_session=True,
+    or the pid of a process that called setsid): it and whatever it started."""
+    pid = proc if isinstance(proc, int) else proc.pid
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ from saq import Queue
 from app.api.server import build_app
 from app.runtime import Runtime
 from tests.conftest import Account, GraphQL, png_bytes, wait_for_status
-from tests.helpers import wait_until
+from tests.helpers import Receiver, queue_tiny_job, start_local, wait_until
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -58,12 +58,9 @@ async def serve_over(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
     runners: list[web.AppRunner] = []
 
     async def start(**parts: Any) -> str:
-        runner = web.AppRunner(build_app(dataclasses.replace(rt, **parts)))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, url = await start_local(build_app(dataclasses.replace(rt, **parts)))
         runners.append(runner)
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return url
 
     yield start
     for runner in runners:
@@ -268,39 +265,19 @@ async def test_the_request_id_is_carried_into_the_jobs_log_lines(
 
 
 async def test_metrics_count_webhook_deliveries_by_outcome(
-    http: aiohttp.ClientSession, base_url: str, account: Account
+    http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
 ) -> None:
-    calls: list[int] = []
+    before = await scrape(http, base_url)
+    job_id = await queue_tiny_job(http, base_url, account.key, webhook_url=receiver.url)
+    await wait_for_status(http, base_url, account.key, job_id)
 
-    async def hook(request: web.Request) -> web.Response:
-        calls.append(1)
-        return web.Response(status=204)
+    async def delivered() -> bool:
+        async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as r:
+            return bool((await r.json()).get("webhook_status") == "delivered")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    try:
-        before = await scrape(http, base_url)
-        async with http.post(
-            f"{base_url}/v1/convert", headers={"X-API-Key": account.key},
-            data=form(b"abc", "a.txt", filetype="hash", output_format="txt", webhook_url=url),
-        ) as r:  # fmt: skip
-            job_id = (await r.json())["job_id"]
-        await wait_for_status(http, base_url, account.key, job_id)
-
-        async def delivered() -> bool:
-            async with http.get(f"{base_url}/v1/status/{job_id}", headers={"X-API-Key": account.key}) as r:
-                return bool((await r.json()).get("webhook_status") == "delivered")
-
-        await wait_until(delivered, 30, "the webhook delivered")
-        after = await scrape(http, base_url)
-    finally:
-        await runner.cleanup()
-    assert calls == [1]
+    await wait_until(delivered, 30, "the webhook delivered")
+    after = await scrape(http, base_url)
+    assert len(receiver.calls) == 1
     delivered = ("convertd_webhook_deliveries_total", frozenset({("outcome", "delivered")}))
     assert after[delivered] - before.get(delivered, 0.0) == 1
 

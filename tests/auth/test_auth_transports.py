@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Account, GraphQL, operation, wait_for_status
+from tests.helpers import queue_tiny_job
 from tests.wsclient import connect, subscribe
 
 
@@ -40,12 +41,7 @@ async def test_websocket_accepts_the_key_from_upgrade_headers(
 
 
 async def _hash_job(http: aiohttp.ClientSession, base_url: str, key: str) -> str:
-    form = aiohttp.FormData()
-    form.add_field("file", b"secret data", filename="secret.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": key}) as r:
-        return (await r.json())["job_id"]
+    return await queue_tiny_job(http, base_url, key, b"secret data")
 
 
 async def test_tenant_isolation_on_every_transport(

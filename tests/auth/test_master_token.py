@@ -11,6 +11,7 @@ import pytest
 from app.runtime import Runtime
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL, operation, wait_for_status
+from tests.helpers import queue_tiny_job
 from tests.transports import TRANSPORTS, call, everywhere
 from tests.wsclient import connect, subscribe
 
@@ -201,12 +202,7 @@ async def test_request_log_and_statistics(
     http: aiohttp.ClientSession, base_url: str, gql: GraphQL, admin: tuple[Account, str]
 ) -> None:
     acct, master = admin
-    form = aiohttp.FormData()
-    form.add_field("file", b"log me", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": acct.key}) as r:
-        job_id = (await r.json())["job_id"]
+    job_id = await queue_tiny_job(http, base_url, acct.key, b"log me")
     await wait_for_status(http, base_url, acct.key, job_id)
     await gql(operation("Quota"), key=acct.key)
     await call("websocket", http, base_url, acct.key)

@@ -16,7 +16,7 @@ import pytest
 from app.runtime import Runtime
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL
-from tests.services.test_webhooks import Receiver, _until_called, _verify, receiver  # noqa: F401 (fixture)
+from tests.helpers import Receiver, queue_tiny_job, signed_by
 
 ROTATE = """
 mutation Rotate($id: Int!, $secret: KeySecret!) {
@@ -70,7 +70,7 @@ async def test_rotating_the_webhook_secret_over_rest(
     http: aiohttp.ClientSession,
     base_url: str,
     admin: tuple[Account, str],
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     acct, master = admin
     url = f"{base_url}/v1/account/keys/{acct.key_id}/rotate"
@@ -81,16 +81,10 @@ async def test_rotating_the_webhook_secret_over_rest(
     new = rotated["secret"]
     assert new not in (acct.webhook_secret, acct.signing_secret)
 
-    form = aiohttp.FormData()
-    form.add_field("file", b"hook", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "json")
-    form.add_field("webhook_url", receiver.url)
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": acct.key}) as r:
-        assert r.status == 202, await r.text()
-    await _until_called(receiver, 1)
+    await queue_tiny_job(http, base_url, acct.key, b"hook", output_format="json", webhook_url=receiver.url)
+    await receiver.until_called(1)
     headers, body = receiver.calls[0]
-    assert _verify(new, headers, body) and not _verify(acct.webhook_secret, headers, body)
+    assert signed_by(new, headers, body) and not signed_by(acct.webhook_secret, headers, body)
     # the JWT secret did not change with it
     assert await _me(http, base_url, bearer(self_signed(acct, acct.signing_secret))) == 200
 

@@ -10,19 +10,15 @@ from app.runtime import Runtime
 from app.services.accounts import issue_master_token
 from app.storage import safe_filename
 from tests.conftest import Account, GraphQL, wait_for_status
+from tests.helpers import queue_tiny_job
 from tests.transports import call
 
 
 async def test_a_non_ascii_signature_is_a_403_not_a_500(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    form = aiohttp.FormData()
-    form.add_field("file", b"abc", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
-        job = await r.json()
-    status = await wait_for_status(http, base_url, account.key, job["job_id"])
+    job_id = await queue_tiny_job(http, base_url, account.key)
+    status = await wait_for_status(http, base_url, account.key, job_id)
     url = status["download_url"].split("signature=")[0] + "signature=%C3%A9%E2%80%AE"
     async with http.get(url) as r:
         assert r.status == 403

@@ -172,3 +172,23 @@ async def test_accounts_master_token_issues_a_working_admin_token(
     headers = {"Authorization": f"Bearer {token['master_token']}"}
     async with http.get(f"{base_url}/v1/account", headers=headers) as r:
         assert r.status == 200 and (await r.json())["account"]["account_id"] == created["account_id"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("keys", "revoke", "2000000000"),
+        ("keys", "rename", "2000000000", "nobody"),
+        ("keys", "rotate", "2000000000", "--secret", "jwt"),
+        ("keys", "jwt", "2000000000"),
+        ("keys", "create", "--name", "orphan", "--account", "2000000000"),
+        ("accounts", "master-token", "2000000000"),
+    ],
+)
+async def test_a_refused_operator_command_exits_with_its_error_and_hint(
+    convertd: Run, argv: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        await convertd(*argv)
+    message = str(exited.value.code)
+    assert message.startswith("error: ") and "\nhint: " in message, message

@@ -19,6 +19,7 @@ from app.api.server import build_app
 from app.runtime import Runtime
 from tests.api.test_health_metrics import samples, value
 from tests.conftest import Account, GraphQL, operation
+from tests.helpers import start_local
 
 CONVERT_FIELDS = {"filetype": "hash", "output_format": "txt"}
 
@@ -32,12 +33,9 @@ async def idle_server(rt: Runtime) -> AsyncIterator[Callable[..., Any]]:
         queue = Queue.from_url(rt.settings.redis_url, name=f"idle-{uuid.uuid4().hex[:8]}")
         await queue.connect()
         changed = dataclasses.replace(rt, queue=queue, settings=dataclasses.replace(rt.settings, **settings))
-        runner = web.AppRunner(build_app(changed))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, url = await start_local(build_app(changed))
         started.append((runner, queue))
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return url
 
     yield start
     for runner, queue in started:

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from saq import Worker
 
 from app import worker as worker_module
@@ -32,8 +31,9 @@ from app.services.accounts import issue_master_token
 from app.services.dispatch import FairQueue
 from app.services.plans import set_plan
 from app.storage import IncomingFile
-from converters.sandbox import parent as sandbox
+from converters.sandbox import servers
 from tests.conftest import Account, GraphQL
+from tests.helpers import queue_tiny_job, start_local
 from tests.test_worker import _principal, _start_worker, _worker_env
 from tests.wsclient import connect, subscribe
 
@@ -63,7 +63,7 @@ async def in_process_worker(rt: Runtime, concurrency: int) -> AsyncIterator[Work
         ctx["runtime"] = rt
         # as the real worker does: a fork server started by the first job would hold the
         # event loop for seconds, and saq would sweep the silent jobs as dead
-        await sandbox.prestart()
+        await servers.prestart()
 
     w = Worker(
         rt.queue,
@@ -299,13 +299,9 @@ async def api_without_workers(settings: Settings) -> AsyncIterator[tuple[Runtime
     queue = f"noworkers-{uuid.uuid4().hex[:8]}"
     own = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, name=queue))
     rt = await Runtime.open(own)
-    runner = web.AppRunner(build_app(rt))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await start_local(build_app(rt))
     try:
-        yield rt, f"http://127.0.0.1:{port}"
+        yield rt, url
     finally:
         await runner.cleanup()
         await rt.close()
@@ -319,13 +315,7 @@ async def test_a_queued_job_says_how_many_of_its_accounts_jobs_are_ahead(
     async with api_without_workers(settings) as (_, base):
         ids = []
         for _ in range(3):
-            form = aiohttp.FormData()
-            form.add_field("file", b"queued", filename="a.txt")
-            form.add_field("filetype", "hash")
-            form.add_field("output_format", "json")
-            async with http.post(f"{base}/v1/convert", data=form, headers=headers) as r:
-                assert r.status == 202
-                ids.append((await r.json())["job_id"])
+            ids.append(await queue_tiny_job(http, base, acct.key, b"queued", output_format="json"))
 
         async def rest_queue(job_id: str) -> Any:
             async with http.get(f"{base}/v1/status/{job_id}", headers=headers) as r:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
+from tests.helpers import start_local
 
 PNG = png_bytes((40, 30), "blue")
 
@@ -81,11 +82,7 @@ class Origin:
 @pytest.fixture
 async def origin() -> AsyncIterator[Origin]:
     o = Origin()
-    runner = web.AppRunner(o.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    o.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, o.url = await start_local(o.app())
     yield o
     o.release.set()
     await runner.cleanup()

@@ -4,76 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from app.runtime import Runtime
 from app.services import outbound, webhooks
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
-from tests.helpers import wait_until
-
-
-@dataclasses.dataclass
-class Receiver:
-    url: str
-    calls: list[tuple[dict[str, str], bytes]]
-    fail_first: int = 0
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    got = Receiver("", [])
-
-    async def hook(request: web.Request) -> web.Response:
-        got.calls.append((dict(request.headers), await request.read()))
-        if len(got.calls) <= got.fail_first:
-            return web.Response(status=503)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    got.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    yield got
-    await runner.cleanup()
-
-
-async def _until_called(receiver: Receiver, count: int, timeout: float = 30) -> None:
-    await wait_until(lambda: len(receiver.calls) >= count, timeout, f"webhook called {count} times")
-
-
-def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    parts = dict(p.split("=", 1) for p in headers["X-Convertd-Signature"].split(","))
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
-    return hmac.compare_digest(expected.hexdigest(), parts["v1"])
+from tests.helpers import Receiver, queue_tiny_job, signed_by, wait_until
 
 
 async def test_finished_job_is_posted_signed_with_the_keys_webhook_secret(
     http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
 ) -> None:
-    form = aiohttp.FormData()
-    form.add_field("file", b"hello", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "json")
-    form.add_field("webhook_url", receiver.url)
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
-        job_id = (await r.json())["job_id"]
-    await _until_called(receiver, 1)
+    job_id = await queue_tiny_job(
+        http, base_url, account.key, b"hello", output_format="json", webhook_url=receiver.url
+    )
+    await receiver.until_called(1)
     headers, body = receiver.calls[0]
-    assert _verify(account.webhook_secret, headers, body)
-    assert not _verify(account.webhook_secret + "x", headers, body)
+    assert signed_by(account.webhook_secret, headers, body)
+    assert not signed_by(account.webhook_secret + "x", headers, body)
     # its own secret: a receiver that verifies webhooks holds nothing that signs a JWT
     assert account.webhook_secret != account.signing_secret
-    assert not _verify(account.signing_secret, headers, body)
+    assert not signed_by(account.signing_secret, headers, body)
     event = json.loads(body)
     assert event["event"] == "job.finished" and event["job_id"] == job_id
     async with http.get(event["download_url"]) as resp:  # signed: works without a key
@@ -97,7 +52,7 @@ async def test_failed_job_is_posted_and_a_refusing_receiver_is_retried(
         key=account.key,
     )
     assert code == 200, body
-    await _until_called(receiver, 2)
+    await receiver.until_called(2)
     first, second = (json.loads(b) for _, b in receiver.calls[:2])
     assert first == second and second["event"] == "job.failed" and second["error"]
 
@@ -139,12 +94,7 @@ async def test_public_addresses_pass_and_the_connection_uses_only_them() -> None
 async def test_webhooks_to_private_addresses_are_refused_by_default(
     rt: Runtime, http: aiohttp.ClientSession, base_url: str, account: Account, receiver: Receiver
 ) -> None:
-    form = aiohttp.FormData()
-    form.add_field("file", b"x", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
-        job_id = (await r.json())["job_id"]
+    job_id = await queue_tiny_job(http, base_url, account.key, b"x")
     await wait_for_status(http, base_url, account.key, job_id)
     for url in (receiver.url, "http://169.254.169.254/latest/meta-data/", "http://[::1]:6379/"):
         await rt.pool.execute("UPDATE jobs SET webhook_url = $2 WHERE id = $1::uuid", job_id, url)

@@ -34,7 +34,7 @@ from app.storage import Storage
 from app.stores.s3 import PART_SIZE, S3Store
 from app.worker import build_worker
 from tests.conftest import Account, S3Server, free_port, png_bytes, wait_for_status
-from tests.helpers import wait_until
+from tests.helpers import start_local, wait_until
 from tests.pdf_samples import pdf_bytes
 
 
@@ -105,13 +105,9 @@ async def node(
     rt = await Runtime.open(own)
     worker = build_worker(rt)
     task = asyncio.create_task(worker.start())
-    runner = web.AppRunner(build_app(rt))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await start_local(build_app(rt))
     try:
-        yield Node(f"http://127.0.0.1:{port}", rt, s3, prefix)
+        yield Node(url, rt, s3, prefix)
     finally:
         await runner.cleanup()
         await worker.stop()
@@ -213,11 +209,8 @@ async def test_url_imports_and_tus_uploads_land_in_the_store(
 
     origin = web.Application()
     origin.router.add_get("/photo.png", serve_photo)
-    runner = web.AppRunner(origin)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/photo.png"  # type: ignore[union-attr]
+    runner, origin_url = await start_local(origin)
+    url = f"{origin_url}/photo.png"
     try:
         body = {"filetype": "image", "output_format": "webp", "url": url}
         async with http.post(f"{s3node.base}/v1/convert", json=body, headers={"X-API-Key": account.key}) as r:
@@ -254,11 +247,7 @@ async def test_presigned_downloads_redirect_to_the_store(
     files = S3Store(s3node.s3.bucket, s3node.prefix, endpoint_url=s3node.s3.endpoint, presign=True)
     await files.start()
     presigning = dataclasses.replace(s3node.rt, storage=Storage(s3node.rt.storage.root, "test-secret", files))
-    runner = web.AppRunner(build_app(presigning))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, base = await start_local(build_app(presigning))
     try:
         # the signed download_url needs no key; it answers with a redirect into the store
         url = done["download_url"].replace(s3node.base, base)

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ NPROC_LIMIT = 512  # per instance uid: LibreOffice runs a handful of threads' wo
 # Runs as root of the new mount namespace (real root, or root of a new user namespace):
 # builds the jail's root on a tmpfs and chroots into it; the rest of argv is then run
 # through setpriv (uid drop, no capabilities, no_new_privs).
-_JAIL_SH = r"""
+_JAIL_SH = (
+    r"""
 set -e
 spool="$1"; agent="$2"; fonts="$3"; shift 3
 new="$spool/../root"
@@ -50,21 +50,9 @@ mount -t tmpfs -o size=4m,mode=755 none "$new"
 cd "$new"
 mkdir -p usr etc dev proc spool tmp agent
 mount --rbind /usr usr
-mount -o remount,bind,ro,nosuid,nodev usr
-for l in bin sbin lib lib64 lib32 libx32; do
-  if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$l"
-  elif [ -d "/$l" ]; then mkdir "$l"; mount --rbind "/$l" "$l"; mount -o remount,bind,ro "$l"
-  fi
-done
-for e in fonts libreoffice alternatives ld.so.cache localtime; do
-  [ -e "/etc/$e" ] || continue
-  if [ -d "/etc/$e" ]; then mkdir "etc/$e"; else : > "etc/$e"; fi
-  mount --bind "/etc/$e" "etc/$e"
-  mount -o remount,bind,ro "etc/$e"
-done
-for n in null zero urandom random; do : > "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
-mount -t proc -o nosuid,nodev,noexec proc proc
-: > agent/office_agent.py
+mount -o remount,bind,ro,nosuid,nodev usr"""
+    + process.SYSTEM_TREE_SH
+    + r""": > agent/office_agent.py
 mount --bind "$agent" agent/office_agent.py
 mount -o remount,bind,ro agent/office_agent.py
 mount --bind "$spool" spool
@@ -81,6 +69,7 @@ set +f; unset IFS
 mount -o remount,ro,bind .
 exec chroot . "$@"
 """
+)
 
 
 def uid_base() -> int:
@@ -250,8 +239,7 @@ def preexec(cgroups: list[Path]) -> None:
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill the whole jail: unshare's group (its child is the PID namespace's init, whose
     death takes every process of the namespace with it)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    process.kill_group(proc)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
 

@@ -183,12 +183,6 @@ def convert(
     When the worker opened a door to its warm pool in workdir (converters/tools/office/broker.py),
     the pool converts; otherwise (no pool in this process: tools, some tests) a cold soffice
     runs here, isolated by `run_isolated`.
-
-    src is linked under a fixed name so the output name is predictable and no name chosen
-    by the uploader reaches the command line.
-
-    Long for now: the pool path and the cold path share the link guards and the output
-    checks; it splits with the LibreOffice tool package (issue 11, item 2).
     """
     soffice = soffice_path()
     if soffice is None:
@@ -209,6 +203,17 @@ def convert(
         target = f"{output_format}:{export.split(':')[0]}:{filter_options}"
     else:
         target = f"{output_format}:{export}"
+    return _convert_cold(soffice, src, input_format, output_format, target, workdir, timeout)
+
+
+def _convert_cold(
+    soffice: str, src: Path, input_format: str, output_format: str, target: str, workdir: Path, timeout: float
+) -> Path:
+    """One headless soffice run with a fresh profile, isolated by `run_isolated`.
+
+    src is linked under a fixed name so the output name is predictable and no name chosen
+    by the uploader reaches the command line.
+    """
     run_dir = fresh_dir(workdir / "lo-run")
     in_dir, out_dir, tmp_dir = run_dir / "in", run_dir / "out", run_dir / "tmp"
     for d in (in_dir, out_dir, tmp_dir):

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Account
+from tests.helpers import queue_tiny_job
 
 pytestmark = pytest.mark.slow  # 150 websocket subscribers at once
 
@@ -54,12 +55,7 @@ async def _subscriber(port: int, key: str, job_id: str) -> bytes:
 async def test_150_subscribers_at_once_each_get_a_well_formed_stream(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    form = aiohttp.FormData()
-    form.add_field("file", b"abc", filename="a.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
-        job_id = (await r.json())["job_id"]
+    job_id = await queue_tiny_job(http, base_url, account.key)
     port = int(base_url.rsplit(":", 1)[1])
     streams = await asyncio.gather(*(_subscriber(port, account.key, job_id) for _ in range(150)))
     broken = [s[:120] for s in streams if not s.startswith(b"\x81") or b"connection_ack" not in s]

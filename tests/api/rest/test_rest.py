@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import Account, png_bytes, wait_for_status
+from tests.helpers import queue_tiny_job
 
 
 def seed_python_example(base: str, api_key: str, workdir: Path) -> bytes:
@@ -219,13 +220,8 @@ async def test_key_accepted_in_all_three_places(
 async def test_tampered_or_expired_download_links_are_refused(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
-    form = aiohttp.FormData()
-    form.add_field("file", b"abc", filename="x.txt")
-    form.add_field("filetype", "hash")
-    form.add_field("output_format", "txt")
-    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
-        job = await r.json()
-    status = await wait_for_status(http, base_url, account.key, job["job_id"])
+    job_id = await queue_tiny_job(http, base_url, account.key)
+    status = await wait_for_status(http, base_url, account.key, job_id)
     url = status["download_url"]
     async with http.get(url) as resp:
         assert resp.status == 200

@@ -29,7 +29,8 @@ from converters.base import Converter, Limits, Result, Task
 from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
-from converters.sandbox.parent import SandboxError
+from converters.sandbox import servers
+from converters.sandbox.failures import SandboxError
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths
@@ -192,8 +193,8 @@ async def test_every_layer_holds_from_inside_a_job(intruder_registry: None, serv
     upload: Path = server["upload"]
     result = await sandbox.run("intruder", "json", "report", {}, [upload], server["workdir"])
     seen = json.loads(result.path.read_text())
-    if not (sandbox.layers or {}).get("mount"):
-        pytest.skip(f"this machine gives jobs no mount namespace: {sandbox.layers}")
+    if not (servers.layers or {}).get("mount"):
+        pytest.skip(f"this machine gives jobs no mount namespace: {servers.layers}")
     assert seen["uid"] != 0 and seen["euid"] != 0 and seen["gid"] != 0
     # only the path down to its own directory exists of the data directory
     assert "secret" not in seen["list_data_dir"] and "uploads" not in seen["list_data_dir"]
@@ -215,7 +216,7 @@ async def test_every_layer_holds_from_inside_a_job(intruder_registry: None, serv
     assert seen["no_new_privs"] == "1"
     assert seen["seccomp"] == "2"  # filter mode
     assert seen["nproc"][0] <= 1024
-    if sandbox.layers and sandbox.layers.get("pid"):
+    if servers.layers and servers.layers.get("pid"):
         # a pid namespace of its own: the server's pid is not there, its own few are
         assert seen["server_environ"].startswith("FileNotFoundError"), seen["server_environ"]
         assert len(json.loads(seen["host_pids"][4:])) < 10
@@ -228,7 +229,7 @@ async def test_every_layer_holds_from_inside_a_job(intruder_registry: None, serv
 async def test_a_forbidden_system_call_kills_the_job_cleanly(
     intruder_registry: None, server: dict[str, Any], tmp_path: Path, call: str
 ) -> None:
-    if not (sandbox.layers or {}).get("seccomp", True):
+    if not (servers.layers or {}).get("seccomp", True):
         pytest.skip("no seccomp on this machine")
     with pytest.raises(SandboxError) as err:
         await sandbox.run("intruder", "json", call, {}, [server["upload"]], server["workdir"])
@@ -303,7 +304,7 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
         sandbox.run("intruder", "json", "disk", {}, [server["upload"]], server["workdir"])
     )
     await wait_until(lambda: (server["workdir"] / "fill-1").exists(), 60, "the job started writing")
-    zygote = sandbox._zygotes[sandbox.ALL]  # the test's converter is in no smaller family
+    zygote = servers._zygotes[servers.ALL]  # the test's converter is in no smaller family
     old = zygote.popen.pid
     inits = _children(old, "cat")  # pid 1 of each job's namespace (as root)
     os.kill(old, 9)
@@ -318,7 +319,7 @@ async def test_a_dead_fork_server_fails_its_job_and_is_replaced(
     await _hash_ok(tmp_path / "second")
     again = await sandbox.run("intruder", "json", "uid", {}, [server["upload"]], tmp_path / "third")
     assert again.path.is_file()
-    assert sandbox._zygotes[sandbox.ALL].popen.pid != old
+    assert servers._zygotes[servers.ALL].popen.pid != old
 
 
 def test_jobs_from_other_loops_threads_and_a_forked_worker(tmp_path: Path) -> None:
@@ -359,14 +360,14 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # every child shares its fork server's memory layout: a new one re-randomises it
-    monkeypatch.setenv(sandbox.RECYCLE_ENV, "2")
+    monkeypatch.setenv(servers.RECYCLE_ENV, "2")
     await _hash_ok(tmp_path / "a")  # may start a server (an earlier one had served more)
-    family = sandbox.FAMILIES["converters.filetypes.hash"]
-    first = sandbox._zygotes[family]
+    family = servers.FAMILIES["converters.filetypes.hash"]
+    first = servers._zygotes[family]
     while first.jobs < 2:
         await _hash_ok(tmp_path / f"fill{first.jobs}")
     await _hash_ok(tmp_path / "b")
-    assert sandbox._zygotes[family] is not first
+    assert servers._zygotes[family] is not first
     # the retired one leaves once its jobs are done
     await wait_until(lambda: first.popen.poll() is not None, 10, "the retired fork server exited")
 
@@ -375,11 +376,11 @@ async def test_a_fork_server_is_replaced_after_its_job_budget(
 async def test_as_root_every_layer_is_active(tmp_path: Path) -> None:
     # a layer that silently failed to come up would leave every other test here green
     await _hash_ok(tmp_path)
-    assert sandbox.layers is not None
-    assert [name for name, on in sandbox.layers.items() if not on] == []
-    await sandbox.prestart()  # every family's fork server probes its own layers
-    assert {family: z.missing for family, z in sandbox._zygotes.items()} == {
-        family: [] for family in {*sandbox.FAMILIES.values(), sandbox.ALL}
+    assert servers.layers is not None
+    assert [name for name, on in servers.layers.items() if not on] == []
+    await servers.prestart()  # every family's fork server probes its own layers
+    assert {family: z.missing for family, z in servers._zygotes.items()} == {
+        family: [] for family in {*servers.FAMILIES.values(), servers.ALL}
     }
 
 

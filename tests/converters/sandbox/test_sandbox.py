@@ -34,8 +34,10 @@ from converters import registry as registry_module
 from converters.base import ConversionError, Converter, Limits, Result, Task
 from converters.filetypes.hash import HashConverter
 from converters.registry import Registry
+from converters.sandbox import channels
 from converters.sandbox import parent as sandbox
-from converters.sandbox.parent import SandboxError
+from converters.sandbox.failures import SandboxError
+from converters.sandbox.inputs import stage_inputs
 from tests.helpers import wait_until
 
 BEHAVIOURS = frozenset(
@@ -209,7 +211,7 @@ async def test_progress_is_forwarded_rising_and_throttled(
     assert values[-1] == 1.0
     # 200 updates over ~1 s arrive as about 10 per second
     span = seen[-1][0] - seen[0][0]
-    assert len(values) <= span / sandbox.PROGRESS_INTERVAL + 3
+    assert len(values) <= span / channels.PROGRESS_INTERVAL + 3
 
 
 async def test_converter_error_passes_message_and_hint(
@@ -335,7 +337,7 @@ async def test_input_names_are_kept_and_deduplicated(probe_registry: None, tmp_p
     first, second, dash = tmp_path / "a" / "x.bin", tmp_path / "b" / "x.bin", tmp_path / "-o.bin"
     for path in (first, second, dash):
         path.write_bytes(b"data")
-    names = sandbox._stage_inputs([first, second, dash], tmp_path / "job")
+    names = stage_inputs([first, second, dash], tmp_path / "job")
     assert names == ["x.bin", "x-2.bin", "_-o.bin"]
 
 
@@ -385,6 +387,7 @@ _UNPRIVILEGED_JOB = """
 import json, os, socket, sys, tempfile
 from pathlib import Path
 from converters.sandbox import isolation
+from converters.sandbox.kernel import LayerError
 workdir = Path(tempfile.mkdtemp()) / "job"
 (workdir / "tmp").mkdir(parents=True)
 read_fd, write_fd = os.pipe()
@@ -412,7 +415,7 @@ if pid == 0:
         isolation.enter(workdir, {"memory_bytes": 2**31, "cpu_seconds": 10, "output_bytes": 2**20},
                         tempfile.mkdtemp(), in_pid_ns=False, strict=True)
         os.write(write_fd, b"converted")
-    except isolation.LayerError as exc:
+    except LayerError as exc:
         os.write(write_fd, f"refused: {exc.layer}".encode())
     os._exit(0)
 os.close(write_fd)
@@ -451,7 +454,7 @@ def test_inputs_are_private_read_only_copies_and_sparse_stays_sparse(tmp_path: P
         fh.truncate(1024**3)
         fh.seek(512 * 1024**2)
         fh.write(b"middle")
-    [name] = sandbox._stage_inputs([src], tmp_path / "job")
+    [name] = stage_inputs([src], tmp_path / "job")
     staged = tmp_path / "job" / "in" / name
     assert staged.stat().st_ino != src.stat().st_ino and staged.stat().st_nlink == 1
     assert staged.stat().st_mode & 0o777 == 0o444

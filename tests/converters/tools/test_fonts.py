@@ -24,6 +24,7 @@ from converters.filetypes.document import DocumentConverter
 from converters.filetypes.image.converter import ImageConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
+from converters.sandbox import servers
 from converters.tools import fonts
 from converters.tools.office import pool as office_pool
 from converters.tools.office import soffice as office
@@ -248,8 +249,8 @@ async def test_jobs_see_the_fonts_read_only_and_nothing_beside(
     request.write_text(json.dumps({"folder": str(folder)}))
     result = await sandbox.run("fontprobe", "json", "report", {}, [request], tmp_path / "job")
     seen = json.loads(result.path.read_text())
-    if not (sandbox.layers or {}).get("mount"):
-        pytest.skip(f"this machine gives jobs no mount namespace: {sandbox.layers}")
+    if not (servers.layers or {}).get("mount"):
+        pytest.skip(f"this machine gives jobs no mount namespace: {servers.layers}")
     assert seen["system_font"].startswith("ok") and seen["fontconfig_conf"] == "ok: True"
     assert seen["own_font"] == f"ok: {LIBERATION_MONO.stat().st_size}" and seen["env"] == str(folder)
     assert seen["cache_listing"].startswith("ok")
@@ -277,7 +278,7 @@ def test_fontconfig_file_names_the_folders(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_doctor_reports_scripts_and_stand_ins(capsys: pytest.CaptureFixture[str]) -> None:
-    from app.cli import _doctor_fonts
+    from app.cli.doctor import _doctor_fonts
 
     _doctor_fonts()
     lines = capsys.readouterr().out.splitlines()

@@ -554,10 +554,11 @@ def test_deadlocked_ffmpeg_is_stopped(tmp_path, monkeypatch) -> None:
 
 async def test_sandbox_refuses_a_playlist_disguised_as_video(tmp_path, secret) -> None:
     from converters.sandbox import parent as sandbox
+    from converters.sandbox.failures import SandboxError
 
     attack = tmp_path / "movie.avi"
     attack.write_bytes(playlist(f"file://{secret}"))
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run("video", "avi", "mp4", {}, [attack], tmp_path / "job")
     # the service's type sniffing sees text before the converter does
     assert err.value.kind == "converter" and "not an avi" in err.value.message
@@ -566,10 +567,11 @@ async def test_sandbox_refuses_a_playlist_disguised_as_video(tmp_path, secret) -
 
 async def test_sandbox_refuses_a_playlist_hidden_in_an_avi(tmp_path, secret) -> None:
     from converters.sandbox import parent as sandbox
+    from converters.sandbox.failures import SandboxError
 
     attack = tmp_path / "movie.avi"
     attack.write_bytes(avi_file(playlist(f"file://{secret}")))
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run("video", "avi", "gif", {}, [attack], tmp_path / "job")
     assert err.value.kind == "converter" and "playlist" in err.value.message
     assert not list((tmp_path / "job").glob("converted*"))
@@ -577,9 +579,10 @@ async def test_sandbox_refuses_a_playlist_hidden_in_an_avi(tmp_path, secret) -> 
 
 async def test_sandbox_refuses_a_bomb(tmp_path) -> None:
     from converters.sandbox import parent as sandbox
+    from converters.sandbox.failures import SandboxError
 
     bomb = tmp_path / "bomb.gif"
     bomb.write_bytes(_gif_declaring(16000, 16000))
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run("video", "gif", "mp4", {}, [bomb], tmp_path / "job")
     assert err.value.kind == "converter" and "pixel limit" in err.value.message

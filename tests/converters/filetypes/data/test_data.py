@@ -26,6 +26,7 @@ import yaml
 from converters.base import ConversionError, Limits, Task
 from converters.filetypes.data.converter import FORMATS, DataConverter
 from converters.sandbox import parent as sandbox
+from converters.sandbox.failures import SandboxError
 
 CONV = DataConverter()
 RECORDS = [
@@ -407,7 +408,7 @@ def xlsx_sparse_bomb(path: Path) -> Path:
 async def test_xlsx_cell_bomb_refused_before_reading(tmp_path: Path) -> None:
     # Through the sandbox: should the check ever regress, calamine dies there, not here.
     src = xlsx_sparse_bomb(tmp_path / "bomb.xlsx")
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run("data", "xlsx", "json", {}, [src], tmp_path / "job",
                           limits=Limits(memory_bytes=1024**3, wall_seconds=30))  # fmt: skip
     assert err.value.kind == "converter", err.value.detail

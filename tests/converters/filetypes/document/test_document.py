@@ -4,7 +4,6 @@ output decoded by an independent reader; then the options and the engine plumbin
 from __future__ import annotations
 
 import csv
-import io
 import subprocess
 import threading
 import zipfile
@@ -22,9 +21,11 @@ from converters.base import ConversionError, Converter, Limits, RequestError, Ta
 from converters.filetypes.document import DocumentConverter, LibreOfficeConverter, PandocConverter
 from converters.registry import Registry
 from converters.sandbox import parent as sandbox
+from converters.sandbox.failures import SandboxError
 from converters.tools import pandoc, process
 from converters.tools.office import soffice as office
 from tests.helpers import wait_until_sync
+from tests.office_samples import odf_bytes, odp_slide
 from tests.pdf_samples import page_texts
 
 WORDS = ("Quokka", "Zephyr")
@@ -124,64 +125,6 @@ def run_pandoc(src: Path, dest: Path, *args: str) -> Path:
     assert tool
     subprocess.run([tool, "--sandbox", *args, "-o", str(dest), str(src)], check=True)
     return dest
-
-
-ODF_NS = (
-    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
-    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
-    'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
-    'xmlns:presentation="urn:oasis:names:tc:opendocument:xmlns:presentation:1.0" '
-    'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" '
-    'xmlns:xlink="http://www.w3.org/1999/xlink" '
-    'xmlns:script="urn:oasis:names:tc:opendocument:xmlns:script:1.0" '
-    'xmlns:of="urn:oasis:names:tc:opendocument:xmlns:of:1.2" '
-    'xmlns:ooo="http://openoffice.org/2004/office" '
-    'xmlns:dom="http://www.w3.org/2001/xml-events"'
-)
-ODF_MIMES = {
-    "text": "application/vnd.oasis.opendocument.text",
-    "spreadsheet": "application/vnd.oasis.opendocument.spreadsheet",
-    "presentation": "application/vnd.oasis.opendocument.presentation",
-}
-
-
-def odf_bytes(kind: str, body: str, scripts: str = "", extra: dict[str, str] | None = None) -> bytes:
-    """A minimal ODF package (mimetype first and stored, as the format requires)."""
-    mime = ODF_MIMES[kind]
-    content = (
-        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODF_NS} '
-        f'office:version="1.2">{scripts}<office:body><office:{kind}>{body}'
-        f"</office:{kind}></office:body></office:document-content>"
-    )
-    entries = "".join(
-        f'<manifest:file-entry manifest:full-path="{name}" manifest:media-type="text/xml"/>'
-        for name in ["content.xml", *(extra or {})]
-    )
-    manifest = (
-        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
-        '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{mime}"/>'
-        f"{entries}</manifest:manifest>"
-    )
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(zipfile.ZipInfo("mimetype"), mime)
-        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
-        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data, zipfile.ZIP_DEFLATED)
-    return buf.getvalue()
-
-
-def odp_slide(inner: str = "") -> str:
-    return (
-        '<draw:page draw:name="p1">'
-        f"{inner}"
-        '<draw:frame svg:x="2cm" svg:y="2cm" svg:width="14cm" svg:height="3cm">'
-        "<draw:text-box><text:p>Quokka Zephyr slide</text:p></draw:text-box></draw:frame>"
-        "</draw:page>"
-    )
 
 
 def make_xlsx(path: Path) -> Path:
@@ -518,7 +461,7 @@ async def test_through_the_sandbox(samples: dict[str, Path], tmp_path: Path) -> 
 
 @needs_office
 async def test_too_little_memory_fails_cleanly(samples: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run(
             "document", "xlsx", "pdf", {}, [samples["xlsx"]], tmp_path / "job",
             limits=Limits(memory_bytes=350 * 1024**2),

@@ -42,11 +42,10 @@ from converters.tools.office import soffice as office
 from tests.converters.filetypes.document.test_document import (
     CONVERTER,
     make_task,
-    odf_bytes,
-    odp_slide,
     read_text,
 )
 from tests.helpers import wait_until_sync
+from tests.office_samples import odf_bytes, odp_slide
 from tests.pdf_samples import embedded_images, page_count, page_texts, render
 
 TOKEN = "SECRET-TOKEN-5150"

@@ -18,6 +18,7 @@ from PIL import Image, ImageChops
 from converters.base import ConversionError, Task
 from converters.filetypes.image.converter import READ, WRITE, ImageConverter
 from converters.sandbox import parent as sandbox
+from converters.sandbox.failures import SandboxError
 
 CONV = ImageConverter()
 SIZE = (64, 48)
@@ -329,7 +330,7 @@ async def test_bomb_refused_in_sandbox_with_a_small_memory_limit(tmp_path: Path)
     src.write_bytes(png_bomb(100_000, 100_000))
     from converters.base import Limits
 
-    with pytest.raises(sandbox.SandboxError) as err:
+    with pytest.raises(SandboxError) as err:
         await sandbox.run("image", "png", "jpg", {}, [src], tmp_path / "job",
                           limits=Limits(memory_bytes=400 * 1024**2))  # fmt: skip
     assert err.value.kind == "converter"

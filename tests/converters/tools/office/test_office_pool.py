@@ -24,6 +24,7 @@ import pytest
 from converters.base import ConversionError, Limits
 from converters.filetypes.document import LibreOfficeConverter
 from converters.sandbox import parent as sandbox
+from converters.sandbox.failures import SandboxError
 from converters.tools.office import broker as office_broker
 from converters.tools.office import jail as office_jail
 from converters.tools.office import pool as office_pool
@@ -33,13 +34,13 @@ from tests.converters.filetypes.document.test_document import (
     CONVERTER,
     WORDS,
     make_task,
-    odf_bytes,
     read_text,
     run,
     samples,  # noqa: F401  (a fixture)
 )
 from tests.converters.filetypes.document.test_document_hostile import OFFICE_ATTACKS, World, attempt, world  # noqa: F401  (a fixture)
 from tests.helpers import wait_until
+from tests.office_samples import odf_bytes
 from tests.pdf_samples import make_pdf, page_texts
 
 pytestmark = [
@@ -293,7 +294,7 @@ async def test_job_killed_by_the_sandbox_frees_its_instance(tmp_path: Path) -> N
         workdir = tmp_path / "job"
         workdir.mkdir()
         async with office_broker.serve_job(workdir, 1, pool=pool):
-            with pytest.raises(sandbox.SandboxError, match="longer than"):
+            with pytest.raises(SandboxError, match="longer than"):
                 await sandbox.run(
                     "document", "odt", "pdf", {}, [src], workdir,
                     limits=Limits(memory_bytes=office.MEMORY_BYTES, cpu_seconds=60, wall_seconds=1),
