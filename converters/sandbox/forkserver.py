@@ -1,7 +1,7 @@
 """The fork server: `python -P -m converters.sandbox.forkserver <control fd> [family]`, per worker process.
 
-It imports every converter and their heavy libraries once (Pillow and its plugins, PyAV,
-PyMuPDF, pypdf, py7zr, libarchive, openpyxl, libmagic's database...), or with a family
+It imports every converter and their heavy libraries once (Pillow and its plugins,
+pypdfium2, pikepdf, py7zr, libarchive, openpyxl, libmagic's database...), or with a family
 only that family's (`converters.sandbox.preload`: a smaller server forks faster), then
 forks one child per job (`converters.sandbox.spares`, forked ahead of its job): no
 interpreter start and no import per job, still one process per job (no job ever shares
