@@ -30,6 +30,13 @@ class ConversionError(Exception):
         self.hint = hint
 
 
+def said(exc: BaseException, path: Path, limit: int = 200) -> str:
+    """What a library said about `path`, naming the file only: libraries quote the full path
+    (Pillow: "cannot identify image file '/data/work/JOB/in/a.png'"), and the job's folder
+    on the server is none of the caller's business."""
+    return str(exc).replace(str(path), path.name)[:limit]
+
+
 class RequestError(ValueError):
     """The request itself is wrong (unknown pair, bad option): refused before any job exists."""
 

@@ -80,7 +80,8 @@ def _convertapi_refusal(exc: web.HTTPException) -> ConvertdError:
     """aiohttp's own 404/405/413 on a /convertapi/ path, in ConvertAPI's shape."""
     code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(exc.status, ErrorCode.BAD_REQUEST)
     hint = (
-        "Routes: POST /convertapi/upload, POST /convertapi/convert/{from}/to/{to}, GET /convertapi/user."
+        "Routes: POST /convertapi/upload, POST /convertapi/convert/{from}/to/{to}, GET /convertapi/user, "
+        "POST /convertapi/token/jwt."
         if exc.status in (404, 405)
         else None
     )

@@ -6,7 +6,8 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from app.errors import ConvertdError, ErrorCode
@@ -64,7 +65,7 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
     text_bytes = 0
     try:
         try:
-            reader = await request.multipart()
+            reader = _reader(request)
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader) or not part.name:
                     continue
@@ -97,6 +98,20 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
         yield form
     finally:
         rt.storage.discard(form.all_files())
+
+
+def _reader(request: web.Request) -> MultipartReader:
+    """The body's reader, with the boundary the body really uses.
+
+    `curl -H "Content-Type: multipart/form-data; boundary=X" -F ...` (as in ConvertAPI's own
+    examples) sends that header with curl's own boundary appended, and delimits the body with
+    the latter: with several boundaries, the last one is the body's.
+    """
+    boundaries = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.getall("boundary", [])
+    if len(boundaries) < 2:
+        return MultipartReader(request.headers, request.content)
+    content_type = f'{request.content_type}; boundary="{boundaries[-1]}"'
+    return MultipartReader({hdrs.CONTENT_TYPE: content_type}, request.content)
 
 
 async def _field(part: BodyPartReader) -> bytes:

@@ -31,6 +31,7 @@ def number(value: Any, default: int | None = None) -> Any:
 
 
 @routes.post("/v1/token/jwt")
+@routes.post("/convertapi/token/jwt")  # the v2 document's POST https://v2.convertapi.com/token/jwt
 async def create_jwt(request: web.Request) -> web.Response:
     who = await principal(request)
     p = await params(request)

@@ -39,7 +39,9 @@ OPERATIONS = (
     Operation("download", ("/v1/download/{job_id}",)),
     Operation("key info", ("/v1/keys/me", "/convertapi/user"), ("me", "quota")),
     # a key mints only for itself, the master token for any key of its account (services/tokens.py)
-    Operation("jwt", ("/v1/token/jwt",), ("createJwt",), secret_key=True, master_too=True),
+    Operation(
+        "jwt", ("/v1/token/jwt", "/convertapi/token/jwt"), ("createJwt",), secret_key=True, master_too=True
+    ),
     Operation(
         "access tokens",
         ("/v1/token/create", "/v1/token/{token}"),

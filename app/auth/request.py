@@ -44,11 +44,21 @@ def _bearer(value: str | None) -> str | None:
     return None
 
 
+def _authentication(value: str | None) -> str | None:
+    """ConvertAPI v1's own header, `Authentication:` (sic): "Bearer <token or JWT>" or
+    "Basic <api_key> <secret>"; the credential is the last word (the secret, like ?Secret=)."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    words = rest.split()
+    return words[-1] if scheme.lower() in ("bearer", "basic") and words else None
+
+
 def credential_from(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """X-API-Key, Authorization: Bearer, ?api_key= (SkyConvert), ?Token= / ?Secret= (ConvertAPI v1)."""
+    """X-API-Key, Authorization: Bearer, ?api_key= (SkyConvert), ?Token= / ?Secret= and the
+    Authentication header (ConvertAPI v1)."""
     return (
         headers.get("X-API-Key")
         or _bearer(headers.get("Authorization"))
+        or _authentication(headers.get("Authentication"))
         or query.get("api_key")
         or query.get("Token")
         or query.get("token")

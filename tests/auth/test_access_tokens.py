@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from app.runtime import Runtime
@@ -123,3 +125,24 @@ async def test_graphql_create_and_token_restrictions_follow_the_key(
         operation("CreateAccessTokens"), {}, headers={"Authorization": f"Bearer {tokens[1]['id']}"}
     )
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_the_v1_documents_authentication_header_carries_jwt_token_and_secret(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    # The ConvertAPI v1 document writes "Authentication:" (not Authorization), with
+    # "Bearer your_jwt_token" (tokens) and "Basic your_api_key your_api_secret".
+    acct: Account = await make_account("v1-header")
+    _, body = await create_rest(http, base_url, acct.key, RequestCount=5)
+    token = body["Tokens"][0]["Id"]
+    signed = jwt.encode(
+        {"kid": acct.kid, "exp": int(time.time()) + 600}, acct.signing_secret, algorithm="HS256"
+    )
+    for value in (f"Bearer {signed}", f"Bearer {token}", f"Basic {acct.kid} {acct.key}"):
+        async with http.get(f"{base_url}/v1/keys/me", headers={"Authentication": value}) as r:
+            assert r.status == 200, (value, await r.text())
+            assert (await r.json())["kid"] == acct.kid
+    async with http.get(
+        f"{base_url}/v1/keys/me", headers={"Authentication": f"Basic {acct.kid} sk_live_x"}
+    ) as r:
+        assert r.status == 401 and (await r.json())["code"] == 4010

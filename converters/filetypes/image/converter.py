@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from converters.base import ConversionError, Converter, Option, Result, Task
+from converters.base import ConversionError, Converter, Option, Result, Task, said
 from converters.filetypes.image import heif, jxl
 from converters.filetypes.image.jxl import jxl_size
 from converters.filetypes.image.output import (
@@ -96,7 +96,7 @@ def _open(path: Path, fmt: str) -> Image.Image:
     except (UnidentifiedImageError, SyntaxError, ValueError, OSError, EOFError) as exc:
         raise ConversionError(
             f"The file is not a readable {fmt} image.",
-            f"The {fmt} decoder said: {str(exc)[:200]}",
+            f"The {fmt} decoder said: {said(exc, path)}",
         ) from exc
     check_pixels(*im.size)
     return im

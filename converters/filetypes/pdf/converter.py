@@ -25,7 +25,7 @@ import pikepdf
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
-from converters.base import ConversionError, Converter, Limits, Option, Result, Task
+from converters.base import ConversionError, Converter, Limits, Option, Result, Task, said
 from converters.filetypes.pdf import edit as pdf_edit
 from converters.filetypes.pdf import forms as pdf_forms
 
@@ -266,7 +266,7 @@ def _check_image(path: Path) -> None:
         ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ConversionError(
-            "This image cannot be read.", hint=f"It may be damaged or of another type ({exc})."
+            "This image cannot be read.", hint=f"It may be damaged or of another type ({said(exc, path)})."
         ) from None
     if width * height > MAX_PAGE_PIXELS:
         raise ConversionError(

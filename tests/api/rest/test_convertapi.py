@@ -168,6 +168,21 @@ async def test_user_with_a_jwt(base_url: str, account: Any, http: aiohttp.Client
     assert user["ConversionsConsumed"] == 0
 
 
+async def test_the_v2_documents_jwt_request_at_the_convertapi_base(
+    base_url: str, account: Any, http: aiohttp.ClientSession
+) -> None:
+    """The document's `POST https://v2.convertapi.com/token/jwt`, with base_uri /convertapi/."""
+    body = {"Kid": account.kid, "ExpiresInSec": 3600, "ClientIp": "localhost,197.0.0.1"}
+    headers = {"Authorization": f"Bearer {account.key}"}
+    async with http.post(f"{base_url}/convertapi/token/jwt", json=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        token = (await r.json())["token"]
+    user = await sdk(base_url, token, lambda: convertapi.user())
+    assert user["Id"] == account.account_id
+    async with http.post(f"{base_url}/convertapi/token/jwt", json=body) as r:
+        assert r.status == 401 and (await r.json())["Code"] == 4013
+
+
 async def test_a_keys_endpoint_list_applies(
     base_url: str, make_account: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -70,3 +70,19 @@ async def test_malformed_bodies_are_400s(
     # the service goes on
     status, answer = await _post(http, base_url, account.key, _body(("file", "a.txt", b"abc"), *COMMON))
     assert status == 202
+
+
+async def test_curl_with_the_seeds_own_content_type_header_is_read(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    # The ConvertAPI v1 document's token example passes
+    # -H "Content-Type: multipart/form-data; boundary=WebAppBoundary" together with -F: curl
+    # then appends its own boundary to that header and delimits the body with it.
+    ours = "------------------------30ca0719b161b044"
+    body = _body(("file", "document.txt", b"abc"), *COMMON).replace(BOUNDARY.encode(), ours.encode())
+    headers = {
+        "X-API-Key": account.key,
+        "Content-Type": f"multipart/form-data; boundary=WebAppBoundary; boundary={ours}",
+    }
+    async with http.post(f"{base_url}/v1/convert", data=body, headers=headers) as r:
+        assert r.status == 202, await r.text()

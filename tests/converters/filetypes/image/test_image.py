@@ -406,6 +406,17 @@ def test_garbage_is_a_clear_error(tmp_path: Path) -> None:
         run(src, "tga", "png", tmp_path / "out")
 
 
+def test_a_decoders_words_name_the_file_not_the_servers_folders(tmp_path: Path) -> None:
+    # Pillow says "cannot identify image file '/full/path'": the job's folder on the server
+    # is none of the caller's business
+    src = tmp_path / "broken.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x07" * 300)
+    with pytest.raises(ConversionError, match="not a readable png image") as err:
+        run(src, "png", "webp", tmp_path / "out")
+    assert "'broken.png'" in (err.value.hint or "")
+    assert str(tmp_path) not in (err.value.hint or "") + err.value.message
+
+
 def test_readable_formats_cover_pillow_plugins() -> None:
     assert set(READ) >= {"jpg", "png", "webp", "gif", "bmp", "tiff", "ico", "psd", "jp2"}
 

@@ -217,6 +217,16 @@ def test_image_to_pdf(fmt: str, tmp_path: Path) -> None:
     assert close_to(center_color(render(result.path, 0)), (0, 0.59, 0))
 
 
+def test_an_unreadable_image_is_named_without_the_servers_folders(tmp_path: Path) -> None:
+    src = tmp_path / "img.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x07" * 300)
+    t = task([src], "png", "pdf", tmp_path / "job")
+    with pytest.raises(ConversionError, match="cannot be read") as err:
+        run(t)
+    assert "'in0.png'" in (err.value.hint or "")
+    assert str(tmp_path) not in (err.value.hint or "") + err.value.message
+
+
 def test_alpha_png_is_flattened_onto_white(tmp_path: Path) -> None:
     src = tmp_path / "alpha.png"
     img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))  # fully transparent
