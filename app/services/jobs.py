@@ -102,6 +102,7 @@ async def convert(
     base_url: str | None = None,
     wait: object = None,
     url: str | None = None,
+    admitted: bool = False,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job.
 
@@ -109,6 +110,8 @@ async def convert(
     whichever comes first; it is a job like any other either way (quota, history, events).
     With `url` the input is fetched from there first (app/services/url_import.py) and is
     then one more received file, checked and stored like an upload.
+    `admitted`: the caller ran `backpressure.admit` for this one job already (REST does,
+    before reading the body); the account's cap is still applied exactly at the insert.
 
     Long on purpose: it reads top to bottom in the order of the checks, every refusal
     before anything is charged, stored or queued.
@@ -117,7 +120,7 @@ async def convert(
         request = {"filetype": filetype, "output_format": output_format, "options": options, "files": files,
                    "file_paths": file_paths, "input_format": input_format, "webhook_url": webhook_url,
                    "base_url": base_url, "wait": wait}  # fmt: skip
-        return await _convert_from_url(rt, principal, url, request)
+        return await _convert_from_url(rt, principal, url, request, admitted)
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -139,7 +142,8 @@ async def convert(
     values = await _check_conversion(rt, filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
-    await backpressure.admit(rt, principal)
+    if not admitted:
+        await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
@@ -178,7 +182,9 @@ async def convert(
     return await settle(rt, principal, job, seconds) if seconds else job
 
 
-async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request: dict[str, Any]) -> Job:
+async def _convert_from_url(
+    rt: Runtime, principal: Principal, url: str, request: dict[str, Any], admitted: bool
+) -> Job:
     """convert() with one more input fetched from `url`; what needs no input is checked
     before anything is downloaded."""
     _wait_seconds(request["wait"])
@@ -186,10 +192,13 @@ async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request
     _required(request["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
     _required(request["output_format"], "output_format", "The target extension, e.g. webp.")
     parse_options(request["options"])
-    await backpressure.admit(rt, principal)
+    if not admitted:
+        await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, 0)
     async with url_import.imported(rt, principal, url) as incoming:
-        return await convert(rt, principal, **{**request, "files": [*request["files"], incoming]})
+        return await convert(
+            rt, principal, **{**request, "files": [*request["files"], incoming]}, admitted=True
+        )
 
 
 _INSERT_JOB = (
