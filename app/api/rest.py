@@ -187,8 +187,8 @@ async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
         )
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(status_body(request, job), headers=headers)
-    result = await jobs.download(runtime(request), str(job.id), principal=request[PRINCIPAL])
-    return await file_response(request, runtime(request), result, headers)
+    # the job as it ended, heard over its events: not read again
+    return await file_response(request, runtime(request), jobs.output_of(job), headers)
 
 
 @routes.get("/v1/status/{job_id}")

@@ -173,12 +173,18 @@ async def convert(
             logs.request_id.get(),  # its log lines in the worker carry the request's id
         )
     job = Job.from_row(row)
-    try:
-        await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
-    except Exception as exc:
-        if is_outage(exc):
-            await _withdraw(rt, job, principal.key.id if principal.key else None)
-        raise
+    async with contextlib.AsyncExitStack() as stack:
+        # a synchronous convert hears of its job from before it is queued: no read of the
+        # job it has just written, and no event it could miss
+        changes = await stack.enter_async_context(rt.hub.listen(job.id)) if seconds and rt.hub else None
+        try:
+            await enqueue(rt, job.id, principal.account_id, principal.plan.max_running, waited=bool(seconds))
+        except Exception as exc:
+            if is_outage(exc):
+                await _withdraw(rt, job, principal.key.id if principal.key else None)
+            raise
+        if changes is not None:
+            return await _until_ended(rt, changes, job, seconds)
     return await settle(rt, principal, job, seconds) if seconds else job
 
 
@@ -288,11 +294,28 @@ async def settle(rt: Runtime, principal: Principal, job: Job, seconds: float) ->
     return last
 
 
-async def enqueue(rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: int | None) -> None:
+async def _until_ended(rt: Runtime, changes: asyncio.Queue[Job], job: Job, seconds: float) -> Job:
+    """The job once it has ended, or as it stands when `seconds` have passed (read again
+    then: the worker does not announce the start of a job someone waits for)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not job.terminal:
+                change = await changes.get()
+                if change.version > job.version:
+                    job = change
+    except TimeoutError:
+        return await _current(rt, job.id)
+    return job
+
+
+async def enqueue(
+    rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: int | None, *, waited: bool = False
+) -> None:
     """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs).
 
     The account is the job's group: workers take groups round-robin, at most `max_running`
-    jobs of one at a time (app/services/dispatch.py).
+    jobs of one at a time (app/services/dispatch.py). `waited`: a synchronous convert waits
+    for it, so its start is only written, not announced (app/services/processing.py).
     """
     q = rt.settings.queue
     await rt.queue.enqueue(
@@ -300,7 +323,7 @@ async def enqueue(rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: 
         key=str(job_id),
         job_id=str(job_id),
         group_key=str(account_id),
-        meta={"max_running": max_running},
+        meta={"max_running": max_running, "waited": waited},
         timeout=q.job_timeout,
         heartbeat=q.heartbeat,
         retries=q.retries,
@@ -419,6 +442,11 @@ async def download(
             hint="Send your API key, or use the signed download_url from the job status.",
             legacy_code=CredentialCode.MISSING,
         )
+    return output_of(job)
+
+
+def output_of(job: Job) -> Download:
+    """The output of a job already read (the caller's own), or why there is none."""
     if job.status is JobStatus.FAILED:
         raise ConvertdError(
             ErrorCode.NOT_READY,
