@@ -73,7 +73,7 @@ def raw_cpu(data: bytes, width: int, jobs: int) -> float:
     for _ in range(jobs):
         with Image.open(io.BytesIO(data)) as im:
             if width:
-                im.draft("RGB", (width, width))
+                im.draft("RGB", (width, width * im.height // im.width))  # shrink on load, as a job
                 im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
             im.save(io.BytesIO(), "WEBP", quality=80)
     after = resource.getrusage(resource.RUSAGE_SELF)
