@@ -103,6 +103,14 @@ class EventHub:
                 queue.put_nowait(job)
 
     def _dispatch(self, data: bytes | str) -> None:
+        # every process hears every job's events: one nobody here follows is not decoded
+        # (encode() writes the id first: {"id": "<uuid>", ...})
+        head = data[8:44] if isinstance(data, bytes) else data[8:44].encode()
+        try:
+            if uuid.UUID(head.decode("ascii")) not in self._listeners:
+                return
+        except ValueError:
+            pass  # not the expected layout: decode it whole below
         try:
             job = decode(data)
         except (ValueError, KeyError, TypeError):

@@ -18,6 +18,7 @@ from app.events import EventHub
 from app.models import Job
 from app.services import job_rows
 from app.services.dispatch import FairQueue
+from app.services.key_calls import KeyCalls
 from app.services.usage import RequestLog
 from app.storage import Storage
 from app.stores import FileStore, open_store
@@ -36,6 +37,10 @@ class Runtime:
     request_log: RequestLog
     hub: EventHub | None = None
     auth_cache: AuthCache | None = None  # only processes that authenticate callers need one
+    key_calls: KeyCalls = dataclasses.field(init=False)  # each key's calls, counted in batches
+
+    def __post_init__(self) -> None:
+        self.key_calls = KeyCalls(self.pool)
 
     @classmethod
     async def open(cls, settings: Settings, *, api: bool = True) -> Runtime:
@@ -76,6 +81,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.request_log.stop()
+        await self.key_calls.stop()
         await self.storage.close()
         if self.hub:
             await self.hub.stop()

@@ -38,7 +38,10 @@ async def convert(ctx: WorkerContext, *, job_id: str) -> str:
                 logs.request_id.set(job.request_id)
                 job_log.info("job taken", extra={"attempt": saq_job.attempts})
 
-            job = await processing.process(rt, uuid.UUID(job_id), saq_job.update, taken)
+            waited = bool((saq_job.meta or {}).get("waited"))  # a synchronous convert's job
+            job = await processing.process(
+                rt, uuid.UUID(job_id), saq_job.update, taken, announce_start=not waited
+            )
             logs.request_id.set(job.request_id)  # (also when it ended before it was taken)
             metrics.job_ended(job)
             job_log.info("job %s", job.status.value, extra={"status": job.status.value, "error": job.error})

@@ -1,9 +1,10 @@
 """CPU one job costs the whole service, beside the CPU of the engine alone.
 
-    .venv/bin/python -m bench.job_cpu [--jobs 40] [--compare /path/to/other/checkout] [--media]
+    .venv/bin/python -m bench.job_cpu [--jobs 40] [--compare /path/to/other/checkout] [--media] [--async]
 
 Runs `convertd serve` (API, worker process, fork server, embedded PostgreSQL and Redis),
-sends synchronous converts one at a time, and adds up the CPU time every process of the
+sends synchronous converts one at a time (with --async: convert, its events until it ends,
+then the download, three requests a job), and adds up the CPU time every process of the
 service's tree used meanwhile (`/proc/<pid>/stat`: user + system, with what exited children
 used). CPU time, unlike wall time, does not grow when other programs share the machine,
 so this figure holds on a busy machine. The raw engine (Pillow in this process) is
@@ -88,15 +89,18 @@ def raw_cpu(data: bytes, width: int, jobs: int) -> float:
     for _ in range(jobs):
         with Image.open(io.BytesIO(data)) as im:
             if width:
-                im.draft("RGB", (width, width))
+                im.draft("RGB", (width, width * im.height // im.width))  # shrink on load, as a job
                 im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
             im.save(io.BytesIO(), "WEBP", quality=80)
     after = resource.getrusage(resource.RUSAGE_SELF)
     return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / jobs
 
 
-async def job_cpu(http: aiohttp.ClientSession, svc: Service, case: tuple, jobs: int) -> float:
+async def job_cpu(
+    http: aiohttp.ClientSession, svc: Service, case: tuple, jobs: int, asynchronous: bool = False
+) -> float:
     data, name, filetype, output, options, _ = case
+    headers = {"X-API-Key": svc.key}
 
     async def one() -> None:
         form = aiohttp.FormData()
@@ -104,10 +108,19 @@ async def job_cpu(http: aiohttp.ClientSession, svc: Service, case: tuple, jobs: 
         form.add_field("filetype", filetype)
         form.add_field("output_format", output)
         form.add_field("options", json.dumps(options))
-        form.add_field("wait", "60")
-        async with http.post(f"{svc.base}/v1/convert", data=form, headers={"X-API-Key": svc.key}) as r:
-            assert r.status == 200, await r.text()
-            await r.read()
+        if not asynchronous:
+            form.add_field("wait", "60")
+        async with http.post(f"{svc.base}/v1/convert", data=form, headers=headers) as r:
+            assert r.status == (202 if asynchronous else 200), await r.text()
+            body = await r.read()
+        if asynchronous:
+            job = json.loads(body)["job_id"]
+            async with http.get(f"{svc.base}/v1/events/{job}", headers=headers) as r:
+                async for _ in r.content:  # the stream ends with the job
+                    pass
+            async with http.get(f"{svc.base}/v1/download/{job}", headers=headers) as r:
+                assert r.status == 200, await r.text()
+                await r.read()
 
     for _ in range(3):
         await one()  # warm: fork server spare, pools, caches
@@ -126,13 +139,14 @@ async def main(args: argparse.Namespace) -> None:
     with running(roots[0][1]) as first, running(roots[1][1]) if args.compare else running() as second:
         services = [first, second][: len(roots)]
         await asyncio.sleep(20)  # let start-up work (LibreOffice pool, fork server) settle
-        print(f"CPU ms per job, {args.jobs} sequential synchronous converts each")
+        how = "asynchronous (convert, events, download)" if args.asynchronous else "synchronous"
+        print(f"CPU ms per job, {args.jobs} sequential {how} converts each")
         head = f"{'case':26} {'engine':>7}" + "".join(f" {name:>9} {'-engine':>8}" for name, _ in roots)
         print(head + ("  this/compared" if args.compare else ""))
         async with aiohttp.ClientSession() as http:
             for label, case in cases.items():
                 engine = raw_cpu(case[0], case[5], args.jobs) if case[5] is not None else 0.0
-                costs = [await job_cpu(http, svc, case, args.jobs) for svc in services]
+                costs = [await job_cpu(http, svc, case, args.jobs, args.asynchronous) for svc in services]
                 row = f"{label:26} {1000 * engine:7.1f}"
                 row += "".join(f" {1000 * c:9.1f} {1000 * (c - engine):8.1f}" for c in costs)
                 if args.compare:
@@ -145,4 +159,5 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--compare", help="another checkout to measure beside this one")
     parser.add_argument("--media", action="store_true", help="add a WAV -> MP3 and an MP4 -> WebM job")
+    parser.add_argument("--async", dest="asynchronous", action="store_true", help="the asynchronous path")
     asyncio.run(main(parser.parse_args()))

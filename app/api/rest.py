@@ -124,8 +124,8 @@ async def upload(request: web.Request) -> web.Response:
 async def convert(request: web.Request) -> web.StreamResponse:
     who = await principal(request)
     rt = runtime(request)
-    # a full queue or backlog refuses before the body is read (a flood costs no disk);
-    # jobs.convert checks both again, and the account's cap exactly
+    # a full queue or backlog refuses before the body is read (a flood costs no disk), once
+    # per request (admitted=True below); the account's cap is applied exactly at the insert
     await backpressure.admit(rt, who)
     await storage_use.check_quota(rt, who, 0)
     if request.content_type == "application/json":
@@ -142,6 +142,7 @@ async def convert(request: web.Request) -> web.StreamResponse:
             base_url=base_url(request),
             wait=body.get("wait", request.query.get("wait")),
             url=_as_text(body.get("url")),
+            admitted=True,
         )
     else:
         async with read_form(request, rt) as form:
@@ -158,6 +159,7 @@ async def convert(request: web.Request) -> web.StreamResponse:
                 base_url=base_url(request),
                 wait=form.get("wait") or request.query.get("wait"),
                 url=form.get("url"),
+                admitted=True,
             )
     if job.terminal:  # a synchronous convert (wait) that ended within its wait
         return await _settled(request, job)
@@ -185,8 +187,8 @@ async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
         )
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(status_body(request, job), headers=headers)
-    result = await jobs.download(runtime(request), str(job.id), principal=request[PRINCIPAL])
-    return await file_response(request, runtime(request), result, headers)
+    # the job as it ended, heard over its events: not read again
+    return await file_response(request, runtime(request), jobs.output_of(job), headers)
 
 
 @routes.get("/v1/status/{job_id}")

@@ -93,7 +93,7 @@ async def request_log(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     who = await principal(request)
     return ok(
-        {"keys": [k.public() for k in await keys_service.list_keys(runtime(request).pool, who.account_id)]}
+        {"keys": [k.public() for k in await keys_service.account_keys(runtime(request), who.account_id)]}
     )
 
 

@@ -216,14 +216,16 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
     key = principal.key
     if key is None:
         return dataclasses.replace(principal, rate=state)
-    # The call is counted on the key in the same trip that reads the key, its account and
-    # its plan as they are now: an answer from the auth cache that is no longer true (the
-    # notification of a change not yet heard) is caught here, on the very next call.
-    counted = await credentials.count_key_call(rt.pool, key.id)
+    # The key, its account and its plan are read as they are now: an answer from the auth
+    # cache that is no longer true (the notification of a change not yet heard) is caught
+    # here, on the very next call. The call is counted in memory and written in batches
+    # (app/services/key_calls.py): no write, and no row lock shared by one key's callers.
+    now = await credentials.key_now(rt.pool, key.id)
     legacy = _LEGACY_CODES[principal.method]
-    if counted is None:  # deleted with its account meanwhile
+    if now is None:  # deleted with its account meanwhile
         raise unauthenticated("The API key is not valid.", "Create a new key and use it instead.", legacy)
-    fresh = _from_holder(counted, principal.method, None, legacy)
+    fresh = _from_holder(now, principal.method, None, legacy)  # (refused calls spend nothing)
+    rt.key_calls.record(key.id)
     if _decisive(fresh) != _decisive(principal):
         if rt.auth_cache is not None:
             rt.auth_cache.clear()

@@ -67,6 +67,7 @@ async def account(rt: Runtime, principal: Principal) -> Account:
 
 
 async def consumption(rt: Runtime, principal: Principal) -> Consumption:
+    await rt.key_calls.flush()  # each key's calls so far (counted in batches)
     rows = await rt.pool.fetch(
         "SELECT * FROM api_keys WHERE account_id = $1 ORDER BY id", principal.account_id
     )

@@ -124,13 +124,7 @@ async def spend_token_request(db: Executor, token_id: int) -> int | None:
     return left
 
 
-async def count_key_call(db: Executor, key_id: int) -> KeyHolder | None:
-    """Count one call on the key and read it back with its account and plan as they are
-    now, in one trip; None when the key is gone (deleted with its account)."""
-    row = await db.fetchrow(
-        "UPDATE api_keys k SET usage_count = k.usage_count + 1, last_used_at = now()"
-        f" FROM {ACCOUNTS_JOIN_PLANS} WHERE k.id = $1 AND a.id = k.account_id"
-        f" RETURNING k.*, {ACCOUNT_WITH_PLAN}",
-        key_id,
-    )
-    return None if row is None else KeyHolder.from_row(row)
+async def key_now(db: Executor, key_id: int) -> KeyHolder | None:
+    """The key with its account and plan as they are now (a read: the call is counted in
+    app/services/key_calls.py); None when the key is gone (deleted with its account)."""
+    return await _holder(db, "WHERE k.id = $1", key_id)

@@ -117,7 +117,9 @@ return 1
 # sweep takes a job in its active list that still says "queued" for one whose worker died,
 # and a sweep running between saq's BLMOVE and its status write (always so when a worker
 # starts with jobs queued) aborted a job that was only being started.
-# Returns the job's data, so taking a job stays one round trip after the BLMOVE.
+# Returns the job's data as it was (saq counts the attempt in memory) and whether it was
+# marked active here, with its attempt counted (then saq's own write of the same is
+# skipped), so taking a job stays one round trip after the BLMOVE.
 _TAKEN = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
@@ -129,12 +131,15 @@ local data = redis.call('GET', id)
 if not data then return nil end
 redis.call('RPUSH', ACTIVE, id)
 local job = cjson.decode(data)
+local marked = 0
 if job.status == 'queued' then
     local now = redis.call('TIME')
     job.status = 'active'
     job.touched = now[1] * 1000 + math.floor(now[2] / 1000)
     job.started = job.touched
+    job.attempts = (job.attempts or 0) + 1
     redis.call('SET', id, cjson.encode(job))
+    marked = 1
 end
 local acct = job.group_key
 if acct and acct ~= cjson.null then
@@ -142,14 +147,14 @@ if acct and acct ~= cjson.null then
     redis.call('SADD', p .. ':run:' .. acct, id)
     fill(p, acct)
 end
-return data
+return {data, marked}
 """
 )
 
 # A job left the queue for good (finished, failed, aborted): what saq's finish does (off its
 # lists, the record kept for `ttl` seconds: 0 for ever, below 0 not at all), and its slot
-# given back, in one round trip. KEYS: queued, active, incomplete, job id; ARGV: prefix,
-# account, job data, ttl.
+# given back, and saq's notice of the new status (its `notify`) published, in one round
+# trip. KEYS: queued, active, incomplete, job id; ARGV: prefix, account, job data, ttl, status.
 _FINISHED = (
     "local QUEUED, ACTIVE = KEYS[1], KEYS[2]\n"
     + _FILL
@@ -171,6 +176,7 @@ if redis.call('HGET', p .. ':ready', acct) == id then
 end
 redis.call('LREM', p .. ':wait:' .. acct, 0, id)
 fill(p, acct)
+redis.call('PUBLISH', id, ARGV[5])
 return 1
 """
 )
@@ -281,6 +287,7 @@ class FairQueue(RedisQueue):
         self._withdraw = register(_WITHDRAW)
         self._position = register(_POSITION)
         self._refill = register(_REFILL)
+        self._marked_active: set[str] = set()  # taken jobs _TAKEN already stored as active
 
     async def _enqueue(self, job: Job) -> Job | None:
         if job.group_key is None or job.scheduled:
@@ -301,22 +308,37 @@ class FairQueue(RedisQueue):
         if job_id is None:
             return None
         async with self._op_sem:
-            data = await self._taken(
+            taken = await self._taken(
                 keys=[self._queued, self._active, self._taking],
                 args=[self.fair_prefix, job_id],
                 client=self.redis,
             )
-        return self.deserialize(data)
+        if taken is None:
+            return None
+        data, marked = taken
+        job = self.deserialize(data)
+        if job is not None and marked:
+            self._marked_active.add(job.id)
+        return job
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: t.Any) -> None:
+        # saq's worker stores every job it takes as active (a SET and a PUBLISH nobody
+        # waits for); _TAKEN stored exactly that in the same step as the take
+        if status == Status.ACTIVE and job.id in self._marked_active:
+            self._marked_active.discard(job.id)
+            return None
+        self._marked_active.discard(job.id)
+        return await super()._update(job, status, **kwargs)
 
     async def _finish(self, job: Job, status: Status, **kwargs: t.Any) -> None:
         if job.group_key is None:
             return await super()._finish(job, status, **kwargs)
+        self._marked_active.discard(job.id)
         await self._finished(
             keys=[self._queued, self._active, self._incomplete, job.id],
-            args=[self.fair_prefix, job.group_key, self.serialize(job), job.ttl],
+            args=[self.fair_prefix, job.group_key, self.serialize(job), job.ttl, status.value],
             client=self.redis,
         )
-        await self.notify(job)
 
     async def _retry(self, job: Job, error: str | None) -> None:
         if job.group_key is None:

@@ -102,6 +102,7 @@ async def convert(
     base_url: str | None = None,
     wait: object = None,
     url: str | None = None,
+    admitted: bool = False,
 ) -> Job:
     """Validate the request fully, store its inputs, then queue the job.
 
@@ -109,6 +110,8 @@ async def convert(
     whichever comes first; it is a job like any other either way (quota, history, events).
     With `url` the input is fetched from there first (app/services/url_import.py) and is
     then one more received file, checked and stored like an upload.
+    `admitted`: the caller ran `backpressure.admit` for this one job already (REST does,
+    before reading the body); the account's cap is still applied exactly at the insert.
 
     Long on purpose: it reads top to bottom in the order of the checks, every refusal
     before anything is charged, stored or queued.
@@ -117,7 +120,7 @@ async def convert(
         request = {"filetype": filetype, "output_format": output_format, "options": options, "files": files,
                    "file_paths": file_paths, "input_format": input_format, "webhook_url": webhook_url,
                    "base_url": base_url, "wait": wait}  # fmt: skip
-        return await _convert_from_url(rt, principal, url, request)
+        return await _convert_from_url(rt, principal, url, request, admitted)
     seconds = _wait_seconds(wait)
     webhook_url = webhooks.check_url(webhook_url)
     filetype = _required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
@@ -139,7 +142,8 @@ async def convert(
     values = await _check_conversion(rt, filetype, output_format, inputs, values)
 
     # bounded queue and storage (429/503, 413): refused before anything is charged or stored
-    await backpressure.admit(rt, principal)
+    if not admitted:
+        await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, sum(f.size for f in files))
     # charged once the request is known to be valid, before anything is stored or queued
     await allowance.spend(rt.pool, principal)
@@ -169,16 +173,24 @@ async def convert(
             logs.request_id.get(),  # its log lines in the worker carry the request's id
         )
     job = Job.from_row(row)
-    try:
-        await enqueue(rt, job.id, principal.account_id, principal.plan.max_running)
-    except Exception as exc:
-        if is_outage(exc):
-            await _withdraw(rt, job, principal.key.id if principal.key else None)
-        raise
+    async with contextlib.AsyncExitStack() as stack:
+        # a synchronous convert hears of its job from before it is queued: no read of the
+        # job it has just written, and no event it could miss
+        changes = await stack.enter_async_context(rt.hub.listen(job.id)) if seconds and rt.hub else None
+        try:
+            await enqueue(rt, job.id, principal.account_id, principal.plan.max_running, waited=bool(seconds))
+        except Exception as exc:
+            if is_outage(exc):
+                await _withdraw(rt, job, principal.key.id if principal.key else None)
+            raise
+        if changes is not None:
+            return await _until_ended(rt, changes, job, seconds)
     return await settle(rt, principal, job, seconds) if seconds else job
 
 
-async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request: dict[str, Any]) -> Job:
+async def _convert_from_url(
+    rt: Runtime, principal: Principal, url: str, request: dict[str, Any], admitted: bool
+) -> Job:
     """convert() with one more input fetched from `url`; what needs no input is checked
     before anything is downloaded."""
     _wait_seconds(request["wait"])
@@ -186,10 +198,13 @@ async def _convert_from_url(rt: Runtime, principal: Principal, url: str, request
     _required(request["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
     _required(request["output_format"], "output_format", "The target extension, e.g. webp.")
     parse_options(request["options"])
-    await backpressure.admit(rt, principal)
+    if not admitted:
+        await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, 0)
     async with url_import.imported(rt, principal, url) as incoming:
-        return await convert(rt, principal, **{**request, "files": [*request["files"], incoming]})
+        return await convert(
+            rt, principal, **{**request, "files": [*request["files"], incoming]}, admitted=True
+        )
 
 
 _INSERT_JOB = (
@@ -279,11 +294,28 @@ async def settle(rt: Runtime, principal: Principal, job: Job, seconds: float) ->
     return last
 
 
-async def enqueue(rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: int | None) -> None:
+async def _until_ended(rt: Runtime, changes: asyncio.Queue[Job], job: Job, seconds: float) -> Job:
+    """The job once it has ended, or as it stands when `seconds` have passed (read again
+    then: the worker does not announce the start of a job someone waits for)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not job.terminal:
+                change = await changes.get()
+                if change.version > job.version:
+                    job = change
+    except TimeoutError:
+        return await _current(rt, job.id)
+    return job
+
+
+async def enqueue(
+    rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: int | None, *, waited: bool = False
+) -> None:
     """Hand a job to the workers, with every queue setting explicit (saq's defaults lose jobs).
 
     The account is the job's group: workers take groups round-robin, at most `max_running`
-    jobs of one at a time (app/services/dispatch.py).
+    jobs of one at a time (app/services/dispatch.py). `waited`: a synchronous convert waits
+    for it, so its start is only written, not announced (app/services/processing.py).
     """
     q = rt.settings.queue
     await rt.queue.enqueue(
@@ -291,7 +323,7 @@ async def enqueue(rt: Runtime, job_id: uuid.UUID, account_id: int, max_running: 
         key=str(job_id),
         job_id=str(job_id),
         group_key=str(account_id),
-        meta={"max_running": max_running},
+        meta={"max_running": max_running, "waited": waited},
         timeout=q.job_timeout,
         heartbeat=q.heartbeat,
         retries=q.retries,
@@ -410,6 +442,11 @@ async def download(
             hint="Send your API key, or use the signed download_url from the job status.",
             legacy_code=CredentialCode.MISSING,
         )
+    return output_of(job)
+
+
+def output_of(job: Job) -> Download:
+    """The output of a job already read (the caller's own), or why there is none."""
     if job.status is JobStatus.FAILED:
         raise ConvertdError(
             ErrorCode.NOT_READY,

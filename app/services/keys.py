@@ -244,6 +244,12 @@ async def list_keys(pool: asyncpg.Pool, account_id: int | None = None) -> list[A
     return [ApiKey.from_row(r) for r in rows]
 
 
+async def account_keys(rt: Runtime, account_id: int) -> list[ApiKey]:
+    """An account's keys with every call counted so far in this process included."""
+    await rt.key_calls.flush()
+    return await list_keys(rt.pool, account_id)
+
+
 async def _get(pool: asyncpg.Pool, account_id: int | None, key_id: int) -> ApiKey:
     row = await pool.fetchrow(
         "SELECT * FROM api_keys WHERE id = $1 AND ($2::bigint IS NULL OR account_id = $2)", key_id, account_id
@@ -338,8 +344,10 @@ class KeyInfo:
 
 
 async def me(rt: Runtime, principal: Principal) -> KeyInfo:
-    """The calling key and the quota left (GET /v1/keys/me)."""
-    return KeyInfo(current_key(principal), principal.plan, await quota.quota(rt, principal))
+    """The calling key, its counters including this call, and the quota left (GET /v1/keys/me)."""
+    await rt.key_calls.flush()  # (calls are counted in batches: app/services/key_calls.py)
+    key = await _get(rt.pool, None, current_key(principal).id)
+    return KeyInfo(key, principal.plan, await quota.quota(rt, principal))
 
 
 def current_key(principal: Principal) -> ApiKey:

@@ -69,6 +69,8 @@ async def process(
     job_id: uuid.UUID,
     touch: Callable[[], Awaitable[None]],
     taken: Callable[[Job], None] | None = None,
+    *,
+    announce_start: bool = True,
 ) -> Job:
     """Convert one job. A failure of the conversion is recorded on the job, not raised.
 
@@ -77,6 +79,8 @@ async def process(
     The job's own events are followed meanwhile: when it ends elsewhere (a cancel), the
     converter is stopped at once, without waiting for the queue to pass the abort on.
     `taken` hears of the job as soon as it is marked started (the worker's log context).
+    `announce_start`: False for a job a synchronous convert waits for (it only needs the
+    end); the start is written to the job's row either way.
     """
     async with _changes(rt, job_id) as changes:
         row = await rt.pool.fetchrow(_START, job_id)
@@ -89,7 +93,7 @@ async def process(
         started = Job.from_row(row)
         if taken is not None:
             taken(started)
-        job = await announce(rt, started)
+        job = await announce(rt, started) if announce_start else started
         try:
             return await _convert(rt, job, row["inputs"], touch, changes)
         except JobEnded as ended:

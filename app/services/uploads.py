@@ -41,32 +41,37 @@ async def store(
     check_size(rt, principal, files)
     if not quota_checked:  # a conversion checks it before charging (jobs.convert)
         await storage_use.check_quota(rt, principal, sum(f.size for f in files))
-    # every file goes into the store first, then the rows in one transaction: a store or
+    # every file goes into the store first, then the rows in one statement: a store or
     # database failure half-way leaves neither rows without files nor files without rows
     tokens = [secrets.token_hex(6) for _ in files]
     keys: list[str] = []
     try:
         for f, token in zip(files, tokens, strict=True):
             keys.append(await rt.storage.claim_upload(f, principal.account_id, token))
-        async with rt.pool.acquire() as conn, conn.transaction():
-            rows = [
-                await conn.fetchrow(
-                    "INSERT INTO uploads (account_id, token, file_name, file_size, content_type,"
-                    " storage_path) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                    principal.account_id,
-                    token,
-                    f.filename,
-                    f.size,
-                    f.content_type,
-                    key,
-                )
-                for f, token, key in zip(files, tokens, keys, strict=True)
-            ]
+        # one statement, so one round trip and all rows or none
+        inserted = await rt.pool.fetch(
+            _INSERT_UPLOADS,
+            principal.account_id,
+            tokens,
+            [f.filename for f in files],
+            [f.size for f in files],
+            [f.content_type for f in files],
+            keys,
+        )
+        by_token = {row["token"]: row for row in inserted}
+        rows = [by_token[token] for token in tokens]
     except BaseException:
         with contextlib.suppress(Exception):  # the store may be the thing that is down
             await rt.storage.files.delete(keys)
         raise
     return [Upload.from_row(row) for row in rows]
+
+
+_INSERT_UPLOADS = (
+    "INSERT INTO uploads (account_id, token, file_name, file_size, content_type, storage_path)"
+    " SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
+    " RETURNING *"
+)
 
 
 async def find(rt: Runtime, principal: Principal, file_path: str) -> Upload:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from converters.base import ConversionError, Converter, Option, Result, Task, said
 from converters.filetypes.image import heif, jxl
@@ -157,8 +157,11 @@ def _normalize(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if "A" in im.getbands() else "RGB")
 
 
-def _resize(im: Image.Image, opts: Mapping[str, Any], pad: tuple[int, ...] | None) -> Image.Image:
-    target = target_size(im.size, opts)
+def _resize(
+    im: Image.Image, opts: Mapping[str, Any], pad: tuple[int, ...] | None, full: tuple[int, int] | None = None
+) -> Image.Image:
+    # `full`: the size before a shrink on load, so the output's size is rounded as without it
+    target = target_size(full or im.size, opts)
     if target and target != im.size:
         im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     width, height = opts.get("width"), opts.get("height")
@@ -288,7 +291,7 @@ class ImageConverter(Converter):
                 frame = _normalize(ImageOps.exif_transpose(frame))
                 if to_srgb and frame.mode in ("RGB", "RGBA"):
                     frame = jxl._to_srgb(frame, to_srgb)  # the output cannot carry the profile
-                frame = _resize(frame, task.options, background)
+                frame = _resize(frame, task.options, background, meta.get("full_size"))
                 done.append(clean_info(for_output(frame, fmt, background)))
                 task.progress(0.5 + 0.4 * (i + 1) / total)
             args = save_args(fmt, meta, done[0], task.options)
@@ -315,12 +318,7 @@ class ImageConverter(Converter):
     def _decode(self, task: Task) -> tuple[list[Any], list[int], dict[str, Any]]:
         with _open(task.inputs[0], task.input_format) as im:
             wanted = self._frames_to_convert(im, task)
-            target = target_size(im.size, task.options)
-            if im.format == "JPEG" and target:
-                # shrink on load: libjpeg decodes at 1/2, 1/4 or 1/8 scale when that still
-                # covers the target (both sides, whatever the EXIF orientation turns)
-                side = max(target)
-                im.draft(im.mode, (side, side))
+            full = _shrink_on_load(im, task.options) if im.format == "JPEG" else None
             frames, durations = [], []
             try:
                 for n, index in enumerate(wanted):
@@ -338,7 +336,7 @@ class ImageConverter(Converter):
                             "with filetype video.",
                         )
                     task.progress(0.4 * (n + 1) / len(wanted))
-                meta = metadata_of(im)
+                meta = metadata_of(im) | {"full_size": full}
             except Image.DecompressionBombError as exc:
                 raise ConversionError(
                     "The image is too large to decode safely.",
@@ -350,6 +348,22 @@ class ImageConverter(Converter):
                     f"The decoder said: {str(exc)[:200]}",
                 ) from exc
         return frames, durations, meta
+
+
+def _shrink_on_load(im: Image.Image, opts: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Have libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers the size the
+    image is resized to, in both directions (as thumbor does): 2 MP -> 800 px wide decodes
+    a quarter of the pixels, 640x480 -> 320 px comes out of the decoder at its final size.
+    The target is worked out on the image as shown, then turned back to the stored
+    orientation when its EXIF orientation turns it by 90 degrees. Returns the size as shown
+    before the shrink (what the output's size is worked out from)."""
+    turned = im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    shown = (im.height, im.width) if turned else im.size
+    target = target_size(shown, opts)
+    if not target:
+        return None
+    im.draft(im.mode, (target[1], target[0]) if turned else target)
+    return shown
 
 
 def _requested_box(opts: Mapping[str, Any]) -> tuple[int, int] | None:

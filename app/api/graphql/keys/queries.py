@@ -29,5 +29,5 @@ class KeyQueries:
     async def keys(self, info: strawberry.Info[Context, None]) -> list[ApiKey]:
         ctx = info.context
         return [
-            ApiKey.from_model(k) for k in await keys_service.list_keys(ctx.rt.pool, ctx.principal.account_id)
+            ApiKey.from_model(k) for k in await keys_service.account_keys(ctx.rt, ctx.principal.account_id)
         ]

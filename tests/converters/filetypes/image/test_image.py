@@ -455,3 +455,30 @@ async def test_a_jpeg_shrunk_on_load_keeps_its_size_orientation_and_colours(
             left, right = out.getpixel((50, 20)), out.getpixel((50, 180))
     assert left[0] > 200 and left[2] < 60, left
     assert right[2] > 200 and right[0] < 60, right
+
+
+@pytest.mark.parametrize(
+    ("stored", "orientation", "options", "decoded", "shown"),
+    [
+        ((640, 480), 1, {"width": 320}, (320, 240), (320, 240)),  # out of the decoder at size
+        ((1732, 1155), 1, {"width": 800}, (866, 578), (800, 533)),  # 2 MP -> 800 px: a quarter
+        ((1600, 800), 6, {"width": 200}, (400, 200), (200, 400)),  # shown turned: 800x1600
+        ((1600, 800), 1, {"width": 1000}, (1600, 800), (1000, 500)),  # half would not cover it
+    ],
+)
+def test_a_jpeg_is_decoded_at_the_smallest_scale_that_covers_its_target(
+    tmp_path: Path,
+    stored: tuple[int, int],
+    orientation: int,
+    options: dict[str, int],
+    decoded: tuple[int, int],
+    shown: tuple[int, int],
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    src = tmp_path / "photo.jpg"
+    Image.effect_noise(stored, 60).convert("RGB").save(src, quality=90, exif=exif)
+    task = Task([src], "jpg", "webp", options, tmp_path)
+    frames, _, _ = CONV._decode(task)
+    assert frames[0].size == decoded
+    assert run(src, "jpg", "webp", tmp_path / "out", **options).size == shown
