@@ -64,7 +64,9 @@ Reuse = Literal["account", "none", "all"]
 class PoolSettings:
     instances: int = 2
     reuse: Reuse = "account"
-    restart_after: int = 100
+    # JODConverter's maxTasksPerProcess: a restart costs ~1.7 s of CPU (a new soffice and its
+    # warm-up), 17 ms a job at 100; leaks are caught by recycle_memory meanwhile
+    restart_after: int = 200
     timeout: float = office.TIMEOUT_SECONDS
     memory: int = office.MEMORY_BYTES  # RLIMIT_AS of each process and the cgroup's ceiling
     recycle_memory: int = office.MEMORY_BYTES // 2  # resident memory that retires an instance
