@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import psutil
 import pytest
@@ -94,6 +95,18 @@ async def job(
 def served(pool: office_pool.Pool) -> list[tuple[object, int, int]]:
     """(account, slot, generation) of each conversion attempt."""
     return [(account, slot, gen) for account, slot, gen, _pid in pool.history]
+
+
+def registry_items(xcu: Path) -> set[tuple[str, str, str]]:
+    """(path, name, value) of every setting in a profile's registrymodifications.xcu."""
+    oor = "{http://openoffice.org/2001/registry}"
+    found = set()
+    for item in ElementTree.parse(xcu).getroot().iter("item"):
+        for prop in item.iter("prop"):
+            value = prop.find("value")
+            text = value.text if value is not None and value.text is not None else ""
+            found.add((item.get(f"{oor}path", ""), prop.get(f"{oor}name", ""), text))
+    return found
 
 
 def instance_accounts(pool: office_pool.Pool) -> dict[tuple[int, int, int], set[object]]:
@@ -205,6 +218,23 @@ async def test_restart_after_n_conversions(tmp_path: Path) -> None:
         gens = [gen for _a, _s, gen, _p in pool.history]
         assert gens[0] == gens[1] != gens[2]
         assert pool.instances[0].recycled == {"restart-after": 1}
+
+
+async def test_later_starts_copy_the_first_prepared_profile(tmp_path: Path) -> None:
+    src = short_odt(tmp_path / "s.odt")
+    with running_pool(instances=1, restart_after=1) as pool:
+        # kept from the first start, before any job: our safety settings are in it
+        assert pool.template is not None
+        saved = registry_items(pool.template / "user" / "registrymodifications.xcu")
+        assert set(office.SAFE_SETTINGS) <= saved
+        (pool.template / "user" / "marker").write_text("from the template")
+        await job(pool, 1, src, tmp_path / "job0")  # restart_after=1: replaced after it
+        assert pool.wait_ready(120)
+        profile = pool.instances[0].spool / "profile" / "user"
+        assert (profile / "marker").read_text() == "from the template"
+        out = await job(pool, 1, src, tmp_path / "job1")  # and the copy converts
+        assert "Quokka" in pdf_text(out)
+        assert pool.instances[0].recycled == {"restart-after": 2}
 
 
 async def test_memory_over_the_limit_recycles(tmp_path: Path) -> None:
