@@ -277,6 +277,27 @@ async def test_instance_killed_mid_job_is_retried_on_a_fresh_one(tmp_path: Path)
         assert "Quokka" in pdf_text(await job(pool, 1, short_odt(tmp_path / "s.odt"), tmp_path / "next"))
 
 
+async def test_a_jail_that_swaps_its_job_folder_for_a_link_leads_the_worker_nowhere(tmp_path: Path) -> None:
+    src = short_odt(tmp_path / "s.odt")
+    outside = tmp_path / "outside"  # a host folder the worker (root) could write to
+    outside.mkdir()
+    (outside / "document.pdf").write_bytes(b"%PDF- not what LibreOffice wrote")
+    with running_pool(instances=1) as pool:
+        await job(pool, 1, src, tmp_path / "first")  # the instance's job folders now exist
+        jobdir = pool.instances[0].spool / "job"
+        assert sorted(p.name for p in jobdir.iterdir()) == ["in", "out"]
+        assert not any((jobdir / "in").iterdir()) and not any((jobdir / "out").iterdir())
+        # what a compromised LibreOffice (the spool's owner) may do between two jobs
+        for name in ("in", "out"):
+            (jobdir / name).rmdir()
+            (jobdir / name).symlink_to(outside)
+        out = await job(pool, 1, src, tmp_path / "second")
+        assert "Quokka" in pdf_text(out)  # converted on the instance started in its place
+        assert pool.instances[0].recycled == {"died": 1}
+        assert sorted(p.name for p in outside.iterdir()) == ["document.pdf"]  # nothing staged there
+        assert (outside / "document.pdf").read_bytes() == b"%PDF- not what LibreOffice wrote"
+
+
 async def test_instance_dying_twice_fails_the_job_clearly(tmp_path: Path) -> None:
     src = long_odt(tmp_path / "long.odt")
     stop = threading.Event()
