@@ -428,8 +428,10 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             uno.stop()
         async with Service(root, args.slots) as svc:
-            await latency(args, root, docs, svc)
-            await throughput(args, root, docs["docx-1p"], svc)
+            if "latency" in args.parts:
+                await latency(args, root, docs, svc)
+            if "throughput" in args.parts:
+                await throughput(args, root, docs["docx-1p"], svc)
 
 
 if __name__ == "__main__":
@@ -438,4 +440,5 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3, help="throughput rounds")
     parser.add_argument("--slots", type=int, default=2, help="the worker's job concurrency")
+    parser.add_argument("--parts", default="latency,throughput", help="what to measure (comma separated)")
     asyncio.run(main(parser.parse_args()))

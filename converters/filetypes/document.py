@@ -100,9 +100,11 @@ class LibreOfficeConverter(Converter):
         office_links.check_input(task.inputs[0], task.input_format)
 
     def convert(self, task: Task) -> Result:
+        # no progress between 0 and 1: the worker saves none before a quarter of a second
+        # (app/services/processing.py), by when the guard is long done and LibreOffice
+        # reports nothing until it ends
         task.progress(0.0)
         src, _removed = office_links.guard_links(task.inputs[0], task.input_format, task.workdir)
-        task.progress(0.1)
         out = office.convert(
             src,
             task.input_format,
@@ -204,8 +206,11 @@ class DocumentConverter(Converter):
         return out
 
     def engine_for(self, input_format: str, output_format: str) -> Converter:
-        for engine in self._engines():
-            if output_format in engine.pairs().get(input_format, ()):
+        # one engine at a time, LibreOffice first: asking pandoc whether it is installed
+        # runs `pandoc --version` several times (pypandoc's probe), ~8 ms of CPU in every
+        # job's process, which an office job that LibreOffice converts never needs
+        for engine in (self.office, self.pandoc):
+            if output_format in engine.pairs().get(input_format, ()) and engine.unavailable() is None:
                 return engine
         raise ConversionError(f"No engine here turns {input_format} into {output_format}.")
 

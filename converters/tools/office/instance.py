@@ -12,7 +12,6 @@ import json
 import os
 import select
 import shutil
-import stat
 import subprocess
 import threading
 import time
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from converters.base import ConversionError
 from converters.tools.office import jail as office_jail
 from converters.tools.office import soffice as office
 
@@ -233,30 +231,3 @@ class Job:
     export_filter: str
     export_options: str
     filter_data: dict[str, tuple[str, Any]]
-
-
-def copy_fd_to_file(fd: int, dest: Path, limit: int | None) -> None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    with open(dest, "xb") as out:
-        while chunk := os.read(fd, 1024 * 1024):
-            out.write(chunk)
-            if limit is not None and out.tell() > limit:
-                raise ConversionError("The output is too large.")
-
-
-def copy_file_to_fd(src: Path, fd: int, limit: int) -> None:
-    # the output is the jail's file: never follow a link it may have put there
-    in_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
-            raise ConversionError("LibreOffice wrote something that is not a file.")
-        if os.fstat(in_fd).st_size > limit:
-            raise ConversionError("The output grew larger than the limit for one conversion.")
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        while chunk := os.read(in_fd, 1024 * 1024):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    finally:
-        os.close(in_fd)

@@ -193,10 +193,12 @@ def convert(
         raise ConversionError(f"LibreOffice cannot write {output_format} from {input_format}.")
     door = office_door.find(workdir)
     if door is not None:
-        # the worker runs a warm pool: its instance converts, in its own jail
-        dest = fresh_dir(workdir / "lo-run")
-        final = dest.with_name(f"{dest.name}.{output_format}")
-        dest.rmdir()
+        # the worker runs a warm pool: its instance converts, in its own jail (a file name
+        # of our own, created by door.convert with O_EXCL; no folder: making and removing
+        # one costs milliseconds on some disks)
+        n = 0
+        while (final := workdir / f"lo-run-{n}.{output_format}").exists():
+            n += 1
         office_door.convert(door, src, input_format, output_format, filter_options, final)
         return final
     if filter_options:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import psutil
 import pytest
@@ -95,6 +96,18 @@ async def job(
 def served(pool: office_pool.Pool) -> list[tuple[object, int, int]]:
     """(account, slot, generation) of each conversion attempt."""
     return [(account, slot, gen) for account, slot, gen, _pid in pool.history]
+
+
+def registry_items(xcu: Path) -> set[tuple[str, str, str]]:
+    """(path, name, value) of every setting in a profile's registrymodifications.xcu."""
+    oor = "{http://openoffice.org/2001/registry}"
+    found = set()
+    for item in ElementTree.parse(xcu).getroot().iter("item"):
+        for prop in item.iter("prop"):
+            value = prop.find("value")
+            text = value.text if value is not None and value.text is not None else ""
+            found.add((item.get(f"{oor}path", ""), prop.get(f"{oor}name", ""), text))
+    return found
 
 
 def instance_accounts(pool: office_pool.Pool) -> dict[tuple[int, int, int], set[object]]:
@@ -208,6 +221,23 @@ async def test_restart_after_n_conversions(tmp_path: Path) -> None:
         assert pool.instances[0].recycled == {"restart-after": 1}
 
 
+async def test_later_starts_copy_the_first_prepared_profile(tmp_path: Path) -> None:
+    src = short_odt(tmp_path / "s.odt")
+    with running_pool(instances=1, restart_after=1) as pool:
+        # kept from the first start, before any job: our safety settings are in it
+        assert pool.template is not None
+        saved = registry_items(pool.template / "user" / "registrymodifications.xcu")
+        assert set(office.SAFE_SETTINGS) <= saved
+        (pool.template / "user" / "marker").write_text("from the template")
+        await job(pool, 1, src, tmp_path / "job0")  # restart_after=1: replaced after it
+        assert pool.wait_ready(120)
+        profile = pool.instances[0].spool / "profile" / "user"
+        assert (profile / "marker").read_text() == "from the template"
+        out = await job(pool, 1, src, tmp_path / "job1")  # and the copy converts
+        assert "Quokka" in pdf_text(out)
+        assert pool.instances[0].recycled == {"restart-after": 2}
+
+
 async def test_memory_over_the_limit_recycles(tmp_path: Path) -> None:
     # any real instance holds more than one megabyte resident
     with running_pool(instances=1, recycle_memory=1024**2) as pool:
@@ -246,6 +276,27 @@ async def test_instance_killed_mid_job_is_retried_on_a_fresh_one(tmp_path: Path)
         assert len(pool.history) == 2 and pool.history[0] != pool.history[1]
         # the worker and the pool go on
         assert "Quokka" in pdf_text(await job(pool, 1, short_odt(tmp_path / "s.odt"), tmp_path / "next"))
+
+
+async def test_a_jail_that_swaps_its_job_folder_for_a_link_leads_the_worker_nowhere(tmp_path: Path) -> None:
+    src = short_odt(tmp_path / "s.odt")
+    outside = tmp_path / "outside"  # a host folder the worker (root) could write to
+    outside.mkdir()
+    (outside / "document.pdf").write_bytes(b"%PDF- not what LibreOffice wrote")
+    with running_pool(instances=1) as pool:
+        await job(pool, 1, src, tmp_path / "first")  # the instance's job folders now exist
+        jobdir = pool.instances[0].spool / "job"
+        assert sorted(p.name for p in jobdir.iterdir()) == ["in", "out"]
+        assert not any((jobdir / "in").iterdir()) and not any((jobdir / "out").iterdir())
+        # what a compromised LibreOffice (the spool's owner) may do between two jobs
+        for name in ("in", "out"):
+            (jobdir / name).rmdir()
+            (jobdir / name).symlink_to(outside)
+        out = await job(pool, 1, src, tmp_path / "second")
+        assert "Quokka" in pdf_text(out)  # converted on the instance started in its place
+        assert pool.instances[0].recycled == {"died": 1}
+        assert sorted(p.name for p in outside.iterdir()) == ["document.pdf"]  # nothing staged there
+        assert (outside / "document.pdf").read_bytes() == b"%PDF- not what LibreOffice wrote"
 
 
 async def test_instance_dying_twice_fails_the_job_clearly(tmp_path: Path) -> None:
