@@ -44,7 +44,7 @@ OPERATIONS = (
     ),
     Operation(
         "access tokens",
-        ("/v1/token/create", "/v1/token/{token}"),
+        ("/v1/token/create", "/v1/token/{token}", "/convertapi/token/create", "/convertapi/token/{token}"),
         ("createAccessTokens", "deleteAccessToken"),
         secret_key=True,
     ),
