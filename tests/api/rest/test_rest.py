@@ -177,6 +177,28 @@ async def test_invalid_option_is_400_naming_it(
         assert needle in body["message"] and body["hint"]
 
 
+async def test_a_json_body_that_is_not_an_object_is_400_with_a_hint(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    async with http.post(f"{base_url}/v1/convert", json=[1], headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert resp.status == 400 and "JSON object" in body["message"] and "output_format" in body["hint"]
+
+
+async def test_wrong_method_and_unknown_route_say_what_exists(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    async with http.get(f"{base_url}/v1/convert", headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert (resp.status, body["error_code"]) == (405, "METHOD_NOT_ALLOWED")
+    assert body["message"] == "GET is not allowed on /v1/convert." and "POST" in body["hint"]
+    assert resp.headers["Allow"] == "POST"
+    async with http.get(f"{base_url}/v1/nothing", headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert (resp.status, body["error_code"]) == (404, "NOT_FOUND")
+    assert "/v1/nothing" in body["message"] and "GET /v1/" in body["hint"]
+
+
 async def test_oversized_upload_is_413(
     http: aiohttp.ClientSession, base_url: str, account: Account, settings: Any
 ) -> None:
