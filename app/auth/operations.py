@@ -32,7 +32,9 @@ OPERATIONS = (
     Operation("formats", ("/v1/formats",), ("formats", "formatOptions")),
     # the ConvertAPI routes (app/api/rest_convertapi.py) are the same operations as REST's
     Operation("upload", ("/v1/upload", "/convertapi/upload"), ("upload",)),
-    Operation("convert", ("/v1/convert", "/convertapi/convert/{src}/to/{dst}"), ("convert",)),
+    Operation(
+        "convert", ("/v1/convert", "/v1/convert/{pair}", "/convertapi/convert/{src}/to/{dst}"), ("convert",)
+    ),
     Operation("status", ("/v1/status/{job_id}", "/v1/events/{job_id}"), ("job", "jobs", "jobUpdates")),
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
     Operation("delete", ("/v1/jobs/{job_id}",), ("deleteJob",)),
