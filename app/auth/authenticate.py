@@ -260,7 +260,7 @@ class _Stale(Exception):
 def _admit(principal: Principal, info: RequestInfo, client_ip: Address | None) -> None:
     restrictions.check(principal, info, client_ip)
     if info.endpoint != "graphql":
-        operations.require(principal, operations.for_route(info.endpoint))
+        operations.require(principal, operations.for_route(info.endpoint), path=info.path)
     check_plan(principal)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import aiohttp
 
@@ -58,3 +59,22 @@ async def test_unknown_pairs_bad_files_and_keys_say_why(
         f"{base_url}/v1/convert/json-to-xml", data=_form("d.json", b"{}"), headers={"X-API-Key": "sk_nope"}
     ) as r:
         assert (r.status, (await r.json())["code"]) == (401, 4010)
+
+
+async def test_a_key_limited_to_one_conversion_as_the_document_configures_it(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    """`"allowed_endpoints": ["/v1/convert/json-to-xml", ...]`: that conversion, nothing else."""
+    acct: Account = await make_account("one pair", allowed_endpoints=["/v1/convert/json-to-xml"])
+    headers = {"X-API-Key": acct.key}
+    async with http.post(
+        f"{base_url}/v1/convert/json-to-xml", data=_form("d.json", b"{}"), headers=headers
+    ) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(
+        f"{base_url}/v1/convert/json-to-yaml", data=_form("d.json", b"{}"), headers=headers
+    ) as r:
+        body = await r.json()
+        assert r.status == 403 and "/v1/convert/json-to-xml" in body["hint"]
+    async with http.get(f"{base_url}/v1/formats", headers=headers) as r:
+        assert r.status == 403
