@@ -265,6 +265,10 @@ def _check_image(path: Path) -> None:
             hint="Scale the image down first.",
         ) from None
     except (UnidentifiedImageError, OSError) as exc:
+        if path.suffix.lower() == ".pdf":  # sent as a PDF, without a PDF's marker: say so
+            raise ConversionError(
+                "This PDF cannot be read.", hint="It may be damaged or not a PDF (it has no %PDF- header)."
+            ) from None
         raise ConversionError(
             "This image cannot be read.", hint=f"It may be damaged or of another type ({said(exc, path)})."
         ) from None
