@@ -141,8 +141,9 @@ def test_select_and_reorder_pages(three_pages: Path, tmp_path: Path) -> None:
 def test_page_outside_the_document(three_pages: Path, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="Page 7 does not exist"):
         run(task([three_pages], "pdf", "pdf", tmp_path, pages="2-7"))
-    with pytest.raises(ConversionError, match="not a page range"):
-        run(task([three_pages], "pdf", "txt", tmp_path, pages="one"))
+    # bad syntax is the request's fault: refused with the options, before any job
+    with pytest.raises(RequestError, match="not a page range"):
+        task([three_pages], "pdf", "txt", tmp_path, pages="one")
 
 
 def test_split(three_pages: Path, tmp_path: Path) -> None:
