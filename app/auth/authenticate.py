@@ -195,7 +195,9 @@ async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.R
             f"Rate limit reached: {window.limit} {what} per {per}{whose}.",
             f"Retry after {state.retry_after} s"
             + (" (daily counters reset at midnight UTC)." if per == "day" else ".")
-            + " GET /v1/keys/me shows your remaining quota."
+            # not "see GET /v1/keys/me": that call is metered too, and refused now
+            + " The X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset headers of every"
+            + " answer show the quota."
             + (f" This request counts as {cost} calls (one per root field)." if cost > 1 else ""),
             headers=state.headers(),
         )
@@ -260,7 +262,7 @@ class _Stale(Exception):
 def _admit(principal: Principal, info: RequestInfo, client_ip: Address | None) -> None:
     restrictions.check(principal, info, client_ip)
     if info.endpoint != "graphql":
-        operations.require(principal, operations.for_route(info.endpoint))
+        operations.require(principal, operations.for_route(info.endpoint), path=info.path)
     check_plan(principal)
 
 
