@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.base import ConversionError
+from converters.tools import media_wav
 from converters.tools.media import (
     DEMUXERS,
     MAX_PIXELS,
@@ -165,6 +166,8 @@ def _probe(path_str: str, size: int, mtime_ns: int, declared: str) -> MediaInfo:
     expected = DEMUXERS[declared]
     if declared == "webp":
         return _probe_webp(path)  # read from its chunks: no demuxer involved
+    if declared == "wav" and (plain := media_wav.describe(path)) is not None:
+        return plain  # a plain PCM WAV, read from its header: no ffprobe to start
     found = _ffprobe(path, declared, short=expected in _HEADER_DESCRIBED)
     fmt = found.get("format") or {}
     names = str(fmt.get("format_name") or "").split(",")

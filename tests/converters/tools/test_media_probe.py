@@ -103,9 +103,10 @@ def test_without_ffprobe_media_converters_say_why(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(ffmpeg_run, "FFPROBE", None)
     assert "ffprobe" in (ffmpeg_run.ffmpeg_missing.__wrapped__() or "")
     monkeypatch.setattr(media_probe, "FFPROBE", None)
-    path = shutil.copy(make("wav", tmp_path / "a.wav"), tmp_path / "b.wav")
+    # (a plain PCM WAV is read from its header without ffprobe: converters.tools.media_wav)
+    path = shutil.copy(make("flac", tmp_path / "a.flac"), tmp_path / "b.flac")
     with pytest.raises(ConversionError, match="ffprobe is not installed"):
-        media_probe.probe(Path(path), "wav")
+        media_probe.probe(Path(path), "flac")
 
 
 # The byte scan reads a file one chunk at a time into one buffer: a marker is found wherever
