@@ -21,7 +21,9 @@ from pathlib import Path
 from converters.tools import metadata
 from converters.tools.media import AudioTrack, MediaInfo
 
-_HEAD = 64 * 1024  # the chunks before `data` must fit in this
+_HEAD = 80 * 1024  # the chunks before `data`, and the start of the samples, must fit in this
+# ffmpeg's wav demuxer looks for a DTS or AC-3 stream in the first 64 KiB of the samples
+_BITSTREAM_PROBE = 64 * 1024
 _PCM, _FLOAT = 1, 3
 _CODECS = {
     (_PCM, 8): "pcm_u8",
@@ -116,8 +118,9 @@ def _info(
     if fmt is None or length == 0 or start + length > size:
         return None  # no format, no sound, or a header that lies: ffprobe has the last word
     tag, channels, rate, bits = fmt
-    if bits == 16 and any(sync in head[start:] for sync in _BITSTREAM_SYNCS):
-        return None
+    probed = head[start : start + min(length, _BITSTREAM_PROBE)]
+    if len(probed) < min(length, _BITSTREAM_PROBE) or any(sync in probed for sync in _BITSTREAM_SYNCS):
+        return None  # samples ffmpeg would look into that we cannot see, or a bitstream in them
     seconds = length / (channels * bits // 8) / rate
     track = AudioTrack(_CODECS[tag, bits], rate, channels)
     return MediaInfo("wav", seconds, None, track, tags=tuple(dict.fromkeys(tags)))  # once each, as ffprobe

@@ -79,6 +79,13 @@ def test_lying_or_odd_headers_are_left_to_ffprobe(tmp_path) -> None:
         "gps": data.replace(b"ISFT", b"GPS\0"),
         "not riff": b"RIFX" + data[4:],
     }
+    # deeper in the first 64 KiB of samples, where ffmpeg still looks for a bitstream
+    at = _data_at(base) + 60_000
+    cases["ac-3 deeper"] = data[:at] + b"\x72\xf8\x1f\x4e" + data[at + 4 :]
+    # 78 KiB of padding pushes the samples ffmpeg looks into past what is read
+    fmt_end = data.index(b"LIST")
+    junk = b"JUNK" + struct.pack("<I", 78 * 1024) + bytes(78 * 1024)
+    cases["padded"] = data[:fmt_end] + junk + data[fmt_end:]
     for name, content in cases.items():
         path = tmp_path / f"{name}.wav"
         path.write_bytes(content)
