@@ -103,6 +103,64 @@ def test_without_ffprobe_media_converters_say_why(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(ffmpeg_run, "FFPROBE", None)
     assert "ffprobe" in (ffmpeg_run.ffmpeg_missing.__wrapped__() or "")
     monkeypatch.setattr(media_probe, "FFPROBE", None)
-    path = shutil.copy(make("wav", tmp_path / "a.wav"), tmp_path / "b.wav")
+    # (a plain PCM WAV is read from its header without ffprobe: converters.tools.media_wav)
+    path = shutil.copy(make("flac", tmp_path / "a.flac"), tmp_path / "b.flac")
     with pytest.raises(ConversionError, match="ffprobe is not installed"):
-        media_probe.probe(Path(path), "wav")
+        media_probe.probe(Path(path), "flac")
+
+
+# The byte scan reads a file one chunk at a time into one buffer: a marker is found wherever
+# it lies, across a chunk boundary too, and what merely looks like the start of one is not.
+CHUNK = media_probe._SCAN_CHUNK
+
+
+@pytest.mark.parametrize(
+    ("at", "marker", "what"),
+    [
+        (0, b"#EXTM3U", "HLS"),
+        (3 * CHUNK + 12345, b"#EXT-X-STREAM-INF", "HLS"),
+        (CHUNK - 3, b"#EXTM3U", "HLS"),  # "#EX" | "TM3U": split across the first boundary
+        (2 * CHUNK - 5, b"#EXT-X-KEY", "HLS"),  # "#EXT-" | "X-KEY": what follows split
+        (2 * CHUNK - 8, b"ffconcat version 1.0", "concat script"),
+    ],
+)
+def test_the_scan_finds_a_marker_anywhere(tmp_path: Path, at: int, marker: bytes, what: str) -> None:
+    path = tmp_path / "big.wav"
+    data = bytearray(b"\x01" * (4 * CHUNK))
+    data[at : at + len(marker)] = marker
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match=what):
+        media_probe.scan_for_playlists(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"#EXTINF is not a playlist's first tag" + b"\x02" * CHUNK,
+        b"\x01" * (CHUNK - 4) + b"#EXT",  # the file ends on it: nothing follows
+        b"RIFF" + b"\x00" * (2 * CHUNK) + b"#EXTX",
+    ],
+)
+def test_the_scan_passes_what_only_looks_like_a_marker(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "ok.wav"
+    path.write_bytes(content)
+    media_probe.scan_for_playlists(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"\xef\xbb\xbf\r\n  [Playlist]\nFile1=a.mp3", "PLS"),
+        (b"\n" * (CHUNK + 10) + b"file 'x.mp4'", None),  # start checks look at the first chunk
+        (b" \t<?XML version='1.0'?><MPD/>", "XML"),
+        (b"HTTPS://example.com/a.ts\n", "URLs"),
+    ],
+)
+def test_the_scan_looks_at_how_a_file_starts(tmp_path: Path, content: bytes, what: str | None) -> None:
+    path = tmp_path / "start.mp4"
+    path.write_bytes(content)
+    if what is None:
+        media_probe.scan_for_playlists(path)
+    else:
+        with pytest.raises(ConversionError, match=what):
+            media_probe.scan_for_playlists(path)
