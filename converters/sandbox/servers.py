@@ -47,21 +47,7 @@ def _zygote_env() -> dict[str, str]:
         "PYTHONIOENCODING": "utf-8",
         **({"PYTHONDONTWRITEBYTECODE": "1"} if os.environ.get("PYTHONDONTWRITEBYTECODE") else {}),
         **fonts.environment(),  # the deployment's font folders, which jobs are shown
-        "GLIBC_TUNABLES": _tunables(os.environ.get("GLIBC_TUNABLES", "")),
     }
-
-
-# glibc's malloc backs large blocks with transparent huge pages (madvise), inherited by
-# every job's process: a job's pixel buffers then fault in 2 MB at a time instead of 4 KB,
-# which took ~5 ms of kernel time off a 0.3 MP JPEG -> WebP job (docs/decisions.md)
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
-
-
-def _tunables(given: str) -> str:
-    """The operator's GLIBC_TUNABLES, with huge pages for malloc unless they set it."""
-    if "glibc.malloc.hugetlb" in given:
-        return given
-    return f"{given}:{HUGE_PAGES}" if given else HUGE_PAGES
 
 
 SANDBOX_ENV = "CONVERTD_SANDBOX"  # "strict": refuse to convert when a layer is missing

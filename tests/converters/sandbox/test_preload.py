@@ -1,4 +1,4 @@
-"""What the fork server does before its first job: preload, warm up, and its environment."""
+"""What the fork server does before its first job: preload and warm up."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.sandbox import preload, servers
+from converters.sandbox import preload
 
 
 def test_warm_up_runs_the_image_and_hash_paths_and_leaves_nothing(
@@ -29,14 +29,3 @@ def test_warm_up_runs_the_image_and_hash_paths_and_leaves_nothing(
     preload.warm_up()
     assert converted == ["webp", "png", "jpg"]
     assert list(tmp_path.iterdir()) == []  # its folder is gone before any job is forked
-
-
-def test_fork_server_malloc_uses_huge_pages_unless_the_operator_says(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    assert servers._zygote_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    assert servers._zygote_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
-    assert servers._zygote_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
