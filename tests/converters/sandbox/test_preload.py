@@ -1,13 +1,14 @@
-"""What the fork server does before its first job: preload and warm up."""
+"""What the fork server does before its first job: preload, warm up, stay one thread."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from converters.sandbox import preload
+from converters.sandbox import preload, servers
 
 
 def test_warm_up_runs_the_image_and_hash_paths_and_leaves_nothing(
@@ -29,3 +30,14 @@ def test_warm_up_runs_the_image_and_hash_paths_and_leaves_nothing(
     preload.warm_up()
     assert converted == ["webp", "png", "jpg"]
     assert list(tmp_path.iterdir()) == []  # its folder is gone before any job is forked
+
+
+@pytest.mark.parametrize("family", ["image", "all"])
+def test_fork_server_is_one_thread(family: str) -> None:
+    # counted in /proc, native threads included: numpy's OpenBLAS starts a pool at import,
+    # which its fork handler stops at the server's first fork (the probe job), before any job
+    server = servers.ForkServer(family)
+    try:
+        assert os.listdir(f"/proc/{server.popen.pid}/task") == [str(server.popen.pid)]
+    finally:
+        server.close()
