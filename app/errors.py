@@ -18,6 +18,7 @@ class ErrorCode(enum.StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     NOT_READY = "NOT_READY"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RATE_LIMITED = "RATE_LIMITED"
@@ -57,6 +58,7 @@ _STATUS_AND_NAME: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNAUTHENTICATED: (401, "Unauthorized"),
     ErrorCode.FORBIDDEN: (403, "Forbidden"),
     ErrorCode.NOT_FOUND: (404, "Not Found"),
+    ErrorCode.METHOD_NOT_ALLOWED: (405, "Method Not Allowed"),
     ErrorCode.NOT_READY: (409, "Conflict"),
     ErrorCode.PAYLOAD_TOO_LARGE: (413, "Payload Too Large"),
     ErrorCode.RATE_LIMITED: (429, "Too Many Requests"),

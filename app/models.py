@@ -149,5 +149,8 @@ class Job:
     def from_row(cls, row: Any) -> Job:
         values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
         values["status"] = JobStatus(values["status"])
+        # progress is a 4-byte real in PostgreSQL: 0.4 comes back as 0.4000000059604645;
+        # seven significant digits are what a real holds (0.03125 stays 0.03125)
+        values["progress"] = float(f"{values['progress']:.7g}")
         values["input_uploads"] = list(values["input_uploads"])
         return cls(**values)

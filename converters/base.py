@@ -135,6 +135,12 @@ class Converter(abc.ABC):
         """The options this pair accepts."""
         return {}
 
+    def check_options(  # noqa: B027 - optional hook
+        self, input_format: str, output_format: str, options: Mapping[str, Any]
+    ) -> None:
+        """Refuse option values their schema cannot describe (a colour, a page range) while
+        the request is answered, with RequestError: a 400, not a job that fails later."""
+
     def check(self, task: Task) -> None:  # noqa: B027 - optional hook
         """Refuse hostile or mismatched input before decoding it (raise ConversionError)."""
 

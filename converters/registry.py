@@ -124,7 +124,9 @@ class Registry:
         self, filetype: str, input_format: str, output_format: str, options: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Check options against the pair's schema; return them with defaults filled in."""
-        allowed = self.options(filetype, input_format, output_format)
+        conv = self.find(filetype, input_format, output_format)
+        src, dst = normalize_format(input_format), normalize_format(output_format)
+        allowed = dict(conv.options(src, dst))
         if not isinstance(options, Mapping):
             raise RequestError("Options must be a JSON object.", hint='e.g. {"quality": 80}')
         unknown = sorted(set(options) - set(allowed))
@@ -141,6 +143,7 @@ class Registry:
                 values[name] = _coerce(name, opt, options[name])
             elif opt.default is not None:
                 values[name] = opt.default
+        conv.check_options(src, dst, values)
         return values
 
 

@@ -57,14 +57,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if exc.status >= 400 and convertapi_errors.is_convertapi(request.path):
                 return render(_convertapi_refusal(exc), request.path)
             raise
-        code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(
-            exc.status, ErrorCode.BAD_REQUEST
-        )
-        hint = "See GET /v1/ for the list of endpoints." if exc.status in (404, 405) else None
-        return web.json_response(
-            {"error": exc.reason, "message": exc.text or exc.reason, "hint": hint, "error_code": code.value},
-            status=exc.status,
-        )
+        return render(_rest_refusal(request, exc), request.path)
     except Exception as exc:
         if is_outage(exc):
             log.warning("%s %s: a server is out of reach: %r", request.method, request.path, exc)
@@ -76,13 +69,39 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return render(internal, request.path if convertapi_errors.is_convertapi(request.path) else "")
 
 
+def _rest_refusal(request: web.Request, exc: web.HTTPException) -> ConvertdError:
+    """aiohttp's own 404/405/413 under /v1: what was asked, and where to look instead."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ConvertdError(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.path}.",
+            f"This route answers {allowed}. See GET /v1/ for the list of endpoints.",
+            headers={"Allow": allowed},
+        )
+    if exc.status == 404:
+        return ConvertdError(
+            ErrorCode.NOT_FOUND,
+            f"There is no route {request.path}.",
+            "See GET /v1/ for the list of endpoints (and GET /v1/openapi.json for their bodies).",
+        )
+    if exc.status == 413:
+        return ConvertdError(
+            ErrorCode.PAYLOAD_TOO_LARGE, exc.reason, "Send a smaller body; files go as multipart file parts."
+        )
+    return ConvertdError(
+        ErrorCode.BAD_REQUEST, exc.text or exc.reason, "See GET /v1/openapi.json for each route's request."
+    )
+
+
 def _convertapi_refusal(exc: web.HTTPException) -> ConvertdError:
     """aiohttp's own 404/405/413 on a /convertapi/ path, in ConvertAPI's shape."""
-    code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(exc.status, ErrorCode.BAD_REQUEST)
+    codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.PAYLOAD_TOO_LARGE}
+    code = codes.get(exc.status, ErrorCode.BAD_REQUEST)
     hint = (
         "Routes: POST /convertapi/upload, POST /convertapi/convert/{from}/to/{to}, GET /convertapi/user, "
-        "POST /convertapi/token/jwt."
+        "POST /convertapi/token/jwt, POST /convertapi/token/create, DELETE /convertapi/token/{token}."
         if exc.status in (404, 405)
-        else None
+        else "Check the request against ConvertAPI's documentation of this route."
     )
     return ConvertdError(code, exc.reason, hint)

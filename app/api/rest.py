@@ -287,5 +287,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
             hint="Send a JSON object, or multipart/form-data with the file.",
         ) from exc
     if not isinstance(body, dict):
-        raise ConvertdError(ErrorCode.BAD_REQUEST, "The body must be a JSON object.", hint=None)
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"The body must be a JSON object, not {type(body).__name__}.",
+            hint='Send the fields by name, e.g. {"file_path": "...", "filetype": "image", '
+            '"output_format": "webp"}.',
+        )
     return body

@@ -49,6 +49,7 @@ async def create_jwt(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/token/create")
+@routes.post("/convertapi/token/create")  # the v1 document's POST https://v2.convertapi.com/token/create
 async def create_access_tokens(request: web.Request) -> web.Response:
     who = await principal(request)
     p = await params(request)
@@ -71,6 +72,7 @@ async def create_access_tokens(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/token/{token}")
+@routes.delete("/convertapi/token/{token}")  # and its DELETE .../token/{id}?Secret=
 async def delete_access_token(request: web.Request) -> web.Response:
     who = await principal(request)
     await tokens.delete_access_token(runtime(request), who, request.match_info["token"])

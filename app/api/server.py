@@ -10,6 +10,7 @@ from app.api import (
     rest,
     rest_admin,
     rest_convertapi,
+    rest_enconvert,
     rest_jobs,
     rest_tokens,
     rest_tus,
@@ -43,6 +44,7 @@ def build_app(rt: Runtime) -> web.Application:
     app.router.add_routes(rest_jobs.routes)
     app.router.add_routes(rest_admin.routes)
     app.router.add_routes(rest_convertapi.routes)
+    app.router.add_routes(rest_enconvert.routes)
     app.router.add_routes(rest_tus.routes)
     app.cleanup_ctx.append(rest_tus.sweeper)
     app.router.add_route("*", "/graphql", ConvertdGraphQLView(ide=rt.settings.introspection))

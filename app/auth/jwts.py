@@ -52,6 +52,13 @@ def kid_of(token: str) -> uuid.UUID:
             "Sign the token with HS256 and the key's signing secret.",
         )
     kid = claims.get("kid") or header.get("kid")
+    if not kid and ("ApiKey" in claims or "ValidUntil" in claims):
+        raise refused(
+            "The JWT has ConvertAPI v1's claims (ApiKey, ValidUntil, RequestCount); "
+            "Convertd reads the v2 claims.",
+            "Sign {kid, exp} (optional iat, nbf, clientIp) with HS256 and the key's signing secret; "
+            "for a token good for N requests use an access token (POST /v1/token/create).",
+        )
     if not kid:
         raise refused(
             "The JWT has no kid.",
@@ -96,10 +103,14 @@ def verify(
     _check_times(claims, time.time() if now is None else now, max_lifetime)
     allowed = claims.get("clientIp")
     if allowed not in (None, ""):
+        # the documents' comma-separated string, or a JSON list of the same entries
         entries = allowed.split(",") if isinstance(allowed, str) else []
+        if isinstance(allowed, list) and all(isinstance(e, str) for e in allowed):
+            entries = allowed
         if not network.in_any(client_ip, entries):
             raise refused(
-                f"This JWT may only be used from {allowed}; the request came from {client_ip}.",
+                f"This JWT may only be used from {','.join(entries) or allowed}; "
+                f"the request came from {client_ip}.",
                 "Mint a token for the address this client really uses (or leave clientIp out).",
             )
     return claims

@@ -32,7 +32,9 @@ OPERATIONS = (
     Operation("formats", ("/v1/formats",), ("formats", "formatOptions")),
     # the ConvertAPI routes (app/api/rest_convertapi.py) are the same operations as REST's
     Operation("upload", ("/v1/upload", "/convertapi/upload"), ("upload",)),
-    Operation("convert", ("/v1/convert", "/convertapi/convert/{src}/to/{dst}"), ("convert",)),
+    Operation(
+        "convert", ("/v1/convert", "/v1/convert/{pair}", "/convertapi/convert/{src}/to/{dst}"), ("convert",)
+    ),
     Operation("status", ("/v1/status/{job_id}", "/v1/events/{job_id}"), ("job", "jobs", "jobUpdates")),
     Operation("cancel", ("/v1/cancel/{job_id}",), ("cancelJob",)),
     Operation("delete", ("/v1/jobs/{job_id}",), ("deleteJob",)),
@@ -44,7 +46,7 @@ OPERATIONS = (
     ),
     Operation(
         "access tokens",
-        ("/v1/token/create", "/v1/token/{token}"),
+        ("/v1/token/create", "/v1/token/{token}", "/convertapi/token/create", "/convertapi/token/{token}"),
         ("createAccessTokens", "deleteAccessToken"),
         secret_key=True,
     ),
@@ -94,16 +96,19 @@ def _normalised(entry: str) -> str:
     return entry.rsplit(".", 1)[-1]  # "Mutation.convert" -> "convert"
 
 
-def endpoint_allowed(allowed: Iterable[str], op: Operation) -> bool:
+def endpoint_allowed(allowed: Iterable[str], op: Operation, path: str | None = None) -> bool:
+    """An entry names the operation (a route or field of it), or is this request's very
+    path: Enconvert's allowed_endpoints list one conversion, /v1/convert/json-to-xml."""
     names = _names(op)
-    return any(_normalised(entry) in names for entry in allowed)
+    here = path.rstrip("/") if path else None
+    return any(_normalised(entry) in names or _normalised(entry) == here for entry in allowed)
 
 
 def forbidden(message: str, hint: str) -> ConvertdError:
     return ConvertdError(ErrorCode.FORBIDDEN, message, hint)
 
 
-def require(principal: Principal, op: Operation) -> None:
+def require(principal: Principal, op: Operation, *, path: str | None = None) -> None:
     """Refuse the operation to this caller: wrong kind of credential, or outside the key's list."""
     if op.admin and principal.method != "master":
         raise forbidden(
@@ -124,7 +129,7 @@ def require(principal: Principal, op: Operation) -> None:
             "Call this from your server with the secret key (X-API-Key or Authorization: Bearer).",
         )
     key = principal.key
-    if key is not None and key.allowed_endpoints and not endpoint_allowed(key.allowed_endpoints, op):
+    if key is not None and key.allowed_endpoints and not endpoint_allowed(key.allowed_endpoints, op, path):
         raise forbidden(
             f"This key may not call '{op.name}'.",
             f"The key is limited to: {', '.join(key.allowed_endpoints)}. Use a key allowed to call it.",

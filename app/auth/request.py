@@ -28,6 +28,7 @@ class RequestInfo:
     secure: bool  # reached over TLS on our own socket
     trace: Trace = dataclasses.field(default_factory=Trace)
     in_url: bool = False  # the credential came in the query string (it ends up in logs)
+    path: str | None = None  # the request's own path (an allowed_endpoints entry may name it)
 
     @property
     def origin(self) -> str | None:
@@ -77,6 +78,7 @@ def from_http(request: web.Request, endpoint: str) -> RequestInfo:
         headers=request.headers,
         endpoint=endpoint,
         secure=request.secure,
+        path=request.path,
     )
 
 

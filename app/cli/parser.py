@@ -219,6 +219,17 @@ def _metrics_folder(data_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`convertd formats | head`): stop quietly, as other commands
+        # do, instead of a traceback; stdout goes to /dev/null so the exit flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _main(argv: list[str] | None) -> None:
     logs.configure()
     args = parser().parse_args(argv)
     if args.command == "serve":

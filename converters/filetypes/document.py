@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from converters.base import ConversionError, Converter, Limits, Option, Result, Task
+from converters.base import ConversionError, Converter, Limits, Option, RequestError, Result, Task
 from converters.tools import pandoc
 from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
@@ -63,6 +63,14 @@ def check_page_range(spec: str) -> None:
             f"'{spec}' is not a page range.",
             hint="Write pages and ranges separated by commas, e.g. '1-3,5' or '4-'.",
         )
+
+
+def check_pages_option(options: Mapping[str, Any]) -> None:
+    """The page range's syntax, while the request is answered (Converter.check_options)."""
+    try:
+        check_page_range(str(options.get("pages") or ""))
+    except ConversionError as exc:
+        raise RequestError(exc.message, exc.hint or "", field="pages") from None
 
 
 class LibreOfficeConverter(Converter):
@@ -166,6 +174,9 @@ class DocumentConverter(Converter):
     engine: ClassVar[str] = "libreoffice+pandoc"
     uses_office: ClassVar[bool] = True
     limits: ClassVar[Limits] = LIMITS
+
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        check_pages_option(options)
 
     def __init__(self) -> None:
         self.office = LibreOfficeConverter()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from converters.base import ConversionError, Converter, Limits, Option, Result, Task
-from converters.filetypes.document import PDF_OPTIONS, check_page_range, pandoc_route
+from converters.filetypes.document import PDF_OPTIONS, check_page_range, check_pages_option, pandoc_route
 from converters.tools import pandoc, process
 from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
@@ -28,6 +28,9 @@ class EbookConverter(Converter):
     engine: ClassVar[str] = "pandoc"
     uses_office: ClassVar[bool] = True  # its pdf goes through LibreOffice
     limits: ClassVar[Limits] = Limits(memory_bytes=office.MEMORY_BYTES, cpu_seconds=300, wall_seconds=600)
+
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        check_pages_option(options)
 
     def unavailable(self) -> str | None:
         return pandoc.unavailable()

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from app.runtime import Runtime
-from tests.conftest import Account, GraphQL, operation
+from tests.conftest import Account, GraphQL, operation, png_bytes
 from tests.transports import TRANSPORTS, call
 
 
@@ -146,3 +146,33 @@ async def test_the_v1_documents_authentication_header_carries_jwt_token_and_secr
         f"{base_url}/v1/keys/me", headers={"Authentication": f"Basic {acct.kid} sk_live_x"}
     ) as r:
         assert r.status == 401 and (await r.json())["code"] == 4010
+
+
+async def test_the_v1_documents_token_requests_at_the_convertapi_base(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    """The v1 document's `POST /token/create?Secret=...` and `DELETE /token/{id}?Secret=...`
+    under ConvertAPI's base URI (/convertapi/), as its SDKs and examples call them."""
+    acct: Account = await make_account("v1 base")
+    url = f"{base_url}/convertapi/token/create?Secret={acct.key}&RequestCount=3&Lifetime=3600&Count=2"
+    async with http.post(url) as r:
+        body = await r.json()
+        assert r.status == 200, body
+    assert [t["RequestCount"] for t in body["Tokens"]] == [3, 3]
+    first = body["Tokens"][0]["Id"]
+    async with http.post(f"{base_url}/convertapi/convert/png/to/jpg?Token={first}", data=_png_form()) as r:
+        assert r.status == 200, await r.text()
+    async with http.delete(f"{base_url}/convertapi/token/{first}?Secret={acct.key}") as r:
+        assert (r.status, (await r.json())["code"]) == (200, 2001)
+    # refusals here are in ConvertAPI's shape, as on the other /convertapi/ routes
+    async with http.post(f"{base_url}/convertapi/convert/png/to/jpg?Token={first}", data=_png_form()) as r:
+        assert (r.status, (await r.json())["Code"]) == (401, 4011)
+    async with http.post(f"{base_url}/convertapi/token/create?Secret={acct.key}&Count=0") as r:
+        refused = await r.json()
+        assert (r.status, refused["Code"], list(refused["InvalidParameters"])) == (400, 4000, ["Count"])
+
+
+def _png_form() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("File", png_bytes(), filename="a.png", content_type="image/png")
+    return form

@@ -28,6 +28,11 @@ async def test_websocket_refuses_a_wrong_key_at_connection_init(
     _sub, reply = await connect(http, base_url, protocol=protocol, payload={"apiKey": "sk_live_x"})
     if protocol == "graphql-transport-ws":
         assert reply["type"] == "closed" and reply["code"] == 4403
+        # the protocol has no error message here: the close reason says what was wrong
+        assert (
+            reply["reason"]
+            == "Forbidden: The API key is not valid. Check that the key is complete and has not been revoked."
+        )
     else:
         assert reply["type"] == "connection_error"
         assert reply["payload"]["code"] == "UNAUTHENTICATED"

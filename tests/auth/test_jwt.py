@@ -93,6 +93,21 @@ def refusals(acct: Account, other: Account) -> list[tuple[str, str]]:
         (sign(acct, iat=float("-inf")), "iat is not a Unix time"),
         (sign(acct, clientIp="203.0.113.9,198.51.100.0/24"), "may only be used from"),
         ("eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.x", "malformed"),
+        # the v1 document's payload: its claims are named, and the v2 ones asked for
+        (
+            jwt.encode(
+                {
+                    "Id": "8A4MpB1P",
+                    "RequestCount": 1,
+                    "ValidUntil": now + 600,
+                    "UserIp": "",
+                    "ApiKey": acct.kid,
+                },
+                acct.signing_secret,
+                algorithm="HS256",
+            ),
+            "ConvertAPI v1's claims",
+        ),
     ]
 
 
@@ -113,8 +128,10 @@ async def test_client_ip_lists_with_localhost_and_cidr(
     http: aiohttp.ClientSession, base_url: str, make_account: Any
 ) -> None:
     acct: Account = await make_account("jwt-ip")
-    for allowed in ("localhost", "203.0.113.9, 127.0.0.1", "127.0.0.0/8", ""):
+    for allowed in ("localhost", "203.0.113.9, 127.0.0.1", "127.0.0.0/8", "", ["203.0.113.9", "127.0.0.1"]):
         assert all(o.ok for o in await everywhere(http, base_url, sign(acct, clientIp=allowed))), allowed
+    refused = await call("rest", http, base_url, sign(acct, clientIp=["203.0.113.9"]))
+    assert refused.status == 401 and "may only be used from 203.0.113.9" in (refused.message or "")
 
 
 async def test_long_lived_tokens_within_the_cap_are_accepted(

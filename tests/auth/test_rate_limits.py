@@ -51,7 +51,7 @@ async def test_over_the_minute_limit_429_with_retry_after_and_rate_limit_headers
         body = await r.json()
         assert r.status == 429
         assert body["error"] == "Too Many Requests" and body["error_code"] == "RATE_LIMITED"
-        assert "3 calls per minute" in body["message"] and body["hint"]
+        assert "3 calls per minute" in body["message"] and "X-RateLimit-Remaining" in body["hint"]
         assert 1 <= int(r.headers["Retry-After"]) <= 60
         assert r.headers["X-RateLimit-Limit"] == "3" and r.headers["X-RateLimit-Remaining"] == "0"
         assert int(r.headers["X-RateLimit-Reset"]) - time.time() <= 61

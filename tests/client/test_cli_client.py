@@ -256,3 +256,21 @@ async def test_keys_jwt_mints_a_token_the_client_and_the_server_accept(
     assert too_long.code == 2 and "24h" in too_long.err
     unknown = await convertd("keys", "jwt", "999999", env=operator)
     assert unknown.code == 1 and "Key not found" in unknown.err
+
+
+async def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(
+    client_env: dict[str, str],
+) -> None:
+    """`convertd formats | head -1`: the whole listing is over 64 KiB, more than a pipe holds."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_")}
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "formats",
+        cwd=ROOT, env={**clean, **client_env}, stdout=write_end, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as head:  # what `head -1` does: one line, then it exits
+        assert await asyncio.to_thread(head.readline) == b"archive:\n"
+    _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()

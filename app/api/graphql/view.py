@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from aiohttp import WSCloseCode, web
-from cross_web import AiohttpHTTPRequestAdapter, AsyncHTTPRequestAdapter
+from cross_web import AiohttpHTTPRequestAdapter, AsyncHTTPRequestAdapter, HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
@@ -34,6 +35,8 @@ SOCKET = web.RequestKey("convertd.websocket", web.WebSocketResponse)
 
 # A query document, its variables and extensions; uploads are separate parts and not counted
 MAX_BODY_BYTES = 256 * 1024
+
+_MAX_CLOSE_REASON = 123  # bytes (RFC 6455: a control frame's payload, less the close code)
 
 # Any header a browser cannot send without a CORS preflight will do (Apollo's convention).
 PREFLIGHT_HEADERS = ("x-api-key", "authorization", "apollo-require-preflight", "graphql-preflight")
@@ -104,6 +107,11 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             error_code=err.code.value if err else None,
         )
         if err is not None:
+            ws = context.request.get(SOCKET)
+            if ws is not None and ws.ws_protocol == GRAPHQL_TRANSPORT_WS_PROTOCOL:
+                # graphql-transport-ws has no error message for a refused connection_init,
+                # only the close: its reason says why (Strawberry's own says "Forbidden")
+                await ws.close(code=4403, message=_close_reason(err))
             raise ConnectionRejectionError({"message": err.message, **err.extensions}) from err
         return {"accountId": context.principal.account_id}
 
@@ -179,7 +187,11 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
-            return await super().__call__(request)
+            # Strawberry's own __call__ answers a malformed request in plain text; ours goes
+            # through the error middleware as a GraphQL error body with a hint
+            return await self.run(request=request)
+        except HTTPException as exc:
+            raise _malformed(exc) from exc
         except Exception:
             ws: web.WebSocketResponse | None = request.get(SOCKET)
             if ws is None:
@@ -194,6 +206,44 @@ class ConvertdGraphQLView(GraphQLView[Context, None]):
             form_cm = request.get(FORM)
             if form_cm is not None:
                 await form_cm.__aexit__(None, None, None)
+
+
+# Strawberry's reasons for refusing a request before any operation runs, and what to do
+_HINTS = (
+    ("JSON", 'POST a JSON object {"query": "...", "variables": {...}} with Content-Type: application/json.'),
+    ("No GraphQL query", 'Put the document in "query": a POST JSON body, or ?query= on a GET.'),
+    ("Batching", "Send one operation per request: a JSON object, not an array."),
+    ("content type", "Use Content-Type: application/json, or multipart/form-data for uploads."),
+    ("mutations are not allowed", "Send mutations with POST; GET is for queries only."),
+    ("`variables`", 'Send variables as a JSON object, e.g. {"id": "..."}.'),
+    ("`query`", "Send the document as a string."),
+    ("`extensions`", "Send extensions as a JSON object, or leave them out."),
+    ("Unknown operation", "Set operationName to one of the document's operations, or leave it out."),
+    ("multipart", "Follow the GraphQL multipart request spec: operations, map, then the file parts."),
+    ("form data", "Follow the GraphQL multipart request spec: every file named in map must be sent."),
+    (
+        "GET and POST",
+        "Send queries with GET or POST and mutations with POST; subscriptions go over a websocket.",
+    ),
+)
+
+
+def _close_reason(err: ConvertdError) -> bytes:
+    """ "Forbidden: <message> <hint>" within the 123 bytes a websocket close reason may hold."""
+    reason = f"Forbidden: {err.message} {err.hint or ''}".strip().encode()
+    if len(reason) <= _MAX_CLOSE_REASON:
+        return reason
+    return reason[: _MAX_CLOSE_REASON - 3].decode(errors="ignore").encode() + b"..."
+
+
+def _malformed(exc: HTTPException) -> ConvertdError:
+    """A request Strawberry refused before running it, as our error with a hint."""
+    reason = str(exc.reason)
+    hint = next((h for key, h in _HINTS if key in reason), "See the schema at GET /graphql (GraphiQL).")
+    code = {405: ErrorCode.METHOD_NOT_ALLOWED, 404: ErrorCode.NOT_FOUND}.get(
+        exc.status_code, ErrorCode.BAD_REQUEST
+    )
+    return ConvertdError(code, reason, hint)
 
 
 def _aiohttp_request(request: AsyncHTTPRequestAdapter) -> web.Request:

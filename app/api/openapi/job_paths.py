@@ -18,6 +18,7 @@ from app.api.openapi.blocks import (
     obj,
     ok_body,
     operation,
+    path_param,
     query_param,
     ref,
     reply,
@@ -172,6 +173,45 @@ def job_paths(filetypes: list[str]) -> dict[str, Any]:
                     )
                 ],
                 body=_convert_body(filetypes),
+            )
+        },
+        "/v1/convert/{pair}": {
+            "post": operation(
+                "Convert in one call (Enconvert's route)",
+                responses(
+                    {
+                        "200": reply(
+                            obj(
+                                ["presigned_url", "object_key", "filename", "file_size"],
+                                presigned_url=STR,
+                                object_key=STR,
+                                filename=STR,
+                                file_size=INT,
+                                conversion_time_seconds={"type": "number"},
+                                job_id=STR,
+                            ),
+                            "Converted: presigned_url is the signed download link.",
+                        ),
+                        "202": reply(ref("Accepted"), "Still running after 60 s: follow status_url."),
+                    },
+                    404,
+                    413,
+                    422,
+                ),
+                tag="conversions",
+                params=[path_param("pair", STR, "<from>-to-<to>, e.g. json-to-xml.")],
+                body={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": obj(
+                                ["file"],
+                                file={"type": "string", "contentMediaType": "application/octet-stream"},
+                                options={"type": "string", "contentMediaType": JSON},
+                            )
+                        }
+                    },
+                },
             )
         },
         "/v1/status/{job_id}": {

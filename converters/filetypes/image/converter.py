@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from converters.base import ConversionError, Converter, Option, Result, Task, said
+from converters.base import ConversionError, Converter, Option, RequestError, Result, Task, said
 from converters.filetypes.image import heif, jxl
 from converters.filetypes.image.jxl import jxl_size
 from converters.filetypes.image.output import (
@@ -235,6 +235,12 @@ class ImageConverter(Converter):
                 minimum=1,
             )
         return opts
+
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        try:
+            _background(options)
+        except ConversionError as exc:
+            raise RequestError(exc.message, exc.hint or "", field="background") from None
 
     def check(self, task: Task) -> None:
         path = task.inputs[0]

@@ -18,14 +18,14 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import img2pdf
 import pikepdf
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
-from converters.base import ConversionError, Converter, Limits, Option, Result, Task, said
+from converters.base import ConversionError, Converter, Limits, Option, RequestError, Result, Task, said
 from converters.filetypes.pdf import edit as pdf_edit
 from converters.filetypes.pdf import forms as pdf_forms
 
@@ -82,6 +82,15 @@ class PdfConverter(Converter):
     engine: ClassVar[str] = "pdfium"
     multi_input: ClassVar[bool] = True
     limits: ClassVar[Limits] = Limits(memory_bytes=2 * 1024**3, cpu_seconds=600, wall_seconds=900)
+
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        spec = str(options.get("pages") or "")
+        if spec.strip() and not all(_PAGE_PART.match(part) for part in spec.split(",")):
+            raise RequestError(
+                f"'{spec}' is not a page range.",
+                "Write pages and ranges separated by commas, e.g. '1-3,5' or '4-'.",
+                field="pages",
+            )
 
     def pairs(self) -> Mapping[str, frozenset[str]]:
         out = {"pdf": RENDER_FORMATS | {"txt", "pdf", "zip"}}
@@ -265,6 +274,10 @@ def _check_image(path: Path) -> None:
             hint="Scale the image down first.",
         ) from None
     except (UnidentifiedImageError, OSError) as exc:
+        if path.suffix.lower() == ".pdf":  # sent as a PDF, without a PDF's marker: say so
+            raise ConversionError(
+                "This PDF cannot be read.", hint="It may be damaged or not a PDF (it has no %PDF- header)."
+            ) from None
         raise ConversionError(
             "This image cannot be read.", hint=f"It may be damaged or of another type ({said(exc, path)})."
         ) from None

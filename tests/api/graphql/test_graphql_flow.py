@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
-from tests.conftest import Account, GraphQL, operation, png_bytes
+from app.runtime import Runtime
+from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
+from tests.helpers import queue_tiny_job
 from tests.wsclient import connect, subscribe
 
 
@@ -163,3 +166,15 @@ async def test_unsupported_pair_is_refused_before_a_job_exists(
     assert err["extensions"]["code"] == "UNSUPPORTED_CONVERSION"
     assert err["extensions"]["status"] == 400 and "webp" in err["extensions"]["hint"]
     assert await rt.pool.fetchval("SELECT count(*) FROM jobs") == before
+
+
+async def test_progress_is_the_stored_fraction_without_single_precision_noise(
+    gql: GraphQL, http: aiohttp.ClientSession, base_url: str, account: Account, rt: Runtime
+) -> None:
+    """PostgreSQL keeps progress as a 4-byte real: read back as a double, 0.4 became
+    0.4000000059604645 in every GraphQL answer and subscription update."""
+    job_id = await queue_tiny_job(http, base_url, account.key)
+    await wait_for_status(http, base_url, account.key, job_id)
+    await rt.pool.execute("UPDATE jobs SET progress = 0.4 WHERE id = $1", uuid.UUID(job_id))
+    body = await gql(operation("Job"), {"id": job_id}, key=account.key)
+    assert body["data"]["job"]["progress"] == 0.4

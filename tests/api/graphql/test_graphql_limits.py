@@ -1,5 +1,6 @@
 """What a GraphQL document may cost: keyless callers are refused before their document is
-read, and a valid caller's document is bounded in bytes, tokens and fields."""
+read, and a valid caller's document is bounded in bytes, tokens and fields; a malformed
+request is refused in the GraphQL error shape, with a hint."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import statistics
 import time
 
 import aiohttp
+import pytest
 
 from tests.conftest import Account, GraphQL
 
@@ -72,3 +74,47 @@ async def test_a_valid_callers_document_is_bounded(
     # an ordinary document still runs
     body = await gql("{ formats { filetype } }", key=account.key)
     assert "errors" not in body and body["data"]["formats"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message", "hint"),
+    [
+        ("garbage", "application/json", "Unable to parse request body as JSON", "JSON object"),
+        ("{}", "application/json", "No GraphQL query found", '"query"'),
+        ("[]", "application/json", "Batching is not enabled", "one operation"),
+        ('{"query": "{ me { name } }"}', "text/plain", "Unsupported content type", "application/json"),
+        ('{"query": "{ me { name } }", "variables": "x"}', "application/json", "`variables`", "JSON object"),
+        (
+            '{"query": "{ me { name } }", "operationName": "X"}',
+            "application/json",
+            "Unknown operation",
+            "operationName",
+        ),
+    ],
+)
+async def test_a_malformed_request_is_a_graphql_error_body_with_a_hint(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    account: Account,
+    body: str,
+    content_type: str,
+    message: str,
+    hint: str,
+) -> None:
+    """Not Strawberry's plain-text line: the same JSON error shape as every other refusal."""
+    headers = {"X-API-Key": account.key, "Content-Type": content_type}
+    async with http.post(f"{base_url}/graphql", data=body, headers=headers) as r:
+        assert r.status == 400 and r.content_type == "application/json"
+        [err] = (await r.json())["errors"]
+    assert message in err["message"] and hint in err["extensions"]["hint"]
+    assert (err["extensions"]["code"], err["extensions"]["status"]) == ("BAD_REQUEST", 400)
+
+
+async def test_a_mutation_over_get_is_a_graphql_error_body(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    query = {"query": 'mutation { deleteJob(id: "x") { id } }'}
+    async with http.get(f"{base_url}/graphql", params=query, headers={"X-API-Key": account.key}) as r:
+        assert r.status == 400
+        [err] = (await r.json())["errors"]
+    assert "POST" in err["extensions"]["hint"]

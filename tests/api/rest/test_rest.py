@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import requests
 from PIL import Image
 
@@ -175,6 +176,61 @@ async def test_invalid_option_is_400_naming_it(
             body = await resp.json()
         assert resp.status == 400, body
         assert needle in body["message"] and body["hint"]
+
+
+async def test_a_json_body_that_is_not_an_object_is_400_with_a_hint(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    async with http.post(f"{base_url}/v1/convert", json=[1], headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert resp.status == 400 and "JSON object" in body["message"] and "output_format" in body["hint"]
+
+
+async def test_wrong_method_and_unknown_route_say_what_exists(
+    http: aiohttp.ClientSession, base_url: str, account: Account
+) -> None:
+    async with http.get(f"{base_url}/v1/convert", headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert (resp.status, body["error_code"]) == (405, "METHOD_NOT_ALLOWED")
+    assert body["message"] == "GET is not allowed on /v1/convert." and "POST" in body["hint"]
+    assert resp.headers["Allow"] == "POST"
+    async with http.get(f"{base_url}/v1/nothing", headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert (resp.status, body["error_code"]) == (404, "NOT_FOUND")
+    assert "/v1/nothing" in body["message"] and "GET /v1/" in body["hint"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "filetype", "output_format", "options", "field"),
+    [
+        ("a.png", png_bytes(), "image", "jpg", '{"background": "notacolour"}', "background"),
+        ("a.md", b"# hi", "document", "pdf", '{"pages": "z-q"}', "pages"),
+        ("a.md", b"# hi", "ebook", "pdf", '{"pages": "1-2-3"}', "pages"),
+        ("a.pdf", b"%PDF-1.4", "pdf", "png", '{"pages": "first"}', "pages"),
+    ],
+)
+async def test_an_option_value_the_schema_cannot_describe_is_400_before_a_job(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    account: Account,
+    name: str,
+    data: bytes,
+    filetype: str,
+    output_format: str,
+    options: str,
+    field: str,
+) -> None:
+    """A colour or a page range is a string to the schema: a bad one was a 202 and a job that
+    failed a moment later; it is a 400 naming the option, like every other bad option."""
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=name)
+    form.add_field("filetype", filetype)
+    form.add_field("output_format", output_format)
+    form.add_field("options", options)
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as resp:
+        body = await resp.json()
+    assert resp.status == 400, body
+    assert (body["error_code"], body["field"]) == ("INVALID_OPTION", field) and body["hint"]
 
 
 async def test_oversized_upload_is_413(

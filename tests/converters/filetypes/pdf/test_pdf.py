@@ -141,8 +141,9 @@ def test_select_and_reorder_pages(three_pages: Path, tmp_path: Path) -> None:
 def test_page_outside_the_document(three_pages: Path, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="Page 7 does not exist"):
         run(task([three_pages], "pdf", "pdf", tmp_path, pages="2-7"))
-    with pytest.raises(ConversionError, match="not a page range"):
-        run(task([three_pages], "pdf", "txt", tmp_path, pages="one"))
+    # bad syntax is the request's fault: refused with the options, before any job
+    with pytest.raises(RequestError, match="not a page range"):
+        task([three_pages], "pdf", "txt", tmp_path, pages="one")
 
 
 def test_split(three_pages: Path, tmp_path: Path) -> None:
@@ -521,3 +522,14 @@ def test_compress_survives_a_form_that_draws_itself(tmp_path: Path) -> None:
     src = nested_forms_pdf(tmp_path / "loop.pdf", 2, 0)
     result = run(task([src], "pdf", "pdf", tmp_path / "job", compress=True, image_dpi=72))
     assert page_count(result.path) == 1
+
+
+@pytest.mark.parametrize("out_fmt", ["png", "pdf", "txt"])
+def test_a_damaged_pdf_is_named_a_pdf_not_an_image(out_fmt: str, tmp_path: Path) -> None:
+    """Bytes without the %PDF- marker, sent as a .pdf: the error says PDF, not 'image'."""
+    src = tmp_path / "doc.pdf"
+    src.write_bytes(bytes(range(256)) * 8)
+    t = task([src], "pdf", out_fmt, tmp_path / "job")
+    with pytest.raises(ConversionError, match="This PDF cannot be read") as err:
+        run(t)
+    assert "not a PDF" in (err.value.hint or "")
