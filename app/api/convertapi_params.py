@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api.multipart import MAX_FILES, Form, read_form
+from app.api.multipart import MAX_FILES, Form, media_type, read_form
 from app.api.request_context import runtime
 from app.api.rest import json_body
 from app.auth.principal import Principal
@@ -119,7 +119,7 @@ async def read_params(request: web.Request) -> AsyncIterator[Params]:
     for name, value in request.query.items():
         if name.lower() not in _CREDENTIALS:
             params.add(name, value)
-    if request.content_type == "application/json":
+    if media_type(request) == "application/json":
         rt = runtime(request)
         try:
             await _from_json(rt, await json_body(request), params)

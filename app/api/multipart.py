@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from app.errors import ConvertdError, ErrorCode
 from app.runtime import Runtime
@@ -44,14 +45,14 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 @contextlib.asynccontextmanager
 async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
     """Yield the form; files nobody claimed by the end are deleted."""
-    if request.content_type == "application/x-www-form-urlencoded":
+    if media_type(request) == "application/x-www-form-urlencoded":
         posted = await request.post()  # bounded by client_max_size; no files in this encoding
         form = Form()
         for name, value in posted.items():
             form.fields.setdefault(name, []).append(str(value))
         yield form
         return
-    if not request.content_type.startswith("multipart/"):
+    if not media_type(request).startswith("multipart/"):
         raise ConvertdError(
             ErrorCode.BAD_REQUEST,
             "Expected a multipart/form-data body.",
@@ -67,18 +68,21 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
         try:
             reader = _reader(request)
             while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or not part.name:
+                if not isinstance(part, BodyPartReader):
                     continue
-                if part.filename is not None:
+                field, filename = _names(part)
+                if not field:
+                    continue
+                if filename is not None:
                     if len(form.all_files()) >= MAX_FILES:
                         raise _refused(f"A request may carry at most {MAX_FILES} files.")
                     incoming = await rt.storage.receive(
                         _chunks(part),
-                        part.filename,
+                        filename,
                         part.headers.get("Content-Type"),
                         rt.settings.max_upload_bytes,
                     )
-                    form.files.setdefault(part.name, []).append(incoming)
+                    form.files.setdefault(field, []).append(incoming)
                     continue
                 if sum(len(v) for v in form.fields.values()) >= MAX_FIELDS:
                     raise _refused(f"A request may carry at most {MAX_FIELDS} text fields.")
@@ -87,7 +91,7 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
                 if text_bytes > MAX_FIELDS_BYTES:
                     raise _refused(f"The text fields together are over {MAX_FIELDS_BYTES:,} bytes.")
                 text = data.decode(part.get_charset("utf-8"), "replace")
-                form.fields.setdefault(part.name, []).append(text)
+                form.fields.setdefault(field, []).append(text)
         except (HttpProcessingError, ValueError, LookupError, AssertionError, RuntimeError) as exc:
             # aiohttp's reader raises these on a body that does not follow the format
             raise ConvertdError(
@@ -98,6 +102,21 @@ async def read_form(request: web.Request, rt: Runtime) -> AsyncIterator[Form]:
         yield form
     finally:
         rt.storage.discard(form.all_files())
+
+
+def media_type(request: web.BaseRequest) -> str:
+    """The body's media type, lower case and without its parameters ("" when none was sent).
+
+    aiohttp's `request.content_type` parses the header with the email package, ~1 ms of
+    CPU a request: the largest single cost of a small convert's form on the API's loop."""
+    return request.headers.get(hdrs.CONTENT_TYPE, "").partition(";")[0].strip().lower()
+
+
+def _names(part: BodyPartReader) -> tuple[str | None, str | None]:
+    """The part's field name and file name, from one parse of its Content-Disposition
+    (aiohttp's `part.name` and `part.filename` parse it once each, ~0.2 ms a time)."""
+    _, params = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+    return content_disposition_filename(params, "name"), content_disposition_filename(params, "filename")
 
 
 def _reader(request: web.Request) -> MultipartReader:

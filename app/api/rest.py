@@ -9,7 +9,7 @@ from aiohttp import web
 
 from app.api.files import file_response
 from app.api.middlewares import PRINCIPAL, TRACE
-from app.api.multipart import read_form
+from app.api.multipart import media_type, read_form
 from app.api.request_context import base_url, runtime
 from app.auth import request as auth_request
 from app.auth.authenticate import authenticate
@@ -128,7 +128,7 @@ async def convert(request: web.Request) -> web.StreamResponse:
     # per request (admitted=True below); the account's cap is applied exactly at the insert
     await backpressure.admit(rt, who)
     await storage_use.check_quota(rt, who, 0)
-    if request.content_type == "application/json":
+    if media_type(request) == "application/json":
         body = await json_body(request)
         job = await jobs.convert(
             rt,

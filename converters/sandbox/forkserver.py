@@ -40,7 +40,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from typing import Any
@@ -259,7 +258,8 @@ def main() -> int:
     except Exception:
         traceback.print_exc()
         layers = dict.fromkeys(isolation.LAYERS, False)
-    threads = threading.active_count()
+    # native threads too (a library's pool started at import), which threading cannot see
+    threads = len(os.listdir("/proc/self/task"))
     zygote.serve({"ready": True, "layers": layers, "threads": threads, "pid": os.getpid()})
     return 0
 

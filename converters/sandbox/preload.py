@@ -76,7 +76,45 @@ def preload(family: str = ALL) -> None:
 
             sniff._magic(True)
             sniff._magic(False)
+    if family in ("image", ALL):
+        with contextlib.suppress(Exception):
+            warm_up()
     # objects made so far are never freed: keep the collector from touching (and so
     # copying) their pages in every child
     gc.collect()
     gc.freeze()
+
+
+def warm_up() -> None:
+    """Run the image and hash converters once on a picture made here, in a folder of ours.
+
+    What a library does on its first use only (Pillow's decoder and encoder set-up, the
+    type checks whose answers Python caches, libmagic's first look at a file) is then done
+    once in the fork server instead of in every job's process, which starts from a copy of
+    it. Nothing of any job is involved: the input is a 64x48 picture drawn here, and the
+    folder is gone before the first job is forked. Measured on the 0.3 MP JPEG -> WebP job:
+    see docs/decisions.md (2026-12-03, "The fork server warms up").
+    """
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from converters.base import Task
+    from converters.filetypes.hash import HashConverter
+    from converters.filetypes.image.converter import ImageConverter
+    from converters.sniff import check_declared
+
+    with tempfile.TemporaryDirectory(prefix="convertd-warm-") as tmp:
+        workdir = Path(tmp)
+        picture = workdir / "warm.jpg"
+        Image.new("RGB", (64, 48), (200, 120, 40)).save(picture, "JPEG")
+        for output in ("webp", "png", "jpg"):
+            check_declared(picture, "jpg")
+            converter = ImageConverter()
+            schema = converter.options("jpg", output)  # the defaults, as a job gets them
+            options = {name: opt.default for name, opt in schema.items() if opt.default is not None}
+            task = Task([picture], "jpg", output, options, workdir)
+            converter.check(task)
+            converter.convert(task)
+        HashConverter().convert(Task([picture], "jpg", "json", {"algorithms": ["sha256"]}, workdir))
