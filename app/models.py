@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import struct
 import uuid
 from datetime import datetime
 from typing import Any
@@ -150,17 +149,8 @@ class Job:
     def from_row(cls, row: Any) -> Job:
         values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
         values["status"] = JobStatus(values["status"])
-        values["progress"] = _as_stored(values["progress"])
+        # progress is a 4-byte real in PostgreSQL: 0.4 comes back as 0.4000000059604645;
+        # seven significant digits are what a real holds (0.03125 stays 0.03125)
+        values["progress"] = float(f"{values['progress']:.7g}")
         values["input_uploads"] = list(values["input_uploads"])
         return cls(**values)
-
-
-def _as_stored(value: float) -> float:
-    """The shortest decimal that PostgreSQL's 4-byte real holds: progress is a `real`, and read
-    back as a double 0.4 became 0.4000000059604645 (what float32 printing does, e.g. numpy)."""
-    packed = struct.pack("f", value)
-    for digits in range(1, 10):
-        short = float(f"{value:.{digits}g}")
-        if struct.pack("f", short) == packed:
-            return short
-    return value

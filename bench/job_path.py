@@ -7,12 +7,16 @@ GET /v1/events/{id} until it ends, then the download) and the synchronous job (P
 starts it. Prints medians and the ratio whole job / raw engine (absolute times drift on a
 shared machine; ratios measured in one run do not).
 
-    .venv/bin/python bench/job_path.py [--rounds 7] [--case image-2mp ...]
+    .venv/bin/python -m bench.job_path [--rounds 7] [--case image-2mp ...] [--compare DIR]
+
+--compare DIR also starts the service of another checkout (e.g. `git worktree add
+/tmp/before <commit>`) and times its jobs in the same rounds, in turns with this one's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
@@ -131,29 +135,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--case", action="append", help="only these cases (repeatable)")
+    parser.add_argument("--compare", help="another checkout, its whole jobs timed in the same rounds")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cdjp") as tmp_dir, running() as service:
+    other = contextlib.nullcontext(None) if not args.compare else running(Path(args.compare).resolve())
+    with tempfile.TemporaryDirectory(prefix="cdjp") as tmp_dir, running() as service, other as compared:
         tmp = Path(tmp_dir)
-        print(f"{'case':16} {'raw ms':>8} {'async ms':>9} {'ratio':>6} {'sync ms':>8} {'ratio':>6}")
+        services = {"": service} | ({"compared ": compared} if compared else {})
+        head = f"{'case':16} {'raw ms':>8}"
+        for name in services:
+            head += f" {name + 'async ms':>18} {'ratio':>6} {name + 'sync ms':>17} {'ratio':>6}"
+        print(head)
         for case in cases(tmp):
             if args.case and case.name not in args.case:
                 continue
-            times: dict[str, list[float]] = {"raw": [], "async": [], "sync": []}
+            times: dict[str, list[float]] = {}
             for r in range(args.rounds + 1):  # the first round warms every path up
-                t = {
-                    "raw": timed(lambda c=case: c.raw(tmp)),
-                    "async": timed(lambda c=case: c.job(service, wait=False)),
-                    "sync": timed(lambda c=case: c.job(service, wait=True)),
-                }
+                # in turns within each round: a drift of the machine's load hits every column
+                t = {"raw": timed(lambda c=case: c.raw(tmp))}
+                for name, svc in services.items():
+                    t[name + "async"] = timed(lambda c=case, s=svc: c.job(s, wait=False))
+                    t[name + "sync"] = timed(lambda c=case, s=svc: c.job(s, wait=True))
                 if r:
                     for k, v in t.items():
-                        times[k].append(v)
+                        times.setdefault(k, []).append(v)
             med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-            print(
-                f"{case.name:16} {med['raw']:8.0f} {med['async']:9.0f} {med['async'] / med['raw']:6.2f}"
-                f" {med['sync']:8.0f} {med['sync'] / med['raw']:6.2f}",
-                flush=True,
-            )
+            row = f"{case.name:16} {med['raw']:8.0f}"
+            for name in services:
+                a, s = med[name + "async"], med[name + "sync"]
+                row += f" {a:18.0f} {a / med['raw']:6.2f} {s:17.0f} {s / med['raw']:6.2f}"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -140,10 +140,24 @@ def _magic(mime: bool) -> Any:  # a magic.Magic (python-magic has no type inform
     return magic.Magic(mime=mime)
 
 
-def _libmagic(path: Path) -> tuple[str, str]:
-    mime = _magic(True).from_file(str(path))
-    desc = _magic(False).from_file(str(path))
-    return str(mime).split(";")[0].strip(), str(desc)
+# What libmagic is shown of a file: its first MiB, libmagic's own limit until 5.41 (now 7 MiB).
+# Every signature we tell formats by lies in it. libmagic reads a file into fresh memory on
+# each call; in a job's newly forked process that cost 30-35 ms per call for a 5 MB WAV (page
+# faults), against about 1 ms for this head read once and handed over as a buffer.
+HEAD_BYTES = 1 << 20
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(HEAD_BYTES)
+
+
+def _mime(head: bytes) -> str:
+    return str(_magic(True).from_buffer(head)).split(";")[0].strip()
+
+
+def _description(head: bytes) -> str:
+    return str(_magic(False).from_buffer(head))
 
 
 def _zip_kind(path: Path) -> str:
@@ -191,11 +205,14 @@ def detect(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return None
-        mime, desc = _libmagic(path)
+        head = _head(path)
+        mime = _mime(head)
     except (OSError, ImportError):
         return None
     kind = MIME.get(mime)
     if kind is None or mime == "text/plain":
+        # the description only when the MIME type is not enough (one libmagic run saved)
+        desc = _description(head)
         kind = next((ext for prefix, ext in DESCRIPTION if desc.startswith(prefix)), kind)
     if kind is None and mime in ("application/x-ole-storage", "application/CDFV2"):
         kind = "doc"  # an OLE container (doc, xls, ppt, msg): which one libmagic can't say

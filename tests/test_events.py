@@ -9,7 +9,7 @@ from app.auth.authenticate import authenticate
 from app.auth.request import RequestInfo
 from app.models import JobStatus
 from app.runtime import Runtime
-from app.services import jobs
+from app.services import job_changes, job_reads
 from tests.conftest import Account
 
 
@@ -31,13 +31,13 @@ async def test_changes_racing_the_snapshot_are_neither_lost_nor_repeated(
 
     async def writer() -> None:
         for i in range(1, 100):
-            await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 100)
-        await jobs.save_change(rt, job_id, status=JobStatus.FINISHED, progress=1.0)
+            await job_changes.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 100)
+        await job_changes.save_change(rt, job_id, status=JobStatus.FINISHED, progress=1.0)
 
     seen = []
     # the writer starts at once, so changes land before, during and after the snapshot read
     task = asyncio.create_task(writer())
-    async for job in jobs.watch(rt, principal, str(job_id)):
+    async for job in job_reads.watch(rt, principal, str(job_id)):
         seen.append(job.version)
     await task
     assert seen == list(range(seen[0], 101)), seen
@@ -47,10 +47,10 @@ async def test_changes_racing_the_snapshot_are_neither_lost_nor_repeated(
 async def test_watch_ends_at_failure(rt: Runtime, account: Account) -> None:
     principal = await authenticate(rt, RequestInfo(account.key, "127.0.0.1", {}, "test", False))
     job_id = await _unqueued_job(rt, account)
-    stream = jobs.watch(rt, principal, str(job_id))
+    stream = job_reads.watch(rt, principal, str(job_id))
     first = await anext(stream)
     assert first.status is JobStatus.PENDING
-    await jobs.save_change(rt, job_id, status=JobStatus.FAILED, error="bad input")
+    await job_changes.save_change(rt, job_id, status=JobStatus.FAILED, error="bad input")
     last = await anext(stream)
     assert last.status is JobStatus.FAILED and last.error == "bad input"
     assert [j async for j in stream] == []

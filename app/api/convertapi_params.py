@@ -26,7 +26,7 @@ from app.api.rest import json_body
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.services import formats as formats_service
-from app.services import jobs, uploads, url_import
+from app.services import job_reads, uploads, url_import
 from app.storage import IncomingFile
 
 # ConvertAPI's parameters that are not converter options (names case-insensitive)
@@ -210,7 +210,7 @@ def _is_uuid(text: str) -> bool:
 async def _job_output(request: web.Request, who: Principal, job_id: str) -> AsyncIterator[IncomingFile]:
     """A finished job's output of the caller's, received like an upload (deleted unless claimed)."""
     rt = runtime(request)
-    found = await jobs.download(rt, job_id.strip(), principal=who)
+    found = await job_reads.download(rt, job_id.strip(), principal=who)
 
     incoming = await rt.storage.receive(
         rt.storage.chunks(found.key), found.filename, None, rt.settings.max_upload_bytes

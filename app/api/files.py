@@ -14,7 +14,7 @@ from aiohttp import web
 
 from app.errors import ConvertdError, ErrorCode
 from app.runtime import Runtime
-from app.services.jobs import Download
+from app.services.job_reads import Download
 
 
 def attachment(filename: str) -> str:

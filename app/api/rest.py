@@ -16,7 +16,7 @@ from app.auth.authenticate import authenticate
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus, Upload
-from app.services import backpressure, jobs, keys, storage_use, uploads
+from app.services import backpressure, job_changes, job_reads, jobs, keys, storage_use, uploads
 from app.services import formats as formats_service
 from app.services import status as status_service
 from app.services.dispatch import Position
@@ -188,28 +188,28 @@ async def _settled(request: web.Request, job: Job) -> web.StreamResponse:
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(status_body(request, job), headers=headers)
     # the job as it ended, heard over its events: not read again
-    return await file_response(request, runtime(request), jobs.output_of(job), headers)
+    return await file_response(request, runtime(request), job_reads.output_of(job), headers)
 
 
 @routes.get("/v1/status/{job_id}")
 async def status(request: web.Request) -> web.Response:
     who = await principal(request)
     rt = runtime(request)
-    job = await jobs.get(rt, who, request.match_info["job_id"])
-    return web.json_response(status_body(request, job, await jobs.position(rt, job)))
+    job = await job_reads.get(rt, who, request.match_info["job_id"])
+    return web.json_response(status_body(request, job, await job_reads.position(rt, job)))
 
 
 @routes.get("/v1/events/{job_id}")
 async def events(request: web.Request) -> web.StreamResponse:
     """The job's status as server-sent events: the jobUpdates subscription for REST clients."""
     who = await principal(request)
-    stream = jobs.watch(runtime(request), who, request.match_info["job_id"])
+    stream = job_reads.watch(runtime(request), who, request.match_info["job_id"])
     first = await anext(stream)  # an unknown job is a plain 404, before the stream starts
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
 
     async def send(job: Job) -> None:
-        body = json.dumps(status_body(request, job, await jobs.position(runtime(request), job)))
+        body = json.dumps(status_body(request, job, await job_reads.position(runtime(request), job)))
         await response.write(f"id: {job.version}\nevent: status\ndata: {body}\n\n".encode())
 
     await send(first)
@@ -222,7 +222,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/cancel/{job_id}")
 async def cancel(request: web.Request) -> web.Response:
     who = await principal(request)
-    job = await jobs.cancel(runtime(request), who, request.match_info["job_id"])
+    job = await job_changes.cancel(runtime(request), who, request.match_info["job_id"])
     return web.json_response(status_body(request, job))
 
 
@@ -231,7 +231,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     q = request.query
     signed = "signature" in q or "expires" in q
     who = None if signed else await principal(request)
-    result = await jobs.download(
+    result = await job_reads.download(
         runtime(request),
         request.match_info["job_id"],
         principal=who,

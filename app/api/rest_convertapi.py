@@ -36,7 +36,7 @@ from app.api.rest import principal
 from app.auth.principal import Principal
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job, JobStatus
-from app.services import accounts, backpressure, jobs, retention, storage_use, uploads
+from app.services import accounts, backpressure, job_changes, job_reads, jobs, retention, storage_use, uploads
 from app.services import formats as formats_service
 from app.services.links import links as job_links
 from app.storage import extension_of
@@ -137,7 +137,7 @@ async def _cancel(rt: Any, who: Principal, created: list[Job]) -> None:
     """Stop jobs nobody will collect; cancelling refunds their conversions."""
     for job in created:
         with contextlib.suppress(ConvertdError):  # it may have ended meanwhile
-            await jobs.cancel(rt, who, str(job.id))
+            await job_changes.cancel(rt, who, str(job.id))
 
 
 async def _check_ended(rt: Any, who: Principal, ended: list[Job], seconds: float) -> None:
@@ -178,7 +178,7 @@ async def _result_file(
         entry["Url"] = job_links(rt, job, base_url(request)).download_url
         return entry
     # StoreFile=false: the bytes in the answer, and nothing kept
-    found = await jobs.download(rt, str(job.id), principal=who)
+    found = await job_reads.download(rt, str(job.id), principal=who)
     data = b"".join([chunk async for chunk in rt.storage.chunks(found.key)])
     entry["FileData"] = base64.b64encode(data).decode()
     await retention.delete_job(rt, who, str(job.id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from app.auth import jwts, keys, operations, ratelimit, restrictions
+from app.auth import crypto, jwts, operations, ratelimit, restrictions
 from app.auth.network import client_address
 from app.auth.principal import Principal
 from app.errors import ConvertdError, CredentialCode, ErrorCode
@@ -76,8 +76,8 @@ async def _cached(
 
 
 async def _api_key(rt: Runtime, credential: str, client_ip: Address | None) -> Principal:
-    found = await _cached(rt, credentials.key_by_digest, keys.digest(credential))
-    if found is None or not keys.matches(credential, found.key_hash):
+    found = await _cached(rt, credentials.key_by_digest, crypto.digest(credential))
+    if found is None or not crypto.matches(credential, found.key_hash):
         raise unauthenticated(
             "The API key is not valid.",
             "Check that the key is complete and has not been revoked.",
@@ -91,7 +91,7 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     found = await _cached(rt, credentials.key_by_kid, kid)
     if found is None:
         raise jwts.unknown_kid(str(kid))
-    secret = keys.signing_secret(rt.settings.secret, kid, found.key.jwt_secret_version)
+    secret = crypto.signing_secret(rt.settings.secret, kid, found.key.jwt_secret_version)
     jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
     if found.key.revoked_at is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
@@ -99,7 +99,7 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
 
 
 async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
-    found = await credentials.access_token(rt.pool, keys.digest(token))
+    found = await credentials.access_token(rt.pool, crypto.digest(token))
     hint = "Create a new token with POST /v1/token/create (or createAccessTokens)."
     if found is None:
         raise unauthenticated(
@@ -121,7 +121,7 @@ async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> P
 
 
 async def _master(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
-    found = await credentials.master_account(rt.pool, keys.digest(token))
+    found = await credentials.master_account(rt.pool, crypto.digest(token))
     if found is None:
         raise unauthenticated(
             "The master token is not valid.",
@@ -152,9 +152,9 @@ async def identify(rt: Runtime, credential: str | None, client_ip: Address | Non
             "or as ?api_key=<key>; create one with `convertd keys create --name NAME`.",
             CredentialCode.MISSING,
         )
-    if credential.startswith(keys.MASTER_PREFIX):
+    if credential.startswith(crypto.MASTER_PREFIX):
         return await _master(rt, credential, client_ip)
-    if credential.startswith(keys.ACCESS_TOKEN_PREFIX):
+    if credential.startswith(crypto.ACCESS_TOKEN_PREFIX):
         return await _access_token(rt, credential, client_ip)
     if jwts.looks_like_jwt(credential):
         return await _jwt(rt, credential, client_ip)
@@ -269,7 +269,7 @@ def _admit(principal: Principal, info: RequestInfo, client_ip: Address | None) -
 async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     client_ip = client_address(info.peer, info.headers, rt.settings.trusted_proxies)
     info.trace.client_ip = str(client_ip) if client_ip else None
-    if info.in_url and info.credential and info.credential.startswith(keys.MASTER_PREFIX):
+    if info.in_url and info.credential and info.credential.startswith(crypto.MASTER_PREFIX):
         raise unauthenticated(
             "The master token is never accepted in a URL.",
             "Send it as Authorization: Bearer <token>: URLs end up in proxy and server logs.",

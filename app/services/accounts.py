@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from app.auth import keys
+from app.auth import crypto
 from app.errors import not_found
 from app.models import ApiKey, Plan
 from app.services import quota as quota_service
@@ -80,13 +80,13 @@ async def consumption(rt: Runtime, principal: Principal) -> Consumption:
 
 async def issue_master_token(pool: asyncpg.Pool, account_id: int) -> str:
     """A new master token for the account; the previous one stops working with this statement."""
-    token = keys.generate_master_token()
+    token = crypto.generate_master_token()
     updated = await pool.fetchval(
         "UPDATE accounts SET master_token_hash = $2, master_token_prefix = $3, master_token_at = now()"
         " WHERE id = $1 RETURNING id",
         account_id,
-        keys.digest(token),
-        keys.prefix(token),
+        crypto.digest(token),
+        crypto.prefix(token),
     )
     if updated is None:
         raise not_found("Account")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.auth import keys
+from app.auth import crypto
 from app.auth.network import parse_network
 from app.auth.restrictions import RESTRICTION_TYPES, host_of
 from app.db import Conn, Executor
@@ -172,7 +172,7 @@ def _conversion_limit(value: int | None) -> int | None:
 
 
 def _environment(value: str) -> str:
-    if not isinstance(value, str) or value not in keys.ENVIRONMENTS:
+    if not isinstance(value, str) or value not in crypto.ENVIRONMENTS:
         raise bad(f"Unknown environment '{value}'.", "One of: live, test.", "environment")
     return value
 
@@ -214,15 +214,15 @@ async def _insert_key(
 ) -> CreatedKey:
     ips, domains = _ips(spec.allowed_ips), _domains(spec.allowed_domains)
     environment = _environment(spec.environment)
-    secret = keys.generate(environment)
+    secret = crypto.generate(environment)
     row = await conn.fetchrow(
         "INSERT INTO api_keys (account_id, name, prefix, key_hash, environment, restriction_type,"
         " allowed_ips, allowed_domains, allowed_endpoints, conversion_limit)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         account_id,
         _name(spec.name),
-        keys.prefix(secret),
-        keys.digest(secret),
+        crypto.prefix(secret),
+        crypto.digest(secret),
         environment,
         _restriction(spec.restriction_type, ips, domains),
         ips,
@@ -231,8 +231,8 @@ async def _insert_key(
         _conversion_limit(spec.conversion_limit),
     )
     key = ApiKey.from_row(row)
-    signing = keys.signing_secret(server_secret, key.kid) if server_secret else None
-    hooks = keys.webhook_secret(server_secret, key.kid) if server_secret else None
+    signing = crypto.signing_secret(server_secret, key.kid) if server_secret else None
+    hooks = crypto.webhook_secret(server_secret, key.kid) if server_secret else None
     return CreatedKey(key, secret, signing, hooks)
 
 
@@ -332,7 +332,7 @@ async def rotate_secret(
     if row is None:
         raise bad("That key has been revoked.", "Rotate the secrets of a live key.", "key_id")
     key = ApiKey.from_row(row)
-    derive = keys.signing_secret if which == "jwt" else keys.webhook_secret
+    derive = crypto.signing_secret if which == "jwt" else crypto.webhook_secret
     return key, derive(server_secret, key.kid, row[column])
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from app import metrics
 from app.models import Job, JobStatus
 from app.outages import is_outage
-from app.services.jobs import announce, fail, save_change
+from app.services.job_changes import announce, fail, save_change
 from app.storage import safe_filename
 from converters.base import ConversionError, Result
 from converters.registry import normalize_format, registry
@@ -107,6 +107,14 @@ async def _convert(
     touch: Callable[[], Awaitable[None]],
     changes: asyncio.Queue[Job] | None,
 ) -> Job:
+    """Run a started job's conversion and record its end: finished, or failed with a
+    refund. Only an outage (the job is retried) and a cancel (JobEnded) are raised.
+
+    Long on purpose: the inputs, the workdir and the office door are context managers that
+    must all stay open until the output is stored, and the except branches below are the
+    one place that decides what a failure means for the job (saq's Worker.process does the
+    same in one function).
+    """
     job_id = job.id
     on_progress = _progress_saver(rt, job_id)
     beat = asyncio.create_task(_heartbeat(rt, touch))

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from saq.job import Status
 
 from app.services.dispatch import FairQueue
-from app.services.jobs import enqueue, fail
+from app.services.job_changes import fail
+from app.services.jobs import enqueue
 
 if TYPE_CHECKING:
     from app.runtime import Runtime

@@ -20,7 +20,7 @@ from saq.job import Status
 
 from app import metrics
 from app.errors import ConvertdError, ErrorCode, not_found
-from app.services import jobs
+from app.services import job_reads
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -48,7 +48,7 @@ async def delete_job(rt: Runtime, principal: Principal, job_id: str) -> Deleted:
     """Delete one ended job of the caller's and its files at once; it is a 404 afterwards.
 
     Its input uploads go with it unless another job of the account uses them too."""
-    job = await jobs.get(rt, principal, job_id)
+    job = await job_reads.get(rt, principal, job_id)
     if not job.terminal:
         raise ConvertdError(
             ErrorCode.NOT_READY,

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from app.auth import jwts, keys
+from app.auth import crypto, jwts
 from app.auth.network import parse_network
 from app.errors import ConvertdError, ErrorCode, not_found
 
@@ -120,7 +120,7 @@ def _mint(row: asyncpg.Record | None, server_secret: str, expires_in: object, ip
         "JWTs are for short-lived use: at most a day.",
     )
     ident = row["kid"]
-    secret = keys.signing_secret(server_secret, ident, row["jwt_secret_version"])
+    secret = crypto.signing_secret(server_secret, ident, row["jwt_secret_version"])
     now = datetime.now(UTC)
     token = jwts.mint(ident, secret, lifetime, ips, now=now.timestamp())
     return MintedJwt(token, ident, now.replace(microsecond=0) + timedelta(seconds=lifetime), ips)
@@ -161,12 +161,12 @@ async def create_access_tokens(
     out = []
     async with rt.pool.acquire() as conn, conn.transaction():
         for _ in range(how_many):
-            token = keys.generate_access_token()
+            token = crypto.generate_access_token()
             await conn.execute(
                 "INSERT INTO access_tokens (token_hash, prefix, account_id, api_key_id, request_count,"
                 " requests_left, valid_until) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                keys.digest(token),
-                keys.prefix(token),
+                crypto.digest(token),
+                crypto.prefix(token),
                 principal.account_id,
                 principal.key.id,
                 requests,
@@ -180,7 +180,7 @@ async def delete_access_token(rt: Runtime, principal: Principal, token: str) -> 
     """Delete one of the account's tokens at once (the caller proved it holds the secret key)."""
     deleted = await rt.pool.fetchval(
         "DELETE FROM access_tokens WHERE token_hash = $1 AND account_id = $2 RETURNING id",
-        keys.digest(token.strip()),
+        crypto.digest(token.strip()),
         principal.account_id,
     )
     if deleted is None:

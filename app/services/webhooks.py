@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from app import metrics
-from app.auth import keys
+from app.auth import crypto
 from app.errors import ConvertdError, ErrorCode
 from app.models import Job
 from app.services import outbound
@@ -92,7 +92,7 @@ async def deliver(rt: Runtime, job_id: uuid.UUID, *, last_attempt: bool) -> str:
     headers = {"Content-Type": "application/json", "X-Convertd-Event": body["event"],
                "User-Agent": "Convertd-Webhook/1"}  # fmt: skip
     if row["kid"] is not None:
-        secret = keys.webhook_secret(rt.settings.secret, row["kid"], row["webhook_secret_version"])
+        secret = crypto.webhook_secret(rt.settings.secret, row["kid"], row["webhook_secret_version"])
         headers["X-Convertd-Signature"] = sign(secret, int(time.time()), data)
     parts = urlsplit(job.webhook_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)

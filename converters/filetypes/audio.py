@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import ffmpeg
 
 from converters.base import Converter, Limits, Option, Result, Task
-from converters.tools import ffmpeg_run, media, metadata
+from converters.tools import ffmpeg_run, media, media_probe, metadata
 
 _PCM_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -108,7 +108,7 @@ def audio_options(output_format: str) -> dict[str, Option]:
 
 def probe_input(task: Task, *, audio: bool = False, video: bool = False) -> media.MediaInfo:
     """The input's tracks; refused before any work when a needed track or the trim window is wrong."""
-    info = media.probe(task.inputs[0], task.input_format)
+    info = media_probe.probe(task.inputs[0], task.input_format)
     media.require_tracks(info, audio=audio, video=video)
     media.trim_window(info, task.options)
     return info

@@ -25,7 +25,8 @@ import ffmpeg
 import imageio_ffmpeg
 
 from converters.base import ConversionError, Limits, Progress
-from converters.tools.media import FFPROBE, MAX_DURATION, MAX_PIXELS, PROGRAM_ENV, MediaInfo, Window
+from converters.tools.media import MAX_DURATION, MAX_PIXELS, PROGRAM_ENV, MediaInfo, Window
+from converters.tools.media_probe import FFPROBE
 
 # ---------------------------------------------------------------------------- the binary
 

@@ -16,7 +16,7 @@ import aiohttp
 
 from app.models import JobStatus
 from app.runtime import Runtime
-from app.services import jobs
+from app.services import job_changes
 from tests.api.graphql.test_ws_many import _frame
 from tests.conftest import Account
 from tests.wsclient import Subscription, connect, subscribe
@@ -57,7 +57,7 @@ async def _subscriber(
 
 
 async def _finish(rt: Runtime, job_id: Any) -> None:
-    await jobs.save_change(rt, job_id, status=JobStatus.FINISHED, progress=1.0, output_name="out.jpg",
+    await job_changes.save_change(rt, job_id, status=JobStatus.FINISHED, progress=1.0, output_name="out.jpg",
                            output_size=3, output_path="nowhere")  # fmt: skip
 
 
@@ -77,7 +77,9 @@ async def test_fifty_subscribers_get_every_version_with_identical_payloads(
     # the rest subscribe while the job changes: their first version is wherever they came in
     late_task = asyncio.ensure_future(open_many(25))
     for i in range(1, 21):
-        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 32)  # exact in a float4
+        await job_changes.save_change(
+            rt, job_id, status=JobStatus.PROCESSING, progress=i / 32
+        )  # exact in a float4
         await asyncio.sleep(0)
     late = await late_task
     # the end is written once all have their first version (a download URL rendered in
@@ -137,7 +139,7 @@ async def test_each_document_variables_and_host_get_their_own_payloads(
         for name, (doc, variables, headers) in groups.items()
     }
     for i in (1, 2):
-        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 2)
+        await job_changes.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=i / 2)
     await _finish(rt, job_id)
 
     status_url = f"/v1/status/{job_id}"
@@ -181,7 +183,7 @@ async def test_a_caller_who_may_not_see_the_job_gets_nothing(
             errors = refused["payload"] if isinstance(refused["payload"], list) else [refused["payload"]]
         assert errors[0]["extensions"]["code"] == "NOT_FOUND", errors
 
-        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.5)
+        await job_changes.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.5)
         # something the intruder's connection answers, so what it got in between shows
         if protocol == "graphql-transport-ws":
             await intruder.ws.send_json({"type": "ping"})
@@ -250,7 +252,9 @@ async def test_a_subscriber_that_does_not_read_holds_up_no_one(
     awake, first = await _subscriber(http, base_url, account.key, big, variables)
     written = [0.0] + [i / 32 for i in range(1, 25)] + [1.0]
     for progress in written[1:-1]:
-        await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=progress, output_items=items)
+        await job_changes.save_change(
+            rt, job_id, status=JobStatus.PROCESSING, progress=progress, output_items=items
+        )
     await _finish(rt, job_id)
     # the reader gets every version while the sleeper reads nothing
     rest = await asyncio.wait_for(awake.results(), 120)  # (pings keep each receive alive)
@@ -278,7 +282,7 @@ async def test_a_stopped_subscription_gets_nothing_more_and_the_others_go_on(
         (await _subscriber(http, base_url, account.key, FULL, variables, protocol=protocol))[0]
         for protocol in PROTOCOLS
     ]
-    await jobs.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.25)
+    await job_changes.save_change(rt, job_id, status=JobStatus.PROCESSING, progress=0.25)
     assert (await stays.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.25
     for sub in stops:
         assert (await sub.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.25
@@ -286,7 +290,7 @@ async def test_a_stopped_subscription_gets_nothing_more_and_the_others_go_on(
         await sub.ws.send_json({"id": "1", "type": stop})
         if sub.protocol == "graphql-ws":
             assert (await sub.next_message()) == {"type": "complete", "id": "1"}
-    await jobs.save_change(rt, job_id, progress=0.5)
+    await job_changes.save_change(rt, job_id, progress=0.5)
     # the feed writes to all its followers in one pass: once this one has it, the stopped
     # ones would have had it too
     assert (await stays.next_message())["payload"]["data"]["jobUpdates"]["progress"] == 0.5

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from app.services import jobs
+from app.services import job_changes
 from app.services.accounts import issue_master_token
 from tests.conftest import Account, GraphQL, operation, wait_for_status
 from tests.helpers import wait_until
@@ -179,7 +179,7 @@ async def test_failing_an_ended_job_refunds_nothing(
     job_id = await _start(gql, account.key, "a.txt", b"abc", "hash", "txt")
     assert (await wait_for_status(http, base_url, account.key, job_id))["status"] == "finished"
     # a late failure (recovery, a worker's error path) of a job that already ended
-    job = await jobs.fail(rt, uuid.UUID(job_id), "late", None)
+    job = await job_changes.fail(rt, uuid.UUID(job_id), "late", None)
     assert job.status.value == "finished"
     assert await _conversions_used(http, base_url, master) == 1
     async with http.get(f"{base_url}/v1/download/{job_id}", headers={"X-API-Key": account.key}) as r:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import hypothesis
 import hypothesis.errors
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
@@ -128,6 +129,7 @@ def _fuzz(doc: dict[str, Any], base_url: str, headers: dict[str, str], admin: bo
     return failures
 
 
+@pytest.mark.slow  # a fuzzing run of every operation: tens of seconds
 async def test_schemathesis_finds_nothing_with_an_api_key(
     http: aiohttp.ClientSession, base_url: str, account: Account
 ) -> None:
@@ -136,6 +138,7 @@ async def test_schemathesis_finds_nothing_with_an_api_key(
     assert failures == [], "\n\n".join(failures)
 
 
+@pytest.mark.slow  # a fuzzing run of every operation: tens of seconds
 async def test_schemathesis_finds_nothing_with_the_master_token(
     http: aiohttp.ClientSession, base_url: str, rt: Runtime, make_account: Any
 ) -> None:

@@ -25,7 +25,7 @@ from PIL import Image
 from converters.base import ConversionError, Limits, Task
 from converters.filetypes.audio import AudioConverter
 from converters.filetypes.video import VideoConverter
-from converters.tools import ffmpeg_run, media
+from converters.tools import ffmpeg_run, media, media_probe
 from tests.converters.samples_media import FFMPEG, decode, ffprobe, make
 from tests.helpers import wait_until_sync
 
@@ -130,7 +130,7 @@ def listener():
 @pytest.fixture
 def scan_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Turn off the byte scan, to show the demuxer whitelists hold on their own."""
-    monkeypatch.setattr(media, "scan_for_playlists", lambda path: None)
+    monkeypatch.setattr(media_probe, "scan_for_playlists", lambda path: None)
 
 
 # ------------------------------------------------------------------------- HLS playlists
@@ -181,7 +181,7 @@ def test_playlist_named_m3u8_is_refused_even_without_the_scan(tmp_path, secret, 
 @pytest.mark.parametrize("scan", [True, False])
 def test_protocol_tricks_inside_playlists(tmp_path, secret, monkeypatch, url, scan) -> None:
     if not scan:
-        monkeypatch.setattr(media, "scan_for_playlists", lambda path: None)
+        monkeypatch.setattr(media_probe, "scan_for_playlists", lambda path: None)
     task = hostile_task(tmp_path, playlist(url.format(s=secret)), "ts", "wav", name="attack.m3u8")
     refused(AUDIO, task, "playlist" if scan else "could not be read")
 
@@ -197,7 +197,7 @@ def test_listener_notices_a_connection(listener) -> None:
 @pytest.mark.parametrize("scan", [True, False])
 def test_playlist_urls_are_never_fetched(tmp_path, listener, monkeypatch, scan) -> None:
     if not scan:
-        monkeypatch.setattr(media, "scan_for_playlists", lambda path: None)
+        monkeypatch.setattr(media_probe, "scan_for_playlists", lambda path: None)
     task = hostile_task(
         tmp_path, playlist(f"http://127.0.0.1:{listener.port}/a.ts"), "mp4", "mp3", name="attack.m3u8"
     )
@@ -371,7 +371,7 @@ def test_bomb_frame_sizes_are_refused_before_decoding(tmp_path, content, fmt) ->
 
 def test_large_but_allowed_declared_size_is_reported_as_declared(tmp_path) -> None:
     # under the pixel cap the decoder opens, and the size is passed through untouched
-    info = media.probe(_write(tmp_path / "big.avi", avi_file(declared=(7680, 4320))), "avi")
+    info = media_probe.probe(_write(tmp_path / "big.avi", avi_file(declared=(7680, 4320))), "avi")
     assert info.video is not None and (info.video.width, info.video.height) == (7680, 4320)
 
 

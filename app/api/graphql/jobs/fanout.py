@@ -16,7 +16,7 @@ version once, and writes the payload, framed with each follower's operation id, 
 to each follower's socket. A follower whose socket is backed up (or a big payload) gets its
 messages queued and written by its own task, so a slow reader never holds up the others.
 
-Versions stay contiguous as in `jobs.watch`: a follower joins its feed (whose event
+Versions stay contiguous as in `job_reads.watch`: a follower joins its feed (whose event
 listener is registered from the feed's start) before it reads the job, and gets only the
 versions above the one it read, each once, in order.
 """

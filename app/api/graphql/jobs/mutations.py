@@ -5,8 +5,8 @@ import strawberry
 from app.api.graphql.context import Context
 from app.api.graphql.jobs.types import DeletedJob, Job, UploadedFile
 from app.api.graphql.scalars import JSON, Upload
+from app.services import job_changes, retention
 from app.services import jobs as jobs_service
-from app.services import retention
 from app.services import uploads as uploads_service
 from app.storage import IncomingFile
 
@@ -86,7 +86,7 @@ class JobMutations:
     @strawberry.mutation(description="Cancel one of your pending or running jobs; it ends FAILED.")
     async def cancel_job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Job:
         ctx = info.context
-        return Job.from_model(await jobs_service.cancel(ctx.rt, ctx.principal, str(id)))
+        return Job.from_model(await job_changes.cancel(ctx.rt, ctx.principal, str(id)))
 
     @strawberry.mutation(
         description="Delete one of your ended jobs and its files now; it is not found afterwards."

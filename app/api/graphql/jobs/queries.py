@@ -4,7 +4,7 @@ import strawberry
 
 from app.api.graphql.context import Context
 from app.api.graphql.jobs.types import Job, JobConnection
-from app.services import jobs as jobs_service
+from app.services import job_reads
 
 
 @strawberry.type
@@ -12,15 +12,15 @@ class JobQueries:
     @strawberry.field(description="One of your jobs.")
     async def job(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Job:
         ctx = info.context
-        return Job.from_model(await jobs_service.get(ctx.rt, ctx.principal, str(id)))
+        return Job.from_model(await job_reads.get(ctx.rt, ctx.principal, str(id)))
 
     @strawberry.field(description="Your jobs, newest first.")
     async def jobs(
         self,
         info: strawberry.Info[Context, None],
-        first: int = jobs_service.JOBS_PAGE,
+        first: int = job_reads.JOBS_PAGE,
         after: str | None = None,
     ) -> JobConnection:
         ctx = info.context
-        page = await jobs_service.list_for(ctx.rt, ctx.principal, first=first, after=after)
+        page = await job_reads.list_for(ctx.rt, ctx.principal, first=first, after=after)
         return JobConnection(nodes=[Job.from_model(j) for j in page.jobs], next_cursor=page.next_cursor)

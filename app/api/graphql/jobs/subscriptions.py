@@ -7,7 +7,7 @@ import strawberry
 from app.api.graphql.context import Context
 from app.api.graphql.jobs import fanout
 from app.api.graphql.jobs.types import Job
-from app.services import jobs as jobs_service
+from app.services import job_reads
 
 
 @strawberry.type
@@ -19,13 +19,13 @@ class JobSubscriptions:
         ctx = info.context
         outlet = fanout.outlet_for(info)
         if outlet is None:  # not on one of our websockets: rendered here, event by event
-            async for job in jobs_service.watch(ctx.rt, ctx.principal, str(job_id)):
+            async for job in job_reads.watch(ctx.rt, ctx.principal, str(job_id)):
                 yield Job.from_model(job)
             return
         # the job as it stands is read with this caller's credentials and rendered for it;
         # the versions after it are rendered once for every subscriber alike (fanout.py)
         async with fanout.following(ctx, outlet, str(job_id)) as (ident, follower):
-            job = await jobs_service.get(ctx.rt, ctx.principal, ident)
+            job = await job_reads.get(ctx.rt, ctx.principal, ident)
             yield Job.from_model(job)  # sent before this generator resumes
             if not job.terminal:
                 await follower.follow(job.version)

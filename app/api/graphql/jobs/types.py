@@ -8,7 +8,7 @@ import strawberry
 from app.api.graphql.scalars import JSON
 from app.models import Job as JobModel
 from app.models import JobStatus as JobStatusModel
-from app.services import jobs as jobs_service
+from app.services import job_reads
 from app.services import status as status_service
 from app.services.links import links as job_links
 
@@ -65,7 +65,7 @@ class Job:
 
     @strawberry.field(description="Where the job waits while pending; null once it runs or ended.")
     async def queue(self, info: strawberry.Info[Context, None]) -> QueuePosition | None:
-        found = await jobs_service.position(info.context.rt, self._model)
+        found = await job_reads.position(info.context.rt, self._model)
         return QueuePosition(**found._asdict()) if found else None
 
     @strawberry.field(description="Signed, expiring URL that downloads the output without a key.")
