@@ -56,6 +56,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or not request.path.startswith("/v1"):
             if exc.status >= 400 and convertapi_errors.is_convertapi(request.path):
                 return render(_convertapi_refusal(exc), request.path)
+            if exc.status == 404 and request.path != GRAPHQL_PATH:
+                return render(_nowhere(request), request.path)
             raise
         return render(_rest_refusal(request, exc), request.path)
     except Exception as exc:
@@ -91,6 +93,16 @@ def _rest_refusal(request: web.Request, exc: web.HTTPException) -> ConvertdError
         )
     return ConvertdError(
         ErrorCode.BAD_REQUEST, exc.text or exc.reason, "See GET /v1/openapi.json for each route's request."
+    )
+
+
+def _nowhere(request: web.Request) -> ConvertdError:
+    """A path outside every API (/api/v1/..., a typo): where the APIs are."""
+    return ConvertdError(
+        ErrorCode.NOT_FOUND,
+        f"There is no route {request.path}.",
+        "REST is under /v1/ (GET /v1/ lists it), GraphQL at /graphql, ConvertAPI's routes "
+        "under /convertapi/, the conversion page at /.",
     )
 
 

@@ -198,6 +198,9 @@ async def test_wrong_method_and_unknown_route_say_what_exists(
         body = await resp.json()
     assert (resp.status, body["error_code"]) == (404, "NOT_FOUND")
     assert "/v1/nothing" in body["message"] and "GET /v1/" in body["hint"]
+    async with http.get(f"{base_url}/api/v1/convert") as resp:  # a path outside every API
+        body = await resp.json()
+    assert (resp.status, body["error_code"]) == (404, "NOT_FOUND") and "/v1/" in body["hint"]
 
 
 @pytest.mark.parametrize(
