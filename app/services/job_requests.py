@@ -54,7 +54,7 @@ async def check(
 ) -> Request:
     """Refuse a request that cannot be converted, before anything is charged or stored."""
     seconds = wait_seconds(wait)
-    webhook_url = webhooks.check_url(webhook_url)
+    webhook_url = webhooks.check_url(webhook_url, allow_private=rt.settings.allow_private_urls)
     filetype = required(filetype, "filetype", f"One of: {', '.join(registry().filetypes)}.")
     output_format = required(output_format, "output_format", "The target extension, e.g. webp.")
     values = parse_options(options)
@@ -74,11 +74,11 @@ async def check(
     return Request(filetype, output_format, values, inputs, stored, webhook_url, seconds)
 
 
-def check_before_input(asked: Mapping[str, Any]) -> None:
+def check_before_input(rt: Runtime, asked: Mapping[str, Any]) -> None:
     """Refuse what needs no input to be refused (a URL import checks this before it
     downloads anything); `asked` holds check()'s keyword arguments."""
     wait_seconds(asked["wait"])
-    webhooks.check_url(asked["webhook_url"])
+    webhooks.check_url(asked["webhook_url"], allow_private=rt.settings.allow_private_urls)
     required(asked["filetype"], "filetype", f"One of: {', '.join(registry().filetypes)}.")
     required(asked["output_format"], "output_format", "The target extension, e.g. webp.")
     parse_options(asked["options"])

@@ -74,7 +74,7 @@ async def _convert_from_url(
 ) -> Job:
     """convert() with one more input fetched from `url`; what needs no input is checked
     before anything is downloaded."""
-    job_requests.check_before_input(request)
+    job_requests.check_before_input(rt, request)
     if not admitted:
         await backpressure.admit(rt, principal)
     await storage_use.check_quota(rt, principal, 0)

@@ -32,6 +32,18 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
+def plainly_private(host: str) -> bool:
+    """A host known to be off the public internet without asking DNS: localhost, or an IP
+    literal in a refused range. Names are resolved, and checked, when they are called."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return not _public(ipaddress.ip_address(name))
+    except ValueError:
+        return False
+
+
 async def resolve(host: str, port: int, *, allow_private: bool) -> list[ResolveResult]:
     """Every address `host` resolves to, all of them allowed, or Refused."""
     try:

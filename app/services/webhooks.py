@@ -35,8 +35,10 @@ ATTEMPTS = 6  # about a minute and a half in all with saq's exponential backoff 
 TIMEOUT = 10  # seconds for one delivery
 
 
-def check_url(url: str | None) -> str | None:
-    """Refuse, before a job exists, a webhook URL that could never be delivered."""
+def check_url(url: str | None, *, allow_private: bool) -> str | None:
+    """Refuse, before a job exists, a webhook URL that could never be delivered: not an
+    absolute http(s) URL, or (unless the operator allows private addresses) one whose host
+    is plainly private. A name is checked again when it is called (DNS can change)."""
     if url is None or not url.strip():
         return None
     url = url.strip()
@@ -46,6 +48,14 @@ def check_url(url: str | None) -> str | None:
             ErrorCode.BAD_REQUEST,
             f"'{url[:100]}' is not a usable webhook URL.",
             hint="Give an absolute http:// or https:// URL of at most 2048 characters.",
+            field="webhook_url",
+        )
+    if not allow_private and outbound.plainly_private(parts.hostname):
+        raise ConvertdError(
+            ErrorCode.BAD_REQUEST,
+            f"The webhook URL's host {parts.hostname} is not on the public internet.",
+            hint="Webhooks go to public addresses only; the server's operator can allow private "
+            "ones with CONVERTD_ALLOW_PRIVATE_URLS=1.",
             field="webhook_url",
         )
     return url

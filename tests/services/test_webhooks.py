@@ -10,10 +10,11 @@ import uuid
 import aiohttp
 import pytest
 
+from app.api.server import build_app
 from app.runtime import Runtime
 from app.services import outbound, webhooks
 from tests.conftest import Account, GraphQL, operation, png_bytes, wait_for_status
-from tests.helpers import Receiver, queue_tiny_job, signed_by, wait_until
+from tests.helpers import Receiver, queue_tiny_job, signed_by, start_local, wait_until
 
 
 async def test_finished_job_is_posted_signed_with_the_keys_webhook_secret(
@@ -103,3 +104,39 @@ async def test_webhooks_to_private_addresses_are_refused_by_default(
         # no port or path scanning: every private target gets the same answer, nothing is sent
         assert outcome.startswith("refused:") and "non-public" in outcome, outcome
     assert receiver.calls == []
+
+
+PLAINLY_PRIVATE = (
+    "http://127.0.0.1:8080/hook",
+    "http://LOCALHOST/hook",
+    "http://[::1]:6379/",
+    "http://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.5/x",
+    "http://[::ffff:7f00:1]/",
+)
+
+
+async def test_a_webhook_to_a_plainly_private_host_is_refused_with_the_request(
+    rt: Runtime, http: aiohttp.ClientSession, account: Account
+) -> None:
+    # as deployed (private addresses not allowed): an IP literal or localhost is known at once
+    default = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, allow_private_urls=False))
+    runner, base = await start_local(build_app(default))
+    try:
+        for hook in PLAINLY_PRIVATE:
+            form = aiohttp.FormData()
+            form.add_field("file", b"abc", filename="a.txt")
+            form.add_field("filetype", "hash")
+            form.add_field("output_format", "txt")
+            form.add_field("webhook_url", hook)
+            async with http.post(f"{base}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
+                body = await r.json()
+            assert r.status == 400, (hook, body)
+            assert body["field"] == "webhook_url" and "CONVERTD_ALLOW_PRIVATE_URLS" in body["hint"], body
+        # a name is resolved (and checked) when it is called: accepted now
+        job_id = await queue_tiny_job(
+            http, base, account.key, webhook_url="https://hooks.example.com/convertd"
+        )
+        await wait_for_status(http, base, account.key, job_id)
+    finally:
+        await runner.cleanup()
