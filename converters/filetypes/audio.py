@@ -202,6 +202,9 @@ class AudioConverter(Converter):
     def options(self, input_format: str, output_format: str) -> Mapping[str, Option]:
         return audio_options(output_format)
 
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        media.check_trim(options)
+
     def check(self, task: Task) -> None:
         check_audio(task)
 

@@ -298,6 +298,9 @@ class VideoConverter(Converter):
             return video_options(output_format)
         return audio.audio_options(output_format)
 
+    def check_options(self, input_format: str, output_format: str, options: Mapping[str, Any]) -> None:
+        media.check_trim(options)
+
     def check(self, task: Task) -> None:
         check_video(task, needs_audio=task.output_format in audio.AUDIO_CODECS)
 

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from converters.base import ConversionError, Option
+from converters.base import ConversionError, Option, RequestError
 from converters.tools import metadata
 
 # Frames above this are refused before decoding: 8192x4352 covers DCI 8K; a decoder keeps
@@ -149,15 +149,22 @@ class Window:
     expected: float | None  # output duration we expect, for progress
 
 
+def check_trim(options: Mapping[str, Any]) -> None:
+    """An end at or before the start, refused while the request is answered (the
+    converters' check_options): no file is needed to know it."""
+    start, end = options.get("start") or 0.0, options.get("end")
+    if end is not None and float(end) <= float(start):
+        raise RequestError(
+            f"The end ({float(end):g} s) must come after the start ({float(start):g} s).",
+            "Set end to a time later than start, or leave it out.",
+            field="end",
+        )
+
+
 def trim_window(info: MediaInfo, options: Mapping[str, Any]) -> Window:
     start = float(options.get("start") or 0.0)
     end = options.get("end")
     end = None if end is None else float(end)
-    if end is not None and end <= start:
-        raise ConversionError(
-            f"The end ({end:g} s) must come after the start ({start:g} s).",
-            hint="Set end to a time later than start, or leave it out.",
-        )
     if info.duration is not None and start >= info.duration:
         raise ConversionError(
             f"The start ({start:g} s) is at or past the end of the file ({info.duration:.2f} s).",

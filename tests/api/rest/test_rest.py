@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,16 @@ async def test_wrong_method_and_unknown_route_say_what_exists(
     assert (resp.status, body["error_code"]) == (404, "NOT_FOUND") and "/v1/" in body["hint"]
 
 
+def _silence_wav() -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("name", "data", "filetype", "output_format", "options", "field"),
     [
@@ -210,6 +221,7 @@ async def test_wrong_method_and_unknown_route_say_what_exists(
         ("a.md", b"# hi", "document", "pdf", '{"pages": "z-q"}', "pages"),
         ("a.md", b"# hi", "ebook", "pdf", '{"pages": "1-2-3"}', "pages"),
         ("a.pdf", b"%PDF-1.4", "pdf", "png", '{"pages": "first"}', "pages"),
+        ("a.wav", _silence_wav(), "audio", "mp3", '{"start": 2, "end": 1}', "end"),
     ],
 )
 async def test_an_option_value_the_schema_cannot_describe_is_400_before_a_job(
@@ -223,8 +235,9 @@ async def test_an_option_value_the_schema_cannot_describe_is_400_before_a_job(
     options: str,
     field: str,
 ) -> None:
-    """A colour or a page range is a string to the schema: a bad one was a 202 and a job that
-    failed a moment later; it is a 400 naming the option, like every other bad option."""
+    """A colour, a page range or a trim's end before its start is beyond the schema: a bad
+    one was a 202 and a job that failed a moment later; it is a 400 naming the option, like
+    every other bad option."""
     form = aiohttp.FormData()
     form.add_field("file", data, filename=name)
     form.add_field("filetype", filetype)
