@@ -4,9 +4,10 @@ Layers, from the outside in (each reported by `convertd doctor` from what the ag
 back from the kernel, not from what we asked for):
 
 - own mount namespace with a fresh root: /usr, the few files of /etc LibreOffice and
-  fontconfig read, /dev/null & co., a private /proc, and the instance's spool directory
-  as /spool (with /tmp inside it). Nothing else of the host, and nothing of the data
-  directory but that spool, exists in there; only /spool is writable;
+  fontconfig read, /dev/null & co., a private /proc, the agent and the link guard's source
+  (read-only, /agent), and the instance's spool directory as /spool (with /tmp inside it).
+  Nothing else of the host, and nothing of the data directory but that spool, exists in
+  there; only /spool is writable;
 - own PID, IPC and UTS namespaces: it cannot see or signal the worker or other instances;
 - own network namespace with nothing up (not even loopback): the UNO acceptor is a pipe
   (a Unix socket in the jail's private /tmp), and the worker talks to the agent over
