@@ -37,6 +37,7 @@ from converters.sandbox import servers
 from converters.sandbox.failures import SandboxError, human_bytes
 from converters.tools.office import broker as office_broker
 from converters.tools.office import jail as office_jail
+from converters.tools.office.instance import Job
 
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -52,7 +53,9 @@ async def convert(
     """Convert src on the pool behind the job's door; None when the job needs its child.
 
     Raises SandboxError as a sandboxed job would (the converter's message, a timeout at
-    limits.wall_seconds, an output over limits.output_bytes)."""
+    limits.wall_seconds, an output over limits.output_bytes). Long for its one wait and the
+    ways it ends (done, timed out, refused, cancelled): each must free the instance and
+    leave no partial output behind, and reads best in one place."""
     door = office_broker.serving(workdir)
     layers = door.pool.layers() if door is not None else {}
     if door is None or not layers.get("link_guard"):
@@ -62,20 +65,8 @@ async def convert(
     request = {"input_format": input_format, "output_format": output_format, "filter_options": filter_options}
     stem = re.sub(r"[^\w .-]+", "_", src.stem).strip(" .") or "document"
     dest = Path(workdir) / f"{stem}.{output_format}"
-    in_fd = os.open(src, os.O_RDONLY | _FLAGS)
-    try:
-        out_fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | _FLAGS, 0o644)
-    except BaseException:
-        os.close(in_fd)
-        raise
-    try:
-        job = office_broker.parse_request(json.dumps(request).encode(), [in_fd, out_fd])
-    except BaseException:
-        os.close(in_fd)
-        os.close(out_fd)
-        dest.unlink(missing_ok=True)
-        raise
-    job.guard = True
+    job = _open_job(src, dest, request)
+    in_fd, out_fd = job.input_fd, job.output_fd
     stop = threading.Event()
 
     def work() -> int:
@@ -117,3 +108,23 @@ async def convert(
         dest.unlink(missing_ok=True)
         return None  # no page object: the child's check asks a real PDF reader
     return Result(dest)
+
+
+def _open_job(src: Path, dest: Path, request: dict[str, str]) -> Job:
+    """The pool's job: src opened to read, dest created to write, the request checked as
+    the door checks a child's (broker.parse_request); the agent guards the input."""
+    in_fd = os.open(src, os.O_RDONLY | _FLAGS)
+    try:
+        out_fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | _FLAGS, 0o644)
+    except BaseException:
+        os.close(in_fd)
+        raise
+    try:
+        job = office_broker.parse_request(json.dumps(request).encode(), [in_fd, out_fd])
+    except BaseException:
+        os.close(in_fd)
+        os.close(out_fd)
+        dest.unlink(missing_ok=True)
+        raise
+    job.guard = True
+    return job
