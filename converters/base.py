@@ -147,3 +147,20 @@ class Converter(abc.ABC):
     @abc.abstractmethod
     def convert(self, task: Task) -> Result:
         """Write the output inside task.workdir and return it; raise ConversionError."""
+
+    async def run_jailed(
+        self,
+        input_format: str,
+        output_format: str,
+        options: dict[str, Any],
+        inputs: list[Path],
+        workdir: Path,
+        limits: Limits,
+    ) -> Result | None:
+        """The whole job run by the worker in an engine that is itself a sandbox with every
+        layer of a job's child, or None (the default) to run `check` + `convert` in a child.
+
+        Only LibreOffice has one: its warm instances' jails (converters/tools/office/direct.py).
+        Called by converters.sandbox.parent.run in the worker, so it must never read the
+        input's content itself."""
+        return None

@@ -17,6 +17,7 @@ from converters.base import ConversionError, Converter, Limits, Option, RequestE
 from converters.tools import pandoc
 from converters.tools.office import links as office_links
 from converters.tools.office import soffice as office
+from converters.tools.office.pages import has_page_object
 
 # LibreOffice: application -> (formats it reads, formats it writes)
 _LO_APPS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -107,6 +108,27 @@ class LibreOfficeConverter(Converter):
         check_page_range(task.options.get("pages", ""))
         office_links.check_input(task.inputs[0], task.input_format)
 
+    async def run_jailed(
+        self,
+        input_format: str,
+        output_format: str,
+        options: dict[str, Any],
+        inputs: list[Path],
+        workdir: Path,
+        limits: Limits,
+    ) -> Result | None:
+        # the warm pool's jail runs the guard, LibreOffice and the page check: no child
+        if len(inputs) != 1:
+            return None
+        check_page_range(options.get("pages", ""))
+        filter_options = _filter_options(output_format, options)
+        # the worker's side only: jobs' children never import the pool's machinery
+        from converters.tools.office import direct as office_direct
+
+        return await office_direct.convert(
+            inputs[0], input_format, output_format, filter_options, workdir, limits
+        )
+
     def convert(self, task: Task) -> Result:
         # no progress between 0 and 1: the worker saves none before a quarter of a second
         # (app/services/processing.py), by when the guard is long done and LibreOffice
@@ -118,7 +140,7 @@ class LibreOfficeConverter(Converter):
             task.input_format,
             task.output_format,
             task.workdir,
-            filter_options=_filter_options(task),
+            filter_options=_filter_options(task.output_format, task.options),
         )
         if src != task.inputs[0]:
             src.unlink(missing_ok=True)  # the guarded copy
@@ -234,6 +256,18 @@ class DocumentConverter(Converter):
     def convert(self, task: Task) -> Result:
         return self.engine_for(task.input_format, task.output_format).convert(task)
 
+    async def run_jailed(
+        self,
+        input_format: str,
+        output_format: str,
+        options: dict[str, Any],
+        inputs: list[Path],
+        workdir: Path,
+        limits: Limits,
+    ) -> Result | None:
+        engine = self.engine_for(input_format, output_format)
+        return await engine.run_jailed(input_format, output_format, options, inputs, workdir, limits)
+
 
 def pandoc_route(task: Task, metadata: Mapping[str, str] | None = None) -> Result:
     """pandoc to the target, or to docx and then LibreOffice when the target is pdf
@@ -273,34 +307,16 @@ def docx_to_pdf(docx: Path, workdir: Path, options: Mapping[str, object]) -> Pat
     return out
 
 
-def _filter_options(task: Task) -> str:
-    if task.output_format == "pdf":
-        return office.pdf_filter_options(task.options.get("pages", ""), bool(task.options.get("pdf_a")))
-    if task.output_format == "csv":
-        return office.csv_filter_options(
-            task.options.get("delimiter", ","), int(task.options.get("sheet", 1))
-        )
+def _filter_options(output_format: str, options: Mapping[str, Any]) -> str:
+    if output_format == "pdf":
+        return office.pdf_filter_options(options.get("pages", ""), bool(options.get("pdf_a")))
+    if output_format == "csv":
+        return office.csv_filter_options(options.get("delimiter", ","), int(options.get("sheet", 1)))
     return ""
 
 
-# A page object in the uncompressed dictionaries LibreOffice writes ("/Type/Page", not
-# "/Type/Pages"): finding one settles that the PDF is not empty without importing PyMuPDF,
-# whose import alone costs several times the conversion of a one-page document.
-_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-
-
-def _has_page_object(path: Path) -> bool:
-    tail = b""
-    with path.open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            if _PAGE_OBJECT.search(tail + chunk):
-                return True
-            tail = chunk[-32:]
-    return False
-
-
 def _check_pdf(path: Path, pages: str) -> None:
-    if _has_page_object(path):
+    if has_page_object(path):
         return
     import pypdfium2  # the rare case: let a real PDF reader decide
 

@@ -100,6 +100,12 @@ async def run(
     limits = limits or conv.limits
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    # an engine that is a full sandbox itself (the warm LibreOffice pool's jail) runs the
+    # whole job there, without a child of ours: see converters/tools/office/direct.py
+    paths = [Path(p) for p in inputs]
+    jailed = await conv.run_jailed(input_format, output_format, options, paths, workdir, limits)
+    if jailed is not None:
+        return jailed
     (workdir / "tmp").mkdir(exist_ok=True)
     loop = asyncio.get_running_loop()
     # copies can take seconds (large uploads): never on the event loop

@@ -2,8 +2,11 @@
 
 This file runs under Debian's /usr/bin/python3 (it imports `uno` from python3-uno), inside
 the instance's jail (see converters/tools/office/jail.py): as the instance's own unprivileged
-uid, in its own mount, PID, IPC, UTS and network namespaces, with no_new_privs set. It
-must not import anything from the project: only the standard library and `uno`.
+uid, in its own mount, PID, IPC, UTS and network namespaces, with no_new_privs set. Of the
+project it imports only the link guard (converters.tools.office.links, with defusedxml),
+bound read-only under /agent/lib: a job the worker sends here without a sandbox child
+(converters/tools/office/direct.py) has its document checked and stripped of links in this
+jail, before LibreOffice opens it, as the child would have done in its own.
 
 It locks itself down further (seccomp, resource limits), starts soffice with a UNO
 acceptor on a *pipe* (a Unix socket under this jail's private /tmp, which nothing outside
@@ -14,9 +17,13 @@ inherited pipes; there is no TCP port and no socket path outside the jail.
 Requests:
   {"op": "convert", "input": "/spool/job/in/document.docx", "output": "/spool/job/out/document.pdf",
    "import_filter": "...", "import_options": "", "export_filter": "...",
-   "export_options": "", "filter_data": {"PageRange": ["string", "1-2"]}}
+   "export_options": "", "filter_data": {"PageRange": ["string", "1-2"]},
+   "guard": "docx", "check_pdf": true}
   {"op": "ping"}
 Replies: {"ok": true, "output": path, "rss": bytes} or {"ok": false, "error": text, "rss": bytes}.
+With "guard" (the input's format) the document passes the link guard first; a document it
+refuses gets {"ok": false, "refused": message, "hint": text}. With "check_pdf" the reply
+says whether the PDF holds a page object ("pages": bool).
 The first line written is {"ready": true, "layers": {...}} once LibreOffice answers, or
 {"ready": false, "error": text}.
 """
@@ -324,9 +331,42 @@ def uno_url(path: str) -> str:
     return str(uno.systemPathToFileUrl(path))
 
 
+def load_guard() -> Any:
+    """The link guard's module (converters.tools.office.links), or None when the jail does not
+    hold it (/agent/lib): jobs then keep their sandbox child, where the guard runs."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    try:
+        from converters.tools.office import links, pages
+
+        return links, pages
+    except Exception as exc:  # ImportError, or a module this python cannot compile
+        print(f"office agent: no link guard here ({exc!r})", file=sys.stderr)
+        return None
+
+
+def guard(modules: Any, req: dict[str, Any]) -> dict[str, Any] | None:
+    """Check and strip the staged input (req["input"] then names the guarded copy); the
+    refusal to reply with when the guard refuses it."""
+    from pathlib import Path
+
+    links, _pages = modules
+    fmt, src = str(req["guard"]), Path(req["input"])
+    try:
+        links.check_input(src, fmt)
+        guarded, _removed = links.guard_links(src, fmt, src.parent)
+    except links.ConversionError as exc:
+        return {"ok": False, "refused": exc.message, "hint": exc.hint, "alive": True}
+    except Exception as exc:  # a fault of the guard's own: the job fails, the jail goes on
+        refused = "The document could not be checked."
+        return {"ok": False, "refused": refused, "hint": repr(exc)[:200], "alive": True}
+    req["input"] = str(guarded)
+    return None
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
     apply_limits(int(config["memory"]), int(config["nproc"]))
+    guard_modules = load_guard()  # before seccomp: imports read the library's files
     seccomp_loaded = load_seccomp() if config.get("seccomp", True) else False
     office = Office(config["soffice"], config["profile"])
     try:
@@ -336,7 +376,7 @@ def main() -> int:
     except Exception as exc:
         say({"ready": False, "error": str(exc)})
         return 1
-    say({"ready": True, "layers": layers(seccomp_loaded)})
+    say({"ready": True, "layers": {**layers(seccomp_loaded), "link_guard": guard_modules is not None}})
     for line in sys.stdin:
         try:
             req = json.loads(line)
@@ -345,9 +385,19 @@ def main() -> int:
         if req.get("op") == "ping":
             say({"ok": True, "rss": rss_bytes()})
             continue
+        if req.get("guard"):
+            if guard_modules is None:
+                say({"ok": False, "error": "no link guard in this jail", "alive": True, "rss": rss_bytes()})
+                continue
+            if (refused := guard(guard_modules, req)) is not None:
+                say({**refused, "rss": rss_bytes()})
+                continue
         try:
             out = office.convert(req)
-            say({"ok": True, "output": out, "rss": rss_bytes()})
+            reply: dict[str, Any] = {"ok": True, "output": out, "rss": rss_bytes()}
+            if req.get("check_pdf") and guard_modules is not None:
+                reply["pages"] = guard_modules[1].has_page_object(out)
+            say(reply)
         except Exception as exc:  # a UNO error: the document's fault, or soffice died
             alive = office.alive()
             say(

@@ -49,6 +49,15 @@ _CSV_OPTIONS = re.compile(r"^\d{1,3},34,76,1,,0,false,true,true,false,false,\d{1
 
 # ------------------------------------------------------------------------ worker side
 
+_open: dict[Path, JobBroker] = {}  # job directory -> its open door (this process's)
+_open_lock = threading.Lock()
+
+
+def serving(workdir: Path) -> JobBroker | None:
+    """The door this process opened for the job in workdir (it knows the job's account)."""
+    with _open_lock:
+        return _open.get(Path(workdir).absolute())
+
 
 class JobBroker:
     """Serves one job's office requests on `workdir/SOCKET_NAME` until closed."""
@@ -80,6 +89,8 @@ class JobBroker:
                 os.close(dirfd)
         self.acceptor = threading.Thread(target=self._accept, name="office-broker", daemon=True)
         self.acceptor.start()
+        with _open_lock:
+            _open[self.path.parent] = self
 
     def _accept(self) -> None:
         while not self.closed.is_set():
@@ -99,7 +110,7 @@ class JobBroker:
             conn.settimeout(30)  # for the request itself; the conversion has its own clock
             try:
                 data, fds, _flags, _addr = socket.recv_fds(conn, _MAX_REQUEST, 2)
-                job = _parse(data, fds)
+                job = parse_request(data, fds)
 
                 def abandoned() -> bool:
                     return self.closed.is_set() or _peer_gone(conn)
@@ -119,6 +130,9 @@ class JobBroker:
                 conn.sendall((json.dumps(reply) + "\n").encode())
 
     def close(self) -> None:
+        with _open_lock:
+            if _open.get(self.path.parent) is self:
+                del _open[self.path.parent]
         self.closed.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the acceptor
@@ -163,7 +177,7 @@ def _peer_gone(conn: socket.socket) -> bool:
         return True
 
 
-def _parse(data: bytes, fds: list[int]) -> Job:
+def parse_request(data: bytes, fds: list[int]) -> Job:
     """Check everything the (untrusted) child sent; build the job the pool runs."""
     bad = ConversionError("The conversion failed unexpectedly.", hint="Bad request to LibreOffice.")
     try:

@@ -212,10 +212,14 @@ def _convert_on(
                 "export_filter": job.export_filter,
                 "export_options": job.export_options,
                 "filter_data": job.filter_data,
+                "guard": job.input_format if job.guard else None,
+                "check_pdf": job.guard and job.output_format == "pdf",
             },
             deadline,
             abandoned,
         )
+        if reply.get("refused"):  # the link guard's verdict: LibreOffice never saw the file
+            raise ConversionError(str(reply["refused"]), reply.get("hint") or None)
         inst.jobs += 1
         with pool.lock:
             pool.conversions += 1
@@ -227,6 +231,8 @@ def _convert_on(
             raise _failed(job, str(reply.get("error") or ""))
         if not dirs.copy_output(job.output_format, job.output_fd):
             raise _failed(job, "")
+        if "pages" in reply:
+            job.has_pages = bool(reply["pages"])
 
 
 def _timeout_error(timeout: float) -> ConversionError:

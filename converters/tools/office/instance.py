@@ -231,3 +231,7 @@ class Job:
     export_filter: str
     export_options: str
     filter_data: dict[str, tuple[str, Any]]
+    # a job sent without a sandbox child (converters/tools/office/direct.py): the agent runs
+    # the link guard on the input first, and says whether the PDF has a page (has_pages)
+    guard: bool = False
+    has_pages: bool | None = None

@@ -4,9 +4,10 @@ Layers, from the outside in (each reported by `convertd doctor` from what the ag
 back from the kernel, not from what we asked for):
 
 - own mount namespace with a fresh root: /usr, the few files of /etc LibreOffice and
-  fontconfig read, /dev/null & co., a private /proc, and the instance's spool directory
-  as /spool (with /tmp inside it). Nothing else of the host, and nothing of the data
-  directory but that spool, exists in there; only /spool is writable;
+  fontconfig read, /dev/null & co., a private /proc, the agent and the link guard's source
+  (read-only, /agent), and the instance's spool directory as /spool (with /tmp inside it).
+  Nothing else of the host, and nothing of the data directory but that spool, exists in
+  there; only /spool is writable;
 - own PID, IPC and UTS namespaces: it cannot see or signal the worker or other instances;
 - own network namespace with nothing up (not even loopback): the UNO acceptor is a pipe
   (a Unix socket in the jail's private /tmp), and the worker talks to the agent over
@@ -27,10 +28,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import defusedxml
+
+import converters
 from converters.tools import fonts, process
 from converters.tools.office import soffice as office
 
 AGENT = Path(__file__).resolve().with_name("agent.py")
+# What the agent imports besides the standard library and uno: the link guard
+# (converters.tools.office.links, which a job's document passes before LibreOffice reads it)
+# and defusedxml, its XML parser. Bound read-only as /agent/lib/converters and
+# /agent/lib/defusedxml: source code only, nothing of the data directory.
+GUARD_LIBRARY = (
+    Path(converters.__file__).resolve().parent,
+    Path(defusedxml.__file__).resolve().parent,
+)
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: python3-uno is built for it
 UID_BASE_ENV = "CONVERTD_OFFICE_UID_BASE"
 UID_BASE_DEFAULT = 64100  # instance slot n runs as uid/gid base + n (no /etc/passwd entry needed)
@@ -42,7 +54,7 @@ NPROC_LIMIT = 512  # per instance uid: LibreOffice runs a handful of threads' wo
 _JAIL_SH = (
     r"""
 set -e
-spool="$1"; agent="$2"; fonts="$3"; shift 3
+spool="$1"; agent="$2"; fonts="$3"; lib="$4"; shift 4
 new="$spool/../root"
 mkdir -p "$new"
 mount --make-rprivate /
@@ -55,6 +67,13 @@ mount -o remount,bind,ro,nosuid,nodev usr"""
     + r""": > agent/office_agent.py
 mount --bind "$agent" agent/office_agent.py
 mount -o remount,bind,ro agent/office_agent.py
+set -f; IFS=:
+for p in $lib; do
+  mkdir -p "agent/lib/${p##*/}"
+  mount --bind "$p" "agent/lib/${p##*/}"
+  mount -o remount,bind,ro,nosuid,nodev "agent/lib/${p##*/}"
+done
+set +f; unset IFS
 mount --bind "$spool" spool
 mount -o remount,bind,nosuid,nodev spool
 mount --bind "$spool/tmp" tmp
@@ -121,6 +140,7 @@ def command(spool: Path, slot: int, agent_config: str) -> list[str]:
     ]
     return [
         *unshare, "--", "/bin/sh", "-c", _JAIL_SH, "sh", str(spool), str(AGENT), _font_paths(),
+        ":".join(str(p) for p in GUARD_LIBRARY),
         *privs, "--", SYSTEM_PYTHON, "-I", "/agent/office_agent.py", agent_config,
     ]  # fmt: skip
 

@@ -272,12 +272,15 @@ class Pool:
             }
 
     def layers(self) -> dict[str, Any]:
-        """The isolation one running instance reports about itself ({} if none runs)."""
+        """The isolation one running instance reports about itself ({} if none ever ran).
+
+        While every instance is being replaced, the last report stands for them: each
+        generation is the same jail, started the same way (a job that asks meanwhile must
+        not take another route only because instances are restarting)."""
         with self.lock:
-            for inst in self.instances:
-                if inst.state in ("ready", "busy") and inst.layers:
-                    return dict(inst.layers)
-        return {}
+            known = [i for i in self.instances if i.layers]
+            known.sort(key=lambda i: i.state not in ("ready", "busy"))
+            return dict(known[0].layers) if known else {}
 
 
 # -------------------------------------------------------------- the process's pool

@@ -468,7 +468,8 @@ def test_hostile_office_files_through_the_pool(
 
 def test_empty_pdf_is_still_refused(tmp_path: Path) -> None:
     """_check_pdf skips PyMuPDF when a page object is there, and still refuses a PDF without pages."""
-    from converters.filetypes.document import _check_pdf, _has_page_object
+    from converters.filetypes.document import _check_pdf
+    from converters.tools.office.pages import has_page_object as _has_page_object
 
     empty = tmp_path / "empty.pdf"
     empty.write_bytes(
