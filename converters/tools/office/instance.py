@@ -64,6 +64,9 @@ class Instance:
         self.recycled: dict[str, int] = {}  # why it was restarted, how often (for tests, doctor)
         self._buffer = bytearray()
         self._life = threading.Lock()
+        # held around each poll and read of the agent's stdout, and by shutdown() to close it:
+        # a descriptor closed between the two could be reused by another open (a job's file)
+        self._io = threading.Lock()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -132,10 +135,11 @@ class Instance:
             office_jail.kill(proc)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+            with self._io:
+                for stream in (proc.stdin, proc.stdout):
+                    if stream is not None:
+                        with contextlib.suppress(OSError):
+                            stream.close()
         office_jail.remove_cgroup(cgroups)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -185,7 +189,8 @@ class Instance:
         proc = self.proc
         if proc is None or proc.stdout is None:
             raise InstanceDied
-        fd = proc.stdout.fileno()
+        stdout = proc.stdout
+        fd = stdout.fileno()
         while True:
             if b"\n" in self._buffer:
                 line, _, rest = bytes(self._buffer).partition(b"\n")
@@ -202,14 +207,17 @@ class Instance:
                 raise TimedOut
             if abandoned():
                 raise Abandoned
-            try:
-                # poll, not select: a busy worker may hold descriptors above FD_SETSIZE
-                poller = select.poll()
-                poller.register(fd, select.POLLIN | select.POLLHUP)
-                ready = poller.poll(min(left, 0.2) * 1000)
-                chunk = os.read(fd, 65536) if ready else None
-            except (OSError, ValueError) as exc:  # closed under us by shutdown()
-                raise InstanceDied(str(exc)) from None
+            with self._io:
+                if stdout.closed:  # by shutdown(): the number may already be another file's
+                    raise InstanceDied
+                try:
+                    # poll, not select: a busy worker may hold descriptors above FD_SETSIZE
+                    poller = select.poll()
+                    poller.register(fd, select.POLLIN | select.POLLHUP)
+                    ready = poller.poll(min(left, 0.2) * 1000)
+                    chunk = os.read(fd, 65536) if ready else None
+                except OSError as exc:
+                    raise InstanceDied(str(exc)) from None
             if chunk is not None:
                 if not chunk:
                     raise InstanceDied
