@@ -13,5 +13,5 @@ fi
 # the whole suite in two parts: the fast tests two at a time (each xdist worker starts its
 # own servers), then the slow ones one at a time, because they time kills, restarts and
 # floods that two at a time on two cores would skew
-.venv/bin/python -m pytest -m "not slow" -n 2
+.venv/bin/python -m pytest -m "not slow" -n 2 --dist worksteal
 exec .venv/bin/python -m pytest -m slow --durations=15

@@ -31,6 +31,11 @@ from app.services.plans import set_plan
 from app.worker import build_worker
 from tests.helpers import Receiver, start_local, wait_until_sync
 
+# pytest keeps each test module's assertion-rewritten bytecode in __pycache__; where
+# PYTHONDONTWRITEBYTECODE=1 is set (as on our CI machines) every run rewrote all of them
+# again, ~5 s of every test process's start
+sys.dont_write_bytecode = False
+
 # pgserver keeps a lock file in the runtime dir, which platformdirs wants private
 _RUNTIME_DIR = Path(tempfile.gettempdir()) / f"convertd-tests-{os.getuid()}"
 _RUNTIME_DIR.mkdir(mode=0o700, exist_ok=True)

@@ -17,10 +17,11 @@ import hashlib
 import hmac
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 T = TypeVar("T")
@@ -108,3 +109,16 @@ def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
     parts = dict(p.split("=", 1) for p in headers["X-Convertd-Signature"].split(","))
     expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
     return hmac.compare_digest(expected.hexdigest(), parts["v1"])
+
+
+def pair_matrix(inputs: Sequence[str], outputs: Sequence[str]) -> list[Any]:
+    """Every (input, output) pair as a pytest parameter. The everyday run (`-m "not slow"`)
+    keeps a cover in which every input and every output appears at least once, so each
+    decoder and each encoder still runs; the other pairs are marked slow (CI runs them all)."""
+    n = max(len(inputs), len(outputs))
+    cover = {(inputs[i % len(inputs)], outputs[i % len(outputs)]) for i in range(n)}
+    return [
+        pytest.param(src, dst, id=f"{src}-{dst}", marks=() if (src, dst) in cover else pytest.mark.slow)
+        for src in inputs
+        for dst in outputs
+    ]

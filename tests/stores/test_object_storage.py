@@ -37,6 +37,9 @@ from tests.conftest import Account, S3Server, free_port, png_bytes, wait_for_sta
 from tests.helpers import start_local, wait_until
 from tests.pdf_samples import pdf_bytes
 
+# a node of its own and moto's server: seconds a test, run with the slow part
+pytestmark = pytest.mark.slow
+
 
 @dataclasses.dataclass
 class Node:

@@ -21,6 +21,7 @@ from tests.converters.samples_media import (
     make,
     task_for,
 )
+from tests.helpers import pair_matrix
 
 CONV = AudioConverter()
 OUTPUTS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
@@ -67,8 +68,7 @@ def test_engine_is_available_and_lists_every_pair() -> None:
         assert pairs[src] == frozenset(OUTPUTS), src
 
 
-@pytest.mark.parametrize("src", INPUTS)
-@pytest.mark.parametrize("dst", OUTPUTS)
+@pytest.mark.parametrize(("src", "dst"), pair_matrix(INPUTS, OUTPUTS))
 def test_every_pair_converts(samples, tmp_path, src: str, dst: str) -> None:
     result = convert(samples, src, dst, tmp_path)
     assert result.path.parent == tmp_path and result.path.suffix == f".{dst}"

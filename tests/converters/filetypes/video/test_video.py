@@ -22,6 +22,7 @@ from tests.converters.samples_media import (
     make,
     task_for,
 )
+from tests.helpers import pair_matrix
 
 CONV = VideoConverter()
 VIDEO_OUTPUTS = ("mp4", "mkv", "webm", "mov", "avi", "gif")
@@ -66,8 +67,7 @@ def test_engine_is_available_and_lists_every_pair() -> None:
     assert pairs["gif"] == pairs["webp"] == frozenset(VIDEO_OUTPUTS)
 
 
-@pytest.mark.parametrize("src", VIDEO_FORMATS)
-@pytest.mark.parametrize("dst", VIDEO_OUTPUTS)
+@pytest.mark.parametrize(("src", "dst"), pair_matrix(VIDEO_FORMATS, VIDEO_OUTPUTS))
 def test_every_video_pair_converts(samples, tmp_path, src: str, dst: str) -> None:
     got = decode(convert(samples, src, dst, tmp_path).path)
     assert got.video_codec == DEFAULT_CODEC[dst]
