@@ -14,10 +14,11 @@ revoked key is refused from the very next call: only the counting is deferred.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from app.services.batching import Batcher
 
 if TYPE_CHECKING:
     import asyncpg
@@ -33,25 +34,17 @@ WHERE k.id = c.id
 """
 
 
-class KeyCalls:
-    INTERVAL = 0.5  # seconds a count waits in memory at most
-
+class KeyCalls(Batcher):
     def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__()
         self.pool = pool
         self.pending: dict[int, tuple[int, datetime]] = {}  # key id -> (calls, last call)
         self._writing = asyncio.Lock()  # a flush waits for one in progress: then all is written
-        self._task: asyncio.Task[None] | None = None
 
     def record(self, key_id: int) -> None:
         calls, _ = self.pending.get(key_id, (0, None))
         self.pending[key_id] = (calls + 1, datetime.now(UTC))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.INTERVAL)
-            await self.flush()
+        self._recorded()
 
     async def flush(self) -> None:
         """Write every count recorded so far (and wait for a write in progress); a failure
@@ -70,11 +63,3 @@ class KeyCalls:
                 for key_id, (calls, at) in batch.items():
                     more, last = self.pending.get(key_id, (0, at))
                     self.pending[key_id] = (calls + more, max(at, last))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()

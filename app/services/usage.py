@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
 import logging
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from app.errors import ConvertdError, ErrorCode
+from app.services.batching import Batcher
 
 if TYPE_CHECKING:
     import asyncpg
@@ -69,19 +68,17 @@ class LogPage:
     next_cursor: str | None
 
 
-class RequestLog:
+class RequestLog(Batcher):
     """The request log, written in batches: one round trip per `INTERVAL` at most instead of
     one per request. Lines wait at most that long in memory; readers of this process flush
     first, so an account always sees its own calls."""
 
-    INTERVAL = 0.5  # seconds
     BATCH = 1000  # lines that make a write start at once
 
     def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__()
         self.pool = pool
         self.lines: list[tuple[object, ...]] = []
-        self._due = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def record(
         self, trace: Trace, *, transport: str, route: str, status: int, error_code: str | None
@@ -94,17 +91,7 @@ class RequestLog:
                 trace.api_key_id, trace.credential, trace.client_ip,
             )
         )  # fmt: skip
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        if len(self.lines) >= self.BATCH:
-            self._due.set()
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), self.INTERVAL)
-            self._due.clear()
-            await self.flush()
+        self._recorded(due=len(self.lines) >= self.BATCH)
 
     async def flush(self) -> None:
         """Write what waits; a failure to write it never fails a request (logged, dropped)."""
@@ -115,14 +102,6 @@ class RequestLog:
             await self.pool.execute(_INSERT_LINES, *(list(column) for column in zip(*lines, strict=True)))
         except Exception:
             log.exception("could not write %d lines of the request log", len(lines))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
 
 
 # an account or key deleted meanwhile must not make the whole batch fail
