@@ -10,8 +10,8 @@ bash scripts/check.sh
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-# the whole suite in two parts: the fast tests two at a time (each xdist worker starts its
-# own servers), then the slow ones one at a time, because they time kills, restarts and
-# floods that two at a time on two cores would skew
-.venv/bin/python -m pytest -m "not slow" -n 2 --dist worksteal
-exec .venv/bin/python -m pytest -m slow --durations=15
+# the whole suite in two parts: every test but the serial ones two at a time (each xdist
+# worker starts its own servers), then the serial ones one at a time, because they time
+# kills, restarts, floods and process limits that a second test beside them would skew
+.venv/bin/python -m pytest -m "not serial" -n 2 --dist worksteal --durations=15
+exec .venv/bin/python -m pytest -m serial --durations=15

@@ -31,7 +31,7 @@ from tests.converters import samples_media
 from tests.helpers import wait_until
 from tests.wsclient import connect
 
-pytestmark = pytest.mark.slow  # three `convertd` processes, one of them killed
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # three `convertd` processes, one of them killed
 
 CLI = [sys.executable, "-m", "app.cli"]
 FOLLOW = "subscription Follow($id: ID!) { jobUpdates(jobId: $id) { id status attempts } }"
@@ -107,6 +107,37 @@ def _check_output(name: str, data: bytes, filetype: str, out: bytes) -> None:
         assert out[:4] == b"\x1a\x45\xdf\xa3", name  # a Matroska (WebM) file
     else:
         assert out[:3] == b"ID3" or out[0] == 0xFF, name  # an MP3 stream
+
+
+async def _stuck(
+    http: aiohttp.ClientSession,
+    base: str,
+    headers: dict[str, str],
+    ids: dict[str, Any],
+    seen: dict[str, list[tuple[str, int]]],
+    ended: set[str],
+    logs: list[Path],
+) -> str:
+    """What a subscription that never ended saw, what the API says of its job, and the
+    nodes' log lines about it: the failure's whole story, on a CI machine nobody can enter."""
+    story = []
+    for job_id in set(ids) - ended:
+        async with http.get(f"{base}/v1/status/{job_id}", headers=headers) as r:
+            status = await r.text()
+        lines = [
+            f"{log.name}: {line}"
+            for log in logs
+            for line in log.read_text(errors="replace").splitlines()
+            if job_id in line
+        ]
+        story.append(f"{ids[job_id][0]} {job_id} events={seen[job_id]} status={status}\n" + "\n".join(lines))
+    tails = ["\n".join(log.read_text(errors="replace").splitlines()[-15:]) for log in logs]
+    return (
+        "subscriptions that never ended:\n"
+        + "\n\n".join(story)
+        + "\n\nlast log lines:\n"
+        + "\n---\n".join(tails)
+    )
 
 
 async def test_one_api_node_and_two_workers_share_only_the_servers(
@@ -211,7 +242,14 @@ async def test_one_api_node_and_two_workers_share_only_the_servers(
                 await sub.ws.send_json({"id": job_id, "type": "subscribe", "payload": payload})
             _, cut_jobs = await killer
 
-            await asyncio.wait_for(reader, 240)  # every subscription ended
+            try:
+                await asyncio.wait_for(reader, 240)  # every subscription ended
+            except TimeoutError:
+                raise AssertionError(
+                    await _stuck(
+                        http, base, headers, ids, seen, ended, [api_log] + [log for _, log in workers]
+                    )
+                ) from None
             for job_id, events in seen.items():
                 assert events[-1][0] == "FINISHED", (ids[job_id][0], events)
             # the killed attempt was taken up by the other worker: a second attempt, finished

@@ -29,7 +29,7 @@ import requests
 
 from app import embedded
 
-pytestmark = pytest.mark.slow  # `convertd serve` with its servers killed
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # `convertd serve` with its servers killed
 
 CLI = [sys.executable, "-m", "app.cli"]
 

@@ -22,7 +22,7 @@ from app.storage import IncomingFile
 from tests.conftest import Account, png_bytes, wait_for_status
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow  # worker processes started and killed
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # worker processes started and killed
 
 
 async def test_corrupt_image_fails_clearly_and_the_next_job_succeeds(
@@ -158,21 +158,32 @@ async def test_reconcile_requeues_jobs_lost_by_redis_and_fails_abandoned_ones(
     )
     (rt.storage.path("uploads/none")).write_bytes(b"lost")
     old = "now() - interval '5 minutes'"
-    lost = await rt.pool.fetchval(
-        "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
-        f" updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint], {old}) RETURNING id",
-        owner,
-        upload,
-    )
+    queue = rt.settings.queue.name
+    lost, elsewhere = [
+        await rt.pool.fetchval(
+            "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
+            f" updated_at, queue) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint], {old}, $3)"
+            " RETURNING id",
+            owner,
+            upload,
+            name,
+        )
+        for name in (queue, "another-deployment")
+    ]
     abandoned = await rt.pool.fetchval(
         "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads,"
-        f" status, attempts, updated_at) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint],"
-        f" 'processing', 3, {old}) RETURNING id",
+        f" status, attempts, updated_at, queue) VALUES ($1, 'hash', 'txt', 'txt', ARRAY[$2::bigint],"
+        f" 'processing', 3, {old}, $3) RETURNING id",
         owner,
         upload,
+        queue,
     )
     touched = await recovery.reconcile(rt)
     assert set(touched) >= {lost, abandoned}
+    # a job sent to another deployment's queue (one database, two queues) is that one's to
+    # recover: its files may be in a store this one cannot read
+    assert elsewhere not in touched
+    assert await rt.pool.fetchval("SELECT status FROM jobs WHERE id = $1", elsewhere) == "pending"
     done = await wait_for_status(http, base_url, account.key, str(lost))
     assert done["status"] == "finished"
     failed = await wait_for_status(http, base_url, account.key, str(abandoned))

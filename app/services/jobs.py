@@ -101,8 +101,8 @@ async def _store(rt: Runtime, principal: Principal, files: Sequence[IncomingFile
 
 _INSERT_JOB = (
     "INSERT INTO jobs (account_id, api_key_id, filetype, input_format, output_format,"
-    " options, input_uploads, webhook_url, public_base, request_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *"
+    " options, input_uploads, webhook_url, public_base, request_id, queue)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *"
 )
 
 
@@ -128,6 +128,7 @@ async def _insert(
             request.webhook_url,
             (rt.settings.public_url or base_url or "").rstrip("/") or None,
             logs.request_id.get(),  # its log lines in the worker carry the request's id
+            rt.settings.queue.name,
         )
     return Job.from_row(row)
 

@@ -3,8 +3,8 @@
 Two ways a job can be stranded: Redis lost it (flushed, or restarted before it saved) or a
 sweep of it was cut short, so no worker will ever take it; or saq gave up on it (its worker
 died on every attempt), so it ended in Redis without our code running to record the end.
-Workers run this at start and every minute. Fair dispatch's caps are refreshed from the
-plans here too.
+Workers run this at start and every minute, each on the jobs of its own queue. Fair
+dispatch's caps are refreshed from the plans here too.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ async def reconcile(rt: Runtime) -> list[uuid.UUID]:
         "SELECT j.id, j.attempts, j.account_id, p.max_running FROM jobs j"
         " JOIN accounts a ON a.id = j.account_id JOIN plans p ON p.name = a.plan"
         " WHERE j.status IN ('pending', 'processing')"
-        " AND j.updated_at < now() - make_interval(secs => $1)",
+        " AND j.updated_at < now() - make_interval(secs => $1) AND j.queue = $2",
         GRACE_SECONDS,
+        rt.settings.queue.name,
     )
     touched = []
     for row in rows:

@@ -17,7 +17,7 @@ import requests
 
 from tests.helpers import wait_until_sync
 
-pytestmark = pytest.mark.slow  # `convertd serve` start-up and stop
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # `convertd serve` start-up and stop
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ from tests.api.test_health_metrics import samples, value
 from tests.cli.test_serve import _free_port
 from tests.conftest import Account
 
-pytestmark = pytest.mark.slow  # `convertd serve` start-up
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # `convertd serve` start-up
 
 
 def _wait_ready(base: str, server: subprocess.Popen[str], log: Path) -> dict[str, Any]:

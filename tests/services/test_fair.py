@@ -39,6 +39,7 @@ from tests.wsclient import connect, subscribe
 
 pytestmark = [
     pytest.mark.usefixtures("rt"),
+    pytest.mark.serial,
     pytest.mark.slow,  # 10-26 s each: floods of sparse-file jobs, worker processes
 ]
 

@@ -38,7 +38,7 @@ from tests.helpers import start_local, wait_until
 from tests.pdf_samples import pdf_bytes
 
 # a node of its own and moto's server: seconds a test, run with the slow part
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 @dataclasses.dataclass

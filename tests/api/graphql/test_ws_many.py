@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Account
 from tests.helpers import queue_tiny_job
 
-pytestmark = pytest.mark.slow  # 150 websocket subscribers at once
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # 150 websocket subscribers at once
 
 QUERY = "subscription($id: ID!) { jobUpdates(jobId: $id) { status } }"
 

@@ -33,7 +33,7 @@ from converters.sandbox import servers
 from converters.sandbox.failures import SandboxError
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow  # fork bombs, disk fills, fork-server deaths
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # fork bombs, disk fills, fork-server deaths
 
 ATTEMPTS = frozenset({"report", "ptrace", "unshare", "mount", "forkbomb", "disk", "uid"})
 
