@@ -45,7 +45,7 @@ import traceback
 from typing import Any
 
 from converters.sandbox import isolation, tree
-from converters.sandbox.preload import ALL, preload
+from converters.sandbox.preload import ALL, FAMILY_HEAP, preload
 from converters.sandbox.spares import MAX_FDS, Spares, recv
 from converters.tools import process
 
@@ -78,13 +78,13 @@ def _disk_usage(dir_fd: int, cap: int) -> int:
 class Zygote:
     """The fork server: takes jobs on its control socket, hands each to a spare, reaps them."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, heap_bytes: int = 0) -> None:
         self.control = control
         self.jobs: dict[int, _Job] = {}
         self.selector = selectors.DefaultSelector()
         # where each job mounts its tree, inside its own mount namespace (never in ours)
         self.mount_point = tempfile.mkdtemp(prefix="convertd-root-")
-        self.spares = Spares(self.mount_point)
+        self.spares = Spares(self.mount_point, heap_bytes)
         with contextlib.suppress(Exception):
             # the tree's steps, worked out once for every job (see tree.skeleton_plan)
             tree.skeleton_plan(self.mount_point, tree.tree_paths())
@@ -251,8 +251,9 @@ def main() -> int:
     control = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(control.fileno(), False)
     os.chdir("/")
-    preload(sys.argv[2] if len(sys.argv) > 2 else ALL)
-    zygote = Zygote(control)
+    family = sys.argv[2] if len(sys.argv) > 2 else ALL
+    preload(family)
+    zygote = Zygote(control, FAMILY_HEAP.get(family, 0))
     try:
         layers = zygote.spares.probe()
     except Exception:

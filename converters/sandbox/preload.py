@@ -11,6 +11,7 @@ import contextlib
 import gc
 import importlib
 import warnings
+from pathlib import Path
 
 from converters.sandbox import tree
 
@@ -31,9 +32,11 @@ FAMILY_PRELOAD: dict[str, tuple[str, ...]] = {
     "image": (
         "PIL.Image", "PIL.ImageOps", "PIL.ImageCms", "pi_heif", "imagecodecs", "numpy", "resvg_py",
         "defusedxml.ElementTree", "magic", "tempfile", "converters.filetypes.image.converter",
-        "converters.filetypes.hash", "converters.sniff", "converters.sandbox.child",
-        "converters.sandbox.seccomp",
+        "converters.sniff", "converters.sandbox.child", "converters.sandbox.seccomp",
     ),
+    # checksums: the smallest server of all, so the smallest jobs fork fastest
+    "hash": ("hashlib", "tempfile", "converters.filetypes.hash", "converters.sandbox.child",
+             "converters.sandbox.seccomp"),
     # office and pandoc documents: their engines run outside (the warm LibreOffice pool,
     # pandoc's binary); the job itself needs little more than the XML guard
     "document": (
@@ -45,6 +48,10 @@ FAMILY_PRELOAD: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 ALL = "all"  # the fork server that imports every converter
+
+# Heap a family's job process maps while it waits for its job (`converters.sandbox.heap`):
+# about what a few-megapixel image job's buffers take; the others start without.
+FAMILY_HEAP: dict[str, int] = {"image": 16 << 20}
 
 
 def preload(family: str = ALL) -> None:
@@ -76,17 +83,18 @@ def preload(family: str = ALL) -> None:
 
             sniff._magic(True)
             sniff._magic(False)
-    if family in ("image", ALL):
+    if family in ("image", "hash", ALL):
         with contextlib.suppress(Exception):
-            warm_up()
+            warm_up(images=family != "hash")
     # objects made so far are never freed: keep the collector from touching (and so
     # copying) their pages in every child
     gc.collect()
     gc.freeze()
 
 
-def warm_up() -> None:
-    """Run the image and hash converters once on a picture made here, in a folder of ours.
+def warm_up(*, images: bool = True) -> None:
+    """Run the hash converter, and with `images` the image converter, once on a file made
+    here, in a folder of ours.
 
     What a library does on its first use only (Pillow's decoder and encoder set-up, the
     type checks whose answers Python caches, libmagic's first look at a file) is then done
@@ -96,25 +104,33 @@ def warm_up() -> None:
     see docs/decisions.md (2026-12-03, "The fork server warms up").
     """
     import tempfile
-    from pathlib import Path
-
-    from PIL import Image
 
     from converters.base import Task
     from converters.filetypes.hash import HashConverter
-    from converters.filetypes.image.converter import ImageConverter
-    from converters.sniff import check_declared
 
     with tempfile.TemporaryDirectory(prefix="convertd-warm-") as tmp:
         workdir = Path(tmp)
         picture = workdir / "warm.jpg"
-        Image.new("RGB", (64, 48), (200, 120, 40)).save(picture, "JPEG")
-        for output in ("webp", "png", "jpg"):
-            check_declared(picture, "jpg")
-            converter = ImageConverter()
-            schema = converter.options("jpg", output)  # the defaults, as a job gets them
-            options = {name: opt.default for name, opt in schema.items() if opt.default is not None}
-            task = Task([picture], "jpg", output, options, workdir)
-            converter.check(task)
-            converter.convert(task)
+        if images:
+            _warm_images(picture, workdir)
+        else:
+            picture.write_bytes(bytes(range(256)) * 16)
         HashConverter().convert(Task([picture], "jpg", "json", {"algorithms": ["sha256"]}, workdir))
+
+
+def _warm_images(picture: Path, workdir: Path) -> None:
+    from PIL import Image
+
+    from converters.base import Task
+    from converters.filetypes.image.converter import ImageConverter
+    from converters.sniff import check_declared
+
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(picture, "JPEG")
+    for output in ("webp", "png", "jpg"):
+        check_declared(picture, "jpg")
+        converter = ImageConverter()
+        schema = converter.options("jpg", output)  # the defaults, as a job gets them
+        options = {name: opt.default for name, opt in schema.items() if opt.default is not None}
+        task = Task([picture], "jpg", output, options, workdir)
+        converter.check(task)
+        converter.convert(task)

@@ -68,7 +68,7 @@ class ZygoteDied(Exception):
 # exit cost ~4 ms of CPU from the image server, ~11 ms from the full one.
 FAMILIES: dict[str, str] = {
     "converters.filetypes.image.converter": "image",
-    "converters.filetypes.hash": "image",
+    "converters.filetypes.hash": "hash",
     "converters.filetypes.document": "document",
     "converters.filetypes.ebook": "document",
 }

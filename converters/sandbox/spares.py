@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from converters.sandbox import child, isolation, kernel
+from converters.sandbox import child, heap, isolation, kernel
 from converters.tools import process
 
 MAX_FDS = 5  # spec memfd, message pipe, output pipe, status socket, job directory
@@ -60,9 +60,10 @@ def read_spec(fd: int) -> dict[str, Any]:
 class Spares:
     """The fork server's spare job processes: the one forked ahead, and each one's pid 1."""
 
-    def __init__(self, mount_point: str) -> None:
+    def __init__(self, mount_point: str, heap_bytes: int = 0) -> None:
         self.pid = os.getpid()  # the fork server's
         self.mount_point = mount_point
+        self.heap_bytes = heap_bytes  # mapped by each spare while it waits (heap.prefault)
         self.inits: set[int] = set()
         # pid 1 of a job's namespace dies with us, and with it every process of the job:
         # it is a `cat` reading a pipe only we hold open, so it ends when we do, however we
@@ -112,6 +113,7 @@ class Spares:
             os.closerange(4, 1 << 20)
             forked = time.monotonic()
             prep = isolation.prepare(self.mount_point, in_pid_ns=in_pid_ns, uid=uid)
+            heap.prefault(self.heap_bytes)
             prepared = time.monotonic()
             _data, fds = recv(socket.socket(fileno=3))
             if len(fds) != 3:
