@@ -57,6 +57,6 @@ def prefault(nbytes: int) -> bool:
         huge_end = (block + nbytes) & ~(HUGE_PAGE - 1)
         if huge_end > huge_start:  # refused where THP is off: 4 KiB pages then
             libc.madvise(huge_start, huge_end - huge_start, MADV_HUGEPAGE)
-        return libc.madvise(start, end - start, MADV_POPULATE_WRITE) == 0
+        return bool(libc.madvise(start, end - start, MADV_POPULATE_WRITE) == 0)
     finally:
         libc.free(block)
