@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import shutil
@@ -144,23 +145,23 @@ class Storage:
         """A job attempt's inputs as local files, in order (each in its own folder: two inputs
         may share a name); fetched copies are removed afterwards."""
         folder = self.root / "work" / f"{name}.in"
-        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        await _remove_tree(folder)
         try:
             yield [await self.files.fetch(key, folder / str(i)) for i, key in enumerate(keys)]
         finally:
-            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+            await _remove_tree(folder)  # (only a remote store's copies are ever there)
 
     @contextlib.asynccontextmanager
     async def workdir(self, name: str) -> AsyncIterator[Path]:
         """A fresh private directory for one attempt at a job, removed afterwards (in a
         thread: deleting a tree is many system calls the event loop need not wait for)."""
         path = self.root / "work" / name
-        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+        await _remove_tree(path)  # what an earlier run of this attempt left
         path.mkdir(parents=True)
         try:
             yield path
         finally:
-            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+            await _remove_tree(path)
 
     # signed download URLs: a browser navigating to one cannot send an API key
     def sign(self, job_id: str, expires: int) -> str:
@@ -187,3 +188,10 @@ def too_large(limit: int) -> ConvertdError:
         f"The file is larger than the {limit:,} byte upload limit.",
         hint="Send a smaller file, or ask the operator to raise CONVERTD_MAX_UPLOAD_BYTES.",
     )
+
+
+async def _remove_tree(path: Path) -> None:
+    """Remove a directory tree in a thread (many system calls the event loop need not
+    wait for), or nothing when there is none (most often: no thread's round trip then)."""
+    if os.path.lexists(path):
+        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)

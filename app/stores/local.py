@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterable
@@ -28,8 +29,14 @@ class LocalStore(FileStore):
     async def put(self, key: str, source: Path) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        # a rename on one filesystem; a copy when file:// points at another one
-        await asyncio.to_thread(shutil.move, source, target)
+        try:
+            # one filesystem: a rename, too quick to be worth a thread's round trip
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # file:// points at another filesystem: a copy, in a thread
+            await asyncio.to_thread(shutil.move, source, target)
 
     async def fetch(self, key: str, folder: Path) -> Path:
         path = self.root / key
