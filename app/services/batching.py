@@ -15,10 +15,17 @@ class Batcher(abc.ABC):
     def __init__(self) -> None:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
+
+    async def flush(self) -> None:
+        """Write everything recorded so far, and wait for a write already under way: a
+        reader that flushes then reads must see every item recorded before it flushed."""
+        async with self._writing:
+            await self._write()
 
     @abc.abstractmethod
-    async def flush(self) -> None:
-        """Write everything recorded so far; never raises (a request must not fail on it)."""
+    async def _write(self) -> None:
+        """Write what waits; never raises (a request must not fail on it)."""
 
     def _recorded(self, *, due: bool = False) -> None:
         """Called after each record: starts the writer on first use; `due` writes at once."""

@@ -13,7 +13,6 @@ revoked key is refused from the very next call: only the counting is deferred.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -39,27 +38,23 @@ class KeyCalls(Batcher):
         super().__init__()
         self.pool = pool
         self.pending: dict[int, tuple[int, datetime]] = {}  # key id -> (calls, last call)
-        self._writing = asyncio.Lock()  # a flush waits for one in progress: then all is written
 
     def record(self, key_id: int) -> None:
         calls, _ = self.pending.get(key_id, (0, None))
         self.pending[key_id] = (calls + 1, datetime.now(UTC))
         self._recorded()
 
-    async def flush(self) -> None:
-        """Write every count recorded so far (and wait for a write in progress); a failure
-        is logged and the counts are kept for the next flush, never failing a request."""
-        async with self._writing:
-            batch, self.pending = self.pending, {}
-            if not batch:
-                return
-            ids = list(batch)
-            try:
-                await self.pool.execute(
-                    _ADD_CALLS, ids, [batch[i][0] for i in ids], [batch[i][1] for i in ids]
-                )
-            except Exception:
-                log.exception("could not write the call counts of %d keys; kept for the next try", len(ids))
-                for key_id, (calls, at) in batch.items():
-                    more, last = self.pending.get(key_id, (0, at))
-                    self.pending[key_id] = (calls + more, max(at, last))
+    async def _write(self) -> None:
+        """Write every count recorded so far; a failure is logged and the counts are kept
+        for the next flush, never failing a request."""
+        batch, self.pending = self.pending, {}
+        if not batch:
+            return
+        ids = list(batch)
+        try:
+            await self.pool.execute(_ADD_CALLS, ids, [batch[i][0] for i in ids], [batch[i][1] for i in ids])
+        except Exception:
+            log.exception("could not write the call counts of %d keys; kept for the next try", len(ids))
+            for key_id, (calls, at) in batch.items():
+                more, last = self.pending.get(key_id, (0, at))
+                self.pending[key_id] = (calls + more, max(at, last))

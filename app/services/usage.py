@@ -93,7 +93,7 @@ class RequestLog(Batcher):
         )  # fmt: skip
         self._recorded(due=len(self.lines) >= self.BATCH)
 
-    async def flush(self) -> None:
+    async def _write(self) -> None:
         """Write what waits; a failure to write it never fails a request (logged, dropped)."""
         lines, self.lines = self.lines, []
         if not lines:
