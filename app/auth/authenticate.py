@@ -8,6 +8,7 @@ spend nothing.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +207,21 @@ async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.R
 
 async def charge(rt: Runtime, principal: Principal) -> Principal:
     """Count the call against the rate limits, then spend one request of an access token."""
-    state = await limit(rt, principal)
+    key = principal.key
+    if key is None:
+        state = await limit(rt, principal)
+        now = None
+    else:
+        # the count (Redis) and the key's fresh read (PostgreSQL) at once: one wait, not two;
+        # both are awaited to the end, and a refusal of the count comes first
+        counted, read = await asyncio.gather(
+            limit(rt, principal), credentials.key_now(rt.pool, key.id), return_exceptions=True
+        )
+        for outcome in (counted, read):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(counted, BaseException) and not isinstance(read, BaseException)
+        state, now = counted, read
     if principal.access_token_id is not None:
         left = await credentials.spend_token_request(rt.pool, principal.access_token_id)
         if left is None:
@@ -215,14 +230,12 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
                 "Create a new token with POST /v1/token/create (or createAccessTokens).",
                 CredentialCode.INVALID_ACCESS_TOKEN,
             )
-    key = principal.key
     if key is None:
         return dataclasses.replace(principal, rate=state)
-    # The key, its account and its plan are read as they are now: an answer from the auth
-    # cache that is no longer true (the notification of a change not yet heard) is caught
-    # here, on the very next call. The call is counted in memory and written in batches
-    # (app/services/key_calls.py): no write, and no row lock shared by one key's callers.
-    now = await credentials.key_now(rt.pool, key.id)
+    # The key, its account and its plan are read as they are now (above): an answer from
+    # the auth cache that is no longer true (the notification of a change not yet heard) is
+    # caught here, on the very next call. The call is counted in memory and written in
+    # batches (app/services/key_calls.py): no write, and no row lock shared by one key's callers.
     legacy = _LEGACY_CODES[principal.method]
     if now is None:  # deleted with its account meanwhile
         raise unauthenticated("The API key is not valid.", "Create a new key and use it instead.", legacy)
