@@ -144,7 +144,7 @@ def gif_options() -> dict[str, Option]:
     }
 
 
-def _scale(stream: Any, width: int | None, height: int | None) -> Any:
+def _scale(stream: Any, width: int | None, height: int | None, source: media.VideoTrack | None) -> Any:
     # Encoders for 4:2:0 need even sizes; force_divisible_by/-2 keep them even.
     if width and height:
         return stream.filter(
@@ -154,6 +154,10 @@ def _scale(stream: Any, width: int | None, height: int | None) -> Any:
         return stream.filter("scale", width, -2)
     if height:
         return stream.filter("scale", -2, height)
+    if source is not None and all(side > 0 and side % 2 == 0 for side in (source.width, source.height)):
+        # already even: a scale to the same size still costs a pass over every frame
+        # (a 720p VP9 encode took ~10% longer with it)
+        return stream
     return stream.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
 
 
@@ -201,7 +205,7 @@ def encode_video(task: Task, limits: Limits) -> Result:
         )
     if opts.get("fps"):
         video = video.filter("fps", fps=opts["fps"])
-    video = _scale(video, opts.get("width"), opts.get("height"))
+    video = _scale(video, opts.get("width"), opts.get("height"), info.video)
     streams = [video]
     kwargs: dict[str, Any] = {
         **ffmpeg_run.output_args(info, window, limits),
