@@ -47,6 +47,7 @@ from converters.sandbox.servers import ZygoteDied
 DISK_ENV = "CONVERTD_JOB_DISK_BYTES"  # per-job disk cap; default 2 x output limit + inputs
 
 last_timings: dict[str, float] = {}
+INLINE_STAGE_BYTES = 256 * 1024  # inputs up to this much are copied on the event loop
 """Monotonic readings of the last successful job (submitted, forked, isolated, converted,
 returned): for `bench/sandbox_latency.py`."""
 
@@ -73,6 +74,14 @@ def _result_path(rel: str, workdir: Path) -> Path:
         os.chown(path, 0, 0)
         os.chmod(path, 0o644)
     return path
+
+
+async def _stage(paths: list[Path], workdir: Path) -> list[str]:
+    """`stage_inputs`: copies of large uploads can take seconds, so never on the event loop;
+    a few small files copy in the kernel in less time than a thread's round trip takes."""
+    if sum(p.stat().st_size for p in paths) <= INLINE_STAGE_BYTES:
+        return stage_inputs(paths, workdir)
+    return await asyncio.get_running_loop().run_in_executor(None, stage_inputs, paths, workdir)
 
 
 async def run(
@@ -107,9 +116,7 @@ async def run(
     if jailed is not None:
         return jailed
     (workdir / "tmp").mkdir(exist_ok=True)
-    loop = asyncio.get_running_loop()
-    # copies can take seconds (large uploads): never on the event loop
-    names = await loop.run_in_executor(None, stage_inputs, [Path(p) for p in inputs], workdir)
+    names = await _stage(paths, workdir)
     spec: dict[str, Any] = {
         "converter": f"{type(conv).__module__}:{type(conv).__qualname__}",
         "filetype": filetype,
