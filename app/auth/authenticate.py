@@ -217,10 +217,10 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
         counted, read = await asyncio.gather(
             limit(rt, principal), credentials.key_now(rt.pool, key.id), return_exceptions=True
         )
-        for outcome in (counted, read):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert not isinstance(counted, BaseException) and not isinstance(read, BaseException)
+        if isinstance(counted, BaseException):
+            raise counted
+        if isinstance(read, BaseException):
+            raise read
         state, now = counted, read
     if principal.access_token_id is not None:
         left = await credentials.spend_token_request(rt.pool, principal.access_token_id)

@@ -46,8 +46,8 @@ from converters.sandbox.servers import ZygoteDied
 
 DISK_ENV = "CONVERTD_JOB_DISK_BYTES"  # per-job disk cap; default 2 x output limit + inputs
 
-last_timings: dict[str, float] = {}
 INLINE_STAGE_BYTES = 256 * 1024  # inputs up to this much are copied on the event loop
+last_timings: dict[str, float] = {}
 """Monotonic readings of the last successful job (submitted, forked, isolated, converted,
 returned): for `bench/sandbox_latency.py`."""
 
