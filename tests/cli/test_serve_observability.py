@@ -79,9 +79,10 @@ async def test_serve_adds_up_metrics_of_its_worker_process_and_logs_json(
     # the job ran in the worker process: its duration and events reached the API's /metrics
     assert value(scrape, "convertd_job_duration_seconds_count", filetype="hash", converter="hashlib",
                  status="finished") == 1  # fmt: skip
-    # one event, the job's end, published by the worker (the API publishes none, and the
-    # start of a job someone waits for is written, not announced)
-    assert value(scrape, "convertd_events_published_total") == 1
+    # the job's end, published by the worker (the API publishes none, and the start of a
+    # job someone waits for is written, not announced); a first job slower than the
+    # progress interval (cold fork servers on a busy machine) also publishes one progress
+    assert 1 <= value(scrape, "convertd_events_published_total") <= 2
     converts = value(scrape, "convertd_http_requests_total", method="POST", route="/v1/convert", status="200")
     assert converts == 1
     assert value(scrape, "convertd_workers") == 1
