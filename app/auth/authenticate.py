@@ -93,10 +93,13 @@ async def _jwt(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
     if found is None:
         raise jwts.unknown_kid(str(kid))
     secret = crypto.signing_secret(rt.settings.secret, kid, found.key.jwt_secret_version)
-    jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
+    claims = jwts.verify(token, secret, client_ip, max_lifetime=rt.settings.jwt_max_lifetime)
     if found.key.revoked_at is not None:
         raise jwts.refused("The key named by the JWT's kid has been revoked.", "Use a token of a live key.")
-    return _from_holder(found, "jwt", client_ip, CredentialCode.INVALID_JWT)
+    principal = _from_holder(found, "jwt", client_ip, CredentialCode.INVALID_JWT)
+    if claims.get("RequestCount") is None:
+        return principal
+    return dataclasses.replace(principal, jwt_claims=claims)
 
 
 async def _access_token(rt: Runtime, token: str, client_ip: Address | None) -> Principal:
@@ -206,7 +209,8 @@ async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.R
 
 
 async def charge(rt: Runtime, principal: Principal) -> Principal:
-    """Count the call against the rate limits, then spend one request of an access token."""
+    """Count the call against the rate limits, then spend one request of an access token
+    or of a ConvertAPI v1 JWT with a RequestCount."""
     key = principal.key
     if key is None:
         state = await limit(rt, principal)
@@ -230,6 +234,12 @@ async def charge(rt: Runtime, principal: Principal) -> Principal:
                 "Create a new token with POST /v1/token/create (or createAccessTokens).",
                 CredentialCode.INVALID_ACCESS_TOKEN,
             )
+    claims = principal.jwt_claims
+    if claims is not None and key is not None and not await jwts.spend(rt.redis, key.kid, claims):
+        raise jwts.refused(
+            "The JWT has no requests left (its RequestCount is used up).",
+            "Sign a new token with a new Id, or use one without a RequestCount.",
+        )
     if key is None:
         return dataclasses.replace(principal, rate=state)
     # The key, its account and its plan are read as they are now (above): an answer from

@@ -1,6 +1,9 @@
-"""JWTs as the ConvertAPI documents describe them: HS256, `kid` names the key, `exp` required.
+"""JWTs as the ConvertAPI documents describe them, HS256 with the key's signing secret.
 
-Each way a token can be wrong has its own message, so a client author sees what to fix.
+v2: `kid` names the key, `exp` required. v1: `ApiKey` names the key (its kid), `ValidUntil`
+is the expiry, `UserIp` the allowed address, and `RequestCount` the calls the token allows,
+counted per `Id` (`spend`). Each way a token can be wrong has its own message, so a client
+author sees what to fix.
 """
 
 from __future__ import annotations
@@ -9,16 +12,22 @@ import math
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from app.auth import network
+from app.auth.crypto import ACCESS_TOKEN_PREFIX, MASTER_PREFIX
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 from app.errors import ConvertdError, CredentialCode, ErrorCode
 
 ALGORITHM = "HS256"
 LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
 MAX_MINTED_LIFETIME = 24 * 3600  # server-minted tokens are for short-lived browser use
+MAX_REQUEST_COUNT = 999_999_999  # the v1 document's ceiling for access tokens
+V1_CLAIMS = {"ValidUntil": "exp", "UserIp": "clientIp"}  # v1's names of the v2 claims
 # self-signed ones: at most CONVERTD_JWT_MAX_LIFETIME (this by default) from iat, or from now
 
 
@@ -51,13 +60,12 @@ def kid_of(token: str) -> uuid.UUID:
             f"The JWT algorithm '{alg}' is not accepted; only HS256 is.",
             "Sign the token with HS256 and the key's signing secret.",
         )
-    kid = claims.get("kid") or header.get("kid")
-    if not kid and ("ApiKey" in claims or "ValidUntil" in claims):
+    kid = claims.get("kid") or header.get("kid") or claims.get("ApiKey")
+    if kid and not claims.get("kid") and str(kid).startswith(("sk_", MASTER_PREFIX, ACCESS_TOKEN_PREFIX)):
         raise refused(
-            "The JWT has ConvertAPI v1's claims (ApiKey, ValidUntil, RequestCount); "
-            "Convertd reads the v2 claims.",
-            "Sign {kid, exp} (optional iat, nbf, clientIp) with HS256 and the key's signing secret; "
-            "for a token good for N requests use an access token (POST /v1/token/create).",
+            "The JWT's ApiKey is an API key itself; it names the key by its kid instead.",
+            "Put the key's kid (shown when the key was created, and by GET /v1/keys/me) in "
+            "ApiKey and sign with the key's signing secret: a token must never carry the key.",
         )
     if not kid:
         raise refused(
@@ -100,6 +108,8 @@ def verify(
         ) from exc
     except jwt.InvalidTokenError as exc:
         raise refused("The JWT is malformed.", "Check the token's encoding and claims.") from exc
+    if "kid" not in claims and "ApiKey" in claims:
+        claims = _from_v1(claims)
     _check_times(claims, time.time() if now is None else now, max_lifetime)
     allowed = claims.get("clientIp")
     if allowed not in (None, ""):
@@ -114,6 +124,49 @@ def verify(
                 "Mint a token for the address this client really uses (or leave clientIp out).",
             )
     return claims
+
+
+def _from_v1(claims: dict[str, Any]) -> dict[str, Any]:
+    """ConvertAPI v1's payload read as v2's: ValidUntil is exp, UserIp is clientIp; a
+    RequestCount must be a positive whole number (`spend` counts the uses)."""
+    if "exp" in claims or "clientIp" in claims:
+        raise refused(
+            "The JWT mixes ConvertAPI v1's claims (ApiKey, ValidUntil) with v2's (exp, clientIp).",
+            "Sign either {ApiKey, ValidUntil, RequestCount, UserIp, Id} or {kid, exp, clientIp}.",
+        )
+    if not _number(claims.get("ValidUntil")):
+        raise refused(
+            "The JWT has no ValidUntil claim, or it is not a Unix time in whole seconds.",
+            "Set ValidUntil to when the token expires, in seconds since 1970; it is required.",
+        )
+    count = claims.get("RequestCount")
+    if count is not None and not (_number(count) and 1 <= count <= MAX_REQUEST_COUNT):
+        raise refused(
+            "The JWT's RequestCount is not a whole number from 1 to 999999999.",
+            "Set RequestCount to how many requests the token allows, or leave it out.",
+        )
+    if count is not None and not (isinstance(claims.get("Id"), str) and claims["Id"]):
+        raise refused(
+            "The JWT has a RequestCount but no Id to count its requests by.",
+            "Add Id, a random string (the document's 8 alphanumeric characters), to the payload.",
+        )
+    return {V1_CLAIMS.get(name, name): value for name, value in claims.items()}
+
+
+async def spend(redis: aioredis.Redis, kid: uuid.UUID, claims: dict[str, Any]) -> bool:
+    """Count one request of a v1 token with a RequestCount; False when none is left.
+
+    The count lives in Redis (one INCR) until the token expires; tokens with the same Id
+    and key share it, so re-signing a token does not refill it."""
+    count = claims.get("RequestCount")
+    if count is None:
+        return True
+    counter = f"convertd:jwt-uses:{kid}:{claims['Id']}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(counter)
+        pipe.expireat(counter, int(claims["exp"]) + LEEWAY)
+        used, _ = await pipe.execute()
+    return bool(used <= count)
 
 
 def _check_times(claims: dict[str, Any], now: float, max_lifetime: int) -> None:

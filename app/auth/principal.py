@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.models import ApiKey, Plan
 
@@ -22,4 +22,5 @@ class Principal:
     key: ApiKey | None = None  # the key itself, or the key a JWT or access token was made from
     client_ip: str | None = None
     access_token_id: int | None = None
+    jwt_claims: dict[str, Any] | None = None  # a v1 JWT's with a RequestCount: charge counts it
     rate: RateState | None = None  # the rate-limit windows after this call was counted

@@ -15,7 +15,7 @@ import pytest
 from app.runtime import Runtime
 from app.services.accounts import issue_master_token
 from app.services.keys import KeySpec, create_key
-from tests.conftest import Account, GraphQL, operation
+from tests.conftest import Account, GraphQL, operation, png_bytes
 from tests.transports import TRANSPORTS, call, everywhere
 
 
@@ -68,6 +68,23 @@ async def test_minted_over_graphql_and_usable_from_a_browser(
     assert all(o.ok for o in await everywhere(http, base_url, token, headers=browser))
 
 
+def sign_v1(acct: Account, secret: str | None = None, **claims: Any) -> str:
+    """The ConvertAPI v1 document's payload (its `ApiKey` is the key's kid), signed as it says."""
+    payload = {
+        "Id": "8A4MpB1P",
+        "RequestCount": 1,
+        "ValidUntil": int(time.time()) + 600,
+        "UserIp": "",
+        "ApiKey": acct.kid,
+        **claims,
+    }
+    return jwt.encode(
+        {k: v for k, v in payload.items() if v is not None},
+        secret or acct.signing_secret,
+        algorithm="HS256",
+    )
+
+
 def refusals(acct: Account, other: Account) -> list[tuple[str, str]]:
     now = int(time.time())
     header = {"typ": "JWT"}
@@ -93,22 +110,44 @@ def refusals(acct: Account, other: Account) -> list[tuple[str, str]]:
         (sign(acct, iat=float("-inf")), "iat is not a Unix time"),
         (sign(acct, clientIp="203.0.113.9,198.51.100.0/24"), "may only be used from"),
         ("eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.x", "malformed"),
-        # the v1 document's payload: its claims are named, and the v2 ones asked for
-        (
-            jwt.encode(
-                {
-                    "Id": "8A4MpB1P",
-                    "RequestCount": 1,
-                    "ValidUntil": now + 600,
-                    "UserIp": "",
-                    "ApiKey": acct.kid,
-                },
-                acct.signing_secret,
-                algorithm="HS256",
-            ),
-            "ConvertAPI v1's claims",
-        ),
+        # ConvertAPI v1's payload: each way it can be wrong
+        (sign_v1(acct, ValidUntil=now - 60), "expired"),
+        (sign_v1(acct, ValidUntil=None), "no ValidUntil"),
+        (sign_v1(acct, ValidUntil="tomorrow"), "no ValidUntil"),
+        (sign_v1(acct, RequestCount=0), "RequestCount is not a whole number"),
+        (sign_v1(acct, RequestCount=1.5), "RequestCount is not a whole number"),
+        (sign_v1(acct, Id=None), "no Id to count"),
+        (sign_v1(acct, UserIp="203.0.113.9"), "may only be used from"),
+        (sign_v1(acct, ApiKey=acct.key), "ApiKey is an API key itself"),
+        (sign_v1(acct, ApiKey=str(uuid.uuid4())), "unknown key"),
+        (sign_v1(acct, exp=now + 600), "mixes ConvertAPI v1's claims"),
+        (sign_v1(acct, secret=other.signing_secret), "signature does not match"),
     ]
+
+
+async def test_convertapi_v1_jwt_allows_its_request_count_from_its_user_ip(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any
+) -> None:
+    acct: Account = await make_account("jwt-v1")
+    token = sign_v1(acct, RequestCount=2, UserIp="127.0.0.1")
+    # the v1 document's own request: `Authentication: Bearer <jwt>` and a multipart file
+    headers = {"Authentication": f"Bearer {token}"}
+    for _ in range(2):
+        form = aiohttp.FormData()
+        form.add_field("file", png_bytes(), filename="a.png", content_type="*/*")
+        async with http.post(f"{base_url}/convertapi/convert/png/to/jpg", data=form, headers=headers) as r:
+            body = await r.json()
+            assert r.status == 200 and body["Files"][0]["FileName"].endswith(".jpg"), body
+    o = await call("rest", http, base_url, token)
+    assert (o.status, o.legacy) == (401, 4012) and "no requests left" in (o.message or ""), o
+    assert o.hint
+    # the count belongs to the token's Id: signing it again does not refill it, a new Id does
+    again = sign_v1(acct, RequestCount=2, ValidUntil=int(time.time()) + 900)
+    assert not (await call("rest", http, base_url, again)).ok
+    fresh = sign_v1(acct, Id="Zq81mWx0", RequestCount=1)
+    assert [o.ok for o in await everywhere(http, base_url, fresh)] == [True, False, False]
+    # without a RequestCount it is good until ValidUntil, like a v2 token
+    assert all(o.ok for o in await everywhere(http, base_url, sign_v1(acct, RequestCount=None, Id=None)))
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
