@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 # administration is not metered by the plan, but a leaked master token must not flood us
 ADMIN_CALLS_PER_MINUTE = 120
+# "Check GET /v1/keys/me at any time to see your remaining quota" (the SkyConvert document):
+# counted like every call while the limits have room, answered uncounted once they have none
+ANSWERED_OVER_THE_LIMIT = frozenset({"/v1/keys/me"})
 
 
 def unauthenticated(message: str, hint: str, legacy_code: CredentialCode) -> ConvertdError:
@@ -175,20 +178,17 @@ def check_plan(principal: Principal) -> None:
         )
 
 
+def _windows(principal: Principal) -> tuple[str, int | None, int | None]:
+    """The rate-limit scope of the caller, and its per-minute and per-day limits."""
+    if principal.method == "master":
+        return f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None
+    plan = principal.plan
+    return f"account:{principal.account_id}", plan.calls_per_minute, plan.calls_per_day
+
+
 async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.RateState:
     """Count `cost` calls against the caller's rate limits, or refuse with 429."""
-    per_minute: int | None
-    per_day: int | None
-    if principal.method == "master":
-        scope, per_minute, per_day = f"admin:{principal.account_id}", ADMIN_CALLS_PER_MINUTE, None
-    else:
-        plan = principal.plan
-        scope, per_minute, per_day = (
-            f"account:{principal.account_id}",
-            plan.calls_per_minute,
-            plan.calls_per_day,
-        )
-    state = await ratelimit.hit(rt.redis, scope, per_minute, per_day, cost=cost)
+    state = await ratelimit.hit(rt.redis, *_windows(principal), cost=cost)
     if state.refused:
         per = "minute" if state.refused == "minute" else "day"
         window = state.minute if per == "minute" else state.day
@@ -199,9 +199,8 @@ async def limit(rt: Runtime, principal: Principal, cost: int = 1) -> ratelimit.R
             f"Rate limit reached: {window.limit} {what} per {per}{whose}.",
             f"Retry after {state.retry_after} s"
             + (" (daily counters reset at midnight UTC)." if per == "day" else ".")
-            # not "see GET /v1/keys/me": that call is metered too, and refused now
-            + " The X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset headers of every"
-            + " answer show the quota."
+            + " GET /v1/keys/me shows the quota at any time, as do the X-RateLimit-Limit,"
+            + " X-RateLimit-Remaining and X-RateLimit-Reset headers of every answer."
             + (f" This request counts as {cost} calls (one per root field)." if cost > 1 else ""),
             headers=state.headers(),
         )
@@ -305,6 +304,11 @@ async def authenticate(rt: Runtime, info: RequestInfo) -> Principal:
     _admit(principal, info, client_ip)
     try:
         return await charge(rt, principal)
+    except ConvertdError as exc:
+        if exc.code is not ErrorCode.RATE_LIMITED or info.path not in ANSWERED_OVER_THE_LIMIT:
+            raise
+        # answered, not counted: the windows as they stand (0 remaining) are what it shows
+        return dataclasses.replace(principal, rate=await ratelimit.peek(rt.redis, *_windows(principal)))
     except _Stale as stale:
         # admitted on what was true a moment ago: identify and decide again on what is true
         # now, from the database (charge() cleared the cache). Identify too, not only admit:

@@ -26,7 +26,7 @@ async def test_200_requests_at_once_against_a_60_per_minute_key_let_exactly_60_t
     async with aiohttp.ClientSession(connector=connector) as burst:
 
         async def one() -> int:
-            async with burst.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": acct.key}) as r:
+            async with burst.get(f"{base_url}/v1/formats", headers={"X-API-Key": acct.key}) as r:
                 await r.read()
                 return r.status
 
@@ -63,15 +63,42 @@ async def test_daily_limit_refuses_on_every_transport_until_midnight_utc(
 ) -> None:
     plan = await make_plan(calls_per_minute=100, calls_per_day=2)
     acct: Account = await make_account("daily", plan)
-    assert (await call(transport, http, base_url, acct.key)).ok
-    assert (await call(transport, http, base_url, acct.key)).ok
-    refused = await call(transport, http, base_url, acct.key)
+    # (REST: /v1/formats, since GET /v1/keys/me is answered even over the limit)
+    assert (await call(transport, http, base_url, acct.key, path="/v1/formats")).ok
+    assert (await call(transport, http, base_url, acct.key, path="/v1/formats")).ok
+    refused = await call(transport, http, base_url, acct.key, path="/v1/formats")
     assert (refused.status, refused.code) == (429, "RATE_LIMITED")
     assert "per day" in (refused.message or "") and "midnight UTC" in (refused.hint or "")
     if transport != "websocket":
         midnight = ratelimit.next_midnight_utc(time.time())
         assert abs(int(refused.headers["Retry-After"]) - (midnight - time.time())) < 5
         assert refused.headers["X-RateLimit-Reset"] == str(int(midnight))
+
+
+async def test_keys_me_answers_at_any_time_and_counts_only_while_there_is_room(
+    http: aiohttp.ClientSession, base_url: str, make_account: Any, make_plan: Any
+) -> None:
+    """The SkyConvert document: "Check GET /v1/keys/me at any time to see your remaining quota"."""
+    plan = await make_plan(calls_per_minute=2, calls_per_day=100)
+    acct: Account = await make_account("at-any-time", plan)
+    headers = {"X-API-Key": acct.key}
+    async with http.get(f"{base_url}/v1/keys/me", headers=headers) as r:
+        assert r.status == 200 and (await r.json())["rate_limits"]["used_this_minute"] == 1
+    async with http.get(f"{base_url}/v1/formats", headers=headers) as r:
+        assert r.status == 200
+    async with http.get(f"{base_url}/v1/formats", headers=headers) as r:
+        assert r.status == 429
+        assert "GET /v1/keys/me shows the quota" in (await r.json())["hint"]
+    for _ in range(2):  # over the limit: answered, and not counted
+        async with http.get(f"{base_url}/v1/keys/me", headers=headers) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            limits = body["rate_limits"]
+            assert (limits["used_this_minute"], limits["used_today"], limits["remaining_today"]) == (2, 2, 98)
+            assert r.headers["X-RateLimit-Remaining"] == "0" and "Retry-After" not in r.headers
+    # its restrictions still hold: a wrong key is 401 whatever the limits say
+    async with http.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": acct.key + "x"}) as r:
+        assert r.status == 401
 
 
 async def test_graphql_responses_carry_the_rate_limit_headers(
