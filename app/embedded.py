@@ -152,7 +152,10 @@ def start(data_dir: Path, *, redis: bool = True) -> EmbeddedServers:
     Commands that only need the database (keys, migrate) pass redis=False.
     """
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))  # pgserver's lock file lives there
+    # pgserver's lock file lives there; platformdirs wants it 0700 whatever the data dir is
+    run_dir = data_dir / "run"
+    run_dir.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
     redis_server = start_redis(data_dir) if redis else None
     try:
         pg, database_url = start_postgres(data_dir)

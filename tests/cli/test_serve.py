@@ -37,7 +37,8 @@ def _children_using(data_dir: Path) -> list[psutil.Process]:
 
 def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_")}
+    data_dir.mkdir(mode=0o755)  # as a plain `mkdir` makes it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERTD_") and k != "XDG_RUNTIME_DIR"}
     env["CONVERTD_DATA_DIR"] = str(data_dir)
     port = _free_port()
     cli = [sys.executable, "-m", "app.cli"]
@@ -74,6 +75,7 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
             check=True,
         )
         key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+        assert "Warning" not in created.stderr, created.stderr  # platformdirs' RuntimeDirWarning
         resp = requests.post(
             f"{base}/v1/convert",
             headers={"X-API-Key": key},
@@ -98,6 +100,8 @@ def test_serve_runs_embedded_and_stops_cleanly(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             raise
-    assert server.returncode == 0, server.stdout.read()  # type: ignore[union-attr]
+    output = server.stdout.read()  # type: ignore[union-attr]
+    assert server.returncode == 0, output
+    assert "RuntimeDirWarning" not in output, output
     wait_until_sync(lambda: _children_using(data_dir) == [], 10, "embedded PostgreSQL/Redis stopped")
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
