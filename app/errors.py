@@ -126,8 +126,14 @@ class ConvertdError(Exception):
         if self.legacy_code is not None:
             out["legacyCode"] = self.legacy_code
         if self.field is not None:
-            out["field"] = self.field
+            out["field"] = graphql_name(self.field)
         return out
+
+
+def graphql_name(field: str) -> str:
+    """A field as the GraphQL schema spells it: file_path -> filePath, ExpiresInSec -> expiresInSec."""
+    head, *rest = field.split("_")
+    return head[:1].lower() + head[1:] + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def not_found(what: str = "Job") -> ConvertdError:

@@ -168,6 +168,17 @@ async def test_unsupported_pair_is_refused_before_a_job_exists(
     assert await rt.pool.fetchval("SELECT count(*) FROM jobs") == before
 
 
+async def test_errors_name_the_field_as_the_schema_spells_it(gql: GraphQL, account: Account) -> None:
+    body = await gql(
+        operation("Convert"),
+        {"input": {"filePath": "uploads/nope.png", "filetype": "image", "outputFormat": "jpg"}},
+        key=account.key,
+    )
+    assert body["errors"][0]["extensions"]["field"] == "filePath", body
+    body = await gql(operation("CreateJwt"), {"kid": account.kid, "expiresInSec": 0}, key=account.key)
+    assert body["errors"][0]["extensions"]["field"] == "expiresInSec", body
+
+
 async def test_progress_is_the_stored_fraction_without_single_precision_noise(
     gql: GraphQL, http: aiohttp.ClientSession, base_url: str, account: Account, rt: Runtime
 ) -> None:
