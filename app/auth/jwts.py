@@ -18,10 +18,10 @@ import jwt
 
 from app.auth import network
 from app.auth.crypto import ACCESS_TOKEN_PREFIX, MASTER_PREFIX
+from app.errors import ConvertdError, CredentialCode, ErrorCode
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-from app.errors import ConvertdError, CredentialCode, ErrorCode
 
 ALGORITHM = "HS256"
 LEEWAY = 10  # seconds of clock skew forgiven on exp, nbf and iat
@@ -158,15 +158,12 @@ async def spend(redis: aioredis.Redis, kid: uuid.UUID, claims: dict[str, Any]) -
 
     The count lives in Redis (one INCR) until the token expires; tokens with the same Id
     and key share it, so re-signing a token does not refill it."""
-    count = claims.get("RequestCount")
-    if count is None:
-        return True
     counter = f"convertd:jwt-uses:{kid}:{claims['Id']}"
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(counter)
         pipe.expireat(counter, int(claims["exp"]) + LEEWAY)
         used, _ = await pipe.execute()
-    return bool(used <= count)
+    return bool(used <= claims["RequestCount"])
 
 
 def _check_times(claims: dict[str, Any], now: float, max_lifetime: int) -> None:
