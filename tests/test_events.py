@@ -9,7 +9,7 @@ from app.auth.authenticate import authenticate
 from app.auth.request import RequestInfo
 from app.models import JobStatus
 from app.runtime import Runtime
-from app.services import job_changes, job_reads
+from app.services import job_changes, job_reads, processing
 from tests.conftest import Account
 
 
@@ -53,4 +53,26 @@ async def test_watch_ends_at_failure(rt: Runtime, account: Account) -> None:
     await job_changes.save_change(rt, job_id, status=JobStatus.FAILED, error="bad input")
     last = await anext(stream)
     assert last.status is JobStatus.FAILED and last.error == "bad input"
+    assert [j async for j in stream] == []
+
+
+async def test_an_end_written_by_a_worker_that_died_before_publishing_it_reaches_subscribers(
+    rt: Runtime, account: Account
+) -> None:
+    principal = await authenticate(rt, RequestInfo(account.key, "127.0.0.1", {}, "test", False))
+    job_id = await _unqueued_job(rt, account)
+    stream = job_reads.watch(rt, principal, str(job_id))
+    assert (await anext(stream)).status is JobStatus.PENDING
+    # the end as a killed worker leaves it: in PostgreSQL, never published
+    await rt.pool.execute(
+        "UPDATE jobs SET status = 'finished', progress = 1, version = version + 1 WHERE id = $1", job_id
+    )
+
+    async def touch() -> None:
+        pass
+
+    # the queue hands the job to the next attempt, which finds it ended
+    retaken = await processing.process(rt, job_id, touch)
+    last = await asyncio.wait_for(anext(stream), 10)
+    assert last.status is JobStatus.FINISHED and last.version == retaken.version
     assert [j async for j in stream] == []

@@ -89,7 +89,10 @@ async def process(
             if row is None:
                 log.warning("job %s vanished before it ran", job_id)
                 raise LookupError(job_id)
-            return Job.from_row(row)  # it ended (cancelled) before a worker took it
+            # it ended before this attempt: cancelled before a worker took it, or an
+            # attempt wrote its end and died before publishing it, so the end is published
+            # again (subscribers drop a version they have seen; a webhook is queued once)
+            return await announce(rt, Job.from_row(row))
         started = Job.from_row(row)
         if taken is not None:
             taken(started)
