@@ -47,6 +47,8 @@ def body(
         "input_format": job.input_format,
         "output_format": job.output_format,
         "created_at": job.created_at.isoformat(),
+        # a worker took it (its first attempt): started_at - created_at is its wait in the queue
+        "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
     if base_url is not None:

@@ -61,6 +61,8 @@ SCHEMAS: dict[str, Schema] = {
         input_format=STR,
         output_format=STR,
         created_at=TIME,
+        started_at=nullable("string", description="When a worker first took the job."),
+        finished_at=nullable("string"),
         status_url=STR,
         download_url={"type": "string", "description": "Signed and expiring: needs no key."},
         file_name=nullable("string"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,9 @@ async def test_server_sent_events_follow_a_job_to_its_end(
             if line.startswith(b"data: "):
                 events.append(json.loads(line[6:]))
     assert events[-1]["status"] == "finished" and events[-1]["download_url"]
+    # the queue's wait and the conversion's time, told apart
+    times = [datetime.fromisoformat(events[-1][f"{t}_at"]) for t in ("created", "started", "finished")]
+    assert times == sorted(times), events[-1]
     assert [e["status"] for e in events] == sorted(
         (e["status"] for e in events), key=["pending", "processing", "finished"].index
     )
