@@ -20,6 +20,7 @@ from saq.job import Status
 
 from app import metrics
 from app.errors import ConvertdError, ErrorCode, not_found
+from app.models import JobStatus
 from app.services import job_reads
 
 if TYPE_CHECKING:
@@ -55,8 +56,11 @@ async def delete_job(rt: Runtime, principal: Principal, job_id: str) -> Deleted:
             f"The job is {job.status.value}; only ended jobs can be deleted.",
             hint="Cancel it first (POST /v1/cancel/{job_id} or cancelJob), then delete it.",
         )
-    queued = await rt.queue.job(str(job.id))
-    if queued is not None and queued.status is Status.ACTIVE:  # a cancelled job's worker stopping
+    # a job cancelled while it ran: its worker may still be stopping the converter, and
+    # would store an output the delete never sees. A finished job's worker has stored and
+    # recorded its output already (the queue only has not marked it complete yet).
+    queued = None if job.status is JobStatus.FINISHED else await rt.queue.job(str(job.id))
+    if queued is not None and queued.status is Status.ACTIVE:
         raise ConvertdError(
             ErrorCode.NOT_READY,
             "The job's worker is still stopping it.",

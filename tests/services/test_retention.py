@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from saq.job import Status
 
 from app import cli
 from app.config import Settings
@@ -220,6 +221,36 @@ async def test_a_job_still_running_is_not_deleted(
         assert await job_row(rt, str(running)) is not None
     finally:
         await rt.pool.execute("DELETE FROM jobs WHERE id = $1", running)
+
+
+async def test_a_job_is_deleted_as_soon_as_it_finished_but_not_while_a_cancel_is_stopping_it(
+    http: aiohttp.ClientSession, base_url: str, rt: Runtime, account: Account
+) -> None:
+    headers = {"X-API-Key": account.key}
+    finished = (await convert_hash(http, base_url, account, b"done"))["job_id"]
+    cancelled = await rt.pool.fetchval(
+        "INSERT INTO jobs (account_id, filetype, input_format, output_format, input_uploads, status, error)"
+        " VALUES ($1, 'hash', 'txt', 'txt', '{}', 'failed', 'Cancelled by its owner.') RETURNING id",
+        account.account_id,
+    )
+    queued = await rt.queue.job(finished)
+    assert queued is not None
+    # both as the queue shows them for a moment: their worker has not let go of them yet
+    # (the cancelled one only in the queue's record, on no list a worker takes from)
+    twin = dataclasses.replace(queued, key=str(cancelled))
+    for job in (queued, twin):
+        await rt.queue.update(job, status=Status.ACTIVE)
+    try:
+        async with http.delete(f"{base_url}/v1/jobs/{cancelled}", headers=headers) as r:
+            body = await r.json()
+            assert r.status == 409 and r.headers["Retry-After"] == "5", body
+        # the finished job's output is stored and recorded: nothing of it can still change
+        async with http.delete(f"{base_url}/v1/jobs/{finished}", headers=headers) as r:
+            assert r.status == 200, await r.text()
+        assert await job_row(rt, finished) is None
+    finally:
+        await rt.redis.delete(twin.id)
+        await rt.pool.execute("DELETE FROM jobs WHERE id = $1", cancelled)
 
 
 async def test_deleting_a_job_keeps_an_upload_another_job_still_uses(
