@@ -148,17 +148,19 @@ async def _convert(
             name = output_name([u["file_name"] for u in uploads], result.path, job.output_format)
             size = result.path.stat().st_size
             relative = await rt.storage.store_output(result.path, job.account_id, str(job_id), name)
-        return await save_change(
-            rt,
-            job_id,
-            status=JobStatus.FINISHED,
-            progress=1.0,
-            output_path=relative,
-            output_name=name,
-            output_size=size,
-            output_items=result.items,
-            finished_at=_now(),
-        )
+            # the end is written and published before the job's directory is cleaned up:
+            # whoever waits for the job hears of it that much sooner
+            return await save_change(
+                rt,
+                job_id,
+                status=JobStatus.FINISHED,
+                progress=1.0,
+                output_path=relative,
+                output_name=name,
+                output_size=size,
+                output_items=result.items,
+                finished_at=_now(),
+            )
     except ConversionError as exc:
         metrics.conversion_failed(exc)  # counts sandbox failures by kind
         return await fail(rt, job_id, exc.message, exc.hint)
