@@ -14,35 +14,27 @@ if TYPE_CHECKING:
 
 
 async def spend(pool: asyncpg.Pool, principal: Principal) -> None:
-    """Take one conversion from the account (and the key), atomically, or refuse with 403."""
-    async with pool.acquire() as conn, conn.transaction():
-        taken = await conn.fetchval(
-            "UPDATE accounts a SET conversions_used = a.conversions_used + 1 FROM plans p"
-            " WHERE a.id = $1 AND p.name = a.plan"
-            " AND (p.conversions IS NULL OR a.conversions_used < p.conversions) RETURNING a.id",
-            principal.account_id,
+    """Take one conversion from the account (and the key), atomically, or refuse with 403.
+
+    One round trip: the database function (migration 010) takes both or neither."""
+    spent = await pool.fetchval(
+        "SELECT convertd_spend($1, $2)", principal.account_id, principal.key.id if principal.key else None
+    )
+    if spent == "account":
+        raise ConvertdError(
+            ErrorCode.QUOTA_EXCEEDED,
+            "No conversions remaining. Upgrade your plan or purchase more conversions.",
+            f"The {principal.plan.name} plan allows {principal.plan.conversions} conversions; "
+            "ask the operator for a larger plan.",
         )
-        if taken is None:
-            raise ConvertdError(
-                ErrorCode.QUOTA_EXCEEDED,
-                "No conversions remaining. Upgrade your plan or purchase more conversions.",
-                f"The {principal.plan.name} plan allows {principal.plan.conversions} conversions; "
-                "ask the operator for a larger plan.",
-            )
-        if principal.key is None:
-            return
-        taken = await conn.fetchval(
-            "UPDATE api_keys SET conversions_used = conversions_used + 1 WHERE id = $1"
-            " AND (conversion_limit IS NULL OR conversions_used < conversion_limit) RETURNING id",
-            principal.key.id,
+    if spent == "key":
+        assert principal.key is not None
+        raise ConvertdError(
+            ErrorCode.QUOTA_EXCEEDED,
+            "No conversions remaining on this key.",
+            f"The key's own limit is {principal.key.conversion_limit} conversions; raise it "
+            "(updateKey) or use another key.",
         )
-        if taken is None:  # the account's conversion above is rolled back with this
-            raise ConvertdError(
-                ErrorCode.QUOTA_EXCEEDED,
-                "No conversions remaining on this key.",
-                f"The key's own limit is {principal.key.conversion_limit} conversions; raise it "
-                "(updateKey) or use another key.",
-            )
 
 
 async def refund(conn: Conn, account_id: int, key_id: int | None) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 import pytest
 
+from app.auth.authenticate import authenticate
+from app.auth.request import RequestInfo
+from app.errors import ConvertdError
+from app.runtime import Runtime
+from app.services import allowance
 from tests.conftest import Account, GraphQL, operation
 from tests.transports import TRANSPORTS, call
 
@@ -132,3 +138,26 @@ async def test_a_per_key_conversion_limit(
     async with http.get(f"{base_url}/v1/keys/me", headers={"X-API-Key": acct.key}) as r:
         me = await r.json()
     assert (me["conversions_used"], me["conversion_limit"]) == (1, 1)
+
+
+async def test_concurrent_conversions_take_exactly_the_allowance_left_of_account_and_key(
+    rt: Runtime, make_account: Any, make_plan: Any
+) -> None:
+    """Both allowances or neither, under concurrency: a refusal by the key charges the
+    account nothing, and no two calls take the same last conversion."""
+    cases = ((3, None, "No conversions remaining. "), (None, 3, "No conversions remaining on this key."))
+    for plan_limit, key_limit, refused_by in cases:
+        plan = await make_plan(conversions=plan_limit)
+        acct: Account = await make_account("racer", plan, conversion_limit=key_limit)
+        who = await authenticate(rt, RequestInfo(acct.key, "127.0.0.1", {}, "test", False))
+        results = await asyncio.gather(
+            *(allowance.spend(rt.pool, who) for _ in range(8)), return_exceptions=True
+        )
+        refusals = [r for r in results if isinstance(r, ConvertdError)]
+        assert len(refusals) == 5 and all(r.message.startswith(refused_by) for r in refusals), results
+        used = await rt.pool.fetchrow(
+            "SELECT a.conversions_used AS account, k.conversions_used AS key FROM api_keys k"
+            " JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
+            acct.key_id,
+        )
+        assert (used["account"], used["key"]) == (3, 3)
