@@ -140,6 +140,7 @@ class Job:
     webhook_status: str | None = None
     expired_at: datetime | None = None  # its files were deleted after the plan's retention
     request_id: str | None = None  # the API request that created it (X-Request-Id)
+    output_notes: list[str] = dataclasses.field(default_factory=list)  # what the output lacks, why
 
     @property
     def terminal(self) -> bool:

@@ -93,10 +93,13 @@ class Task:
 
 @dataclasses.dataclass
 class Result:
-    """One output file. Several outputs travel as one zip, `items` naming its members."""
+    """One output file. Several outputs travel as one zip, `items` naming its members;
+    `notes` tell the job's owner what of the input is not in it, and why (an archive's
+    links, left out)."""
 
     path: Path
     items: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -159,6 +159,7 @@ async def _convert(
                 output_name=name,
                 output_size=size,
                 output_items=result.items,
+                output_notes=result.notes,
                 finished_at=_now(),
             )
     except ConversionError as exc:

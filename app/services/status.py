@@ -59,6 +59,8 @@ def body(
         if base_url is not None:
             out["download_url"] = download_url(rt, job, base_url)
         out.update(file_name=job.output_name, file_size=job.output_size, items=job.output_items)
+        if job.output_notes:  # e.g. an archive's links, left out
+            out["notes"] = job.output_notes
     if job.status is JobStatus.FAILED:
         out.update(error=job.error, hint=job.error_hint)
     if position is not None:

@@ -95,7 +95,7 @@ def convert(spec: dict[str, Any], channel: _Channel, converter: Any) -> dict[str
     path = Path(result.path)
     if not path.is_absolute():
         path = workdir / path
-    return {"path": os.path.relpath(path, workdir), "items": list(result.items)}
+    return {"path": os.path.relpath(path, workdir), "items": list(result.items), "notes": list(result.notes)}
 
 
 def job_environment(workdir: Path, isolated: bool) -> dict[str, str]:

@@ -178,8 +178,9 @@ def _outcome(
             detail=tail_text,
         )
     if isinstance(result, dict) and status.returncode in (0, None):
-        items = result.get("items") or []
-        return Result(_result_path(str(result.get("path", "")), workdir), [str(i) for i in items])
+        items, notes = result.get("items") or [], result.get("notes") or []
+        path = _result_path(str(result.get("path", "")), workdir)
+        return Result(path, [str(i) for i in items], [str(n)[:300] for n in notes[:100]])
     raise failure(final, status.returncode, limits, tail_text)
 
 

@@ -68,6 +68,11 @@ SCHEMAS: dict[str, Schema] = {
         file_name=nullable("string"),
         file_size=nullable("integer"),
         items={"type": "array", "items": STR},
+        notes={
+            "type": "array",
+            "items": STR,
+            "description": "What of the input is not in the output, and why (an archive's links).",
+        },
         expired_at={**TIME, "description": "Its files were deleted after the plan's retention."},
         error=nullable("string"),
         hint=nullable("string"),

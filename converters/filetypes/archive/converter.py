@@ -14,7 +14,6 @@ as the same formats.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -46,13 +45,6 @@ PLAIN_INPUTS = frozenset(_PLAIN.split())
 def canonical(fmt: str) -> str:
     fmt = fmt.strip().lower().lstrip(".")
     return ALIASES.get(fmt, fmt)
-
-
-@dataclasses.dataclass
-class ArchiveResult(Result):
-    """A Result that also says which entries were left out, and why."""
-
-    skipped: list[str] = dataclasses.field(default_factory=list)
 
 
 class ArchiveConverter(Converter):
@@ -197,7 +189,7 @@ class ArchiveConverter(Converter):
             progress(0.0)
             pack(entries, out, out_fmt, level, lambda f: progress(f))
             progress(1.0)
-            return ArchiveResult(out, [arc for _, arc, _ in entries])
+            return Result(out, [arc for _, arc, _ in entries])
 
         path = task.inputs[0]
         fmt = self._real_format(path, declared)
@@ -213,7 +205,7 @@ class ArchiveConverter(Converter):
         finally:
             staging.cleanup()
         progress(1.0)
-        return ArchiveResult(out, staging.files, staging.skipped)
+        return Result(out, staging.files, notes=staging.skipped)
 
     def _extract(self, path: Path, fmt: str, staging: Staging, progress: Callable[[float], None]) -> None:
         # Zip, 7z and rar readers list all headers themselves first; a tar is listed once

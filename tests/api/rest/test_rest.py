@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import io
 import json
+import stat
 import wave
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import Account, png_bytes, wait_for_status
+from tests.conftest import Account, GraphQL, png_bytes, wait_for_status
 from tests.helpers import queue_tiny_job
 
 
@@ -320,3 +322,36 @@ async def test_content_that_is_not_the_declared_type_is_refused_naming_it(
         body = await resp.json()
     assert resp.status == 400
     assert "jpg" in body["message"] and body["hint"]
+
+
+async def test_what_an_archive_loses_is_told_with_the_finished_job(
+    http: aiohttp.ClientSession, base_url: str, gql: GraphQL, account: Account
+) -> None:
+    """Links inside an archive are left out (they could point anywhere); the job says so."""
+    link = zipfile.ZipInfo("passwd")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("notes.txt", b"kept")
+        zf.writestr(link, b"/etc/passwd")
+    form = aiohttp.FormData()
+    form.add_field("file", buf.getvalue(), filename="mixed.zip")
+    form.add_field("filetype", "archive")
+    form.add_field("output_format", "tar")
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
+        assert r.status == 202, await r.text()
+        job_id = (await r.json())["job_id"]
+    status = await wait_for_status(http, base_url, account.key, job_id)
+    assert status["status"] == "finished" and status["items"] == ["notes.txt"], status
+    assert status["notes"] == ["passwd: symbolic link, not copied"]
+    answer = await gql("query($id: ID!) { job(id: $id) { outputNotes } }", {"id": job_id}, key=account.key)
+    assert answer["data"]["job"]["outputNotes"] == status["notes"]
+    # a job that lost nothing says nothing
+    form = aiohttp.FormData()
+    form.add_field("file", b"plain", filename="a.txt")
+    form.add_field("filetype", "archive")
+    form.add_field("output_format", "zip")
+    async with http.post(f"{base_url}/v1/convert", data=form, headers={"X-API-Key": account.key}) as r:
+        plain = await wait_for_status(http, base_url, account.key, (await r.json())["job_id"])
+    assert plain["status"] == "finished" and "notes" not in plain, plain

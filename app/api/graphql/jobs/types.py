@@ -46,6 +46,9 @@ class Job:
     output_items: list[str] = strawberry.field(
         description="Files inside the output zip, when one input gave several outputs."
     )
+    output_notes: list[str] = strawberry.field(
+        description="What of the input is not in the output, and why (an archive's links)."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -88,6 +91,7 @@ class Job:
             output_name=job.output_name,
             output_size=job.output_size,
             output_items=job.output_items,
+            output_notes=job.output_notes,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -152,7 +152,7 @@ def test_archive_to_every_output(in_fmt: str, tmp_path: Path) -> None:
         result = run(task_for([src], in_fmt, out_fmt, work))
         assert read_output(result.path, out_fmt) == expected, (in_fmt, out_fmt)
         assert sorted(result.items) == sorted(expected)
-        assert result.skipped == []
+        assert result.notes == []
         assert result.path.name.endswith("." + out_fmt)
 
 

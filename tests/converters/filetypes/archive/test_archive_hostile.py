@@ -2,7 +2,7 @@
 
 Policy under test (see converters/filetypes/archive/safety.py): names that escape the folder, bombs
 and lying sizes fail the job with a clear error; links, devices and FIFOs are skipped and
-listed in `result.skipped`; duplicates, odd unicode and over-long names are repaired. In
+listed in `result.notes`; duplicates, odd unicode and over-long names are repaired. In
 every case nothing is written outside the job's folder.
 """
 
@@ -206,8 +206,8 @@ def test_zip_symlinks_are_skipped_and_never_followed(tmp_path: Path) -> None:
         "to-victim/evil.txt": b"written through the link?",
         "ok.txt": b"ok",
     }
-    assert [s.split(":")[0] for s in result.skipped] == ["to-victim", "up"]
-    assert all("symbolic link" in s for s in result.skipped)
+    assert [s.split(":")[0] for s in result.notes] == ["to-victim", "up"]
+    assert all("symbolic link" in s for s in result.notes)
     assert sorted(p.name for p in job.victim.iterdir()) == ["secret.txt"]
 
 
@@ -240,7 +240,7 @@ def test_tar_links_devices_and_fifos_are_skipped(tmp_path: Path) -> None:
         "copy.txt": b"real content",
         "later.txt": b"later",
     }
-    skipped = {s.split(":")[0]: s for s in result.skipped}
+    skipped = {s.split(":")[0]: s for s in result.notes}
     assert set(skipped) == {
         "sym-out",
         "hard-abs",
@@ -268,12 +268,12 @@ def test_7z_and_rar_symlinks_are_skipped(tmp_path: Path) -> None:
         z.write(src / "link", "link")
     result = job.run(job.input("l.7z", seven.read_bytes()), "7z")
     assert read_files(result.path) == {"ok.txt": b"ok"}
-    assert [s.split(":")[0] for s in result.skipped] == ["link"]
+    assert [s.split(":")[0] for s in result.notes] == ["link"]
 
     rar = rar4([("ok.txt", b"ok", stat.S_IFREG | 0o644), ("link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
     result = job.run(job.input("l.rar", rar), "rar")
     assert read_files(result.path) == {"ok.txt": b"ok"}
-    assert [s.split(":")[0] for s in result.skipped] == ["link"]
+    assert [s.split(":")[0] for s in result.notes] == ["link"]
 
 
 # --- bombs: refused by declared size before extraction ---------------------------------------
@@ -489,8 +489,8 @@ def test_long_and_deep_names(tmp_path: Path) -> None:
     ((short, content),) = files.items()
     assert content == b"long" and short.endswith(".txt") and len(short.encode()) <= 255
     assert short.startswith("x" * 200)
-    assert [s.split(":")[0] for s in result.skipped] == [deep[:200], wide[:200]]
-    assert all("too long or too deep" in s for s in result.skipped)
+    assert [s.split(":")[0] for s in result.notes] == [deep[:200], wide[:200]]
+    assert all("too long or too deep" in s for s in result.notes)
 
 
 def test_file_and_folder_of_the_same_name(tmp_path: Path) -> None:
@@ -498,7 +498,7 @@ def test_file_and_folder_of_the_same_name(tmp_path: Path) -> None:
     data = zip_bytes([("a", b"file a"), ("a/b.txt", b"under a file"), ("d/x.txt", b"x"), ("d/", b"")])
     result = job.run(job.input("clash.zip", data), "zip")
     assert read_files(result.path) == {"a": b"file a", "d/x.txt": b"x"}
-    assert [s.split(":")[0] for s in result.skipped] == ["a/b.txt"]
+    assert [s.split(":")[0] for s in result.notes] == ["a/b.txt"]
 
 
 def test_nested_archives_are_not_opened(tmp_path: Path) -> None:
@@ -507,7 +507,7 @@ def test_nested_archives_are_not_opened(tmp_path: Path) -> None:
     outer = zip_bytes([("inner.zip", inner), ("readme.txt", b"hi")])
     result = job.run(job.input("outer.zip", outer), "zip", "tar.xz")
     assert read_files(result.path) == {"inner.zip": inner, "readme.txt": b"hi"}
-    assert result.skipped == []
+    assert result.notes == []
 
 
 def test_input_that_is_a_link_is_refused(tmp_path: Path) -> None:
