@@ -176,14 +176,18 @@ def _records(rows: Iterator[list[Any]], header: bool) -> list[Any]:
 
 
 def _unique(names: list[str], taken: set[str] | None = None, start: int = 0) -> list[str]:
+    """Names made unique with a suffix: a, a_2, a_3. Each name's last suffix is kept, so a
+    header repeating one name a million times costs a million steps, not half a trillion."""
     taken = set() if taken is None else taken
+    last: dict[str, int] = {}
     out = []
     for i, name in enumerate(names, start=start + 1):
         base = name or f"column{i}"
-        name, n = base, 1
+        name, n = base, last.get(base, 1)
         while name in taken:
             n += 1
             name = f"{base}_{n}"
+        last[base] = n
         taken.add(name)
         out.append(name)
     return out

@@ -18,6 +18,8 @@ import yaml
 from converters.base import ConversionError
 
 XLSX_MAX_ROWS, XLSX_MAX_COLS = 1_048_576, 16_384
+# a table of records may be this many times emptier than full, once it is this large
+SPARSE_FACTOR, TABLE_MIN_CELLS = 50, 1_000_000
 _XML_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -163,10 +165,25 @@ def table(data: Any) -> tuple[list[str] | None, list[list[Any]]]:
     if data and all(isinstance(r, dict) for r in data):
         flats = [_flatten(r) for r in data]
         header = list(dict.fromkeys(k for f in flats for k in f))
+        _check_sparse(len(flats), len(header), sum(len(f) for f in flats))
         return header, [[f.get(k) for k in header] for f in flats]
     if data and all(isinstance(r, list) for r in data):
         return None, data
     return ["value"], [[r] for r in data]
+
+
+def _check_sparse(rows: int, columns: int, values: int) -> None:
+    """Refuse records that share so few fields that their table would be mostly empty
+    cells: a few MB of JSON whose every record has a field of its own would otherwise be
+    a table of billions of cells (hours of CPU, or the memory limit)."""
+    cells = rows * columns
+    if cells > max(TABLE_MIN_CELLS, SPARSE_FACTOR * values):
+        raise ConversionError(
+            f"The records share few fields: as a table they would be {rows:,} rows by "
+            f"{columns:,} columns, {cells:,} cells for {values:,} values.",
+            "Convert them to json, yaml or xml, which keep each record's own fields, or "
+            "give the records the same fields.",
+        )
 
 
 def _cell(value: Any, native_dates: bool = False) -> Any:

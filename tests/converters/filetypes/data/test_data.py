@@ -227,6 +227,38 @@ def test_zip_codes_stay_text(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == [{"zip": "01234", "n": 5}]
 
 
+def test_repeated_and_missing_header_names_are_made_unique(tmp_path: Path) -> None:
+    """A header repeating one name (a hostile CSV of a few hundred kB) names its columns
+    a, a_2, a_3...: in one pass, where a search from _2 for every column took minutes."""
+    src = tmp_path / "wide.csv"
+    repeats = 60_000
+    src.write_text("a_3," + "a," * repeats + "\n" + "1," * (repeats + 1) + "1\n")
+    out = convert(src, "csv", "json", tmp_path / "o")
+    names = list(json.loads(out.read_text())[0])
+    expected = ["a_3", "a", "a_2", *(f"a_{n}" for n in range(4, repeats + 2)), f"column{repeats + 2}"]
+    assert names == expected
+
+
+@pytest.mark.parametrize("target", ["csv", "xlsx"])
+def test_records_without_common_fields_are_refused_as_a_table(tmp_path: Path, target: str) -> None:
+    """Each record with a field of its own: 1.5 MB of JSON, 10 billion cells as a table."""
+    src = tmp_path / "sparse.json"
+    src.write_text(json.dumps([{f"k{i}": 1} for i in range(100_000)]))
+    with pytest.raises(ConversionError, match="share few fields") as refused:
+        convert(src, "json", target, tmp_path / target)
+    assert "100,000 rows by 100,000 columns" in refused.value.message
+    assert "json, yaml or xml" in (refused.value.hint or "")
+    # the same records keep their fields where a tree can hold them
+    assert len(yaml.safe_load(convert(src, "json", "yaml", tmp_path / "y").read_text())) == 100_000
+    # records that share most of their fields are a table, however many
+    dense = tmp_path / "dense.json"
+    dense.write_text(
+        json.dumps([{"id": i, "name": "n", **({"note": "x"} if i % 2 else {})} for i in range(50_000)])
+    )
+    rows = list(csv.DictReader(convert(dense, "json", "csv", tmp_path / "dense").open(newline="")))
+    assert len(rows) == 50_000 and rows[1] == {"id": "1", "name": "n", "note": "x"}
+
+
 def test_sheet_choice(tmp_path: Path) -> None:
     src = tmp_path / "two.xlsx"
     book = openpyxl.Workbook()
