@@ -740,3 +740,37 @@ async def test_attack_through_the_sandbox(name: str, world: World, tmp_path: Pat
     world.connections.clear()
     result = await sandbox.run("document", in_fmt, out_fmt, {}, [src], tmp_path / "job")
     assert_no_leak(result.path, out_fmt, world)
+
+
+NESTED = {  # name: (text, what the refusal names)
+    "quotes.md": (">" * 5000 + " deep\n", "5,000 quotes"),
+    "lists.md": ("".join("  " * i + "- x\n" for i in range(300)), "598 columns of indent"),
+    "quotes.rst": ("".join("   " * i + "* x\n\n" for i in range(200)), "597 columns of indent"),
+    "divs.html": ("<html><body>" + "<blockquote>" * 2000 + "x" + "</blockquote>" * 2000, "2,002 elements"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_markup_nested_past_what_pandoc_converts_in_time_is_refused_at_once(
+    name: str, tmp_path: Path
+) -> None:
+    """A few kB nested thousands deep held a worker for pandoc's whole timeout."""
+    text, named = NESTED[name]
+    src = tmp_path / name
+    src.write_text(text)
+    with pytest.raises(ConversionError) as refused:
+        pandoc.convert(src, src.suffix[1:], "docx", tmp_path)
+    assert named in refused.value.message and "Flatten" in (refused.value.hint or "")
+    assert not (tmp_path / "pandoc-run").exists()  # refused before pandoc ran
+
+
+def test_ordinary_nesting_still_converts(tmp_path: Path) -> None:
+    md = tmp_path / "notes.md"
+    md.write_text("".join("  " * i + f"- level {i}\n" for i in range(12)) + "\n" + "> " * 8 + "quoted\n")
+    assert pandoc.convert(md, "md", "html", tmp_path / "md").read_text().count("<ul>") == 12
+    # paragraphs and list items left open, and tags inside a script, are not nesting
+    page = tmp_path / "page.html"
+    body = "<p>para" * 3000 + "<ul>" + "<li>item" * 3000 + "</ul>"
+    page.write_text(f"<html><body><script>{'<div>' * 1000}</script>{body}</body></html>")
+    out = pandoc.convert(page, "html", "md", tmp_path / "html").read_text()
+    assert out.count("para") == 3000 and out.count("item") == 3000
