@@ -26,7 +26,7 @@ FORMATS = """query Formats {
 
 JOB_UPDATES = """subscription JobUpdates($jobId: ID!) {
   jobUpdates(jobId: $jobId) {
-    id status progress error errorHint outputName outputSize downloadUrl
+    id status progress error errorHint outputName outputSize outputNotes downloadUrl
   }
 }"""
 

@@ -55,6 +55,8 @@ class Bars:
         if result["ok"]:
             self.progress.update(task, state="done", completed=1.0)
             self.progress.console.print(f"[green]ok[/]     {name} -> {result['output']}")
+            for note in result["notes"]:
+                self.progress.console.print(f"       note: {note}", highlight=False)
         else:
             self.progress.update(task, state="failed")
             self.progress.console.print(f"[red]failed[/] {name}: {result['error']}", highlight=False)
@@ -91,6 +93,8 @@ class Lines:
     def finish(self, name: str, result: dict[str, Any]) -> None:
         if result["ok"]:
             print(f"{name}: done -> {result['output']}", file=self.out, flush=True)
+            for note in result["notes"]:
+                print(f"{name}: note: {note}", file=self.out, flush=True)
         else:
             print(f"{name}: failed: {result['error']}", file=self.out, flush=True)
             if result.get("hint"):

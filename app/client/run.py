@@ -42,6 +42,7 @@ class Outcome:
     error: str | None = None
     hint: str | None = None
     error_code: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the output lacks, and why
 
     def failed(self, message: str, hint: str | None = None, code: str | None = None) -> Outcome:
         self.ok, self.error, self.hint, self.error_code = False, message, hint, code
@@ -226,6 +227,7 @@ class Run:
                     "WRITE_FAILED",
                 )
             outcome.ok, outcome.output = True, str(dest)
+            outcome.notes = job.get("outputNotes") or []
             return outcome
         except ApiError as err:
             return outcome.failed(err.message, err.hint, err.code)

@@ -8,7 +8,9 @@ import io
 import json
 import os
 import pty
+import stat
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,6 +110,20 @@ async def test_a_failing_file_exits_1_with_its_error_and_hint_and_json_lines(
     ran = await convertd("convert", str(broken), "--to", "webp", env=client_env)
     assert ran.code == 1
     assert f"broken.png: failed: {bad['error']}" in ran.out and f"broken.png: hint: {bad['hint']}" in ran.out
+
+
+async def test_what_an_output_lacks_is_told_beside_it(tmp_path: Path, client_env: dict[str, str]) -> None:
+    link = zipfile.ZipInfo("passwd")
+    link.create_system = 3  # unix: its mode says symbolic link
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "mixed.zip", "w") as zf:
+        zf.writestr("kept.txt", b"kept")
+        zf.writestr(link, b"/etc/passwd")
+    ran = await convertd("convert", str(tmp_path / "mixed.zip"), "--to", "tar", env=client_env)
+    assert ran.code == 0, ran
+    assert "mixed.zip: note: passwd: symbolic link, not copied" in ran.out
+    ran = await convertd("convert", str(tmp_path / "mixed.zip"), "--to", "7z", "--json", env=client_env)
+    assert json.loads(ran.out)["notes"] == ["passwd: symbolic link, not copied"], ran
 
 
 async def test_a_bad_key_exits_2_with_the_servers_message(tmp_path: Path, base_url: str) -> None:
