@@ -18,9 +18,9 @@ from app.api.graphql.jobs.queries import JobQueries
 from app.api.graphql.jobs.subscriptions import JobSubscriptions
 from app.api.graphql.keys.mutations import KeyMutations
 from app.api.graphql.keys.queries import KeyQueries
-from app.api.graphql.limits import CheckedDocuments
+from app.api.graphql.limits import MAX_TOKENS, CheckedDocuments
 from app.api.graphql.tokens.mutations import TokenMutations
-from app.errors import ConvertdError
+from app.errors import ConvertdError, ErrorCode
 from app.outages import is_outage, unavailable
 
 
@@ -46,7 +46,23 @@ class ConvertdSchema(strawberry.Schema):
             e for e in errors if isinstance(e.original_error, ConvertdError) and e.original_error.status < 500
         ]
         _pass_headers(errors, execution_context)
+        for error in errors:
+            _explain(error)
         super().process_errors([e for e in errors if e not in ours], execution_context)
+
+
+def _explain(error: GraphQLError) -> None:
+    """GraphQL's own refusals (syntax, unknown fields, limits) carry the code, status and
+    hint ours do, so a client reads every refusal the same way."""
+    if error.original_error is not None or error.extensions:
+        return
+    if error.message.startswith("Syntax Error: Document contains more than"):
+        hint = f"A document may hold {MAX_TOKENS:,} tokens: ask for fewer fields, or split the work."
+    elif error.message.startswith("Syntax Error"):
+        hint = "The document is not valid GraphQL where `locations` points; GraphiQL at /graphql checks it."
+    else:
+        hint = "Check the document against the schema: GraphiQL at /graphql shows it, or schema.graphql."
+    error.extensions = {"code": ErrorCode.BAD_REQUEST.value, "status": 400, "hint": hint}
 
 
 def _pass_headers(errors: list[GraphQLError], execution_context: Any) -> None:

@@ -64,6 +64,7 @@ async def test_a_valid_callers_document_is_bounded(
     # tokens: a document under the byte limit with too many tokens
     body = await gql("{ " + "__typename " * 6000 + "}", key=account.key)
     assert "tokens" in body["errors"][0]["message"].lower()
+    assert "5,000 tokens" in body["errors"][0]["extensions"]["hint"]
     # fields: fragments spread into each other multiply; the count follows the spreads
     fragments = ["fragment F0 on Query { __typename }"] + [
         f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 12)
@@ -118,3 +119,21 @@ async def test_a_mutation_over_get_is_a_graphql_error_body(
         assert r.status == 400
         [err] = (await r.json())["errors"]
     assert "POST" in err["extensions"]["hint"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message", "hint"),
+    [
+        ("{ formats {", "Syntax Error", "not valid GraphQL"),
+        ("{ nope }", "Cannot query field 'nope'", "against the schema"),
+        ("{ formats { filetype nope } }", "Cannot query field 'nope'", "against the schema"),
+    ],
+)
+async def test_graphql_own_refusals_carry_a_code_and_a_hint(
+    gql: GraphQL, account: Account, document: str, message: str, hint: str
+) -> None:
+    """Syntax and validation errors read like every other refusal: code, status, hint."""
+    [err] = (await gql(document, key=account.key))["errors"]
+    assert message in err["message"] and err["locations"]
+    assert err["extensions"]["code"] == "BAD_REQUEST" and err["extensions"]["status"] == 400
+    assert hint in err["extensions"]["hint"]
