@@ -68,15 +68,20 @@ def main() -> None:
     seccomp.compiled()  # as the fork server does: built once, loaded per job
     gc.collect()
     gc.freeze()
-    mount_point = tempfile.mkdtemp(prefix="convertd-floor-")
+    with tempfile.TemporaryDirectory(prefix="convertd-floor-") as tmp:
+        _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> None:
+    mount_point = str(tmp / "root")
+    workdir = tmp / "job"  # one for every child: each only enters it, none writes to it
+    for path in (tmp / "root", workdir / "tmp", workdir / "in"):
+        path.mkdir(parents=True)
     namespaces = kernel.CLONE_NEWNS | kernel.CLONE_NEWNET | kernel.CLONE_NEWIPC | kernel.CLONE_NEWUTS
 
     def prepare_and_finish() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # (finish names the pid layer it lacks here)
         prep = isolation.prepare(mount_point, in_pid_ns=False)
-        workdir = Path(tempfile.mkdtemp(prefix="convertd-floor-job-"))
-        (workdir / "tmp").mkdir()
-        (workdir / "in").mkdir()
         isolation.finish(prep, workdir, LIMITS, strict=False)
 
     steps: list[tuple[str, Callable[[], object], bool]] = [

@@ -163,19 +163,17 @@ def check_nesting(src: Path, input_format: str) -> None:
         return
     text = src.read_text(encoding="utf-8", errors="replace")
     if input_format == "html":
-        depth, what = _html_depth(text), "elements"
-        over = depth > MAX_NESTING
+        measured = [(_html_depth(text), "elements", MAX_NESTING)]
     else:
         indent, quotes = _line_depth(text)
-        depth, what = (quotes, "quotes") if quotes > MAX_NESTING else (indent, "columns of indent")
-        over = quotes > MAX_NESTING or indent > MAX_INDENT
-    if over:
-        limit = MAX_INDENT if what == "columns of indent" else MAX_NESTING
-        raise ConversionError(
-            f"The {input_format} file nests {depth:,} {what} deep, over the limit of {limit}.",
-            "Flatten its structure (quotes in quotes, lists in lists, elements in elements); "
-            "documents rarely need more than a few levels.",
-        )
+        measured = [(quotes, "quotes", MAX_NESTING), (indent, "columns of indent", MAX_INDENT)]
+    for depth, what, limit in measured:
+        if depth > limit:
+            raise ConversionError(
+                f"The {input_format} file nests {depth:,} {what} deep, over the limit of {limit}.",
+                "Flatten its structure (quotes in quotes, lists in lists, elements in elements); "
+                "documents rarely need more than a few levels.",
+            )
 
 
 def _line_depth(text: str) -> tuple[int, int]:
